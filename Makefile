@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# On these machines torch 2.14.1 / torchvision 0.29.1 come from local disk; elsewhere from PyPI.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= demo_out
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_PINS)
+	$(BIN)/python -m pip install -e ".[export,ort,camera,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m export.build --method maskclip --backbone ViT-B-16 --pretrained openai \
+		--fallback-random --classes voc --image-size 448 --output $(DEMO_OUT)/maskclip_vitb16
+	$(BIN)/python -m runtime.infer --model $(DEMO_OUT)/maskclip_vitb16 --image sample:astronaut \
+		--out $(DEMO_OUT)/overlay.png
+	@echo "overlay written to $(DEMO_OUT)/overlay.png"
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.latency --method maskclip --backbone ViT-B-16 --image-size 448 \
+		--runs 10 --json benchmarks/results/maskclip_vitb16_448.json
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT)

@@ -1,0 +1,1 @@
+"""Export models to deployable folders (needs the ``export`` extra). Imports nothing heavy here."""

@@ -1,0 +1,71 @@
+"""Command line: export a method + vocabulary to a deployable folder.
+
+    python -m export.build --method maskclip --backbone ViT-B-16 --pretrained openai \
+        --classes voc --image-size 448 --output DIR
+
+Dispatches to ``BUILDERS[method]``; prints one JSON line on success, exits 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from export.config import VOCAB_MODES, ExportCfg
+from export.registry import BUILDERS
+from runtime.errors import OvssError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m export.build", description=__doc__.splitlines()[0])
+    p.add_argument("--method", required=True, choices=sorted(BUILDERS))
+    p.add_argument("--backbone", required=True, help="open_clip name: ViT-B-16, RN50, ovss-tiny-vit, ...")
+    p.add_argument("--pretrained", default="none", help="none | open_clip tag (openai) | checkpoint path")
+    p.add_argument("--fallback-random", action="store_true",
+                   help="use random weights (with a loud warning) if the weights cannot be obtained")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", required=True, help="voc|context|coco_stuff|ade20k|cityscapes|camvid, "
+                   "a text file (one class per line), or 'a,b,c'")
+    p.add_argument("--templates", default="maskclip85", choices=["maskclip85", "single"])
+    p.add_argument("--image-size", type=int, default=448)
+    p.add_argument("--output", required=True)
+    p.add_argument("--vocab-mode", default="fixed", choices=VOCAB_MODES)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-simplify", dest="simplify", action="store_false")
+    p.add_argument("--atol", type=float, default=1e-4, help="parity gate on max |logit diff|")
+    p.add_argument("--cache-dir", help="text-classifier cache folder")
+    g = p.add_argument_group("MaskCLIP")
+    g.add_argument("--no-residual", dest="residual", action="store_false")
+    g.add_argument("--no-ffn", dest="ffn", action="store_false")
+    g.add_argument("--numerics", default="official", choices=["official", "clip"])
+    g.add_argument("--no-key-smoothing", dest="key_smoothing", action="store_false")
+    g.add_argument("--ks-thresh", type=float, default=1.0)
+    g.add_argument("--ks-norm", default="spatial", choices=["spatial", "token"])
+    g.add_argument("--no-prompt-denoising", dest="prompt_denoising", action="store_false")
+    g.add_argument("--pd-thresh", type=float, default=0.5)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = ExportCfg(**vars(parse_args(argv)))
+    try:
+        result = BUILDERS[cfg.method](cfg)
+    except OvssError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m = result.manifest
+    print(json.dumps({
+        "output": str(result.output), "method": m.method, "backbone": m.backbone,
+        "weights": m.weights.source, "weights_random": m.weights.random, "classes": len(m.classes),
+        "parity": m.parity, "simplified": result.export.simplified,
+        "nodes": [result.export.nodes_traced, result.export.nodes_final],
+        "seconds": round(result.seconds, 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""PyTorch-vs-onnxruntime parity on one set of inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime import io_names
+from runtime.backends.ort import require_ort, session_options
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How closely onnxruntime reproduces PyTorch.
+
+    Attributes:
+        max_abs_diff: max |logit difference| over the LOGITS output.
+        label_agreement: share of equal LABELS over all pixels.
+        decided_agreement: share of equal labels over pixels whose reference top-2 margin exceeds
+            ``2 * atol`` (elsewhere the classes tie within numerical noise and either label is right).
+        tie_fraction: share of pixels excluded as ties.
+    """
+
+    max_abs_diff: float
+    label_agreement: float
+    decided_agreement: float
+    tie_fraction: float
+    atol: float
+    min_label_agreement: float
+
+    @property
+    def passed(self) -> bool:
+        """True when max|diff| <= atol and decided labels agree >= min_label_agreement."""
+        return self.max_abs_diff <= self.atol and self.decided_agreement >= self.min_label_agreement
+
+
+def ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Run a serialised ONNX model once on the CPU provider."""
+    ort = require_ort()
+    sess = ort.InferenceSession(model_bytes, session_options(ort, None), providers=["CPUExecutionProvider"])
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], atol: float,
+            min_label_agreement: float, margins: np.ndarray | None = None) -> ParityReport:
+    """Compare LOGITS (max abs diff) and LABELS (agreement) of two output dicts.
+
+    Args:
+        margins: reference top-2 score margin per label pixel (same shape as LABELS); None
+            treats every pixel as decided.
+    """
+    diff = np.abs(reference[io_names.LOGITS].astype(np.float64) - candidate[io_names.LOGITS])
+    same = reference[io_names.LABELS] == candidate[io_names.LABELS]
+    decided = np.ones_like(same) if margins is None else margins > 2 * atol
+    decided_agree = float(same[decided].mean()) if decided.any() else 1.0
+    return ParityReport(float(diff.max()), float(same.mean()), decided_agree,
+                        float(1.0 - decided.mean()), atol, min_label_agreement)

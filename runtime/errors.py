@@ -1,0 +1,25 @@
+"""Exception types shared by the runtime, the exporter and the training code."""
+
+
+class OvssError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class InvalidImageError(OvssError, ValueError):
+    """An image has the wrong rank, dtype, channel count or size, or cannot be decoded."""
+
+
+class VocabularyError(OvssError, ValueError):
+    """A vocabulary is empty, has duplicate or blank names, or does not match the model."""
+
+
+class ModelFolderError(OvssError, RuntimeError):
+    """A deployable folder, its manifest or its model file is missing, corrupt or inconsistent."""
+
+
+class CheckpointError(OvssError, RuntimeError):
+    """A checkpoint file is missing, unreadable, or its keys do not fit the model."""
+
+
+class UnknownNameError(OvssError, ValueError):
+    """An unknown method, backbone, class-list or backend name."""

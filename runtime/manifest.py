@@ -1,0 +1,190 @@
+"""The deployable folder's manifest: a flat, typed description of ``model.onnx`` and how to feed it.
+
+Written by ``export`` (to ``DIR/manifest.json`` and into the ONNX ``metadata_props``), read and
+validated here so the runtime needs neither torch nor a tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import ModelFolderError
+from runtime.fsutil import atomic_write_text
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+VOCAB_MODES = ("fixed", "input")
+METADATA_KEY = "ovss_manifest"
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """How an RGB uint8 image becomes the model input.
+
+    Attributes:
+        input_size: (H, W) of the fixed model input, pixels.
+        mean, std: per-channel RGB normalisation on the 0..255 scale.
+        feature_stride: input pixels per logit cell (patch size for ViT, 32 for ModifiedResNet).
+    """
+
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_stride: int
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: its name, dtype, shape (ints or axis names) and meaning."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    meaning: str
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where the weights came from. ``random`` is True when they are random-init (masks meaningless)."""
+
+    source: str
+    sha256: str
+    random: bool
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a runtime needs to run ``model_file`` without the training code."""
+
+    method: str
+    backbone: str
+    weights: WeightsInfo
+    classes: tuple[str, ...]
+    vocab_mode: str
+    preprocess: PreprocessCfg
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+    package_version: str
+    model_file: str = "model.onnx"
+    model_sha256: str = ""
+    text_embeddings_file: str | None = None
+    method_cfg: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, float] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON (tuples become lists)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False)
+
+    def write(self, folder: str | Path) -> Path:
+        """Write ``folder/manifest.json`` atomically."""
+        return atomic_write_text(Path(folder) / MANIFEST_FILE, self.to_json() + "\n")
+
+    def input(self, name: str) -> TensorSpec:
+        """The input spec called ``name``; raises ModelFolderError if absent."""
+        return _find(self.inputs, name, "input")
+
+    def output(self, name: str) -> TensorSpec:
+        """The output spec called ``name``; raises ModelFolderError if absent."""
+        return _find(self.outputs, name, "output")
+
+
+def _find(specs: tuple[TensorSpec, ...], name: str, kind: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise ModelFolderError(f"manifest declares no {kind} tensor named {name!r}")
+
+
+def _require(d: dict, key: str, types: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise ModelFolderError(f"manifest is missing '{where}{key}'")
+    value = d[key]
+    if not isinstance(value, types):
+        raise ModelFolderError(f"manifest field '{where}{key}' has type {type(value).__name__}")
+    return value
+
+
+def _specs(items: Any, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(items, list) or not items:
+        raise ModelFolderError(f"manifest field '{where}' must be a non-empty list")
+    return tuple(
+        TensorSpec(
+            name=_require(t, "name", str, f"{where}[]."),
+            dtype=_require(t, "dtype", str, f"{where}[]."),
+            shape=tuple(_require(t, "shape", list, f"{where}[].")),
+            meaning=_require(t, "meaning", str, f"{where}[]."),
+        )
+        for t in items
+    )
+
+
+def manifest_from_dict(d: dict) -> Manifest:
+    """Build and validate a Manifest from parsed JSON; raises ModelFolderError naming the bad field."""
+    if not isinstance(d, dict):
+        raise ModelFolderError("manifest must be a JSON object")
+    version = _require(d, "format_version", int, "")
+    if version != FORMAT_VERSION:
+        raise ModelFolderError(f"manifest format_version {version} is not supported ({FORMAT_VERSION})")
+    pre, w = _require(d, "preprocess", dict, ""), _require(d, "weights", dict, "")
+    size = _require(pre, "input_size", list, "preprocess.")
+    mean, std = _require(pre, "mean", list, "preprocess."), _require(pre, "std", list, "preprocess.")
+    if len(size) != 2 or len(mean) != 3 or len(std) != 3 or min(std) <= 0 or min(size) <= 0:
+        raise ModelFolderError("manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0")
+    classes = _require(d, "classes", list, "")
+    if not classes or not all(isinstance(c, str) and c for c in classes):
+        raise ModelFolderError("manifest 'classes' must be a non-empty list of names")
+    vocab_mode = _require(d, "vocab_mode", str, "")
+    if vocab_mode not in VOCAB_MODES:
+        raise ModelFolderError(f"manifest vocab_mode {vocab_mode!r} not in {VOCAB_MODES}")
+    return Manifest(
+        method=_require(d, "method", str, ""),
+        backbone=_require(d, "backbone", str, ""),
+        weights=WeightsInfo(
+            source=_require(w, "source", str, "weights."),
+            sha256=_require(w, "sha256", str, "weights."),
+            random=_require(w, "random", bool, "weights."),
+        ),
+        classes=tuple(classes),
+        vocab_mode=vocab_mode,
+        preprocess=PreprocessCfg(
+            input_size=(int(size[0]), int(size[1])),
+            mean=tuple(float(m) for m in mean),
+            std=tuple(float(s) for s in std),
+            feature_stride=_require(pre, "feature_stride", int, "preprocess."),
+        ),
+        inputs=_specs(d.get("inputs"), "inputs"),
+        outputs=_specs(d.get("outputs"), "outputs"),
+        opset=_require(d, "opset", int, ""),
+        package_version=_require(d, "package_version", str, ""),
+        model_file=_require(d, "model_file", str, ""),
+        model_sha256=_require(d, "model_sha256", str, ""),
+        text_embeddings_file=d.get("text_embeddings_file"),
+        method_cfg=d.get("method_cfg", {}),
+        parity=d.get("parity", {}),
+        format_version=version,
+    )
+
+
+def load_manifest(folder: str | Path) -> Manifest:
+    """Read and validate ``folder/manifest.json``.
+
+    Raises:
+        ModelFolderError: the folder or manifest is missing, not JSON, or has missing/bad fields.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {str(folder)!r} does not exist or is not a folder")
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelFolderError(f"{str(path)!r} is missing: not a deployable folder (run export.build)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFolderError(f"{str(path)!r} is not valid JSON: {e}") from e
+    return manifest_from_dict(data)

@@ -1,0 +1,83 @@
+"""Logits to label maps and colour overlays, in numpy.
+
+Bilinear upsampling is separable, so it is done as two small matrix products (same sampling as
+``torch.nn.functional.interpolate(mode='bilinear', align_corners=False)``), and the argmax over
+classes runs over row blocks so a large image never holds C x H x W floats at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bilinear_matrix(out_len: int, in_len: int, span: int | None = None) -> np.ndarray:
+    """Interpolation matrix A (out_len x in_len) with ``y = A @ x`` bilinear, align_corners=False.
+
+    Args:
+        out_len: number of output samples to return (the first ``out_len`` of ``span``).
+        in_len: number of input samples (feature cells).
+        span: length of the full output grid that the input spans (default ``out_len``); use the
+            padded size when the input covers a padded image and only the first rows are wanted.
+    """
+    span = out_len if span is None else span
+    src = (np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / span) - 0.5
+    src = np.clip(src, 0.0, in_len - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_len - 1)
+    frac = src - i0
+    a = np.zeros((out_len, in_len), dtype=np.float32)
+    rows = np.arange(out_len)
+    np.add.at(a, (rows, i0), (1.0 - frac).astype(np.float32))
+    np.add.at(a, (rows, i1), frac.astype(np.float32))
+    return a
+
+
+def upsample_argmax(
+    logits: np.ndarray, out_hw: tuple[int, int], span_hw: tuple[int, int] | None = None,
+    block_rows: int = 64,
+) -> np.ndarray:
+    """Argmax over classes of bilinearly upsampled logits.
+
+    Args:
+        logits (np.ndarray): float32 [C, h, w].
+        out_hw: (H, W) output size, pixels.
+        span_hw: (Hp, Wp) size the logits span when they cover a padded image (default out_hw).
+        block_rows: output rows computed per block (bounds memory to C x block_rows x W).
+    Returns:
+        np.ndarray: int32 [H, W] class indices in [0, C).
+    """
+    c, h, w = logits.shape
+    span_hw = out_hw if span_hw is None else span_hw
+    a_h = bilinear_matrix(out_hw[0], h, span_hw[0])
+    a_w = bilinear_matrix(out_hw[1], w, span_hw[1])
+    cols = np.matmul(logits.astype(np.float32, copy=False), a_w.T)  # [C, h, W]
+    labels = np.empty(out_hw, dtype=np.int32)
+    for r0 in range(0, out_hw[0], block_rows):
+        block = np.matmul(a_h[r0:r0 + block_rows], cols)  # [C, r, W]
+        labels[r0:r0 + block_rows] = block.argmax(axis=0)
+    return labels
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """Deterministic, well-separated colours: uint8 [num_classes, 3] (PASCAL VOC bit pattern)."""
+    idx = np.arange(1, num_classes + 1)
+    colours = np.zeros((num_classes, 3), dtype=np.uint8)
+    for bit in range(8):
+        for ch in range(3):
+            colours[:, ch] |= (((idx >> (3 * bit + ch)) & 1) << (7 - bit)).astype(np.uint8)
+    return colours
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colour-coded label map over an image.
+
+    Args:
+        image (np.ndarray): HxWx3 uint8 RGB.
+        labels (np.ndarray): HxW int, values in [0, len(colours)).
+        colours (np.ndarray): uint8 [C, 3].
+        alpha: weight of the label colours, in [0, 1].
+    Returns:
+        np.ndarray: HxWx3 uint8.
+    """
+    mix = (1.0 - alpha) * image.astype(np.float32) + alpha * colours[labels].astype(np.float32)
+    return np.clip(mix + 0.5, 0, 255).astype(np.uint8)

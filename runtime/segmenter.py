@@ -1,0 +1,200 @@
+"""Run a deployable folder on images: validation, resize/slide, backend, upsample + argmax."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime import io_names
+from runtime.backends import make_backend
+from runtime.errors import ModelFolderError, VocabularyError
+from runtime.fsutil import sha256_file
+from runtime.image import as_rgb_uint8
+from runtime.manifest import Manifest, load_manifest
+from runtime.postprocess import upsample_argmax
+from runtime.preprocess import normalize, resize_rgb, short_side_size
+from runtime.vocab import validate_classes
+from runtime.windows import WindowPlan, default_stride, plan_windows
+
+log = logging.getLogger(__name__)
+MODES = ("auto", "whole", "slide")
+
+
+@dataclass(frozen=True)
+class SegResult:
+    """One segmented image.
+
+    Attributes:
+        labels: int32 [H, W] class indices at the input image's size.
+        logits: float32 [C, h, w] scores at feature resolution (stitched over windows in slide mode).
+        classes: the class names, index-aligned with ``labels`` values.
+        classes_present: names of classes that occur in ``labels``, in class order.
+        mode: "whole" (one resized pass) or "slide" (windows at native scale).
+        windows: number of model runs.
+        timings_ms: {"preprocess", "inference", "postprocess"} wall-clock milliseconds.
+        backend, providers: the backend name and the providers it actually used.
+    """
+
+    labels: np.ndarray
+    logits: np.ndarray
+    classes: tuple[str, ...]
+    classes_present: tuple[str, ...]
+    mode: str
+    windows: int
+    timings_ms: dict[str, float]
+    backend: str
+    providers: tuple[str, ...]
+
+
+class Segmenter:
+    """Loads a deployable folder and segments HxWx3 uint8 images.
+
+    Args:
+        folder: deployable folder written by ``export.build``.
+        backend: backend name (see ``runtime.backends.BACKENDS``).
+        mode: "auto" (whole image when it fits in the input, else slide), "whole" or "slide".
+        stride: slide step in pixels (default two thirds of the input size).
+        short_side: rescale images so the short side has this length first (aspect kept).
+        verify: check the model file's sha256 against the manifest.
+        backend_options: passed to the backend (e.g. providers, threads).
+    """
+
+    def __init__(self, folder: str | Path, backend: str = "onnxruntime", *, mode: str = "auto",
+                 stride: int | None = None, short_side: int | None = None, verify: bool = True,
+                 **backend_options):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.folder = Path(folder)
+        self.manifest: Manifest = load_manifest(self.folder)
+        size = self.manifest.preprocess.input_size
+        if size[0] != size[1]:
+            raise ModelFolderError(f"only square inputs are supported, manifest has {size}")
+        self.mode, self.short_side = mode, short_side
+        self.stride = stride or default_stride(size[0], self.manifest.preprocess.feature_stride)
+        model_path = self._model_path(verify)
+        self.backend = make_backend(backend, str(model_path), **backend_options)
+        self._text: np.ndarray | None = None
+        self.classes = self.manifest.classes
+        if self.manifest.vocab_mode == "input":
+            self._load_default_vocabulary()
+        if self.manifest.weights.random:
+            log.warning("model %s has RANDOM weights: its masks are meaningless", self.folder)
+
+    def _model_path(self, verify: bool) -> Path:
+        path = self.folder / self.manifest.model_file
+        if not path.is_file():
+            raise ModelFolderError(f"model file {str(path)!r} named by the manifest is missing")
+        if verify and self.manifest.model_sha256 and sha256_file(path) != self.manifest.model_sha256:
+            raise ModelFolderError(f"{str(path)!r} does not match the manifest's sha256: corrupt or modified")
+        return path
+
+    def _load_default_vocabulary(self) -> None:
+        name = self.manifest.text_embeddings_file
+        path = self.folder / (name or "")
+        if not name or not path.is_file():
+            raise ModelFolderError(f"vocab_mode 'input' needs the text embeddings file {name!r}")
+        try:
+            emb = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ModelFolderError(f"cannot read text embeddings {str(path)!r}: {e}") from e
+        self.set_vocabulary(self.manifest.classes, emb)
+
+    def set_vocabulary(self, classes: list[str] | tuple[str, ...], embeddings: np.ndarray) -> None:
+        """Swap the vocabulary of a ``vocab_mode: input`` model without re-export.
+
+        Args:
+            classes: C class names.
+            embeddings (np.ndarray): float [C, D] text classifier from the same CLIP; rows are
+                L2-normalised here.
+        Raises:
+            VocabularyError: fixed-vocabulary model, bad names, or a shape/dtype mismatch.
+        """
+        if self.manifest.vocab_mode != "input":
+            raise VocabularyError("this model was exported with a fixed vocabulary (--vocab-mode fixed)")
+        classes = validate_classes(classes)
+        dim = self.manifest.input(io_names.TEXT_EMBEDDINGS).shape[-1]
+        emb = np.asarray(embeddings)
+        if emb.ndim != 2 or emb.shape != (len(classes), dim) or not np.issubdtype(emb.dtype, np.floating):
+            raise VocabularyError(
+                f"embeddings must be float [{len(classes)}, {dim}], got {emb.dtype} {emb.shape}")
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        if not np.all(np.isfinite(emb)) or np.any(norms == 0):
+            raise VocabularyError("embeddings contain non-finite values or all-zero rows")
+        self._text = np.ascontiguousarray(emb / norms, dtype=np.float32)
+        self.classes = classes
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        feeds = {io_names.IMAGE: x}
+        if self._text is not None:
+            feeds[io_names.TEXT_EMBEDDINGS] = self._text
+        return self.backend(feeds, [io_names.LOGITS])[io_names.LOGITS][0]
+
+    def _slide(self, work: np.ndarray) -> tuple[np.ndarray, WindowPlan]:
+        pre = self.manifest.preprocess
+        plan = plan_windows(work.shape[:2], pre.input_size[0], self.stride, pre.feature_stride)
+        x = np.zeros((1, 3) + plan.padded_hw, dtype=np.float32)  # zero = mean colour
+        x[:, :, :work.shape[0], :work.shape[1]] = normalize(work, pre)
+        return x, plan
+
+    def __call__(self, image: np.ndarray) -> SegResult:
+        """Segment one image.
+
+        Args:
+            image (np.ndarray): HxWx3 uint8 RGB [0,255] (gray and RGBA accepted, see runtime.image).
+        Returns:
+            SegResult with labels at the image's own size.
+        """
+        t0 = time.perf_counter()
+        rgb = as_rgb_uint8(image)
+        out_hw = rgb.shape[:2]
+        work = rgb if self.short_side is None else resize_rgb(rgb, short_side_size(out_hw, self.short_side))
+        size = self.manifest.preprocess.input_size
+        mode = self.mode
+        if mode == "auto":
+            mode = "whole" if work.shape[0] <= size[0] and work.shape[1] <= size[1] else "slide"
+        if mode == "whole":
+            x = normalize(resize_rgb(work, size), self.manifest.preprocess)
+            t1 = time.perf_counter()
+            logits, runs = self._run(x), 1
+            span = out_hw
+        else:
+            x, plan = self._slide(work)
+            padded = plan.padded_hw
+            t1 = time.perf_counter()
+            logits, runs = self._stitch(x, plan), len(plan.boxes)
+            scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
+            span = (padded[0] * scale[0], padded[1] * scale[1])
+        t2 = time.perf_counter()
+        labels = upsample_argmax(logits, out_hw, span)
+        present = tuple(self.classes[i] for i in np.unique(labels))
+        t3 = time.perf_counter()
+        ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return SegResult(labels, logits, tuple(self.classes), present, mode, runs,
+                         {k: round(v, 3) for k, v in ms.items()}, self.backend.name, self.backend.providers)
+
+    def _stitch(self, x: np.ndarray, plan: WindowPlan) -> np.ndarray:
+        """Run every window of ``x`` [1,3,Hp,Wp] and average overlaps on the feature canvas."""
+        p, s = plan.feature_stride, plan.window
+        canvas, count = None, np.zeros(plan.feature_hw, dtype=np.float32)
+        for y, xo in plan.boxes:
+            out = self._run(np.ascontiguousarray(x[:, :, y:y + s, xo:xo + s]))
+            if canvas is None:
+                canvas = np.zeros((out.shape[0],) + plan.feature_hw, dtype=np.float32)
+            cy, cx = y // p, xo // p
+            canvas[:, cy:cy + out.shape[1], cx:cx + out.shape[2]] += out
+            count[cy:cy + out.shape[1], cx:cx + out.shape[2]] += 1.0
+        return canvas / count
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

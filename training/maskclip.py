@@ -1,0 +1,180 @@
+"""MaskCLIP: dense CLIP features from the last block's value path, text classification, refinement.
+
+ViT path (official MaskCLIP): y = ln_1(x); v = out_proj(v_proj(y)); v = v + x (residual);
+v = v + mlp(ln_2(v)) (FFN); feat = ln_post(v) @ proj. Keys k = out_proj(k_proj(y)) feed key smoothing.
+The value path is token-wise, so the CLS token is dropped before the last block.
+ResNet path: feat = c_proj(v_proj(x)), k = k_proj(x), attnpool projections applied as 1x1 convs,
+no attnpool positional embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.clip_loader import LoadedClip, visual_kind
+from training.refine import classify, key_smooth, prompt_denoise
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+NUMERICS = ("official", "clip")
+KS_NORMS = ("spatial", "token")
+
+
+@dataclass(frozen=True)
+class MaskClipCfg:
+    """MaskCLIP switches; defaults reproduce the official implementation.
+
+    Attributes:
+        image_size: fixed square input side (multiple of the feature stride).
+        residual, ffn: keep the last block's residual / FFN on the value path (official: both).
+        numerics: ``official`` = exact GELU and LayerNorm eps 1e-6 in the visual tower (MaskCLIP's
+            mmseg ViT); ``clip`` = the tower as open_clip built it (QuickGELU, eps 1e-5 for OpenAI).
+        key_smoothing, ks_thresh, ks_norm: key smoothing, its threshold and k normalisation axis.
+        prompt_denoising, pd_thresh: prompt denoising and its threshold.
+        mean, std: input normalisation, RGB on 0..255 (ImageNet, as the official configs).
+    """
+
+    image_size: int = 448
+    residual: bool = True
+    ffn: bool = True
+    numerics: str = "official"
+    key_smoothing: bool = True
+    ks_thresh: float = 1.0
+    ks_norm: str = "spatial"
+    prompt_denoising: bool = True
+    pd_thresh: float = 0.5
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        if self.numerics not in NUMERICS:
+            raise ValueError(f"numerics must be one of {NUMERICS}, got {self.numerics!r}")
+        if self.ks_norm not in KS_NORMS:
+            raise ValueError(f"ks_norm must be one of {KS_NORMS}, got {self.ks_norm!r}")
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+
+
+def apply_official_numerics(visual: nn.Module) -> None:
+    """Exact GELU and LayerNorm eps 1e-6 throughout a ViT visual tower (in place)."""
+    for block in visual.transformer.resblocks:
+        block.mlp.gelu = nn.GELU()
+    for module in visual.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = 1e-6
+
+
+def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[1 + g*g, D] CLIP positional embedding -> [1, 1 + gh*gw, D], bicubic, CLS row kept."""
+    cls, patches = pos[:1], pos[1:]
+    g = int(round(patches.shape[0] ** 0.5))
+    if (g, g) != tuple(grid):
+        patches = patches.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
+        patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+    return torch.cat([cls, patches])[None]
+
+
+class DenseViT(nn.Module):
+    """Dense features from an open_clip VisionTransformer at a fixed input size.
+
+    forward: image [B,3,S,S] -> (feat [B,D,S/p,S/p], key [B,(S/p)^2,width]).
+    """
+
+    def __init__(self, visual: nn.Module, cfg: MaskClipCfg):
+        super().__init__()
+        self.visual, self.cfg = visual, cfg
+        self.patch = visual.conv1.kernel_size[0]
+        self.grid = (cfg.image_size // self.patch,) * 2
+        with torch.no_grad():
+            pos = interpolate_pos_embed(visual.positional_embedding.detach(), self.grid)
+        self.register_buffer("pos_embed", pos, persistent=False)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x = v.conv1(image).flatten(2).transpose(1, 2)  # [B, N, width]
+        cls = v.class_embedding.reshape(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+        x = v.ln_pre(torch.cat([cls, x], dim=1) + self.pos_embed)
+        blocks = v.transformer.resblocks
+        batch_first = getattr(v.transformer, "batch_first", True)
+        x = x if batch_first else x.transpose(0, 1)
+        for block in blocks[:-1]:
+            x = block(x)
+        x = (x if batch_first else x.transpose(0, 1))[:, 1:]
+        return self._value_path(blocks[-1], x)
+
+    def _value_path(self, last: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attn, width = last.attn, x.shape[-1]
+        y = last.ln_1(x)
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        v = last.ls_1(attn.out_proj(F.linear(y, w[2 * width:], b[2 * width:])))
+        if self.cfg.residual:
+            v = v + x
+        if self.cfg.ffn:
+            v = v + last.ls_2(last.mlp(last.ln_2(v)))
+        feat = self.visual.ln_post(v) @ self.visual.proj  # [B, N, D]
+        key = attn.out_proj(F.linear(y, w[width:2 * width], b[width:2 * width]))
+        bsz, gh, gw = x.shape[0], self.grid[0], self.grid[1]
+        return feat.transpose(1, 2).reshape(bsz, -1, gh, gw), key
+
+
+def _conv1x1(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    return F.conv2d(x, linear.weight[:, :, None, None], linear.bias)
+
+
+class DenseResNet(nn.Module):
+    """Dense features from an open_clip ModifiedResNet: attnpool v/c (and k) as 1x1 convs.
+
+    forward: image [B,3,S,S] -> (feat [B,D,S/32,S/32], key [B,(S/32)^2,width*32]).
+    """
+
+    def __init__(self, visual: nn.Module, cfg: MaskClipCfg):
+        super().__init__()
+        self.visual, self.cfg = visual, cfg
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(image)))))
+        pool = v.attnpool
+        feat = _conv1x1(_conv1x1(x, pool.v_proj), pool.c_proj)
+        key = _conv1x1(x, pool.k_proj).flatten(2).transpose(1, 2)
+        return feat, key
+
+
+class MaskClip(nn.Module):
+    """MaskCLIP with refinement: image + text classifier -> per-class scores at feature resolution.
+
+    forward(image [B,3,S,S] normalised, text [C,D] unit rows) -> [B,C,S/p,S/p]: cosine logits,
+    -100 for denoised classes, or probabilities when key smoothing is on.
+    """
+
+    def __init__(self, visual: nn.Module, cfg: MaskClipCfg):
+        super().__init__()
+        self.cfg, self.kind = cfg, visual_kind(visual)
+        if self.kind == "vit":
+            if cfg.numerics == "official":
+                apply_official_numerics(visual)
+            self.dense, self.feature_stride = DenseViT(visual, cfg), visual.conv1.kernel_size[0]
+        else:
+            self.dense, self.feature_stride = DenseResNet(visual, cfg), 32
+        if cfg.image_size % self.feature_stride:
+            raise ValueError(f"image_size {cfg.image_size} is not a multiple of the feature stride "
+                             f"{self.feature_stride}")
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        feat, key = self.dense(image)
+        logits = classify(feat, text)
+        if self.cfg.prompt_denoising:
+            logits = prompt_denoise(logits, self.cfg.pd_thresh)
+        if self.cfg.key_smoothing:
+            logits = key_smooth(logits, key, self.cfg.ks_thresh, self.cfg.ks_norm)
+        return logits
+
+
+def build_maskclip_model(clip: LoadedClip, cfg: MaskClipCfg) -> MaskClip:
+    """MaskCLIP over ``clip``'s visual tower (modified in place for ``numerics='official'``), eval mode."""
+    return MaskClip(clip.model.visual, cfg).eval()
