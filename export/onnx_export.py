@@ -94,7 +94,7 @@ def run_export(*, model: torch.nn.Module, dummy_inputs: dict[str, torch.Tensor],
              100 * parity.tie_fraction)
     if not parity.passed:
         raise ExportError(f"PyTorch/onnxruntime parity failed: max|diff| {parity.max_abs_diff:.3g} "
-                          f"(<= {atol}), decided labels {parity.decided_agreement:.5f} (>= {min_label_agreement})")
+                          f"(excess over {atol} + {parity.rtol}|ref|: {parity.max_excess:.3g}), decided labels {parity.decided_agreement:.5f} (>= {min_label_agreement})")
     traced_nodes = len(proto.graph.node)
     slim = _simplify(proto) if simplify else None
     if slim is not None:

@@ -16,6 +16,8 @@ class ParityReport:
 
     Attributes:
         max_abs_diff: max |logit difference| over the LOGITS output.
+        max_excess: max of |diff| - (atol + rtol |ref|) (<= 0 when every element is within
+            tolerance); the rtol term matters only for key-smoothed scores, which are unbounded.
         label_agreement: share of equal LABELS over all pixels.
         decided_agreement: share of equal labels over pixels whose reference top-2 margin exceeds
             ``2 * atol`` (elsewhere the classes tie within numerical noise and either label is right).
@@ -23,16 +25,18 @@ class ParityReport:
     """
 
     max_abs_diff: float
+    max_excess: float
     label_agreement: float
     decided_agreement: float
     tie_fraction: float
     atol: float
+    rtol: float
     min_label_agreement: float
 
     @property
     def passed(self) -> bool:
-        """True when max|diff| <= atol and decided labels agree >= min_label_agreement."""
-        return self.max_abs_diff <= self.atol and self.decided_agreement >= self.min_label_agreement
+        """True when |diff| <= atol + rtol |ref| everywhere and decided labels agree enough."""
+        return self.max_excess <= 0.0 and self.decided_agreement >= self.min_label_agreement
 
 
 def ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -43,16 +47,22 @@ def ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray], names: list[st
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], atol: float,
-            min_label_agreement: float, margins: np.ndarray | None = None) -> ParityReport:
-    """Compare LOGITS (max abs diff) and LABELS (agreement) of two output dicts.
+            min_label_agreement: float, margins: np.ndarray | None = None,
+            rtol: float = 1e-5) -> ParityReport:
+    """Compare LOGITS (|diff| <= atol + rtol |ref|) and LABELS (agreement) of two output dicts.
 
     Args:
+        rtol: relative term, at float32 accumulation level. Key-smoothed MaskCLIP scores reach
+            1e3 and more (the official spatial key normalisation), where float32's own spacing
+            exceeds 1e-4, so an absolute bound alone cannot hold there.
         margins: reference top-2 score margin per label pixel (same shape as LABELS); None
             treats every pixel as decided.
     """
-    diff = np.abs(reference[io_names.LOGITS].astype(np.float64) - candidate[io_names.LOGITS])
+    ref = reference[io_names.LOGITS].astype(np.float64)
+    diff = np.abs(ref - candidate[io_names.LOGITS])
+    excess = float((diff - (atol + rtol * np.abs(ref))).max())
     same = reference[io_names.LABELS] == candidate[io_names.LABELS]
     decided = np.ones_like(same) if margins is None else margins > 2 * atol
     decided_agree = float(same[decided].mean()) if decided.any() else 1.0
-    return ParityReport(float(diff.max()), float(same.mean()), decided_agree,
-                        float(1.0 - decided.mean()), atol, min_label_agreement)
+    return ParityReport(float(diff.max()), excess, float(same.mean()), decided_agree,
+                        float(1.0 - decided.mean()), atol, rtol, min_label_agreement)

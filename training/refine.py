@@ -43,6 +43,11 @@ def key_smooth(logits: torch.Tensor, key: torch.Tensor, thresh: float, norm: str
         thresh: confidence threshold (official 1.0: nearly every position is smoothed).
         norm: ``spatial`` normalises k over the position axis, as the official code does
             (``F.normalize`` default dim=1 on [B, HW, Dk]); ``token`` normalises each key vector.
+    Note:
+        ``thresh >= 1`` smooths every position. A softmax never reaches 1 in exact arithmetic, but
+        in float32 confident pixels saturate to exactly 1.0 in one backend and 0.99999994 in
+        another, so the official ``p < 1.0`` test would pick different pixels in PyTorch, ONNX
+        Runtime and TensorRT (seen: 4.2 max logit difference). Below 1 the official test is used.
     Returns:
         [B, C, h, w] probabilities (softmax(100·logits), smoothed where selected).
     """
@@ -51,6 +56,8 @@ def key_smooth(logits: torch.Tensor, key: torch.Tensor, thresh: float, norm: str
     k = F.normalize(key, p=2.0, dim=1 if norm == "spatial" else 2)
     # (k kᵀ) p computed as k (kᵀ p): same product, O(HW·Dk·C) instead of O(HW²·Dk).
     smoothed = torch.matmul(k, torch.matmul(k.transpose(1, 2), prob))
-    select = prob.amax(dim=-1, keepdim=True) < thresh
-    out = torch.where(select, smoothed, prob)
+    if thresh >= 1.0:
+        out = smoothed
+    else:
+        out = torch.where(prob.amax(dim=-1, keepdim=True) < thresh, smoothed, prob)
     return out.transpose(1, 2).reshape(b, c, h, w)

@@ -1,0 +1,234 @@
+"""Batch-1 latency: PyTorch eager against the exported ONNX on onnxruntime, same weights and input.
+
+    python -m benchmarks.latency --method maskclip --backbone ViT-B-16 --image-size 448 \
+        --runs 10 --json benchmarks/results/maskclip_vitb16_448.json
+
+The model is exported with the real builder into a temporary folder, so the timed graph is the one
+users deploy. Warm-up rounds run first, then ``--runs`` interleaved rounds (pytorch, onnxruntime,
+pytorch, ...), each impl on the same number of threads. Prints one JSON line; exits 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from export.builders import MODEL_FILE, ExportResult
+from export.config import ExportCfg
+from export.onnx_export import parity_image
+from export.registry import BUILDERS
+from export.wrappers import MaskClipOnnxModel
+from runtime import io_names
+from runtime.backends.ort import OrtBackend, require_ort, session_options
+from runtime.errors import OvssError, UnknownNameError
+from runtime.fsutil import atomic_write_text
+from runtime.manifest import Manifest
+from training.clip_loader import load_clip
+from training.maskclip import MaskClipCfg, build_maskclip_model
+from training.text_classifier import TEMPLATE_SETS, build_text_classifier
+
+log = logging.getLogger(__name__)
+OUTPUTS = [io_names.LOGITS, io_names.LABELS]
+CPU = ["CPUExecutionProvider"]  # the eager model runs on the CPU, so onnxruntime does too
+# Optional onnxruntime variants: (graph optimisation level, intra-op threads; None = --threads).
+VARIANTS = {
+    "ort-basic": ("ORT_ENABLE_BASIC", None),
+    "ort-extended": ("ORT_ENABLE_EXTENDED", None),
+    "ort-1thread": ("ORT_ENABLE_ALL", 1),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--method", required=True, choices=sorted(BUILDERS))
+    p.add_argument("--backbone", required=True, help="open_clip name: ViT-B-16, RN50, ...")
+    p.add_argument("--pretrained", default="none", help="none | open_clip tag | checkpoint path")
+    p.add_argument("--classes", default="voc", help="vocabulary spec, as for export.build")
+    p.add_argument("--templates", default="single", choices=sorted(TEMPLATE_SETS),
+                   help="prompt set; latency does not depend on it (the classifier is a constant)")
+    p.add_argument("--image-size", type=int, default=448)
+    p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
+    p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
+                   help="extra onnxruntime sessions timed in the same loop")
+    p.add_argument("--json", help="also write the report here (atomically)")
+    args = p.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        p.error("--runs must be >= 1 and --warmup >= 0")
+    return args
+
+
+def export_model(args: argparse.Namespace, folder: str) -> ExportResult:
+    """Export with the registry's builder (parity-gated, simplified) into ``folder``."""
+    cfg = ExportCfg(method=args.method, backbone=args.backbone, output=folder,
+                    classes=args.classes, pretrained=args.pretrained, templates=args.templates,
+                    image_size=args.image_size)
+    return BUILDERS[args.method](cfg)
+
+
+def maskclip_eager(m: Manifest, pretrained: str) -> torch.nn.Module:
+    """The export wrapper over a fresh MaskCLIP configured as exported: (image) -> (logits, labels).
+
+    Raises RuntimeError if the reloaded weights differ from the exported ones (sha256).
+    """
+    clip = load_clip(m.backbone, pretrained)
+    if clip.weights_sha256 != m.weights.sha256:
+        raise RuntimeError(f"eager weights {clip.weights_sha256[:12]} differ from the exported "
+                           f"{m.weights.sha256[:12]}")
+    names = {f.name for f in dataclasses.fields(MaskClipCfg)}
+    cfg = MaskClipCfg(**{k: v for k, v in m.method_cfg.items() if k in names})
+    text = build_text_classifier(clip, m.classes, m.method_cfg["templates"])  # cache hit
+    return MaskClipOnnxModel(build_maskclip_model(clip, cfg), text, m.vocab_mode).eval()
+
+
+EAGER = {"maskclip": maskclip_eager}
+
+
+def ort_variant(path: str, name: str, threads: int):
+    """An onnxruntime session: the project's options with the variant's optimisation/threads."""
+    ort, (level, n) = require_ort(), VARIANTS[name]
+    so = session_options(ort, n or threads)
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    return ort.InferenceSession(path, so, providers=CPU)
+
+
+def make_impls(model: torch.nn.Module, image: torch.Tensor, path: str, threads: int,
+               variants: list[str]) -> dict[str, Callable[[], object]]:
+    """{impl name: zero-argument callable running one batch-1 forward, both outputs}."""
+    feeds = {io_names.IMAGE: image.numpy()}
+    ort = OrtBackend(path, providers=CPU, threads=threads)
+
+    def pytorch():
+        with torch.no_grad():
+            return model(image)
+
+    impls = {"pytorch": pytorch, "onnxruntime": lambda: ort(feeds, OUTPUTS)}
+    for name in variants:
+        impls[name] = functools.partial(ort_variant(path, name, threads).run, OUTPUTS, feeds)
+    return impls
+
+
+def max_logit_diff(impls: dict[str, Callable[[], object]]) -> float:
+    """max |logits| difference between one pytorch and one onnxruntime run on the timed input."""
+    ref = impls["pytorch"]()[0].numpy()
+    return float(np.abs(ref - impls["onnxruntime"]()[io_names.LOGITS]).max())
+
+
+def count_gflop(model: torch.nn.Module, image: torch.Tensor) -> float:
+    """GFLOP (1e9 FLOP, a multiply-add = 2) of one forward, counted by FlopCounterMode.
+
+    FlopCounterMode sees neither nn.MultiheadAttention's fast path nor the fused CPU attention
+    kernel, so both are off while counting (ViT-B/16 at 448: 156 GFLOP, not 94).
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as fc:
+            model(image)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return fc.get_total_flops() / 1e9
+
+
+def time_interleaved(impls: dict[str, Callable[[], object]], warmup: int,
+                     runs: int) -> dict[str, list[float]]:
+    """Wall-clock milliseconds per impl: ``warmup`` untimed rounds, then ``runs`` timed rounds."""
+    log.info("warm-up: %d round(s) of %s", warmup, ", ".join(impls))
+    for _ in range(warmup):
+        for fn in impls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in tqdm(range(runs), desc="timing", unit="round"):
+        for name, fn in impls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def summarize(name: str, ms: list[float], image_size: int, gflop: float) -> dict:
+    """One result row: median/p90 in ms and achieved GFLOP/s at the median."""
+    median, p90 = float(np.median(ms)), float(np.percentile(ms, 90))
+    return {"impl": name, "image_size": image_size, "median_ms": round(median, 3),
+            "p90_ms": round(p90, 3), "gflops_per_s": round(gflop / (median / 1e3), 2),
+            "runs": len(ms)}
+
+
+def cpu_model() -> str | None:
+    """The CPU's ``model name`` from /proc/cpuinfo, or None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            rows = (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+            return next(rows, None)
+    except OSError:
+        return None
+
+
+def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
+    """Export, build the eager twin, count FLOPs and time every impl; returns the report."""
+    if args.method not in EAGER:
+        raise UnknownNameError(f"no eager model for method {args.method!r} in benchmarks.latency")
+    with tempfile.TemporaryDirectory(prefix="ovss-bench-") as tmp:
+        result = export_model(args, tmp)
+        m = result.manifest
+        if m.weights.random:
+            log.warning("weights are RANDOM: timings and FLOPs hold, the outputs are meaningless")
+        model = EAGER[args.method](m, args.pretrained)
+        image = parity_image(args.image_size, m.preprocess.mean, m.preprocess.std)
+        impls = make_impls(model, image, str(result.output / MODEL_FILE), threads, args.variants)
+        diff = max_logit_diff(impls)
+        log.info("pytorch vs onnxruntime on the timed input: max|logit diff| %.3g", diff)
+        gflop = count_gflop(model, image)
+        log.info("one forward: %.2f GFLOP; %d thread(s)", gflop, threads)
+        times = time_interleaved(impls, args.warmup, args.runs)
+    rows = [summarize(name, ms, args.image_size, gflop) for name, ms in times.items()]
+    median = {r["impl"]: r["median_ms"] for r in rows}
+    ratio = median["pytorch"] / median["onnxruntime"]
+    return {"results": rows, "ratio_pytorch_over_onnxruntime": round(ratio, 3),
+            "backbone": m.backbone, "method": m.method, "weights_random": m.weights.random,
+            "gflop": round(gflop, 3), "threads": threads, "cpu": cpu_model(),
+            "torch_version": torch.__version__, "onnxruntime_version": require_ort().__version__,
+            "max_abs_logit_diff": diff}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    threads = args.threads or len(os.sched_getaffinity(0))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        report = run_benchmark(args, threads)
+    except OvssError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(previous)
+    report["command"] = shlex.join(["python", "-m", "benchmarks.latency", *argv])
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

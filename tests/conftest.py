@@ -1,0 +1,54 @@
+"""Shared fixtures: offline hub, a private text cache, tiny exported folders, CamVid when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CAMVID = SHARED / "data" / "camvid"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _text_cache(tmp_path_factory):
+    os.environ["OVSS_CACHE_DIR"] = str(tmp_path_factory.mktemp("ovss_cache"))
+
+
+@pytest.fixture(scope="session")
+def camvid() -> Path:
+    """The CamVid folder from ../shared, or skip."""
+    if not (CAMVID / "test").is_dir():
+        pytest.skip("../shared/data/camvid is absent")
+    return CAMVID
+
+
+def export_folder(tmp_path_factory, name: str, **overrides) -> Path:
+    """Export a tiny MaskCLIP with the real builder and return the folder."""
+    from export.builders import build_maskclip
+    from export.config import ExportCfg
+
+    out = tmp_path_factory.mktemp(name)
+    kw = dict(method="maskclip", backbone="ovss-tiny-vit", output=str(out), classes="cat,dog,car,tree",
+              image_size=224, templates="single")
+    kw.update(overrides)
+    build_maskclip(ExportCfg(**kw))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_folder(tmp_path_factory) -> Path:
+    return export_folder(tmp_path_factory, "tiny_vit")
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_input_folder(tmp_path_factory) -> Path:
+    return export_folder(tmp_path_factory, "tiny_vit_input", vocab_mode="input")
+
+
+@pytest.fixture(scope="session")
+def tiny_rn_folder(tmp_path_factory) -> Path:
+    return export_folder(tmp_path_factory, "tiny_rn", backbone="ovss-tiny-rn")

@@ -1,0 +1,39 @@
+"""Sliding-window inference for the PyTorch models, on the same window plan as the runtime."""
+
+from __future__ import annotations
+
+import torch
+
+from runtime.windows import default_stride, plan_windows
+
+
+@torch.no_grad()
+def slide_logits(model: torch.nn.Module, image: torch.Tensor, text: torch.Tensor, window: int,
+                 feature_stride: int, stride: int | None = None) -> torch.Tensor:
+    """Scores for an image larger than the model input, averaged over overlapping windows.
+
+    The normalised image is zero-padded (= mean colour) bottom/right to the plan's padded size;
+    each window's scores are added into a feature-resolution canvas and divided by the overlap count.
+
+    Args:
+        model: callable (image [1,3,S,S], text [C,D]) -> [1,C,S/p,S/p].
+        image: [1,3,H,W] normalised.
+        text: [C,D] text classifier.
+        window, feature_stride: S and p.
+        stride: step in pixels (default: two thirds of S on the feature grid).
+    Returns:
+        [C, Hp/p, Wp/p] scores covering the padded image.
+    """
+    plan = plan_windows(tuple(image.shape[-2:]), window, stride or default_stride(window, feature_stride),
+                        feature_stride)
+    padded = image.new_zeros((1, 3) + plan.padded_hw)
+    padded[:, :, :image.shape[2], :image.shape[3]] = image
+    canvas, count = None, image.new_zeros(plan.feature_hw)
+    p = feature_stride
+    for y, x in plan.boxes:
+        out = model(padded[:, :, y:y + window, x:x + window], text)[0]
+        if canvas is None:
+            canvas = image.new_zeros((out.shape[0],) + plan.feature_hw)
+        canvas[:, y // p:y // p + out.shape[1], x // p:x // p + out.shape[2]] += out
+        count[y // p:y // p + out.shape[1], x // p:x // p + out.shape[2]] += 1
+    return canvas / count
