@@ -1,0 +1,63 @@
+"""export.build: dispatch, folder contents, metadata, and errors that leave nothing behind."""
+
+import json
+
+import onnx
+import pytest
+
+from export import build
+from runtime.fsutil import sha256_file
+from runtime.manifest import METADATA_KEY, load_manifest
+
+
+def test_folder_contents(tiny_vit_folder, tiny_vit_input_folder):
+    m = load_manifest(tiny_vit_folder)
+    assert m.method == "maskclip" and m.backbone == "ovss-tiny-vit" and m.weights.random
+    assert m.classes == ("cat", "dog", "car", "tree") and m.opset >= 17
+    assert m.model_sha256 == sha256_file(tiny_vit_folder / "model.onnx")
+    assert m.preprocess.input_size == (224, 224) and m.preprocess.feature_stride == 16
+    assert m.parity["max_abs_diff"] <= 1e-4 and m.parity["label_agreement"] >= 0.999
+    proto = onnx.load(str(tiny_vit_folder / "model.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    embedded = json.loads(meta[METADATA_KEY])
+    assert embedded["classes"] == list(m.classes) and embedded["model_sha256"] == ""
+    assert [o.name for o in proto.graph.output] == ["logits", "labels"]
+    mi = load_manifest(tiny_vit_input_folder)
+    assert mi.vocab_mode == "input" and (tiny_vit_input_folder / mi.text_embeddings_file).is_file()
+    assert mi.input("text_embeddings").shape == ("num_classes", 64)
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "m"
+    rc = build.main(["--method", "maskclip", "--backbone", "ovss-tiny-rn", "--classes", "camvid",
+                     "--image-size", "224", "--templates", "single", "--output", str(out)])
+    assert rc == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["weights_random"] is True and line["classes"] == 11
+    assert load_manifest(out).preprocess.feature_stride == 32
+
+
+def test_unknown_method_is_rejected(capsys):
+    with pytest.raises(SystemExit) as e:
+        build.parse_args(["--method", "segformer", "--backbone", "x", "--classes", "a", "--output", "o"])
+    assert e.value.code == 2 and "invalid choice: 'segformer'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--backbone", "ViT-Q-99", "--classes", "a,b"], "unknown backbone"),
+    (["--backbone", "ovss-tiny-vit", "--classes", "a,a"], "duplicate"),
+    (["--backbone", "ovss-tiny-vit", "--classes", ""], "empty"),
+    (["--backbone", "ovss-tiny-vit", "--classes", "a", "--pretrained", "/no/such.pt"], "does not exist"),
+])
+def test_bad_requests_exit_2_and_write_nothing(tmp_path, capsys, args, match):
+    out = tmp_path / "m"
+    rc = build.main(["--method", "maskclip", "--image-size", "224", "--output", str(out), *args])
+    assert rc == 2 and match in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_fallback_random(tmp_path, capsys):
+    rc = build.main(["--method", "maskclip", "--backbone", "ovss-tiny-vit", "--classes", "a,b",
+                     "--pretrained", str(tmp_path / "absent.safetensors"), "--fallback-random",
+                     "--image-size", "224", "--templates", "single", "--output", str(tmp_path / "m")])
+    assert rc == 0 and load_manifest(tmp_path / "m").weights.random

@@ -1,0 +1,54 @@
+"""The runtime CLI in a subprocess where `import torch` (and `training`) fail."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = (
+    "import sys, runpy\n"
+    "sys.modules['torch'] = None\n"  # makes `import torch` raise ImportError
+    "sys.modules['training'] = None\n"
+    "sys.modules['open_clip'] = None\n"
+    "sys.argv = ['runtime.infer'] + sys.argv[1:]\n"
+    "try:\n"
+    "    import torch\n"
+    "    raise SystemExit('torch imported')\n"
+    "except ImportError:\n"
+    "    pass\n"
+    "runpy.run_module('runtime.infer', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _run(args, cwd):
+    return subprocess.run([sys.executable, "-c", BLOCK, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_infer_cli_without_torch(tiny_vit_folder, tmp_path):
+    img = (np.random.default_rng(0).random((200, 260, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    out, labels = tmp_path / "overlay.png", tmp_path / "labels.png"
+    proc = _run(["--model", str(tiny_vit_folder), "--image", str(tmp_path / "in.png"), "--out", str(out),
+                 "--labels-out", str(labels)], ROOT)
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["backend"] == "onnxruntime" and line["providers"] == ["CPUExecutionProvider"]
+    assert set(line["timings_ms"]) == {"preprocess", "inference", "postprocess"}
+    assert line["classes_present"] and line["weights_random"] is True
+    assert np.asarray(Image.open(out)).shape == (200, 260, 3)
+    assert np.asarray(Image.open(labels)).max() < 4
+
+
+def test_infer_cli_bad_input_exits_2(tiny_vit_folder, tmp_path):
+    proc = _run(["--model", str(tmp_path / "nothing"), "--image", "x.png", "--out", "o.png"], ROOT)
+    assert proc.returncode == 2 and "error:" in proc.stderr
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    proc = _run(["--model", str(tiny_vit_folder), "--image", str(tmp_path / "bad.jpg"),
+                 "--out", str(tmp_path / "o.png")], ROOT)
+    assert proc.returncode == 2 and "cannot decode image" in proc.stderr
+    assert not (tmp_path / "o.png").exists()
