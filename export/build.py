@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("export", "training", "runtime"):
+        logging.getLogger(name).setLevel(logging.INFO)
     cfg = ExportCfg(**vars(parse_args(argv)))
     try:
         result = BUILDERS[cfg.method](cfg)

@@ -220,3 +220,18 @@ def test_camvid_frame(tiny_vit_folder, camvid):
     with Segmenter(tiny_vit_folder) as seg:
         res = seg(img)
     assert res.labels.shape == (360, 480) and res.mode == "slide" and res.windows >= 2
+
+
+def test_atomic_write_replaces_whole_file_or_nothing(tmp_path):
+    from runtime.fsutil import atomic_write, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "a.json", "old")
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)
+
+    def fail(tmp):
+        open(tmp, "w").write("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, fail)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
