@@ -209,8 +209,10 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO,
+    logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("benchmarks", "export", "training", "runtime", "__main__"):
+        logging.getLogger(name).setLevel(logging.INFO)  # open_clip's INFO chatter stays quiet
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
