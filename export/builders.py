@@ -58,11 +58,9 @@ def build_maskclip(cfg: ExportCfg) -> ExportResult:
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
     text = build_text_classifier(clip, classes, cfg.templates, cfg.cache_dir)
-    mcfg = MaskClipCfg(
-        image_size=cfg.image_size, residual=cfg.residual, ffn=cfg.ffn, numerics=cfg.numerics,
-        key_smoothing=cfg.key_smoothing, ks_thresh=cfg.ks_thresh, ks_norm=cfg.ks_norm,
-        prompt_denoising=cfg.prompt_denoising, pd_thresh=cfg.pd_thresh,
-    )
+    # ExportCfg carries MaskClipCfg's switches flat (one CLI flag each); copy them by name.
+    mcfg = MaskClipCfg(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(MaskClipCfg)
+                          if hasattr(cfg, f.name)})
     model = build_maskclip_model(clip, mcfg)
     return _build(
         cfg=cfg, clip=clip, classes=classes, text=text,
