@@ -83,3 +83,14 @@ def test_cache_hit_and_key(clip, tmp_path, monkeypatch):
 def test_unknown_template_set(clip, tmp_path):
     with pytest.raises(ValueError, match="template set"):
         tc.build_text_classifier(clip, ["cat"], "fancy", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("backbone", ["ovss-tiny-vit", "ViT-B-16"])
+def test_truncated_text_encoding_equals_full_context(backbone):
+    clip = load_clip(backbone)
+    tokens = clip.tokenizer(["a photo of a cat.", "a bad photo of the fire hydrant in the scene.", "x"])
+    with torch.no_grad():
+        full = clip.model.encode_text(tokens)
+        short = tc.encode_tokens(clip.model, tokens)
+    assert clip.model.positional_embedding.shape[0] == 77 and clip.model.attn_mask.shape == (77, 77)
+    torch.testing.assert_close(short, full, rtol=1e-5, atol=1e-5)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,38 @@ def cache_key(weights_sha256: str, classes: tuple[str, ...], templates: tuple[st
     return hashlib.sha256(blob).hexdigest()
 
 
+def _can_truncate(model: torch.nn.Module) -> bool:
+    """True for CLIP text towers with a causal mask and EOT (argmax) pooling."""
+    return (getattr(model, "text_pool_type", None) == "argmax"
+            and getattr(model, "attn_mask", None) is not None
+            and isinstance(getattr(model, "positional_embedding", None), torch.Tensor))
+
+
+@contextmanager
+def _context_length(model: torch.nn.Module, length: int):
+    """Temporarily run the text tower on ``length`` positions instead of the full context.
+
+    Exact for causal, EOT-pooled towers: the EOT token never attends to the padding after it, so
+    dropping trailing padding changes nothing but the cost (prompts use ~10-20 of 77 positions).
+    """
+    pos, mask = model.positional_embedding, model.attn_mask
+    model.positional_embedding = torch.nn.Parameter(pos[:length], requires_grad=False)
+    model.attn_mask = mask[:length, :length]
+    try:
+        yield
+    finally:
+        model.positional_embedding, model.attn_mask = pos, mask
+
+
+def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` on [N, L] tokens, truncated to the longest prompt where exact."""
+    if not _can_truncate(model):
+        return model.encode_text(tokens)
+    length = int(tokens.argmax(dim=-1).max()) + 1  # EOT has the largest id in CLIP's vocabulary
+    with _context_length(model, length):
+        return model.encode_text(tokens[:, :length])
+
+
 @torch.no_grad()
 def encode_classes(clip: LoadedClip, classes: tuple[str, ...], templates: tuple[str, ...],
                    batch: int = 256) -> torch.Tensor:
@@ -56,7 +89,7 @@ def encode_classes(clip: LoadedClip, classes: tuple[str, ...], templates: tuple[
     chunks = [classes[i:i + per_batch] for i in range(0, len(classes), per_batch)]
     for chunk in tqdm(chunks, desc="text classifier", unit="batch", disable=len(chunks) < 4):
         tokens = clip.tokenizer([t.format(c) for c in chunk for t in templates])
-        emb = F.normalize(clip.model.encode_text(tokens).float(), dim=-1)
+        emb = F.normalize(encode_tokens(clip.model, tokens).float(), dim=-1)
         emb = emb.view(len(chunk), len(templates), -1).mean(dim=1)
         rows.append(F.normalize(emb, dim=-1))
     return torch.cat(rows)
