@@ -77,6 +77,7 @@ class Segmenter:
         self.stride = stride or default_stride(size[0], self.manifest.preprocess.feature_stride)
         model_path = self._model_path(verify)
         self.backend = make_backend(backend, str(model_path), **backend_options)
+        self._check_graph_io()
         self._text: np.ndarray | None = None
         self.classes = self.manifest.classes
         if self.manifest.vocab_mode == "input":
@@ -91,6 +92,15 @@ class Segmenter:
         if verify and self.manifest.model_sha256 and sha256_file(path) != self.manifest.model_sha256:
             raise ModelFolderError(f"{str(path)!r} does not match the manifest's sha256: corrupt or modified")
         return path
+
+    def _check_graph_io(self) -> None:
+        want_in = tuple(t.name for t in self.manifest.inputs)
+        want_out = tuple(t.name for t in self.manifest.outputs)
+        got_in, got_out = self.backend.input_names, self.backend.output_names
+        if got_in != want_in or not set(want_out) <= set(got_out):
+            self.backend.close()
+            raise ModelFolderError(f"model inputs {got_in} / outputs {got_out} do not match the "
+                                   f"manifest's {want_in} / {want_out}")
 
     def _load_default_vocabulary(self) -> None:
         name = self.manifest.text_embeddings_file

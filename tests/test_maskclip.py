@@ -109,3 +109,16 @@ def test_refinement_changes_output_as_configured(vit):
     refined = build_maskclip_model(vit, MaskClipCfg(image_size=224))(image, text)
     assert refined.shape == plain.shape == (1, 5, 14, 14)
     assert not torch.allclose(plain, refined)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone,size,stride", [("ViT-B-32", 224, 32), ("ViT-L-14", 224, 14),
+                                                  ("RN101", 224, 32), ("RN50x16", 256, 32)])
+@torch.no_grad()
+def test_listed_backbones_build_and_run(backbone, size, stride):
+    clip = load_clip(backbone)
+    model = build_maskclip_model(clip, MaskClipCfg(image_size=size))
+    text = F.normalize(torch.randn(3, clip.model.visual.output_dim), dim=1)
+    out = model(torch.randn(1, 3, size, size), text)
+    assert model.feature_stride == stride
+    assert out.shape == (1, 3, size // stride, size // stride) and torch.isfinite(out).all()

@@ -235,3 +235,15 @@ def test_atomic_write_replaces_whole_file_or_nothing(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, fail)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_model_that_does_not_match_its_manifest(tmp_path, tiny_vit_folder, tiny_vit_input_folder):
+    from runtime.fsutil import sha256_file
+
+    dst = _copy(tiny_vit_folder, tmp_path)
+    shutil.copy(tiny_vit_input_folder / "model.onnx", dst / "model.onnx")
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["model_sha256"] = sha256_file(dst / "model.onnx")
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFolderError, match="do not match the manifest"):
+        Segmenter(dst)

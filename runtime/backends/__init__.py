@@ -20,6 +20,14 @@ class Backend(Protocol):
     def providers(self) -> tuple[str, ...]:
         """Execution providers or devices actually in use."""
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Graph input names, in order."""
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Graph output names, in order."""
+
     def __call__(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run once. ``feeds`` maps input names to arrays; returns the requested outputs."""
 

@@ -71,6 +71,16 @@ class OrtBackend:
         """Providers the session actually uses (not merely those requested)."""
         return tuple(self.session.get_providers())
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Graph input names, in order."""
+        return tuple(i.name for i in self.session.get_inputs())
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Graph output names, in order."""
+        return tuple(o.name for o in self.session.get_outputs())
+
     def __call__(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run once; returns ``{name: array}`` for ``outputs``."""
         return dict(zip(outputs, self.session.run(outputs, feeds)))
