@@ -19,7 +19,7 @@ from runtime.backends import BACKENDS
 from runtime.errors import OvssError
 from runtime.fsutil import atomic_write
 from runtime.image import load_image
-from runtime.postprocess import overlay, palette
+from runtime.postprocess import legend, overlay, palette
 from runtime.segmenter import MODES, Segmenter
 
 
@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--short-side", type=int, help="rescale so the short side has this length first")
     p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0,1]")
+    p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
     return p.parse_args(argv)
 
 
@@ -53,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                        short_side=args.short_side, threads=args.threads) as seg:
             result = seg(image)
             random_weights = seg.manifest.weights.random
-        _save_png(args.out, overlay(image, result.labels, palette(len(result.classes)), args.alpha))
+        colours = palette(len(result.classes))
+        shown = overlay(image, result.labels, colours, args.alpha)
+        if not args.no_legend:
+            idx = [result.classes.index(n) for n in result.classes_present]
+            shown = legend(shown, list(result.classes_present), colours[idx])
+        _save_png(args.out, shown)
         if args.labels_out:
             if len(result.classes) > 256:
                 raise OvssError("--labels-out needs at most 256 classes for an 8-bit PNG")

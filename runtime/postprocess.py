@@ -81,3 +81,30 @@ def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: f
     """
     mix = (1.0 - alpha) * image.astype(np.float32) + alpha * colours[labels].astype(np.float32)
     return np.clip(mix + 0.5, 0, 255).astype(np.uint8)
+
+
+def legend(image: np.ndarray, names: list[str], colours: np.ndarray, row: int = 18) -> np.ndarray:
+    """Append a strip below ``image`` with a colour swatch and name per entry.
+
+    Args:
+        image (np.ndarray): HxWx3 uint8.
+        names: class names to list, in order.
+        colours (np.ndarray): uint8 [len(names), 3], one per name.
+        row: pixels per legend line.
+    Returns:
+        np.ndarray: (H + strip)xWx3 uint8.
+    """
+    from PIL import Image, ImageDraw
+
+    w = image.shape[1]
+    slot = max(120, min(w, 200))
+    per_line = max(1, w // slot)
+    lines = -(-len(names) // per_line)
+    canvas = Image.new("RGB", (w, image.shape[0] + lines * row + 4), (255, 255, 255))
+    canvas.paste(Image.fromarray(image), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, colour) in enumerate(zip(names, colours)):
+        x, y = (i % per_line) * slot + 4, image.shape[0] + (i // per_line) * row + 4
+        draw.rectangle([x, y, x + row - 6, y + row - 6], fill=tuple(int(c) for c in colour))
+        draw.text((x + row, y), name, fill=(0, 0, 0))
+    return np.asarray(canvas)

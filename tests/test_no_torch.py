@@ -40,7 +40,9 @@ def test_infer_cli_without_torch(tiny_vit_folder, tmp_path):
     assert line["backend"] == "onnxruntime" and line["providers"] == ["CPUExecutionProvider"]
     assert set(line["timings_ms"]) == {"preprocess", "inference", "postprocess"}
     assert line["classes_present"] and line["weights_random"] is True
-    assert np.asarray(Image.open(out)).shape == (200, 260, 3)
+    shown = np.asarray(Image.open(out))
+    assert shown.shape[1:] == (260, 3) and shown.shape[0] > 200  # overlay + legend strip
+    assert np.asarray(Image.open(labels)).shape == (200, 260)
     assert np.asarray(Image.open(labels)).max() < 4
 
 

@@ -247,3 +247,19 @@ def test_model_that_does_not_match_its_manifest(tmp_path, tiny_vit_folder, tiny_
     (dst / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError, match="do not match the manifest"):
         Segmenter(dst)
+
+
+def test_overlay_and_legend():
+    from runtime.postprocess import legend, overlay, palette
+
+    img = np.zeros((40, 300, 3), np.uint8)
+    labels = np.zeros((40, 300), np.int32)
+    labels[:, 150:] = 1
+    colours = palette(3)
+    assert len({tuple(c) for c in colours}) == 3
+    shown = overlay(img, labels, colours, alpha=1.0)
+    np.testing.assert_array_equal(shown[0, 0], colours[0])
+    np.testing.assert_array_equal(shown[0, 299], colours[1])
+    out = legend(shown, ["road", "sky"], colours[:2])
+    assert out.shape[1:] == (300, 3) and out.shape[0] > 40
+    np.testing.assert_array_equal(out[:40], shown)
