@@ -75,3 +75,17 @@ def test_corrupt_and_unsafe_checkpoints(tmp_path):
         pickle.dump({"x": Evil()}, f)
     with pytest.raises(CheckpointError, match="cannot load"):
         load_clip("ovss-tiny-vit", str(tmp_path / "evil.pt"))
+
+
+def test_unreachable_hub_fails_fast_with_a_clear_error(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as on a user's machine without the env var
+    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match="cannot obtain pretrained weights ovss|cannot obtain"):
+        load_clip("ViT-B-32", "openai")
+    assert time.perf_counter() - t0 < 30
+    assert constants.HF_HUB_OFFLINE is False  # offline mode was scoped to the load

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +127,48 @@ def load_clip(backbone: str, pretrained: str = "none", seed: int = 0) -> LoadedC
                       state_dict_sha256(model), random)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True if huggingface_hub is not in offline mode and its endpoint accepts a TCP connection."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def offline_unless_reachable():
+    """Run in huggingface_hub's offline mode when its endpoint cannot be reached.
+
+    Offline mode still serves weights from the local cache but fails at once instead of retrying
+    for ~45 s per missing file.
+    """
+    from huggingface_hub import constants
+
+    if hub_reachable():
+        yield
+        return
+    log.info("model hub unreachable: looking in the local cache only")
+    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def _create_pretrained(backbone: str, tag: str) -> nn.Module:
     tags = open_clip.list_pretrained_tags_by_model(backbone)
     if tag not in tags:
         raise UnknownNameError(f"no pretrained tag {tag!r} for {backbone}; known: {tags}")
     quick_gelu = bool(open_clip.get_pretrained_cfg(backbone, tag).get("quick_gelu", False))
     try:
-        return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=quick_gelu)
+        with offline_unless_reachable():
+            return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=quick_gelu)
     except Exception as e:  # hub errors come in many types; say what failed and why
         raise CheckpointError(
             f"cannot obtain pretrained weights {backbone}/{tag} (offline, or not cached?): "
