@@ -94,7 +94,8 @@ def run_export(*, model: torch.nn.Module, dummy_inputs: dict[str, torch.Tensor],
              100 * parity.tie_fraction)
     if not parity.passed:
         raise ExportError(f"PyTorch/onnxruntime parity failed: max|diff| {parity.max_abs_diff:.3g} "
-                          f"(excess over {atol} + {parity.rtol}|ref|: {parity.max_excess:.3g}), decided labels {parity.decided_agreement:.5f} (>= {min_label_agreement})")
+                          f"(excess over {atol} + {parity.rtol}|ref|: {parity.max_excess:.3g}), "
+                          f"decided labels {parity.decided_agreement:.5f} (>= {min_label_agreement})")
     if parity.tie_fraction > 0.5:
         log.warning("%.0f%% of label pixels are ties in PyTorch (typical of random weights, whose text "
                     "tower embeds every class alike): the label check covers only the rest; the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from runtime.manifest import Manifest, load_manifest
 from runtime.postprocess import upsample_argmax
 from runtime.preprocess import normalize, resize_rgb, short_side_size
 from runtime.vocab import validate_classes
-from runtime.windows import WindowPlan, default_stride, plan_windows
+from runtime.windows import WindowPlan, default_stride, plan_windows, stitch
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "whole", "slide")
@@ -77,11 +78,15 @@ class Segmenter:
         self.stride = stride or default_stride(size[0], self.manifest.preprocess.feature_stride)
         model_path = self._model_path(verify)
         self.backend = make_backend(backend, str(model_path), **backend_options)
-        self._check_graph_io()
         self._text: np.ndarray | None = None
         self.classes = self.manifest.classes
-        if self.manifest.vocab_mode == "input":
-            self._load_default_vocabulary()
+        try:
+            self._check_graph_io()
+            if self.manifest.vocab_mode == "input":
+                self._load_default_vocabulary()
+        except BaseException:
+            self.backend.close()
+            raise
         if self.manifest.weights.random:
             log.warning("model %s has RANDOM weights: its masks are meaningless", self.folder)
 
@@ -98,7 +103,6 @@ class Segmenter:
         want_out = tuple(t.name for t in self.manifest.outputs)
         got_in, got_out = self.backend.input_names, self.backend.output_names
         if got_in != want_in or not set(want_out) <= set(got_out):
-            self.backend.close()
             raise ModelFolderError(f"model inputs {got_in} / outputs {got_out} do not match the "
                                    f"manifest's {want_in} / {want_out}")
 
@@ -175,7 +179,9 @@ class Segmenter:
             x, plan = self._slide(work)
             padded = plan.padded_hw
             t1 = time.perf_counter()
-            logits, runs = self._stitch(x, plan), len(plan.boxes)
+            zeros = functools.partial(np.zeros, dtype=np.float32)
+            logits = stitch(plan, x, lambda w: self._run(np.ascontiguousarray(w)), zeros)
+            runs = len(plan.boxes)
             scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
             span = (padded[0] * scale[0], padded[1] * scale[1])
         t2 = time.perf_counter()
@@ -185,19 +191,6 @@ class Segmenter:
         ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
         return SegResult(labels, logits, tuple(self.classes), present, mode, runs,
                          {k: round(v, 3) for k, v in ms.items()}, self.backend.name, self.backend.providers)
-
-    def _stitch(self, x: np.ndarray, plan: WindowPlan) -> np.ndarray:
-        """Run every window of ``x`` [1,3,Hp,Wp] and average overlaps on the feature canvas."""
-        p, s = plan.feature_stride, plan.window
-        canvas, count = None, np.zeros(plan.feature_hw, dtype=np.float32)
-        for y, xo in plan.boxes:
-            out = self._run(np.ascontiguousarray(x[:, :, y:y + s, xo:xo + s]))
-            if canvas is None:
-                canvas = np.zeros((out.shape[0],) + plan.feature_hw, dtype=np.float32)
-            cy, cx = y // p, xo // p
-            canvas[:, cy:cy + out.shape[1], cx:cx + out.shape[2]] += out
-            count[cy:cy + out.shape[1], cx:cx + out.shape[2]] += 1.0
-        return canvas / count
 
     def close(self) -> None:
         """Release the backend."""

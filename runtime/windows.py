@@ -8,6 +8,7 @@ feature-resolution canvas, where overlaps are averaged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,28 @@ def plan_windows(hw: tuple[int, int], window: int, stride: int, feature_stride: 
 def default_stride(window: int, feature_stride: int) -> int:
     """Two-thirds of the window, on the feature grid (e.g. 448 -> 288 for p=16)."""
     return max(feature_stride, (2 * window // 3) // feature_stride * feature_stride)
+
+
+def stitch(plan: WindowPlan, padded, run: Callable, zeros: Callable):
+    """Run every window of a padded input and average overlaps on a feature-resolution canvas.
+
+    Works on numpy arrays and torch tensors alike (slicing, ``+=`` and division only).
+
+    Args:
+        plan: the window plan.
+        padded: [1, 3, Hp, Wp] normalised input padded to ``plan.padded_hw``.
+        run: window [1, 3, S, S] -> scores [C, S/p, S/p].
+        zeros: shape tuple -> zero-filled float array of the same library.
+    Returns:
+        [C, Hp/p, Wp/p] averaged scores.
+    """
+    p, s = plan.feature_stride, plan.window
+    canvas, count = None, zeros(plan.feature_hw)
+    for y, x in plan.boxes:
+        out = run(padded[:, :, y:y + s, x:x + s])
+        if canvas is None:
+            canvas = zeros((out.shape[0],) + plan.feature_hw)
+        cy, cx, h, w = y // p, x // p, out.shape[1], out.shape[2]
+        canvas[:, cy:cy + h, cx:cx + w] += out
+        count[cy:cy + h, cx:cx + w] += 1
+    return canvas / count

@@ -263,3 +263,19 @@ def test_overlay_and_legend():
     out = legend(shown, ["road", "sky"], colours[:2])
     assert out.shape[1:] == (300, 3) and out.shape[0] > 40
     np.testing.assert_array_equal(out[:40], shown)
+
+
+def test_stitch_averages_overlaps():
+    from runtime.windows import stitch
+
+    plan = plan_windows((64, 96), 64, 32, 16)  # windows at x = 0 and 32 (cells 0-3 and 2-5)
+    assert plan.boxes == ((0, 0), (0, 32))
+    calls = []
+
+    def run(window):
+        calls.append(window.shape)
+        return np.full((2, 4, 4), float(len(calls)), np.float32)  # 1.0 then 2.0
+
+    out = stitch(plan, np.zeros((1, 3, 64, 96), np.float32), run, np.zeros)
+    assert calls == [(1, 3, 64, 64)] * 2 and out.shape == (2, 4, 6)
+    np.testing.assert_array_equal(out[0, 0], [1, 1, 1.5, 1.5, 2, 2])

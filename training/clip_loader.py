@@ -11,9 +11,9 @@ import logging
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlparse
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import open_clip
 import torch

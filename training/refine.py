@@ -40,7 +40,7 @@ def key_smooth(logits: torch.Tensor, key: torch.Tensor, thresh: float, norm: str
     Args:
         logits: [B, C, h, w].
         key: [B, h*w, Dk] keys of the last block (after out_proj for ViT).
-        thresh: confidence threshold (official 1.0: nearly every position is smoothed).
+        thresh: confidence threshold (official 1.0; see the note below).
         norm: ``spatial`` normalises k over the position axis, as the official code does
             (``F.normalize`` default dim=1 on [B, HW, Dk]); ``token`` normalises each key vector.
     Note:
@@ -49,7 +49,8 @@ def key_smooth(logits: torch.Tensor, key: torch.Tensor, thresh: float, norm: str
         another, so the official ``p < 1.0`` test would pick different pixels in PyTorch, ONNX
         Runtime and TensorRT (seen: 4.2 max logit difference). Below 1 the official test is used.
     Returns:
-        [B, C, h, w] probabilities (softmax(100·logits), smoothed where selected).
+        [B, C, h, w]: softmax(100·logits) where not selected, W @ p where selected. W is not
+        row-normalised, so smoothed scores are unbounded (they reach 1e3 on ResNet features).
     """
     b, c, h, w = logits.shape
     prob = F.softmax(logits * TEMPERATURE, dim=1).reshape(b, c, h * w).transpose(1, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.windows import default_stride, plan_windows
+from runtime.windows import default_stride, plan_windows, stitch
 
 
 @torch.no_grad()
@@ -28,12 +28,4 @@ def slide_logits(model: torch.nn.Module, image: torch.Tensor, text: torch.Tensor
                         feature_stride)
     padded = image.new_zeros((1, 3) + plan.padded_hw)
     padded[:, :, :image.shape[2], :image.shape[3]] = image
-    canvas, count = None, image.new_zeros(plan.feature_hw)
-    p = feature_stride
-    for y, x in plan.boxes:
-        out = model(padded[:, :, y:y + window, x:x + window], text)[0]
-        if canvas is None:
-            canvas = image.new_zeros((out.shape[0],) + plan.feature_hw)
-        canvas[:, y // p:y // p + out.shape[1], x // p:x // p + out.shape[2]] += out
-        count[y // p:y // p + out.shape[1], x // p:x // p + out.shape[2]] += 1
-    return canvas / count
+    return stitch(plan, padded, lambda w: model(w, text)[0], image.new_zeros)
