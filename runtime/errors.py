@@ -23,3 +23,7 @@ class CheckpointError(OvssError, RuntimeError):
 
 class UnknownNameError(OvssError, ValueError):
     """An unknown method, backbone, class-list or backend name."""
+
+
+class DatasetError(OvssError, ValueError):
+    """A dataset folder has an unknown layout, or its images, masks, labels or class split are bad."""
