@@ -1,0 +1,74 @@
+"""Training checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint holds everything exact resume needs: model and optimizer state, the AMP scaler, the
+iteration, and the flat training config. Data order and augmentation are functions of
+(seed, sample counter) and the dropout RNG is reseeded per step, so no RNG state is stored.
+Layout: {"format": "ovss-train", "method", "iteration", "cfg": dict, "classes", "seen", "unseen",
+"state_dict", "optimizer", "scaler"}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from runtime.errors import CheckpointError
+from runtime.fsutil import atomic_write
+
+FORMAT = "ovss-train"
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """A loaded training checkpoint."""
+
+    method: str
+    iteration: int
+    cfg: dict
+    classes: tuple[str, ...]
+    seen: tuple[int, ...]
+    unseen: tuple[int, ...]
+    state_dict: dict
+    optimizer: dict | None
+    scaler: dict | None
+
+
+def save_checkpoint(path: str | Path, state: TrainState) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + rename)."""
+    payload = {"format": FORMAT, "method": state.method, "iteration": state.iteration,
+               "cfg": state.cfg, "classes": list(state.classes), "seen": list(state.seen),
+               "unseen": list(state.unseen), "state_dict": state.state_dict,
+               "optimizer": state.optimizer, "scaler": state.scaler}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` (or safetensors) with clear errors for missing/corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return {"state_dict": load_file(str(path))}
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any decode failure is a corrupt checkpoint
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {e}") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a dict")
+    return obj
+
+
+def load_checkpoint(path: str | Path) -> TrainState:
+    """Read one of our training checkpoints; CheckpointError for anything else."""
+    obj = read_raw(path)
+    if obj.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not an ovss-edge training checkpoint "
+                              f"(official checkpoints go through --checkpoint of evaluate/export)")
+    return TrainState(method=obj["method"], iteration=int(obj["iteration"]), cfg=dict(obj["cfg"]),
+                      classes=tuple(obj["classes"]), seen=tuple(obj["seen"]),
+                      unseen=tuple(obj["unseen"]), state_dict=obj["state_dict"],
+                      optimizer=obj.get("optimizer"), scaler=obj.get("scaler"))

@@ -1,0 +1,170 @@
+"""ZegCLIP: deep-VPT CLIP ViT, relationship descriptor, 3-layer cross-attention decoder whose
+class masks are head-averaged pre-softmax attention logits.
+
+Module and parameter names follow the official ``decode_head`` (``q_proj``,
+``decoder_1.layers.N.{multihead_attn.{q,k,v,proj}, linear1, linear2, norm2, norm3}``) so the
+official checkpoint maps by name (see ``training.official``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.vpt import VPTViT
+
+
+@dataclass(frozen=True)
+class ZegClipCfg:
+    """ZegCLIP (and CLIP-RC) model switches; defaults are the official VOC config.
+
+    Attributes:
+        image_size: training crop / export side (official 512; CLIP-RC must use its grid size).
+        num_tokens: VPT prompt tokens per layer (10 VOC, 100 COCO and cross-dataset configs).
+        total_d_layer: layers with deep prompts; None = every block after the first (11 for ViT-B).
+        drop_path_rate: stochastic depth of the frozen CLIP blocks (training only).
+        decoder_layers, decoder_heads: TPN decoder depth and heads.
+        seen_bias: subtracted from seen-class probabilities at inference (0.1 inductive, 0 ST).
+    """
+
+    image_size: int = 512
+    num_tokens: int = 10
+    total_d_layer: int | None = None
+    drop_path_rate: float = 0.1
+    decoder_layers: int = 3
+    decoder_heads: int = 8
+    seen_bias: float = 0.1
+
+
+class CrossAttention(nn.Module):
+    """Official ``Attention``: separate q/k/v/proj Linears (qkv bias), attention dropout 0.1.
+
+    forward(xq [B,Nq,D], xkv [B,Nk,D]) -> (out [B,Nq,D], logits [B,Nq,Nk] = pre-softmax scaled
+    scores averaged over heads).
+    """
+
+    def __init__(self, dim: int, heads: int, attn_drop: float = 0.1):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(attn_drop)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.reshape(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, xq: torch.Tensor, xkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._split(self.q(xq)), self._split(self.k(xkv)), self._split(self.v(xkv))
+        logits = (q @ k.transpose(-2, -1)) * self.scale  # [B,h,Nq,Nk]
+        attn = self.attn_drop(logits.softmax(dim=-1))
+        out = (attn @ v).transpose(1, 2).flatten(2)
+        return self.proj(out), logits.mean(dim=1)
+
+
+class TPNLayer(nn.Module):
+    """Post-norm decoder layer, cross-attention only (the inherited self-attention is never called):
+    tgt = norm2(tgt + drop(xattn)); tgt = norm3(tgt + drop(linear2(drop(relu(linear1(tgt))))))."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1):
+        super().__init__()
+        self.multihead_attn = CrossAttention(dim, heads)
+        self.linear1, self.linear2 = nn.Linear(dim, dim * 4), nn.Linear(dim * 4, dim)
+        self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, logits = self.multihead_attn(tgt, memory)
+        tgt = self.norm2(tgt + self.dropout2(out))
+        tgt = self.norm3(tgt + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(tgt))))))
+        return tgt, logits
+
+
+class TPNDecoder(nn.Module):
+    """Stack of ``TPNLayer``; returns every layer's attention logits."""
+
+    def __init__(self, dim: int, heads: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(TPNLayer(dim, heads) for _ in range(num_layers))
+
+    def forward(self, q: torch.Tensor, memory: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for layer in self.layers:
+            q, logits = layer(q, memory)
+            maps.append(logits)
+        return maps
+
+
+def relationship_queries(text: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """ZegCLIP relationship descriptor input: text [C,D], cls [B,D] -> [B,C,2D] = [t*cls, t]."""
+    t = text[None].expand(cls.shape[0], -1, -1)
+    return torch.cat([t * cls[:, None], t], dim=-1)
+
+
+def sum_layer_masks(maps: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+    """Per-layer attention logits [B,C,h*w] -> [B,C,h,w], summed over layers as the official head
+    accumulates them (each map added to the previous layers' sum)."""
+    total = maps[0]
+    for m in maps[1:]:
+        total = total + m
+    return total.reshape(total.shape[0], total.shape[1], *grid)
+
+
+class ZegHead(nn.Module):
+    """``ATMSingleHeadSeg`` with one stage and no input projection.
+
+    forward(patches [B,D,h,w], cls [B,D], text [C,D]) -> mask logits [B,C,h,w].
+    """
+
+    def __init__(self, dim: int, heads: int, num_layers: int):
+        super().__init__()
+        self.q_proj = nn.Linear(dim * 2, dim)
+        self.decoder_1 = TPNDecoder(dim, heads, num_layers)
+
+    def forward(self, patches: torch.Tensor, cls: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        q = self.q_proj(relationship_queries(text, cls))
+        memory = patches.flatten(2).transpose(1, 2)
+        return sum_layer_masks(self.decoder_1(q, memory), patches.shape[-2:])
+
+
+class ZegClip(nn.Module):
+    """ZegCLIP: image [B,3,S,S] (ImageNet-normalised) + text [C,D] unit rows -> mask logits
+    [B,C,S/16,S/16] (pre-sigmoid). ``scores`` applies the official inference post-processing."""
+
+    method = "zegclip"
+
+    def __init__(self, visual: nn.Module, cfg: ZegClipCfg, dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = VPTViT(visual, cfg.image_size, cfg.num_tokens, cfg.total_d_layer,
+                               cfg.drop_path_rate)
+        self.decode_head = ZegHead(dim, cfg.decoder_heads, cfg.decoder_layers)
+
+    @property
+    def feature_stride(self) -> int:
+        return self.backbone.patch
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        patches, cls, _ = self.backbone(image)
+        return self.decode_head(patches, cls, text.to(patches.dtype))
+
+    def train_outputs(self, image: torch.Tensor, text: torch.Tensor):
+        """Training forward: (mask logits, recovery term or None)."""
+        return self(image, text), None
+
+
+def seen_scores(mask_logits: torch.Tensor, seen_bias: torch.Tensor) -> torch.Tensor:
+    """Official inference scores: sigmoid(mask logits [B,C,...]) - bias[C] (0.1 on seen classes)."""
+    shape = (1, -1) + (1,) * (mask_logits.ndim - 2)
+    return mask_logits.sigmoid() - seen_bias.reshape(shape).to(mask_logits.dtype)
+
+
+def bias_vector(num_classes: int, seen: list[int] | tuple[int, ...], value: float) -> torch.Tensor:
+    """[C] float: ``value`` at the seen class indices, 0 elsewhere."""
+    bias = torch.zeros(num_classes)
+    if len(seen):
+        bias[torch.as_tensor(list(seen), dtype=torch.long)] = value
+    return bias
