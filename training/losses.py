@@ -2,10 +2,11 @@
 recovery loss.
 
 Targets follow the official ``SegLossPlus.prepare_targets``: one binary mask per class; pixels
-labelled 255 are negatives for every class (the official code does not exclude them from the
-per-class masks). Both terms are summed over all B*C masks and divided by the number of
-(image, class) pairs present in the labels (``num_masks``, at least 1; summed over processes under
-DDP). Mask logits are upsampled bilinearly to the label size first.
+labelled 255 are negatives for every class (the official code does not exclude them). The focal
+term covers all B*C (image, class) masks, classes absent from the image included; the dice term
+only the pairs present in the labels. Both are divided by ``num_masks``, the number of present
+pairs (averaged over processes under DDP, at least 1). Mask logits are upsampled bilinearly to
+the label size first.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ IGNORE = 255
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Official weights: ZegCLIP and CLIP-RC VOC focal 100 / dice 1 (CLIP-RC COCO 200 / 3);
-    recovery 2.0 for CLIP-RC VOC, 50 for COCO, 0 for ZegCLIP."""
+    """Official weights: focal 100 / dice 1 (ZegCLIP VOC and COCO, CLIP-RC VOC; ZegCLIP VOC
+    self-training uses focal 20; CLIP-RC COCO 200 / 3); recovery 2.0 for CLIP-RC VOC, 50 for
+    CLIP-RC COCO, 0 for ZegCLIP."""
 
     focal: float = 100.0
     dice: float = 1.0
@@ -71,7 +73,9 @@ def sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.
 
 
 def dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """[M,P] -> sum over masks of 1 - (2|p.t| + 1) / (|p| + |t| + 1), p = sigmoid(logits)."""
+    """[M,P] -> sum over masks of 1 - (2|p.t| + 1) / (|p| + |t| + 1), p = sigmoid(logits).
+
+    Call it with the present masks only, as the official loss does."""
     prob = logits.sigmoid()
     num = 2 * (prob * targets).sum(-1)
     den = prob.sum(-1) + targets.sum(-1)
@@ -88,9 +92,10 @@ def mask_loss(mask_logits: torch.Tensor, label: torch.Tensor, weights: LossWeigh
     logits = F.interpolate(mask_logits.float(), size=label.shape[-2:], mode="bilinear",
                            align_corners=False)
     logits, targets = logits.flatten(2).flatten(0, 1), targets.flatten(2).flatten(0, 1)
+    present = targets.amax(-1) > 0
     n = _global_num_masks(num_masks)
     focal = weights.focal * sigmoid_focal(logits, targets) / n
-    dice_term = weights.dice * dice(logits, targets) / n
+    dice_term = weights.dice * dice(logits[present], targets[present]) / n
     rec = (weights.recovery * recovery) if recovery is not None else focal.new_zeros(())
     return LossTerms(focal + dice_term + rec, focal, dice_term, rec)
 

@@ -31,20 +31,6 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth on the residual branch (per sample), identity in eval."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
-
-
 def attention(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Explicit multi-head self-attention with the block's ``nn.MultiheadAttention`` weights.
 
@@ -63,11 +49,13 @@ def attention(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> t
     return attn.out_proj(out)
 
 
-def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None,
-                  drop: nn.Module) -> torch.Tensor:
-    """Pre-norm CLIP block with drop path: x + dp(attn(ln_1 x)); x + dp(mlp(ln_2 x))."""
-    x = x + drop(attention(block, block.ln_1(x), mask))
-    return x + drop(block.mlp(block.ln_2(x)))
+def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Pre-norm CLIP block: x + attn(ln_1 x); x + mlp(ln_2 x).
+
+    The official blocks build DropPath(0.1) but never call it, so there is none here.
+    """
+    x = x + attention(block, block.ln_1(x), mask)
+    return x + block.mlp(block.ln_2(x))
 
 
 def resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -117,8 +105,8 @@ class VPTViT(nn.Module):
         regions [B,D,4,4] L2-normalised (only with ``region_tokens``) else None.
     """
 
-    def __init__(self, visual: nn.Module, image_size: int, num_tokens: int, total_d_layer: int | None = None,
-                 drop_path_rate: float = 0.1, region_tokens: bool = False):
+    def __init__(self, visual: nn.Module, image_size: int, num_tokens: int,
+                 total_d_layer: int | None = None, region_tokens: bool = False):
         super().__init__()
         self.conv1, self.class_embedding, self.ln_pre = visual.conv1, visual.class_embedding, visual.ln_pre
         self.transformer, self.ln_post, self.proj = visual.transformer, visual.ln_post, visual.proj
@@ -144,14 +132,14 @@ class VPTViT(nn.Module):
         nn.init.kaiming_normal_(self.prompt_proj.weight, a=0, mode="fan_out")
         self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
         self.prompt_dropout = nn.Dropout(0.1)
-        rates = torch.linspace(0, drop_path_rate, layers).tolist()
-        self.drop_paths = nn.ModuleList(DropPath(r) for r in rates)
         self.region_tokens = region_tokens
         if region_tokens:
             # Initialised as 16 identical rows class_embedding + pos[0]; frozen in official training
             # (its name lacks "prompt"), so they stay identical (METHODS A3, E).
+            # Official init uses the CLIP position row before the resize (the same row: CLS is kept).
             init = (self.class_embedding + self.positional_embedding[0]).detach()
-            self.region_level_bridge = nn.Parameter(init.expand(REGION_SIDE ** 2, -1).clone()[None])
+            self.region_level_bridge = nn.Parameter(init.expand(REGION_SIDE ** 2, -1).clone())
+            self.region_level_bridge.requires_grad_(False)
             self.register_buffer("attn_mask", region_mask(self.grid, num_tokens), persistent=False)
         else:
             self.attn_mask = None
@@ -170,11 +158,11 @@ class VPTViT(nn.Module):
         # Official quirk kept for weight compatibility: the CLS position row gets class_embedding
         # added again, although the CLS token already is class_embedding (METHODS A2).
         pos = torch.cat([(pos[0] + self.class_embedding)[None], pos[1:]])
-        x = self.ln_pre(x + pos[None])
-        parts = [x[:, :1], self._prompts(self.prompt_embeddings, bsz), x[:, 1:]]
-        if self.region_tokens:
-            parts.append(self.region_level_bridge.expand(bsz, -1, -1).to(x.dtype))
-        return torch.cat(parts, dim=1)
+        x = x + pos[None]
+        if self.region_tokens:  # appended after the position add (none of their own), before ln_pre
+            x = torch.cat([x, self.region_level_bridge[None].expand(bsz, -1, -1).to(x.dtype)], dim=1)
+        x = self.ln_pre(x)
+        return torch.cat([x[:, :1], self._prompts(self.prompt_embeddings, bsz), x[:, 1:]], dim=1)
 
     def forward(self, image: torch.Tensor):
         gh, gw = image.shape[-2] // self.patch, image.shape[-1] // self.patch
@@ -187,7 +175,7 @@ class VPTViT(nn.Module):
             if 1 <= i <= self.total_d_layer:
                 deep = self._prompts(self.deep_prompt_embeddings[i - 1], bsz)
                 x = torch.cat([x[:, :1], deep, x[:, 1 + t:]], dim=1)
-            x = block_forward(block, x, self.attn_mask, self.drop_paths[i])
+            x = block_forward(block, x, self.attn_mask)
         n_patch = gh * gw
         main = self.ln_post(self.prompt_norm(x[:, :1 + t + n_patch])) @ self.proj
         cls = F.normalize(main[:, 0], dim=-1)

@@ -25,7 +25,6 @@ class ZegClipCfg:
         image_size: training crop / export side (official 512; CLIP-RC must use its grid size).
         num_tokens: VPT prompt tokens per layer (10 VOC, 100 COCO and cross-dataset configs).
         total_d_layer: layers with deep prompts; None = every block after the first (11 for ViT-B).
-        drop_path_rate: stochastic depth of the frozen CLIP blocks (training only).
         decoder_layers, decoder_heads: TPN decoder depth and heads.
         seen_bias: subtracted from seen-class probabilities at inference (0.1 inductive, 0 ST).
     """
@@ -33,7 +32,6 @@ class ZegClipCfg:
     image_size: int = 512
     num_tokens: int = 10
     total_d_layer: int | None = None
-    drop_path_rate: float = 0.1
     decoder_layers: int = 3
     decoder_heads: int = 8
     seen_bias: float = 0.1
@@ -84,33 +82,27 @@ class TPNLayer(nn.Module):
 
 
 class TPNDecoder(nn.Module):
-    """Stack of ``TPNLayer``; returns every layer's attention logits."""
+    """Stack of ``TPNLayer``; returns the last layer's attention logits [B,Nq,Nk].
+
+    Only the last layer's map is used (the official head emits no auxiliary outputs), so that
+    layer's FFN output never matters.
+    """
 
     def __init__(self, dim: int, heads: int, num_layers: int):
         super().__init__()
         self.layers = nn.ModuleList(TPNLayer(dim, heads) for _ in range(num_layers))
 
-    def forward(self, q: torch.Tensor, memory: torch.Tensor) -> list[torch.Tensor]:
-        maps = []
+    def forward(self, q: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        logits = None
         for layer in self.layers:
             q, logits = layer(q, memory)
-            maps.append(logits)
-        return maps
+        return logits
 
 
 def relationship_queries(text: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     """ZegCLIP relationship descriptor input: text [C,D], cls [B,D] -> [B,C,2D] = [t*cls, t]."""
     t = text[None].expand(cls.shape[0], -1, -1)
     return torch.cat([t * cls[:, None], t], dim=-1)
-
-
-def sum_layer_masks(maps: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
-    """Per-layer attention logits [B,C,h*w] -> [B,C,h,w], summed over layers as the official head
-    accumulates them (each map added to the previous layers' sum)."""
-    total = maps[0]
-    for m in maps[1:]:
-        total = total + m
-    return total.reshape(total.shape[0], total.shape[1], *grid)
 
 
 class ZegHead(nn.Module):
@@ -127,7 +119,8 @@ class ZegHead(nn.Module):
     def forward(self, patches: torch.Tensor, cls: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         q = self.q_proj(relationship_queries(text, cls))
         memory = patches.flatten(2).transpose(1, 2)
-        return sum_layer_masks(self.decoder_1(q, memory), patches.shape[-2:])
+        logits = self.decoder_1(q, memory)  # [B,C,h*w]
+        return logits.reshape(*logits.shape[:2], *patches.shape[-2:])
 
 
 class ZegClip(nn.Module):
@@ -139,8 +132,7 @@ class ZegClip(nn.Module):
     def __init__(self, visual: nn.Module, cfg: ZegClipCfg, dim: int):
         super().__init__()
         self.cfg = cfg
-        self.backbone = VPTViT(visual, cfg.image_size, cfg.num_tokens, cfg.total_d_layer,
-                               cfg.drop_path_rate)
+        self.backbone = VPTViT(visual, cfg.image_size, cfg.num_tokens, cfg.total_d_layer)
         self.decode_head = ZegHead(dim, cfg.decoder_heads, cfg.decoder_layers)
 
     @property

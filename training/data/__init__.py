@@ -1,0 +1,16 @@
+"""Training and evaluation datasets: mmseg layouts, zero-shot splits, seeded mmseg augmentation."""
+
+from training.data.config import DATASETS, DataCfg
+from training.data.dataset import Sample, SegDataset, build_dataset
+from training.data.splits import ClassSplit, mask_unseen, resolve_split
+
+__all__ = [
+    "DATASETS",
+    "ClassSplit",
+    "DataCfg",
+    "Sample",
+    "SegDataset",
+    "build_dataset",
+    "mask_unseen",
+    "resolve_split",
+]
