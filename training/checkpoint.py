@@ -4,7 +4,7 @@ A checkpoint holds everything exact resume needs: model and optimizer state, the
 iteration, and the flat training config. Data order and augmentation are functions of
 (seed, sample counter) and the dropout RNG is reseeded per step, so no RNG state is stored.
 Layout: {"format": "ovss-train", "method", "iteration", "cfg": dict, "classes", "seen", "unseen",
-"state_dict", "optimizer", "scaler"}.
+"state_dict", "optimizer", "scaler", "text" (the [C,D] classifier of ``classes``)}.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class TrainState:
     state_dict: dict
     optimizer: dict | None
     scaler: dict | None
+    text: torch.Tensor | None = None
 
 
 def save_checkpoint(path: str | Path, state: TrainState) -> Path:
@@ -41,7 +42,7 @@ def save_checkpoint(path: str | Path, state: TrainState) -> Path:
     payload = {"format": FORMAT, "method": state.method, "iteration": state.iteration,
                "cfg": state.cfg, "classes": list(state.classes), "seen": list(state.seen),
                "unseen": list(state.unseen), "state_dict": state.state_dict,
-               "optimizer": state.optimizer, "scaler": state.scaler}
+               "optimizer": state.optimizer, "scaler": state.scaler, "text": state.text}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -71,4 +72,4 @@ def load_checkpoint(path: str | Path) -> TrainState:
     return TrainState(method=obj["method"], iteration=int(obj["iteration"]), cfg=dict(obj["cfg"]),
                       classes=tuple(obj["classes"]), seen=tuple(obj["seen"]),
                       unseen=tuple(obj["unseen"]), state_dict=obj["state_dict"],
-                      optimizer=obj.get("optimizer"), scaler=obj.get("scaler"))
+                      optimizer=obj.get("optimizer"), scaler=obj.get("scaler"), text=obj.get("text"))

@@ -29,6 +29,8 @@ SCENE_TEMPLATES = (
 TEMPLATE_SETS = {
     "maskclip85": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES,
     "single": ("a photo of a {}.",),
+    # ZegCLIP / CLIP-RC VOC embeddings (get_embedding.ipynb): one template, no full stop.
+    "zegclip": ("a photo of a {}",),
 }
 
 

@@ -52,7 +52,7 @@ class TrainCfg:
     dice_weight: float | None = None
     recovery_weight: float | None = None
     st_focal_weight: float | None = None
-    templates: str = "single"
+    templates: str = "zegclip"
     text_embeddings: str | None = None
     amp: str = "auto"
     device: str = "auto"

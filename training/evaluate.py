@@ -1,0 +1,162 @@
+"""``python -m training.evaluate``: mIoU(seen), mIoU(unseen), hIoU, pAcc and per-class IoU of a
+ZegCLIP / CLIP-RC checkpoint, with the official slide inference and seen-class bias.
+
+Inference per image (official ``slide_inference``): the image is resized so its short side equals
+the crop (512); crops of 512 at stride 426 each give sigmoid(mask logits upsampled to the crop) -
+bias (0.1 on seen classes for inductive models); overlapping crops are averaged; the average is
+resized bilinearly to the label's size and arg-maxed. Under torchrun each rank takes a shard of
+the images and the confusion matrices are summed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from runtime.errors import OvssError
+from runtime.fsutil import atomic_write_text
+from training.data import DataCfg, build_dataset
+from training.distributed import DistInfo, cleanup, init_distributed
+from training.loading import Trained, class_text, load_trained
+from training.metrics import ConfusionMatrix, SegMetrics, summarize
+from training.vocab import resolve_classes
+from training.zegclip import bias_vector, seen_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    """One evaluation job (dataset fields as in ``TrainCfg``)."""
+
+    checkpoint: str
+    dataset: str
+    json: str
+    root: str = ""
+    images: str = ""
+    masks: str = ""
+    classes: str = ""
+    ignore_label: int = 255
+    unseen: str | None = None
+    method: str | None = None
+    backbone: str = "ViT-B-16"
+    seen_bias: float | None = None
+    stride: int | None = None
+    templates: str = "zegclip"
+    text_embeddings: str | None = None
+    device: str = "auto"
+    limit: int = 0
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """mmseg grid: ceil((size - crop) / stride) + 1 windows, the last one flush with the edge."""
+    n = max(size - crop + stride - 1, 0) // stride + 1
+    return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
+
+
+@torch.no_grad()
+def slide_scores(model, image: torch.Tensor, text: torch.Tensor, bias: torch.Tensor, crop: int,
+                 stride: int) -> torch.Tensor:
+    """image [1,3,H,W] -> averaged official scores [1,C,H,W] (sigmoid - bias per crop)."""
+    _, _, h, w = image.shape
+    out = image.new_zeros(1, text.shape[0], h, w)
+    count = image.new_zeros(1, 1, h, w)
+    for y in window_starts(h, crop, stride):
+        for x in window_starts(w, crop, stride):
+            tile = image[:, :, y:y + crop, x:x + crop]
+            logits = F.interpolate(model(tile, text), size=(crop, crop), mode="bilinear",
+                                   align_corners=False)  # the head's fixed img_size
+            logits = F.interpolate(logits, size=tile.shape[-2:], mode="bilinear", align_corners=False)
+            out[:, :, y:y + tile.shape[2], x:x + tile.shape[3]] += seen_scores(logits, bias)
+            count[:, :, y:y + tile.shape[2], x:x + tile.shape[3]] += 1
+    return out / count
+
+
+def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Tensor,
+                   info: DistInfo, stride: int, limit: int = 0) -> SegMetrics:
+    """Confusion over this rank's shard, summed across ranks, summarised on the dataset's split."""
+    crop = trained.model_cfg.image_size
+    model = trained.model.to(info.device).eval()
+    text, bias = text.to(info.device), bias.to(info.device)
+    conf = ConfusionMatrix(len(dataset.classes), device=info.device)
+    n = min(len(dataset), limit) if limit else len(dataset)
+    shard = range(info.rank, n, info.world_size)
+    for i in tqdm(shard, disable=not info.is_main, desc="evaluate"):
+        sample = dataset[i]
+        scores = slide_scores(model, sample.image[None].to(info.device), text, bias, crop, stride)
+        scores = F.interpolate(scores, size=sample.label.shape, mode="bilinear", align_corners=False)
+        conf.update(scores.argmax(dim=1)[0], sample.label.to(info.device))
+    conf.all_reduce()
+    return summarize(conf.matrix.cpu(), dataset.classes, dataset.unseen)
+
+
+def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetrics:
+    """Load, evaluate on the val split, write ``cfg.json`` and a Markdown table beside it (rank 0)."""
+    info = info or init_distributed(cfg.device)
+    trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone, cfg.seen_bias)
+    crop = trained.model_cfg.image_size
+    classes = resolve_classes(cfg.classes) if cfg.classes else ()
+    unseen = None if cfg.unseen is None else tuple(n.strip() for n in cfg.unseen.split(",") if n.strip())
+    data = DataCfg(cfg.dataset, root=cfg.root, images=cfg.images, masks=cfg.masks, classes=classes,
+                   ignore_label=cfg.ignore_label, unseen=unseen, crop_size=crop,
+                   img_scale=(4 * crop, crop))
+    dataset = build_dataset(data, "val", train=False)
+    text = class_text(trained, dataset.classes, cfg.templates, cfg.text_embeddings)
+    bias = bias_vector(len(dataset.classes), dataset.seen,
+                       trained.model_cfg.seen_bias if trained.inductive else 0.0)
+    stride = cfg.stride or int(round(crop * 426 / 512))
+    metrics = evaluate_model(trained, dataset, text, bias, info, stride, cfg.limit)
+    if info.is_main:
+        payload = {"checkpoint": cfg.checkpoint, "method": trained.method,
+                   "random_weights": bool(trained.clip.random), "images": min(len(dataset), cfg.limit or len(dataset)),
+                   "crop": crop, "stride": stride, "seen_bias": float(bias.max()),
+                   **metrics.to_dict()}
+        out = Path(cfg.json)
+        atomic_write_text(out, json.dumps(payload, indent=2))
+        atomic_write_text(out.with_suffix(".md"), metrics.to_markdown())
+        log.info("mIoU(S) %s mIoU(U) %s hIoU %s pAcc %.2f -> %s", _fmt(metrics.miou_seen),
+                 _fmt(metrics.miou_unseen), _fmt(metrics.hiou), metrics.pacc, out)
+    return metrics
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def parse_args(argv=None) -> EvalCfg:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="our checkpoint or an official .pth")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--json", required=True, help="metrics JSON (a .md table is written beside it)")
+    for name, kind in (("root", str), ("images", str), ("masks", str), ("classes", str),
+                       ("ignore_label", int), ("unseen", str), ("method", str), ("backbone", str),
+                       ("seen_bias", float), ("stride", int), ("templates", str),
+                       ("text_embeddings", str), ("device", str), ("limit", int)):
+        default = EvalCfg.__dataclass_fields__[name].default
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
+    return EvalCfg(**vars(p.parse_args(argv)))
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        evaluate_checkpoint(parse_args(argv))
+    except OvssError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Build a trained ZegCLIP / CLIP-RC for inference from our checkpoint or an official one."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from runtime.errors import CheckpointError, VocabularyError
+from training.checkpoint import FORMAT, read_raw
+from training.clip_loader import LoadedClip, load_clip
+from training.models import build_model, text_dim
+from training.official import load_official, official_layout, unwrap
+from training.text_classifier import build_text_classifier
+from training.train_config import TrainCfg, resolve_defaults
+from training.zegclip import ZegClipCfg
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model ready for inference and what its checkpoint says.
+
+    Attributes:
+        classes, text: the training vocabulary and its [C,D] classifier (None for official
+            checkpoints, which carry no class names).
+        seen: training-seen class indices into ``classes`` (empty when unknown).
+        inductive: True when the seen-class bias applies (our inductive runs; official: assumed).
+    """
+
+    method: str
+    model: nn.Module
+    clip: LoadedClip
+    model_cfg: ZegClipCfg
+    classes: tuple[str, ...] | None
+    text: torch.Tensor | None
+    seen: tuple[int, ...]
+    inductive: bool
+    source: str
+
+
+def model_cfg_of(cfg: TrainCfg) -> ZegClipCfg:
+    """The model switches of a (resolved) training config."""
+    return ZegClipCfg(image_size=cfg.crop_size, num_tokens=cfg.num_tokens,
+                      decoder_layers=cfg.decoder_layers, decoder_heads=cfg.decoder_heads,
+                      seen_bias=cfg.seen_bias)
+
+
+def load_trained(checkpoint: str | Path, method: str | None = None, backbone: str = "ViT-B-16",
+                 seen_bias: float | None = None) -> Trained:
+    """Our training checkpoint (everything inside) or an official mmcv file (``backbone`` needed).
+
+    Raises CheckpointError for unreadable files, a checkpoint of another method than ``method``,
+    or keys that do not fit (listing missing and unexpected ones).
+    """
+    raw = read_raw(checkpoint)
+    if raw.get("format") == FORMAT:
+        return _ours(raw, method, seen_bias, str(checkpoint))
+    return _official(unwrap(raw), method, backbone, seen_bias, str(checkpoint))
+
+
+def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -> Trained:
+    if method is not None and raw["method"] != method:
+        raise CheckpointError(f"{source} is a {raw['method']} checkpoint, but --method is {method}")
+    cfg = resolve_defaults(TrainCfg(**raw["cfg"]))
+    clip = load_clip(cfg.backbone, cfg.pretrained, cfg.seed)
+    mcfg = model_cfg_of(cfg)
+    if seen_bias is not None:
+        mcfg = dataclasses.replace(mcfg, seen_bias=seen_bias)
+    model = build_model(cfg.method, clip, mcfg)
+    try:
+        model.load_state_dict(raw["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: state dict does not fit {cfg.method}: {e}") from e
+    inductive = cfg.setting == "inductive" and bool(raw["unseen"])
+    return Trained(cfg.method, model.eval(), clip, mcfg, tuple(raw["classes"]), raw.get("text"),
+                   tuple(raw["seen"]), inductive, source)
+
+
+def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | None,
+              source: str) -> Trained:
+    layout = official_layout(sd)
+    method = method or layout.method
+    clip = load_clip(backbone, "none")
+    mcfg = ZegClipCfg(image_size=layout.image_size, num_tokens=layout.num_tokens,
+                      decoder_layers=layout.decoder_layers,
+                      seen_bias=0.1 if seen_bias is None else seen_bias)
+    if method != layout.method:
+        raise CheckpointError(f"{source} is a {layout.method} checkpoint, but --method is {method}")
+    model = build_model(method, clip, mcfg)
+    dropped = load_official(model, clip.model, sd, method)
+    log.info("official %s checkpoint: %d tensors loaded, %d known-unused dropped", method,
+             len(sd) - len(dropped), len(dropped))
+    clip = dataclasses.replace(clip, source=source, random=False,
+                               weights_sha256=_sd_hash(sd))
+    return Trained(method, model.eval(), clip, mcfg, None, None, (), seen_bias != 0.0, source)
+
+
+def _sd_hash(sd: dict) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def class_text(trained: Trained, classes: tuple[str, ...], templates: str = "zegclip",
+               text_embeddings: str | None = None) -> torch.Tensor:
+    """[C,D] float32 classifier for ``classes``: an .npy file (e.g. the official float16 ones,
+    used as they are), the checkpoint's own when the vocabulary matches, or encoded now."""
+    dim = text_dim(trained.clip)
+    if text_embeddings:
+        arr = np.load(text_embeddings, allow_pickle=False)
+        if arr.shape != (len(classes), dim):
+            raise VocabularyError(f"{text_embeddings} holds {arr.shape}, expected ({len(classes)}, {dim})")
+        return torch.from_numpy(arr.astype(np.float32))
+    if trained.text is not None and trained.classes == tuple(classes):
+        return trained.text.float()
+    return build_text_classifier(trained.clip, classes, templates)

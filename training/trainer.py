@@ -1,0 +1,242 @@
+"""The ZegCLIP / CLIP-RC training loop: inductive or transductive, AMP, accumulation, exact resume,
+TensorBoard, DDP.
+
+Determinism: micro-batch m of rank r draws samples g = (m*world + r)*batch + b; sample g is
+``perm(seed, g // N)[g % N]`` augmented with a seed derived from (seed, g), and the dropout RNG is
+reseeded from (seed, iteration, rank) every step. Resuming therefore needs only the iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from runtime.errors import CheckpointError
+from training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from training.distributed import DistInfo
+from training.labels import IGNORE, pseudo_label, seen_only
+from training.losses import LossTerms, LossWeights, mask_loss
+from training.schedule import PolyCfg, set_lr
+from training.train_config import TrainCfg
+
+log = logging.getLogger(__name__)
+
+
+def sample_seed(seed: int, counter: int) -> int:
+    """Augmentation seed of global sample ``counter``."""
+    return int(np.random.SeedSequence([seed, counter]).generate_state(1)[0])
+
+
+class KeySampler(Sampler):
+    """Endless micro-batches of (dataset index, augmentation seed) keys for one rank."""
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int, world: int, start: int):
+        self.n, self.batch, self.seed, self.rank, self.world, self.start = n, batch, seed, rank, world, start
+        self._epoch, self._perm = -1, None
+
+    def key(self, g: int) -> tuple[int, int]:
+        epoch, pos = divmod(g, self.n)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return int(self._perm[pos]), sample_seed(self.seed, g)
+
+    def __iter__(self):
+        m = self.start
+        while True:
+            base = (m * self.world + self.rank) * self.batch
+            yield [self.key(base + b) for b in range(self.batch)]
+            m += 1
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimiser step: iteration (1-based), phase, lr and the loss terms (mean over micro-batches)."""
+
+    iteration: int
+    phase: str
+    lr: float
+    loss: float
+    focal: float
+    dice: float
+    recovery: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a call to ``train_loop`` did."""
+
+    work_dir: Path
+    checkpoint: Path
+    records: tuple[StepRecord, ...]
+    seconds: float
+
+
+class _Forward(nn.Module):
+    """Routes DDP's forward to the model's training outputs (mask logits, recovery term)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, text):
+        return self.model.train_outputs(image, text)
+
+
+@dataclass
+class Loop:
+    """Everything the loop mutates or reads; built by ``training.train``."""
+
+    cfg: TrainCfg
+    model: nn.Module
+    dataset: object
+    text: torch.Tensor  # [C,D] for every dataset class
+    seen: tuple[int, ...]
+    unseen: tuple[int, ...]
+    classes: tuple[str, ...]
+    info: DistInfo
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    start: int = 0
+
+
+def phase_of(cfg: TrainCfg, it: int) -> str:
+    return "st" if cfg.st_start is not None and it >= cfg.st_start else "inductive"
+
+
+def lr_at(loop: Loop, it: int) -> float:
+    cfg = loop.cfg
+    if phase_of(cfg, it) == "st":  # the self-training run restarts its schedule (official load_from)
+        poly = PolyCfg(cfg.max_iters - cfg.st_start, cfg.power, cfg.min_lr, cfg.warmup_iters)
+        return set_lr(loop.optimizer, it - cfg.st_start, poly)
+    return set_lr(loop.optimizer, it, PolyCfg(cfg.max_iters, cfg.power, cfg.min_lr, cfg.warmup_iters))
+
+
+def weights_of(cfg: TrainCfg, phase: str) -> LossWeights:
+    focal = cfg.st_focal_weight if phase == "st" else cfg.focal_weight
+    return LossWeights(focal, cfg.dice_weight, cfg.recovery_weight)
+
+
+def micro_step(loop: Loop, fwd: nn.Module, batch, phase: str) -> LossTerms:
+    """Forward + loss for one micro-batch (backward is the caller's)."""
+    dev = loop.info.device
+    image, label = batch.image.to(dev, non_blocking=True), batch.label.to(dev, non_blocking=True)
+    inductive = phase == "inductive" and len(loop.unseen) > 0
+    text = loop.text[list(loop.seen)] if inductive else loop.text
+    amp = torch.autocast(dev.type, dtype=loop.amp_dtype) if loop.amp_dtype else nullcontext()
+    with amp:
+        logits, recovery = fwd(image, text.to(dev))
+    logits = logits.float()
+    if inductive:
+        target = seen_only(label, loop.seen)
+    elif phase == "st":
+        target = pseudo_label(label, logits.detach(), loop.seen, loop.unseen)
+    else:
+        target = label
+    rec = recovery.float() if recovery is not None else None
+    return mask_loss(logits, target, weights_of(loop.cfg, phase), rec)
+
+
+def _save(loop: Loop, it: int) -> Path:
+    work = Path(loop.cfg.work_dir)
+    state = TrainState(method=loop.cfg.method, iteration=it, cfg=dataclasses.asdict(loop.cfg),
+                       classes=loop.classes, seen=loop.seen, unseen=loop.unseen,
+                       state_dict=loop.model.state_dict(), optimizer=loop.optimizer.state_dict(),
+                       scaler=loop.scaler.state_dict(), text=loop.text.detach().cpu())
+    path = save_checkpoint(work / f"iter_{it}.pt", state)
+    save_checkpoint(work / "latest.pt", state)
+    return path
+
+
+def resume(loop: Loop, path: str | Path) -> None:
+    """Restore model, optimizer, scaler and the iteration from one of our checkpoints."""
+    state = load_checkpoint(path)
+    if state.method != loop.cfg.method or state.classes != loop.classes:
+        raise CheckpointError(f"{path} was written by a {state.method} run on {len(state.classes)} "
+                              f"classes; this run is {loop.cfg.method} on {len(loop.classes)}")
+    loop.model.load_state_dict(state.state_dict)
+    loop.optimizer.load_state_dict(state.optimizer)
+    if state.scaler:
+        loop.scaler.load_state_dict(state.scaler)
+    loop.start = state.iteration
+    log.info("resumed from %s at iteration %d", path, state.iteration)
+
+
+def _writer(loop: Loop):
+    if not loop.info.is_main:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: no TensorBoard logs (pip install '.[train]')")
+        return None
+    return SummaryWriter(str(Path(loop.cfg.work_dir) / "tb"))
+
+
+def _record(loop: Loop, rec: StepRecord, writer, log_file) -> None:
+    if writer is not None:
+        for key in ("loss", "focal", "dice", "recovery", "lr"):
+            writer.add_scalar(f"train/{key}", getattr(rec, key), rec.iteration)
+    if log_file is not None:
+        log_file.write(json.dumps(dataclasses.asdict(rec)) + "\n")
+        log_file.flush()
+    if rec.iteration % loop.cfg.log_interval == 0:
+        log.info("iter %d [%s] lr %.3g loss %.4f (focal %.4f dice %.4f rec %.4f)", rec.iteration,
+                 rec.phase, rec.lr, rec.loss, rec.focal, rec.dice, rec.recovery)
+
+
+def train_loop(loop: Loop) -> TrainResult:
+    """Run from ``loop.start`` to ``cfg.max_iters``; checkpoints every ``ckpt_interval`` and at the end."""
+    cfg, info, t0 = loop.cfg, loop.info, time.perf_counter()
+    fwd: nn.Module = _Forward(loop.model)
+    if info.world_size > 1:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        fwd = DistributedDataParallel(fwd, device_ids=ids, find_unused_parameters=True)
+    sampler = KeySampler(len(loop.dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size,
+                         loop.start * cfg.accum)
+    loader = iter(DataLoader(loop.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                             pin_memory=info.device.type == "cuda"))
+    writer = _writer(loop)
+    log_file = open(Path(cfg.work_dir) / "train_log.jsonl", "a") if info.is_main else None
+    records, last = [], Path(cfg.work_dir) / "latest.pt"
+    loop.model.train()
+    bar = tqdm(range(loop.start, cfg.max_iters), disable=not info.is_main, desc=cfg.method)
+    try:
+        for it in bar:
+            phase, lr = phase_of(cfg, it), lr_at(loop, it)
+            torch.manual_seed(sample_seed(cfg.seed, (it * info.world_size + info.rank) * 7919 + 1))
+            sums = np.zeros(4)
+            for a in range(cfg.accum):
+                sync = a == cfg.accum - 1 or not isinstance(fwd, DistributedDataParallel)
+                with nullcontext() if sync else fwd.no_sync():
+                    terms = micro_step(loop, fwd, next(loader), phase)
+                    loop.scaler.scale(terms.total / cfg.accum).backward()
+                sums += [t.item() / cfg.accum for t in (terms.total, terms.focal, terms.dice, terms.recovery)]
+            loop.scaler.step(loop.optimizer)
+            loop.scaler.update()
+            loop.optimizer.zero_grad(set_to_none=True)
+            rec = StepRecord(it + 1, phase, lr, *map(float, sums))
+            records.append(rec)
+            bar.set_postfix(loss=f"{rec.loss:.4f}", phase=phase)
+            _record(loop, rec, writer, log_file)
+            if info.is_main and ((it + 1) % cfg.ckpt_interval == 0 or it + 1 == cfg.max_iters):
+                last = _save(loop, it + 1)
+    finally:
+        if log_file is not None:
+            log_file.close()
+        if writer is not None:
+            writer.close()
+    return TrainResult(Path(cfg.work_dir), last, tuple(records), time.perf_counter() - t0)
