@@ -16,6 +16,7 @@ import sys
 from export.config import VOCAB_MODES, ExportCfg
 from export.registry import BUILDERS
 from runtime.errors import OvssError
+from training.text_classifier import TEMPLATE_SETS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,14 +29,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", required=True, help="voc|context|coco_stuff|ade20k|cityscapes|camvid, "
                    "a text file (one class per line), or 'a,b,c'")
-    p.add_argument("--templates", default="maskclip85", choices=["maskclip85", "single"])
-    p.add_argument("--image-size", type=int, default=448)
+    p.add_argument("--templates", default=None, choices=sorted(TEMPLATE_SETS),
+                   help="default: maskclip85 for MaskCLIP, zegclip for ZegCLIP / CLIP-RC")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="default: 448 for MaskCLIP, the checkpoint's size (512) for ZegCLIP / CLIP-RC")
     p.add_argument("--output", required=True)
     p.add_argument("--vocab-mode", default="fixed", choices=VOCAB_MODES)
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-simplify", dest="simplify", action="store_false")
     p.add_argument("--atol", type=float, default=1e-4, help="parity gate on max |logit diff|")
     p.add_argument("--cache-dir", help="text-classifier cache folder")
+    z = p.add_argument_group("ZegCLIP / CLIP-RC")
+    z.add_argument("--checkpoint", help="our training checkpoint or an official ZegCLIP / CLIP-RC .pth "
+                   "(without it the head is random: --pretrained then gives the CLIP weights)")
+    z.add_argument("--seen", help="training-seen class names (comma-separated) for the seen-class bias; "
+                   "default: from our checkpoint")
+    z.add_argument("--seen-bias", type=float, help="default 0.1 (inductive) or 0 (transductive)")
+    z.add_argument("--text-embeddings", help=".npy [C,D] classifier used as it is")
+    z.add_argument("--num-tokens", type=int, default=10, help="VPT prompts (random head only)")
     g = p.add_argument_group("MaskCLIP")
     g.add_argument("--no-residual", dest="residual", action="store_false")
     g.add_argument("--no-ffn", dest="ffn", action="store_false")

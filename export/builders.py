@@ -12,16 +12,19 @@ import onnx
 import torch
 
 from export.config import ExportCfg
-from export.onnx_export import OnnxExport, parity_image, run_export
-from export.wrappers import MaskClipOnnxModel
+from export.onnx_export import ExportError, OnnxExport, parity_image, run_export
+from export.wrappers import ClipRcOnnxModel, MaskClipOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
-from runtime.errors import CheckpointError
+from runtime.errors import CheckpointError, VocabularyError
 from runtime.fsutil import atomic_save_npy, atomic_write, sha256_file
 from runtime.manifest import METADATA_KEY, Manifest, PreprocessCfg, TensorSpec, WeightsInfo
 from training.clip_loader import LoadedClip, load_clip
-from training.maskclip import MaskClipCfg, build_maskclip_model
+from training.loading import Trained, class_text, load_trained
+from training.maskclip import IMAGENET_MEAN, IMAGENET_STD, MaskClipCfg, build_maskclip_model
+from training.models import build_model
 from training.text_classifier import build_text_classifier
 from training.vocab import resolve_classes
+from training.zegclip import ZegClipCfg, bias_vector
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
@@ -55,6 +58,8 @@ def load_clip_for_export(cfg: ExportCfg) -> LoadedClip:
 def build_maskclip(cfg: ExportCfg) -> ExportResult:
     """Export MaskCLIP (key smoothing and prompt denoising fused) to ``cfg.output``."""
     t0 = time.perf_counter()
+    cfg = dataclasses.replace(cfg, image_size=cfg.image_size or 448,
+                              templates=cfg.templates or "maskclip85")
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
     text = build_text_classifier(clip, classes, cfg.templates, cfg.cache_dir)
@@ -68,6 +73,74 @@ def build_maskclip(cfg: ExportCfg) -> ExportResult:
         preprocess=PreprocessCfg((cfg.image_size,) * 2, mcfg.mean, mcfg.std, model.feature_stride),
         method_cfg=dataclasses.asdict(mcfg), t0=t0,
     )
+
+
+def build_zegclip(cfg: ExportCfg) -> ExportResult:
+    """Export ZegCLIP (decoder fused, text folded into the query projection, seen bias constant)."""
+    return _build_zero_shot(cfg, ZegClipOnnxModel)
+
+
+def build_cliprc(cfg: ExportCfg) -> ExportResult:
+    """Export CLIP-RC inference (region tokens, region alignment, dual decoder; no recovery)."""
+    return _build_zero_shot(cfg, ClipRcOnnxModel)
+
+
+def _load_zero_shot(cfg: ExportCfg) -> Trained:
+    """A checkpoint (ours or official), or a random head on ``cfg.pretrained`` CLIP weights."""
+    if cfg.checkpoint:
+        trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone, cfg.seen_bias)
+        clip = dataclasses.replace(trained.clip, source=cfg.checkpoint,
+                                   weights_sha256=sha256_file(cfg.checkpoint))
+        return dataclasses.replace(trained, clip=clip)
+    clip = load_clip_for_export(cfg)
+    log.warning("no --checkpoint: the %s head is RANDOM-INIT (outputs are meaningless)", cfg.method)
+    mcfg = ZegClipCfg(image_size=cfg.image_size or 512, num_tokens=cfg.num_tokens,
+                      seen_bias=0.1 if cfg.seen_bias is None else cfg.seen_bias)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.method, clip, mcfg).eval()
+    clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {cfg.method} head")
+    return Trained(cfg.method, model, clip, mcfg, None, None, (), False, clip.source)
+
+
+def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> torch.Tensor:
+    """[C] bias: ``seen_bias`` on the export classes seen in training (matched by name)."""
+    if cfg.seen is not None:
+        seen_names = resolve_classes(cfg.seen)
+    elif trained.classes is not None:
+        seen_names = tuple(trained.classes[i] for i in trained.seen)
+    else:
+        seen_names = ()
+    unknown = sorted(set(seen_names) - set(classes)) if cfg.seen is not None else []
+    if unknown:
+        raise VocabularyError(f"--seen names {unknown} are not in the export vocabulary")
+    value = trained.model_cfg.seen_bias if (trained.inductive or cfg.seen is not None) else 0.0
+    if cfg.seen_bias is not None:
+        value = cfg.seen_bias
+    if cfg.vocab_mode == "input" and seen_names and value:
+        log.warning("vocab-mode input: the seen-class bias is dropped (runtime vocabularies have no "
+                    "seen/unseen split)")
+        return torch.zeros(len(classes))
+    return bias_vector(len(classes), [classes.index(n) for n in seen_names if n in classes], value)
+
+
+def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
+    t0 = time.perf_counter()
+    trained = _load_zero_shot(cfg)
+    size = cfg.image_size or trained.model_cfg.image_size
+    if trained.method == "cliprc" and size != trained.model_cfg.image_size:
+        raise ExportError(f"CLIP-RC's region mask is fixed for {trained.model_cfg.image_size} px; "
+                          f"--image-size {size} is not possible")
+    cfg = dataclasses.replace(cfg, image_size=size, templates=cfg.templates or "zegclip")
+    classes = resolve_classes(cfg.classes)
+    text = class_text(trained, classes, cfg.templates, cfg.text_embeddings)
+    bias = _seen_bias(cfg, trained, classes)
+    wrapper = wrapper_cls(trained.model, text, bias, cfg.vocab_mode).eval()
+    method_cfg = {**dataclasses.asdict(trained.model_cfg), "image_size": size,
+                  "seen_bias": bias.tolist()}
+    return _build(cfg=cfg, clip=trained.clip, classes=classes, text=text, wrapper=wrapper,
+                  preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
+                                           trained.model.feature_stride),
+                  method_cfg=method_cfg, t0=t0)
 
 
 def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int):

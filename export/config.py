@@ -17,7 +17,16 @@ class ExportCfg:
         classes: vocabulary spec (built-in name, text file, or "a,b,c").
         pretrained: ``none`` (random), an open_clip tag, or a checkpoint path.
         fallback_random: if the weights cannot be obtained, continue with random ones (loudly).
-        image_size: fixed square input side, pixels.
+        templates: prompt template set; None = the method's own (MaskCLIP ``maskclip85``,
+            ZegCLIP / CLIP-RC ``zegclip``).
+        image_size: fixed square input side, pixels; None = the method's default (MaskCLIP 448,
+            ZegCLIP / CLIP-RC the checkpoint's training size, 512 for ViT-B/16).
+        checkpoint: ZegCLIP / CLIP-RC weights: our training checkpoint or an official release.
+        seen: classes seen in training (names, comma-separated) that get ``seen_bias`` subtracted;
+            None = from our checkpoint by name (official checkpoints carry no names: pass it).
+        seen_bias: None = 0.1 for inductive models, 0 for transductive ones.
+        text_embeddings: an .npy [C,D] classifier to use as it is (e.g. the official float16).
+        num_tokens: VPT prompts when building without a checkpoint (random head).
         vocab_mode: ``fixed`` (classifier baked in) or ``input`` (classifier is a graph input).
         atol, min_label_agreement: parity gates between PyTorch and onnxruntime.
     """
@@ -29,14 +38,19 @@ class ExportCfg:
     pretrained: str = "none"
     fallback_random: bool = False
     seed: int = 0
-    templates: str = "maskclip85"
-    image_size: int = 448
+    templates: str | None = None
+    image_size: int | None = None
     vocab_mode: str = "fixed"
     opset: int = 17
     simplify: bool = True
     atol: float = 1e-4
     min_label_agreement: float = 0.999
     cache_dir: str | None = None
+    checkpoint: str | None = None
+    seen: str | None = None
+    seen_bias: float | None = None
+    text_embeddings: str | None = None
+    num_tokens: int = 10
     residual: bool = True
     ffn: bool = True
     numerics: str = "official"

@@ -1,7 +1,9 @@
 """The one registry from method name to builder."""
 
-from export.builders import build_maskclip
+from export.builders import build_cliprc, build_maskclip, build_zegclip
 
 BUILDERS = {
     "maskclip": build_maskclip,
+    "zegclip": build_zegclip,
+    "cliprc": build_cliprc,
 }

@@ -23,3 +23,104 @@ class MaskClipOnnxModel(nn.Module):
         logits = self.model(image, self.text if text is None else text)
         up = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
         return logits, up.argmax(dim=1)
+
+
+def _split_q_proj(q_proj: nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q_proj([a, t]) = a @ w_a + (t @ w_t + b): returns (w_a [D,D], w_t [D,D], b [D])."""
+    dim = q_proj.weight.shape[0]
+    w = q_proj.weight.detach()
+    return w[:, :dim].t().contiguous(), w[:, dim:].t().contiguous(), q_proj.bias.detach().clone()
+
+
+class _QueryText(nn.Module):
+    """The text half of the relationship descriptor, folded: q = (t * v) @ w_a + q_text, where
+    q_text = t @ w_t + b is a constant [C,D] for a fixed vocabulary (computed in-graph otherwise)."""
+
+    def __init__(self, q_proj: nn.Linear, text: torch.Tensor, vocab_mode: str):
+        super().__init__()
+        w_a, w_t, b = _split_q_proj(q_proj)
+        self.register_buffer("w_a", w_a, persistent=False)
+        self.register_buffer("w_t", w_t, persistent=False)
+        self.register_buffer("b", b, persistent=False)
+        self.fixed = vocab_mode == "fixed"
+        text = text.float().contiguous()
+        self.register_buffer("text", text, persistent=False)
+        self.register_buffer("q_text", text @ w_t + b, persistent=False)
+
+    def forward(self, text: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (text [C,D], q_text [C,D])."""
+        if text is None:
+            return self.text, self.q_text
+        return text, text @ self.w_t + self.b
+
+
+def _scores_and_labels(mask_logits: torch.Tensor, bias: torch.Tensor, size, output: str):
+    """Official post-processing: labels = argmax(sigmoid(upsample(logits)) - bias); the graph's
+    per-class output is sigmoid(logits) - bias at feature resolution (``output='scores'``) or the
+    raw mask logits (``output='mask_logits'``, for parity checks)."""
+    up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    labels = (up.sigmoid() - bias[None, :, None, None]).argmax(dim=1)
+    if output == "mask_logits":
+        return mask_logits, labels
+    return mask_logits.sigmoid() - bias[None, :, None, None], labels
+
+
+class ZegClipOnnxModel(nn.Module):
+    """Used only for ONNX export: ZegCLIP with the text classifier folded into the query
+    projection and the seen-class bias as a constant.
+
+    forward(image [1,3,S,S][, text [C,D]]) -> (scores [1,C,S/16,S/16] = sigmoid(mask logits) -
+    bias, labels int64 [1,S,S]).
+    """
+
+    def __init__(self, model: nn.Module, text: torch.Tensor, bias: torch.Tensor, vocab_mode: str,
+                 output: str = "scores"):
+        super().__init__()
+        self.backbone, self.decoder = model.backbone, model.decode_head.decoder_1
+        self.query = _QueryText(model.decode_head.q_proj, text, vocab_mode)
+        self.register_buffer("bias", bias.float(), persistent=False)
+        self.output = output
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
+        patches, cls, _ = self.backbone(image)
+        text, q_text = self.query(text)
+        q = (text[None] * cls[:, None]) @ self.query.w_a + q_text
+        logits = self.decoder(q, patches.flatten(2).transpose(1, 2))
+        logits = logits.reshape(*logits.shape[:2], *patches.shape[-2:])
+        return _scores_and_labels(logits, self.bias, image.shape[-2:], self.output)
+
+
+class ClipRcOnnxModel(nn.Module):
+    """Used only for ONNX export: CLIP-RC inference (no recovery decoder) with the text half of
+    ``q_proj`` folded, the region fusion done on the 16*C final queries before the mask product
+    (mean_l(q_l . v) = (mean_l q_l) . v), the region mask baked as a constant, the seen bias constant.
+
+    forward(image [1,3,S,S][, text [C,D]]) -> (scores [1,C,S/16,S/16], labels int64 [1,S,S]).
+    """
+
+    def __init__(self, model: nn.Module, text: torch.Tensor, bias: torch.Tensor, vocab_mode: str,
+                 output: str = "scores"):
+        super().__init__()
+        head = model.decode_head
+        self.backbone, self.lateral_proj = model.backbone, head.lateral_proj
+        self.layers_q, self.layers_v = head.decoder_q.layers, head.decoder_v.layers
+        self.query = _QueryText(head.q_proj, text, vocab_mode)
+        self.register_buffer("bias", bias.float(), persistent=False)
+        self.output = output
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
+        patches, cls, regions = self.backbone(image)
+        text, q_text = self.query(text)
+        bsz, dim, gh, gw = patches.shape
+        n_cls, n_reg = text.shape[0], regions.shape[2] * regions.shape[3]
+        reg = regions.flatten(2).transpose(1, 2) + cls[:, None]  # [B,16,D]
+        q = ((reg[:, :, None] * text[None, None]) @ self.query.w_a + q_text).reshape(bsz, -1, dim)
+        reg_up = F.interpolate(regions, size=(gh, gw), mode="bilinear", align_corners=False)
+        lat = self.lateral_proj(torch.cat([reg_up.flatten(2).transpose(1, 2),
+                                           cls[:, None].expand(-1, gh * gw, -1),
+                                           patches.flatten(2).transpose(1, 2)], dim=-1))
+        for layer_q, layer_v in zip(self.layers_q, self.layers_v):
+            q, lat = layer_q(q, lat)[0], layer_v(lat, q)[0]
+        q_mean = q.reshape(bsz, n_reg, n_cls, dim).mean(dim=1)
+        logits = (q_mean @ lat.transpose(1, 2)).reshape(bsz, n_cls, gh, gw)
+        return _scores_and_labels(logits, self.bias, image.shape[-2:], self.output)

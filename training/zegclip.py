@@ -55,11 +55,18 @@ class CrossAttention(nn.Module):
         b, n, d = x.shape
         return x.reshape(b, n, self.heads, d // self.heads).transpose(1, 2)
 
+    def _logits(self, xq: torch.Tensor, xkv: torch.Tensor) -> torch.Tensor:
+        q, k = self._split(self.q(xq)), self._split(self.k(xkv))
+        return (q @ k.transpose(-2, -1)) * self.scale  # [B,h,Nq,Nk]
+
+    def mean_logits(self, xq: torch.Tensor, xkv: torch.Tensor) -> torch.Tensor:
+        """Only the head-averaged pre-softmax logits [B,Nq,Nk] (what the mask is made of)."""
+        return self._logits(xq, xkv).mean(dim=1)
+
     def forward(self, xq: torch.Tensor, xkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = self._split(self.q(xq)), self._split(self.k(xkv)), self._split(self.v(xkv))
-        logits = (q @ k.transpose(-2, -1)) * self.scale  # [B,h,Nq,Nk]
+        logits = self._logits(xq, xkv)
         attn = self.attn_drop(logits.softmax(dim=-1))
-        out = (attn @ v).transpose(1, 2).flatten(2)
+        out = (attn @ self._split(self.v(xkv))).transpose(1, 2).flatten(2)
         return self.proj(out), logits.mean(dim=1)
 
 
@@ -93,10 +100,10 @@ class TPNDecoder(nn.Module):
         self.layers = nn.ModuleList(TPNLayer(dim, heads) for _ in range(num_layers))
 
     def forward(self, q: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        logits = None
-        for layer in self.layers:
-            q, logits = layer(q, memory)
-        return logits
+        for layer in self.layers[:-1]:
+            q = layer(q, memory)[0]
+        # The last layer's value path and FFN cannot reach the output: skip them (same result).
+        return self.layers[-1].multihead_attn.mean_logits(q, memory)
 
 
 def relationship_queries(text: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
