@@ -54,15 +54,25 @@ class _QueryText(nn.Module):
         return text, text @ self.w_t + self.b
 
 
-def _scores_and_labels(mask_logits: torch.Tensor, bias: torch.Tensor, size, output: str):
+def _check_bias(bias: torch.Tensor, vocab_mode: str) -> torch.Tensor | None:
+    """The seen bias is per class of a fixed vocabulary; input vocabularies get none."""
+    if vocab_mode == "input":
+        if bool(bias.any()):
+            raise ValueError("a seen-class bias needs vocab_mode='fixed'")
+        return None
+    return bias.float()
+
+
+def _scores_and_labels(mask_logits: torch.Tensor, bias: torch.Tensor | None, size, output: str):
     """Official post-processing: labels = argmax(sigmoid(upsample(logits)) - bias); the graph's
     per-class output is sigmoid(logits) - bias at feature resolution (``output='scores'``) or the
     raw mask logits (``output='mask_logits'``, for parity checks)."""
-    up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-    labels = (up.sigmoid() - bias[None, :, None, None]).argmax(dim=1)
-    if output == "mask_logits":
-        return mask_logits, labels
-    return mask_logits.sigmoid() - bias[None, :, None, None], labels
+    up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid()
+    scores = mask_logits.sigmoid()
+    if bias is not None:
+        up, scores = up - bias[None, :, None, None], scores - bias[None, :, None, None]
+    labels = up.argmax(dim=1)
+    return (mask_logits if output == "mask_logits" else scores), labels
 
 
 class ZegClipOnnxModel(nn.Module):
@@ -78,7 +88,7 @@ class ZegClipOnnxModel(nn.Module):
         super().__init__()
         self.backbone, self.decoder = model.backbone, model.decode_head.decoder_1
         self.query = _QueryText(model.decode_head.q_proj, text, vocab_mode)
-        self.register_buffer("bias", bias.float(), persistent=False)
+        self.register_buffer("bias", _check_bias(bias, vocab_mode), persistent=False)
         self.output = output
 
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
@@ -105,7 +115,7 @@ class ClipRcOnnxModel(nn.Module):
         self.backbone, self.lateral_proj = model.backbone, head.lateral_proj
         self.layers_q, self.layers_v = head.decoder_q.layers, head.decoder_v.layers
         self.query = _QueryText(head.q_proj, text, vocab_mode)
-        self.register_buffer("bias", bias.float(), persistent=False)
+        self.register_buffer("bias", _check_bias(bias, vocab_mode), persistent=False)
         self.output = output
 
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
