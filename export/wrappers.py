@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.zegclip import zero_shot_labels
+
 
 class MaskClipOnnxModel(nn.Module):
     """Used only for ONNX export: MaskCLIP with refinement fused, and a label map output.
@@ -64,14 +66,15 @@ def _check_bias(bias: torch.Tensor, vocab_mode: str) -> torch.Tensor | None:
 
 
 def _scores_and_labels(mask_logits: torch.Tensor, bias: torch.Tensor | None, size, output: str):
-    """Official post-processing: labels = argmax(sigmoid(upsample(logits)) - bias); the graph's
+    """Official post-processing: labels = argmax(sigmoid(upsample(logits)) - bias), computed
+    without sigmoid saturation (``zero_shot_labels``); the graph's
     per-class output is sigmoid(logits) - bias at feature resolution (``output='scores'``) or the
     raw mask logits (``output='mask_logits'``, for parity checks)."""
-    up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid()
+    up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    labels = zero_shot_labels(up, bias)
     scores = mask_logits.sigmoid()
     if bias is not None:
-        up, scores = up - bias[None, :, None, None], scores - bias[None, :, None, None]
-    labels = up.argmax(dim=1)
+        scores = scores - bias[None, :, None, None]
     return (mask_logits if output == "mask_logits" else scores), labels
 
 

@@ -19,13 +19,14 @@ from runtime import io_names
 from training.clip_loader import load_clip
 from training.maskclip import IMAGENET_MEAN, IMAGENET_STD
 from training.models import build_model
-from training.zegclip import ZegClipCfg, bias_vector, seen_scores
+from training.zegclip import ZegClipCfg, bias_vector, seen_scores, zero_shot_labels
 
 WRAPPERS = {"zegclip": ZegClipOnnxModel, "cliprc": ClipRcOnnxModel}
 MASK_ATOL, AGREEMENT = 1e-3, 0.999
 # Random heads often put one class on top everywhere; these seeds give more than one label on
 # the parity images, so the label check is not vacuous (asserted in _fresh_parity).
-SEEDS = {"zegclip": 0, "cliprc": 1}
+SEEDS = {("zegclip", "ovss-tiny-vit"): 0, ("cliprc", "ovss-tiny-vit"): 1,
+         ("zegclip", "ViT-B-16"): 0, ("cliprc", "ViT-B-16"): 0}
 
 
 def _model(method, backbone, size, classes, seed=0):
@@ -39,7 +40,7 @@ def _model(method, backbone, size, classes, seed=0):
 
 
 def _export(method, backbone, size, classes=6, output="mask_logits", vocab_mode="fixed"):
-    model, text, bias = _model(method, backbone, size, classes, SEEDS[method])
+    model, text, bias = _model(method, backbone, size, classes, SEEDS[method, backbone])
     bias = bias if vocab_mode == "fixed" else torch.zeros_like(bias)
     wrapper = WRAPPERS[method](model, text, bias, vocab_mode, output=output).eval()
     dummy = {io_names.IMAGE: parity_image(size, IMAGENET_MEAN, IMAGENET_STD, seed=0)}
@@ -60,7 +61,7 @@ def _fresh_parity(model, wrapper, text, bias, result, size, seed=11):
     with torch.no_grad():
         ref = model(image, text)
         up = F.interpolate(ref, size=(size, size), mode="bilinear", align_corners=False)
-        labels = seen_scores(up, bias).argmax(1)
+        labels = zero_shot_labels(up, bias)
     got = ort_outputs(result.model.SerializeToString(), {io_names.IMAGE: image.numpy()},
                       [io_names.LOGITS, io_names.LABELS])
     diff = float(np.abs(got[io_names.LOGITS] - ref.numpy()).max())
@@ -101,6 +102,18 @@ def test_folded_wrapper_equals_model(method):
     with pytest.raises(ValueError, match="fixed"):
         WRAPPERS[method](model, text, bias, "input")
     assert labels.shape == (1, 64, 64) and labels.dtype == torch.int64
+
+
+def test_zero_shot_labels_resolve_saturation():
+    """Logits 30 and 20 both give sigmoid 1.0 in float32; the larger must still win."""
+    logits = torch.tensor([20.0, 30.0, -5.0, 25.0])[None, :, None, None].expand(1, 4, 2, 2)
+    assert (torch.sigmoid(logits[:, 0]) == torch.sigmoid(logits[:, 1])).all()  # the trap
+    assert (zero_shot_labels(logits, None) == 1).all()
+    assert (zero_shot_labels(logits, torch.tensor([0.0, 0.1, 0.0, 0.1])) == 0).all()
+    assert (zero_shot_labels(logits, torch.tensor([0.1, 0.0, 0.1, 0.1])) == 1).all()
+    rand = torch.randn(2, 6, 5, 5)
+    bias = torch.tensor([0.1, 0.1, 0.0, 0.0, 0.1, 0.0])
+    torch.testing.assert_close(zero_shot_labels(rand, bias), seen_scores(rand, bias).argmax(1))
 
 
 def test_seen_bias_moves_labels():

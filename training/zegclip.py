@@ -167,3 +167,30 @@ def bias_vector(num_classes: int, seen: list[int] | tuple[int, ...], value: floa
     if len(seen):
         bias[torch.as_tensor(list(seen), dtype=torch.long)] = value
     return bias
+
+
+def zero_shot_labels(logits: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """argmax_c sigmoid(logits_c) - bias_c over dim 1, computed without sigmoid saturation.
+
+    In float32 sigmoid rounds to exactly 1.0 for logits above ~17, so a direct argmax turns
+    clear winners into ties that different kernels break differently. Within classes that share a
+    bias value sigmoid is monotonic, so each group's winner is taken in logit space and only the
+    group winners are compared after the sigmoid (their biases differ, so saturation cannot tie
+    them unless the biases themselves are equal). Equal scores resolve to the group with the
+    smaller bias. logits [B,C,H,W], bias [C] or None -> int64 [B,H,W].
+    """
+    if bias is None:
+        return logits.argmax(dim=1)
+    values = sorted(set(bias.tolist()))
+    best_label = best_score = None
+    for value in values:
+        idx = torch.nonzero(bias == value).flatten()
+        top, arg = logits.index_select(1, idx.to(logits.device)).max(dim=1)
+        label, score = idx.to(logits.device)[arg], top.sigmoid() - value
+        if best_label is None:
+            best_label, best_score = label, score
+        else:
+            better = score > best_score
+            best_label = torch.where(better, label, best_label)
+            best_score = torch.where(better, score, best_score)
+    return best_label
