@@ -63,8 +63,13 @@ def visual_kind(visual: nn.Module) -> str:
 
 def state_dict_sha256(model: nn.Module) -> str:
     """sha256 over ``model.state_dict()`` in sorted key order (names and raw bytes)."""
+    return tensors_sha256(model.state_dict())
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over a {name: tensor} dict in sorted key order (names and raw bytes)."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(tensors.items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

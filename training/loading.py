@@ -13,7 +13,7 @@ from torch import nn
 
 from runtime.errors import CheckpointError, VocabularyError
 from training.checkpoint import FORMAT, read_raw
-from training.clip_loader import LoadedClip, load_clip
+from training.clip_loader import LoadedClip, load_clip, tensors_sha256
 from training.models import build_model, text_dim
 from training.official import load_official, official_layout, unwrap
 from training.text_classifier import build_text_classifier
@@ -98,29 +98,27 @@ def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | No
     log.info("official %s checkpoint: %d tensors loaded, %d known-unused dropped", method,
              len(sd) - len(dropped), len(dropped))
     clip = dataclasses.replace(clip, source=source, random=False,
-                               weights_sha256=_sd_hash(sd))
+                               weights_sha256=tensors_sha256(sd))
     return Trained(method, model.eval(), clip, mcfg, None, None, (), seen_bias != 0.0, source)
 
 
-def _sd_hash(sd: dict) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+def load_text_file(path: str, num_classes: int, dim: int) -> torch.Tensor:
+    """A [C,D] classifier from .npy (float16 official files are widened exactly, not renormalised)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise VocabularyError(f"cannot read text embeddings {path!r}: {e}") from e
+    if arr.shape != (num_classes, dim):
+        raise VocabularyError(f"{path} holds {arr.shape}, expected ({num_classes}, {dim}): one row per class")
+    return torch.from_numpy(arr.astype(np.float32))
 
 
 def class_text(trained: Trained, classes: tuple[str, ...], templates: str = "zegclip",
                text_embeddings: str | None = None) -> torch.Tensor:
     """[C,D] float32 classifier for ``classes``: an .npy file (e.g. the official float16 ones,
     used as they are), the checkpoint's own when the vocabulary matches, or encoded now."""
-    dim = text_dim(trained.clip)
     if text_embeddings:
-        arr = np.load(text_embeddings, allow_pickle=False)
-        if arr.shape != (len(classes), dim):
-            raise VocabularyError(f"{text_embeddings} holds {arr.shape}, expected ({len(classes)}, {dim})")
-        return torch.from_numpy(arr.astype(np.float32))
+        return load_text_file(text_embeddings, len(classes), text_dim(trained.clip))
     if trained.text is not None and trained.classes == tuple(classes):
         return trained.text.float()
     return build_text_classifier(trained.clip, classes, templates)

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from runtime.errors import OvssError
+from runtime.errors import CheckpointError, OvssError
+from training.checkpoint import FORMAT, read_raw
 from training.clip_loader import load_clip
 from training.data import DataCfg, build_dataset
 from training.distributed import DistInfo, cleanup, init_distributed
-from training.loading import model_cfg_of
-from training.models import MODELS, build_model, trainable_names
+from training.loading import load_text_file, model_cfg_of
+from training.models import MODELS, build_model, text_dim, trainable_names
 from training.official import load_official, unwrap
-from training.checkpoint import FORMAT, read_raw
 from training.text_classifier import TEMPLATE_SETS, build_text_classifier
 from training.train_config import AMP_MODES, SETTINGS, TrainCfg, resolve_defaults
 from training.trainer import Loop, TrainResult, resume, train_loop
@@ -56,7 +56,6 @@ def _init_from(model, clip_model, path: str, method: str) -> None:
     raw = read_raw(path)
     if raw.get("format") == FORMAT:
         if raw["method"] != method:
-            from runtime.errors import CheckpointError
             raise CheckpointError(f"{path} is a {raw['method']} checkpoint, but --method is {method}")
         model.load_state_dict(raw["state_dict"])
     else:
@@ -72,7 +71,10 @@ def build_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
         log.warning("RANDOM CLIP WEIGHTS (--pretrained %s): losses are real, masks meaningless",
                     cfg.pretrained)
     dataset = build_dataset(data_cfg_of(cfg), "train", train=True)
-    text = build_text_classifier(clip, dataset.classes, cfg.templates)
+    if cfg.text_embeddings:
+        text = load_text_file(cfg.text_embeddings, len(dataset.classes), text_dim(clip))
+    else:
+        text = build_text_classifier(clip, dataset.classes, cfg.templates)
     model = build_model(cfg.method, clip, model_cfg_of(cfg))
     if cfg.init_from:
         _init_from(model, clip.model, cfg.init_from, cfg.method)

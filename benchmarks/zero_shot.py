@@ -1,0 +1,346 @@
+"""ZegCLIP and CLIP-RC latency: full model and decoder only, PyTorch eager vs onnxruntime, per C.
+
+    python -m benchmarks.zero_shot --backbone ViT-B-16 --image-size 512 --methods zegclip,cliprc \
+        --classes 20,171,500 --parts full,decoder --runs 10 --warmup 2 \
+        --json benchmarks/results/zero_shot_vitb16_512.json
+
+Weights are random (CLIP and head): timings hold, outputs are meaningless. The text classifier is
+random unit rows [C,D] and the seen bias 0.1 on the first 3/4 of the classes. The full model is the
+deployed export wrapper (text folded into q_proj; CLIP-RC fuses regions before the mask product);
+the decoder is the same wrapper's modules after the backbone, fed real backbone outputs of one
+image. Each graph is exported with ``run_export`` (parity-gated, simplified), and the checked graph
+is the timed one. For every (method, part, C): warm-up rounds, then ``--runs`` interleaved rounds
+(pytorch, onnxruntime, ...) on the same threads. Prints one JSON line; exits 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.latency import cpu_model, time_interleaved
+from export.onnx_export import OnnxExport, parity_image, run_export
+from export.wrappers import ClipRcOnnxModel, ZegClipOnnxModel, _scores_and_labels
+from runtime import io_names
+from runtime.backends.ort import OrtBackend, require_ort
+from runtime.errors import OvssError, UnknownNameError
+from runtime.fsutil import atomic_write, atomic_write_text
+from training.clip_loader import load_clip
+from training.maskclip import IMAGENET_MEAN, IMAGENET_STD
+from training.models import build_model, text_dim
+from training.zegclip import ZegClipCfg, bias_vector
+
+log = logging.getLogger(__name__)
+OUTPUTS = [io_names.LOGITS, io_names.LABELS]  # scores (sigmoid - bias) under the exporter's name
+CPU = ["CPUExecutionProvider"]
+WRAPPERS = {"zegclip": ZegClipOnnxModel, "cliprc": ClipRcOnnxModel}
+PARTS = ("full", "decoder")
+SEEN_SHARE, SEEN_BIAS = 0.75, 0.1
+
+
+class ZegClipDecoder(nn.Module):
+    """Used only for benchmarking: ``ZegClipOnnxModel`` after its backbone.
+
+    Built from the wrapper's own modules (query, decoder, bias); the glue lines repeat the
+    wrapper's forward, and ``check_decoder`` proves the two agree on real features.
+    forward(patches [1,D,h,w], cls [1,D]) -> (scores [1,C,h,w], labels int64 [1,S,S]).
+    """
+
+    def __init__(self, wrapper: ZegClipOnnxModel, image_size: int):
+        super().__init__()
+        self.query, self.decoder, self.output = wrapper.query, wrapper.decoder, wrapper.output
+        self.register_buffer("bias", wrapper.bias, persistent=False)
+        self.size = (image_size, image_size)
+
+    def forward(self, patches: torch.Tensor, cls: torch.Tensor):
+        text, q_text = self.query(None)
+        q = (text[None] * cls[:, None]) @ self.query.w_a + q_text
+        logits = self.decoder(q, patches.flatten(2).transpose(1, 2))
+        logits = logits.reshape(*logits.shape[:2], *patches.shape[-2:])
+        return _scores_and_labels(logits, self.bias, self.size, self.output)
+
+
+class ClipRcDecoder(nn.Module):
+    """Used only for benchmarking: ``ClipRcOnnxModel`` after its backbone (see ZegClipDecoder).
+
+    forward(patches [1,D,h,w], cls [1,D], regions [1,D,4,4]) -> (scores [1,C,h,w], labels [1,S,S]).
+    """
+
+    def __init__(self, wrapper: ClipRcOnnxModel, image_size: int):
+        super().__init__()
+        self.query, self.lateral_proj = wrapper.query, wrapper.lateral_proj
+        self.layers_q, self.layers_v, self.output = wrapper.layers_q, wrapper.layers_v, wrapper.output
+        self.register_buffer("bias", wrapper.bias, persistent=False)
+        self.size = (image_size, image_size)
+
+    def forward(self, patches: torch.Tensor, cls: torch.Tensor, regions: torch.Tensor):
+        text, q_text = self.query(None)
+        bsz, dim, gh, gw = patches.shape
+        n_cls, n_reg = text.shape[0], regions.shape[2] * regions.shape[3]
+        reg = regions.flatten(2).transpose(1, 2) + cls[:, None]
+        q = ((reg[:, :, None] * text[None, None]) @ self.query.w_a + q_text).reshape(bsz, -1, dim)
+        reg_up = F.interpolate(regions, size=(gh, gw), mode="bilinear", align_corners=False)
+        lat = self.lateral_proj(torch.cat([reg_up.flatten(2).transpose(1, 2),
+                                           cls[:, None].expand(-1, gh * gw, -1),
+                                           patches.flatten(2).transpose(1, 2)], dim=-1))
+        for layer_q, layer_v in zip(self.layers_q, self.layers_v):
+            q, lat = layer_q(q, lat)[0], layer_v(lat, q)[0]
+        q_mean = q.reshape(bsz, n_reg, n_cls, dim).mean(dim=1)
+        logits = (q_mean @ lat.transpose(1, 2)).reshape(bsz, n_cls, gh, gw)
+        return _scores_and_labels(logits, self.bias, self.size, self.output)
+
+
+DECODERS = {"zegclip": (ZegClipDecoder, ("patches", "cls")),
+            "cliprc": (ClipRcDecoder, ("patches", "cls", "regions"))}
+
+
+class _DecoderInputs(dict):
+    """{graph input name: tensor} for ``run_export``, which takes the label size from
+    ``dummy_inputs[io_names.IMAGE]``. A decoder graph has no image input, so that key alone
+    answers (``__missing__``) with a shape-only stand-in that is never iterated, hence never a
+    graph input or a feed."""
+
+    def __init__(self, feeds: dict[str, torch.Tensor], image_size: int):
+        super().__init__(feeds)
+        self.image_size = image_size
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        if key != io_names.IMAGE:
+            raise KeyError(key)
+        return torch.empty(1, 3, self.image_size, self.image_size)
+
+
+def _csv(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.zero_shot",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", required=True, help="open_clip ViT name: ViT-B-16, ovss-tiny-vit")
+    p.add_argument("--image-size", type=int, default=512)
+    p.add_argument("--methods", default="zegclip,cliprc", help="comma-separated")
+    p.add_argument("--classes", default="20,171,500", help="comma-separated class counts C")
+    p.add_argument("--parts", default="full,decoder", help="comma-separated: full, decoder")
+    p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds per case")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first, per case")
+    p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
+    p.add_argument("--atol", type=float, default=1e-3,
+                   help="export parity gate on the scores (sigmoid - bias, in [-0.1, 1])")
+    p.add_argument("--seed", type=int, default=0, help="weights, text and image")
+    p.add_argument("--json", help="also write the report here (atomically), and a PNG beside it")
+    args = p.parse_args(argv)
+    args.methods, args.parts = _csv(args.methods), _csv(args.parts)
+    try:
+        args.classes = [int(c) for c in _csv(args.classes)]
+    except ValueError:
+        p.error(f"--classes must be comma-separated integers, got {args.classes!r}")
+    if not args.methods or not args.classes or min(args.classes) < 1:
+        p.error("--methods and --classes need at least one entry; class counts must be >= 1")
+    if not args.parts or set(args.parts) - set(PARTS):
+        p.error(f"--parts must be a comma-separated subset of {','.join(PARTS)}")
+    if args.runs < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        p.error("--runs and --threads must be >= 1 and --warmup >= 0")
+    return args
+
+
+def text_and_bias(num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random unit text rows [C,D] and the seen bias [C] (0.1 on the first 3/4 of the classes)."""
+    g = torch.Generator().manual_seed(seed + num_classes)
+    text = F.normalize(torch.randn(num_classes, dim, generator=g), dim=1)
+    seen = list(range(int(SEEN_SHARE * num_classes)))
+    return text, bias_vector(num_classes, seen, SEEN_BIAS)
+
+
+def build_wrappers(method: str, args: argparse.Namespace) -> tuple[dict[int, nn.Module], bool]:
+    """{C: export wrapper} over one random-init model of ``method``; and whether weights are random."""
+    clip = load_clip(args.backbone, "none", args.seed)
+    torch.manual_seed(args.seed)
+    model = build_model(method, clip, ZegClipCfg(image_size=args.image_size)).eval()
+    wrappers = {}
+    for c in args.classes:
+        text, bias = text_and_bias(c, text_dim(clip), args.seed)
+        wrappers[c] = WRAPPERS[method](model, text, bias, vocab_mode="fixed").eval()
+    return wrappers, clip.random
+
+
+def check_decoder(wrapper: nn.Module, decoder: nn.Module, image: torch.Tensor,
+                  feats: tuple[torch.Tensor, ...]) -> float:
+    """max |scores| difference between decoder(features) and wrapper(image); labels must match."""
+    with torch.no_grad():
+        (ref, ref_labels), (got, labels) = wrapper(image), decoder(*feats)
+    diff = float((ref - got).abs().max())
+    if diff > 1e-5 or not torch.equal(ref_labels, labels):
+        raise RuntimeError(f"benchmark decoder drifted from {type(wrapper).__name__}: "
+                           f"max|diff| {diff:.3g}")
+    return diff
+
+
+def export_part(module: nn.Module, dummy: dict[str, torch.Tensor], atol: float) -> OnnxExport:
+    """``run_export`` with the exporter's defaults: opset 17, simplified, parity-gated."""
+    return run_export(model=module, dummy_inputs=dummy, output_names=OUTPUTS, dynamic_axes={},
+                      opset=17, simplify=True, atol=atol, min_label_agreement=0.999)
+
+
+def make_impls(module: nn.Module, feeds: dict[str, torch.Tensor], path: str,
+               threads: int) -> dict[str, Callable[[], object]]:
+    """{impl: zero-argument callable running one batch-1 forward, both outputs}."""
+    tensors, arrays = tuple(feeds.values()), {k: v.numpy() for k, v in feeds.items()}
+    ort = OrtBackend(path, providers=CPU, threads=threads)
+
+    def pytorch():
+        with torch.no_grad():
+            return module(*tensors)
+
+    return {"pytorch": pytorch, "onnxruntime": lambda: ort(arrays, OUTPUTS)}
+
+
+def parity_summary(export: OnnxExport) -> dict:
+    p = export.parity
+    return {"max_abs_diff": p.max_abs_diff, "atol": p.atol, "rtol": p.rtol, "passed": p.passed,
+            "label_agreement": p.label_agreement, "decided_label_agreement": p.decided_agreement,
+            "tie_fraction": p.tie_fraction, "simplified": export.simplified,
+            "onnx_nodes": export.nodes_final}
+
+
+def time_case(key: dict, module: nn.Module, feeds: dict[str, torch.Tensor], args, threads: int):
+    """Export ``module`` on ``feeds``, time both impls interleaved; -> (rows, case summary)."""
+    t0 = time.perf_counter()
+    export = export_part(module, feeds, args.atol)
+    export_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="ovss-bench-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save(export.model, path)
+        load = os.getloadavg()[0]
+        times = time_interleaved(make_impls(module, dict(feeds), path, threads), args.warmup, args.runs)
+    rows = [{**key, "impl": impl, "runs": len(ms), "median_ms": round(float(np.median(ms)), 3),
+             "p90_ms": round(float(np.percentile(ms, 90)), 3)} for impl, ms in times.items()]
+    med = {r["impl"]: r["median_ms"] for r in rows}
+    paired = np.median(np.array(times["pytorch"]) / np.array(times["onnxruntime"]))
+    case = {**key, "ratio_pytorch_over_onnxruntime": round(med["pytorch"] / med["onnxruntime"], 3),
+            "ratio_paired_median": round(float(paired), 3), "parity": parity_summary(export),
+            "export_s": round(export_s, 1), "loadavg_1m_before_timing": round(load, 2)}
+    log.info("%s %s C=%d: pytorch %.1f ms, onnxruntime %.1f ms, ratio %.3f (parity %.3g)",
+             key["method"], key["part"], key["num_classes"], med["pytorch"], med["onnxruntime"],
+             case["ratio_pytorch_over_onnxruntime"], export.parity.max_abs_diff)
+    return rows, case
+
+
+def method_cases(method: str, args, threads: int, image: torch.Tensor):
+    """Rows and cases of every (part, C) of one method; and whether its weights are random."""
+    wrappers, random = build_wrappers(method, args)
+    with torch.no_grad():
+        feats = next(iter(wrappers.values())).backbone(image)  # the backbone is shared by every C
+    cls_decoder, names = DECODERS[method]
+    feats = dict(zip(names, feats))
+    rows, cases = [], []
+    for c, wrapper in wrappers.items():
+        for part in args.parts:
+            key = {"method": method, "part": part, "num_classes": c}
+            if part == "full":
+                module, feeds = wrapper, {io_names.IMAGE: image}
+            else:
+                module = cls_decoder(wrapper, args.image_size).eval()
+                diff = check_decoder(wrapper, module, image, tuple(feats.values()))
+                feeds = _DecoderInputs(feats, args.image_size)
+            r, case = time_case(key, module, feeds, args, threads)
+            if part == "decoder":
+                case["decoder_vs_wrapper_max_abs_diff"] = diff
+            rows += r
+            cases.append(case)
+    return rows, cases, random
+
+
+def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
+    """Every (method, C, part) case in turn; returns the report (without the command)."""
+    unknown = [m for m in args.methods if m not in WRAPPERS]
+    if unknown:
+        raise UnknownNameError(f"unknown method(s) {unknown}; zero-shot methods: {sorted(WRAPPERS)}")
+    load_start = os.getloadavg()
+    log.info("load average at start %s on %d cpu(s); weights are RANDOM (timings only)",
+             load_start, os.cpu_count())
+    image = parity_image(args.image_size, IMAGENET_MEAN, IMAGENET_STD, args.seed)
+    rows, cases, random = [], [], True
+    for method in args.methods:
+        r, c, rnd = method_cases(method, args, threads, image)
+        rows, cases, random = rows + r, cases + c, random and rnd
+    return {"results": rows, "cases": cases, "backbone": args.backbone,
+            "image_size": args.image_size, "weights_random": random, "threads": threads,
+            "cpu_count": os.cpu_count(), "cpus_available": len(os.sched_getaffinity(0)),
+            "cpu": cpu_model(), "torch_version": torch.__version__,
+            "onnxruntime_version": require_ort().__version__,
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def write_plot(report: dict, path: Path) -> str | None:
+    """Median latency vs C, one panel per part, one line per (method, impl); None without matplotlib."""
+    if find_spec("matplotlib") is None:
+        log.info("matplotlib is not installed: no plot written (the JSON has every number)")
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    parts = sorted({r["part"] for r in report["results"]}, key=PARTS.index)
+    fig, axes = plt.subplots(1, len(parts), figsize=(5.5 * len(parts), 4), squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        lines = sorted({(r["method"], r["impl"]) for r in report["results"] if r["part"] == part})
+        for method, impl in lines:
+            pts = sorted((r["num_classes"], r["median_ms"]) for r in report["results"]
+                         if (r["part"], r["method"], r["impl"]) == (part, method, impl))
+            ax.plot(*zip(*pts), marker="o", linestyle="-" if impl == "pytorch" else "--",
+                    label=f"{method} {impl}")
+        ax.set(title=f"{part}: {report['backbone']} {report['image_size']} px, "
+                     f"{report['threads']} thread(s)", xlabel="classes C", ylabel="median ms")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("benchmarks", "export", "training", "runtime", "__main__"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    threads = args.threads or len(os.sched_getaffinity(0))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        report = run_benchmark(args, threads)
+    except OvssError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(previous)
+    report["command"] = shlex.join(["python", "-m", "benchmarks.zero_shot", *argv])
+    report["plot"] = write_plot(report, Path(args.json).with_suffix(".png")) if args.json else None
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
