@@ -19,7 +19,7 @@ from runtime.errors import CheckpointError, OvssError
 from training.checkpoint import FORMAT, read_raw
 from training.clip_loader import load_clip
 from training.data import DataCfg, build_dataset
-from training.distributed import DistInfo, cleanup, init_distributed
+from training.distributed import DistInfo, barrier, cleanup, init_distributed
 from training.loading import load_text_file, model_cfg_of
 from training.models import MODELS, build_model, text_dim, trainable_names
 from training.official import load_official, unwrap
@@ -101,6 +101,7 @@ def run(cfg: TrainCfg) -> TrainResult:
     log.info("trainable: %s", ", ".join(trainable_names(loop.model)[:6]) + " ...")
     result = train_loop(loop)
     if cfg.eval_after:
+        barrier()  # rank 0 writes the checkpoint the other ranks are about to read
         from training.evaluate import EvalCfg, evaluate_checkpoint
         evaluate_checkpoint(EvalCfg(checkpoint=str(result.checkpoint),
                                     json=str(Path(cfg.work_dir) / "eval.json"),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from tqdm import tqdm
 from runtime.errors import CheckpointError
 from training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from training.distributed import DistInfo
-from training.labels import IGNORE, pseudo_label, seen_only
+from training.labels import pseudo_label, seen_only
 from training.losses import LossTerms, LossWeights, mask_loss
 from training.schedule import PolyCfg, set_lr
 from training.train_config import TrainCfg
@@ -157,8 +159,19 @@ def _save(loop: Loop, it: int) -> Path:
                        state_dict=loop.model.state_dict(), optimizer=loop.optimizer.state_dict(),
                        scaler=loop.scaler.state_dict(), text=loop.text.detach().cpu())
     path = save_checkpoint(work / f"iter_{it}.pt", state)
-    save_checkpoint(work / "latest.pt", state)
+    link_latest(path, work / "latest.pt")
     return path
+
+
+def link_latest(path: Path, latest: Path) -> None:
+    """Point ``latest`` at ``path`` atomically: a hard link (no second copy) renamed into place."""
+    tmp = latest.with_name(f".{latest.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)
+    except OSError:  # no hard links on this file system: copy instead
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, latest)
 
 
 def resume(loop: Loop, path: str | Path) -> None:
