@@ -54,8 +54,8 @@ def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) 
 
     The official blocks build DropPath(0.1) but never call it, so there is none here.
     """
-    x = x + attention(block, block.ln_1(x), mask)
-    return x + block.mlp(block.ln_2(x))
+    x = x + block.ls_1(attention(block, block.ln_1(x), mask))  # ls_* are Identity for CLIP
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 def resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
