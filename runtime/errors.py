@@ -27,3 +27,7 @@ class UnknownNameError(OvssError, ValueError):
 
 class DatasetError(OvssError, ValueError):
     """A dataset folder has an unknown layout, or its images, masks, labels or class split are bad."""
+
+
+class ConfigError(OvssError, ValueError):
+    """A setting is out of range or inconsistent with the others (or with the model)."""

@@ -17,7 +17,7 @@ import torch
 
 from runtime.errors import CheckpointError, OvssError
 from training.checkpoint import FORMAT, read_raw
-from training.clip_loader import load_clip
+from training.clip_loader import load_clip, state_dict_sha256
 from training.data import DataCfg, build_dataset
 from training.distributed import DistInfo, barrier, cleanup, init_distributed
 from training.loading import load_text_file, model_cfg_of
@@ -71,13 +71,15 @@ def build_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
         log.warning("RANDOM CLIP WEIGHTS (--pretrained %s): losses are real, masks meaningless",
                     cfg.pretrained)
     dataset = build_dataset(data_cfg_of(cfg), "train", train=True)
+    model = build_model(cfg.method, clip, model_cfg_of(cfg))
+    if cfg.init_from:  # before encoding: an official file brings its own text tower
+        _init_from(model, clip.model, cfg.init_from, cfg.method)
+        # The text-classifier cache is keyed by the weights hash: take it again.
+        clip = dataclasses.replace(clip, weights_sha256=state_dict_sha256(clip.model))
     if cfg.text_embeddings:
         text = load_text_file(cfg.text_embeddings, len(dataset.classes), text_dim(clip))
     else:
         text = build_text_classifier(clip, dataset.classes, cfg.templates)
-    model = build_model(cfg.method, clip, model_cfg_of(cfg))
-    if cfg.init_from:
-        _init_from(model, clip.model, cfg.init_from, cfg.method)
     model.to(info.device)
     params = [p for p in model.parameters() if p.requires_grad]
     log.info("%s: %d trainable tensors (%.2f M values) of %d", cfg.method, len(params),

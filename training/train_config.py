@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from runtime.errors import ConfigError
+
 SETTINGS = ("inductive", "transductive")
 AMP_MODES = ("auto", "on", "off")
 
@@ -64,11 +66,11 @@ class TrainCfg:
 
     def __post_init__(self):
         if self.setting not in SETTINGS:
-            raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+            raise ConfigError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
         if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+            raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.accum < 1:
-            raise ValueError(f"accum must be >= 1, got {self.accum}")
+            raise ConfigError(f"accum must be >= 1, got {self.accum}")
 
 
 def official_defaults(method: str, dataset: str) -> dict:
@@ -102,5 +104,5 @@ def resolve_defaults(cfg: TrainCfg) -> TrainCfg:
     if cfg.setting == "inductive":
         cfg = dataclasses.replace(cfg, st_start=None)
     if cfg.st_start is not None and not 0 <= cfg.st_start < cfg.max_iters:
-        raise ValueError(f"st_start must be in [0, max_iters), got {cfg.st_start}")
+        raise ConfigError(f"st_start must be in [0, max_iters), got {cfg.st_start}")
     return cfg

@@ -180,6 +180,11 @@ def resume(loop: Loop, path: str | Path) -> None:
     if state.method != loop.cfg.method or state.classes != loop.classes:
         raise CheckpointError(f"{path} was written by a {state.method} run on {len(state.classes)} "
                               f"classes; this run is {loop.cfg.method} on {len(loop.classes)}")
+    was = {k: state.cfg.get(k) for k in ("setting", "st_start", "max_iters", "batch_size", "accum")}
+    now = {k: getattr(loop.cfg, k) for k in was}
+    if state.unseen != loop.unseen or was != now:
+        raise CheckpointError(f"{path} was written with unseen {list(state.unseen)} and {was}; this "
+                              f"run has unseen {list(loop.unseen)} and {now}: resume would not be exact")
     loop.model.load_state_dict(state.state_dict)
     loop.optimizer.load_state_dict(state.optimizer)
     if state.scaler:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.errors import ConfigError
+
 REGION_SIDE = 4  # CLIP-RC: 4x4 region tokens
 MASK_VALUE = -1e4  # additive "cannot attend" value: finite, so FP16 stays safe (METHODS A3)
 
@@ -76,7 +78,8 @@ def region_mask(grid: int, num_prompts: int, side: int = REGION_SIDE) -> torch.T
     prompts cannot see any region token; patches do not see other regions.
     """
     if grid % side:
-        raise ValueError(f"CLIP-RC needs a patch grid divisible by {side}, got {grid}")
+        raise ConfigError(f"CLIP-RC needs a patch grid divisible by {side} (crop = multiple of "
+                          f"{side} patches), got a {grid}x{grid} grid")
     head, n_patch, n_reg = 1 + num_prompts, grid * grid, side * side
     n = head + n_patch + n_reg
     allowed = torch.ones(n, n, dtype=torch.bool)
@@ -121,7 +124,7 @@ class VPTViT(nn.Module):
         layers = len(self.transformer.resblocks)
         total_d_layer = layers - 1 if total_d_layer is None else total_d_layer
         if not 0 <= total_d_layer < layers:
-            raise ValueError(f"total_d_layer must be in [0, {layers - 1}], got {total_d_layer}")
+            raise ConfigError(f"total_d_layer must be in [0, {layers - 1}], got {total_d_layer}")
         self.num_tokens, self.total_d_layer = num_tokens, total_d_layer
         val = math.sqrt(6.0 / float(3 * self.patch + width))  # official init (patch given as 1-tuple)
         self.prompt_embeddings = nn.Parameter(torch.empty(1, num_tokens, width).uniform_(-val, val))
