@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from runtime.errors import OvssError
 from runtime.fsutil import atomic_write_text
-from training.data import DataCfg, build_dataset
+from training.data import build_dataset
 from training.distributed import DistInfo, cleanup, init_distributed
 from training.loading import Trained, class_text, load_trained
 from training.metrics import ConfusionMatrix, SegMetrics, summarize
-from training.vocab import resolve_classes
+from training.train_config import data_cfg_of
 from training.zegclip import bias_vector, seen_scores
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,7 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
     info = info or init_distributed(cfg.device)
     trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone, cfg.seen_bias)
     crop = trained.model_cfg.image_size
-    classes = resolve_classes(cfg.classes) if cfg.classes else ()
-    unseen = None if cfg.unseen is None else tuple(n.strip() for n in cfg.unseen.split(",") if n.strip())
-    data = DataCfg(cfg.dataset, root=cfg.root, images=cfg.images, masks=cfg.masks, classes=classes,
-                   ignore_label=cfg.ignore_label, unseen=unseen, crop_size=crop,
-                   img_scale=(4 * crop, crop))
-    dataset = build_dataset(data, "val", train=False)
+    dataset = build_dataset(data_cfg_of(cfg, crop), "val", train=False)
     text = class_text(trained, dataset.classes, cfg.templates, cfg.text_embeddings)
     bias = bias_vector(len(dataset.classes), dataset.seen,
                        trained.model_cfg.seen_bias if trained.inductive else 0.0)

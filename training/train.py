@@ -18,28 +18,16 @@ import torch
 from runtime.errors import CheckpointError, OvssError
 from training.checkpoint import FORMAT, read_raw
 from training.clip_loader import load_clip, state_dict_sha256
-from training.data import DataCfg, build_dataset
+from training.data import build_dataset
 from training.distributed import DistInfo, barrier, cleanup, init_distributed
 from training.loading import load_text_file, model_cfg_of
 from training.models import MODELS, build_model, text_dim, trainable_names
 from training.official import load_official, unwrap
 from training.text_classifier import TEMPLATE_SETS, build_text_classifier
-from training.train_config import AMP_MODES, SETTINGS, TrainCfg, resolve_defaults
+from training.train_config import AMP_MODES, SETTINGS, TrainCfg, data_cfg_of, resolve_defaults
 from training.trainer import Loop, TrainResult, resume, train_loop
-from training.vocab import resolve_classes
 
 log = logging.getLogger(__name__)
-
-
-def data_cfg_of(cfg: TrainCfg, crop_size: int | None = None) -> DataCfg:
-    """The dataset half of a training config."""
-    classes = resolve_classes(cfg.classes) if cfg.classes else ()
-    unseen = None if cfg.unseen is None else tuple(
-        n.strip() for n in cfg.unseen.split(",") if n.strip())
-    crop = crop_size or cfg.crop_size
-    return DataCfg(cfg.dataset, root=cfg.root, images=cfg.images, masks=cfg.masks, classes=classes,
-                   ignore_label=cfg.ignore_label, unseen=unseen, crop_size=crop,
-                   img_scale=(4 * crop, crop))
 
 
 def _amp(cfg: TrainCfg, device: torch.device):
@@ -70,7 +58,7 @@ def build_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
     if clip.random:
         log.warning("RANDOM CLIP WEIGHTS (--pretrained %s): losses are real, masks meaningless",
                     cfg.pretrained)
-    dataset = build_dataset(data_cfg_of(cfg), "train", train=True)
+    dataset = build_dataset(data_cfg_of(cfg, cfg.crop_size), "train", train=True)
     model = build_model(cfg.method, clip, model_cfg_of(cfg))
     if cfg.init_from:  # before encoding: an official file brings its own text tower
         _init_from(model, clip.model, cfg.init_from, cfg.method)

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from runtime.errors import ConfigError
+from training.data import DataCfg
+from training.vocab import resolve_classes
 
 SETTINGS = ("inductive", "transductive")
 AMP_MODES = ("auto", "on", "off")
@@ -106,3 +108,15 @@ def resolve_defaults(cfg: TrainCfg) -> TrainCfg:
     if cfg.st_start is not None and not 0 <= cfg.st_start < cfg.max_iters:
         raise ConfigError(f"st_start must be in [0, max_iters), got {cfg.st_start}")
     return cfg
+
+
+def data_cfg_of(cfg, crop_size: int) -> DataCfg:
+    """The dataset half of a training or evaluation config (fields ``dataset``, ``root``,
+    ``images``, ``masks``, ``classes``, ``ignore_label``, ``unseen``); the test/train resize scale
+    is (4*crop, crop) like the official (2048, 512)."""
+    classes = resolve_classes(cfg.classes) if cfg.classes else ()
+    unseen = None if cfg.unseen is None else tuple(
+        n.strip() for n in cfg.unseen.split(",") if n.strip())
+    return DataCfg(cfg.dataset, root=cfg.root, images=cfg.images, masks=cfg.masks, classes=classes,
+                   ignore_label=cfg.ignore_label, unseen=unseen, crop_size=crop_size,
+                   img_scale=(4 * crop_size, crop_size))
