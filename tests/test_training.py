@@ -7,6 +7,7 @@ the class), the ``ovss-tiny-vit`` backbone with random weights, crop 64.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -508,3 +509,22 @@ def test_ddp_two_processes_train_and_evaluate(data6, tmp_path):
     for got, want in zip(res["per_class"], ref.per_class):
         assert (got["iou"] or 0.0) == pytest.approx(want.iou if want.iou == want.iou else 0.0,
                                                     abs=0.5)
+
+
+def test_checkpoint_without_its_clip_weights(data6, tmp_path):
+    """Visual weights live in the checkpoint: the run's own vocabulary still evaluates/exports when
+    the CLIP weights it was trained from are gone; a new vocabulary is refused clearly."""
+    from runtime.errors import VocabularyError
+    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.loading import class_text
+
+    result = run(tcfg(data6, tmp_path / "w", "zegclip", max_iters=1))
+    state = load_checkpoint(result.checkpoint)
+    moved = tmp_path / "moved.pt"
+    save_checkpoint(moved, dataclasses.replace(state, cfg={**state.cfg,
+                                                           "pretrained": str(tmp_path / "gone.pt")}))
+    trained = load_trained(moved)
+    assert not trained.text_tower
+    torch.testing.assert_close(class_text(trained, trained.classes), state.text)
+    with pytest.raises(VocabularyError, match="text-embeddings"):
+        class_text(trained, ("cat", "dog"))

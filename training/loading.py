@@ -32,6 +32,7 @@ class Trained:
             checkpoints, which carry no class names).
         seen: training-seen class indices into ``classes`` (empty when unknown).
         inductive: True when the seen-class bias applies (our inductive runs; official: assumed).
+        text_tower: False when the run's CLIP text weights could not be loaded here.
     """
 
     method: str
@@ -43,6 +44,7 @@ class Trained:
     seen: tuple[int, ...]
     inductive: bool
     source: str
+    text_tower: bool = True
 
 
 def model_cfg_of(cfg: TrainCfg) -> ZegClipCfg:
@@ -69,7 +71,14 @@ def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -
     if method is not None and raw["method"] != method:
         raise CheckpointError(f"{source} is a {raw['method']} checkpoint, but --method is {method}")
     cfg = resolve_defaults(TrainCfg(**raw["cfg"]))
-    clip = load_clip(cfg.backbone, cfg.pretrained, cfg.seed)
+    try:
+        clip = load_clip(cfg.backbone, cfg.pretrained, cfg.seed)
+        text_tower = True
+    except CheckpointError as e:
+        # The visual weights are all in the checkpoint; only new vocabularies need the text tower.
+        log.warning("cannot load the run's CLIP weights %r (%s): the checkpoint's own vocabulary "
+                    "still works, new ones need --text-embeddings", cfg.pretrained, e)
+        clip, text_tower = load_clip(cfg.backbone, "none", cfg.seed), False
     mcfg = model_cfg_of(cfg)
     if seen_bias is not None:
         mcfg = dataclasses.replace(mcfg, seen_bias=seen_bias)
@@ -80,7 +89,7 @@ def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -
         raise CheckpointError(f"{source}: state dict does not fit {cfg.method}: {e}") from e
     inductive = cfg.setting == "inductive" and bool(raw["unseen"])
     return Trained(cfg.method, model.eval(), clip, mcfg, tuple(raw["classes"]), raw.get("text"),
-                   tuple(raw["seen"]), inductive, source)
+                   tuple(raw["seen"]), inductive, source, text_tower)
 
 
 def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | None,
@@ -121,4 +130,8 @@ def class_text(trained: Trained, classes: tuple[str, ...], templates: str = "zeg
         return load_text_file(text_embeddings, len(classes), text_dim(trained.clip))
     if trained.text is not None and trained.classes == tuple(classes):
         return trained.text.float()
+    if not trained.text_tower:
+        raise VocabularyError(f"{trained.source} was trained on {trained.classes}; encoding another "
+                              "vocabulary needs the run's CLIP text weights (unavailable here) or "
+                              "--text-embeddings FILE.npy")
     return build_text_classifier(trained.clip, classes, templates)
