@@ -35,7 +35,7 @@ from torch import nn
 
 from benchmarks.latency import cpu_model, time_interleaved
 from export.onnx_export import OnnxExport, parity_image, run_export
-from export.wrappers import ClipRcOnnxModel, ZegClipOnnxModel, _scores_and_labels
+from export.wrappers import ClipRcOnnxModel, ZegClipOnnxModel
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.errors import OvssError, UnknownNameError
@@ -53,76 +53,22 @@ PARTS = ("full", "decoder")
 SEEN_SHARE, SEEN_BIAS = 0.75, 0.1
 
 
-class ZegClipDecoder(nn.Module):
-    """Used only for benchmarking: ``ZegClipOnnxModel`` after its backbone.
+class DecoderOnly(nn.Module):
+    """Used only for benchmarking: an export wrapper after its backbone (``wrapper.decode``).
 
-    Built from the wrapper's own modules (query, decoder, bias); the glue lines repeat the
-    wrapper's forward, and ``check_decoder`` proves the two agree on real features.
-    forward(patches [1,D,h,w], cls [1,D]) -> (scores [1,C,h,w], labels int64 [1,S,S]).
+    forward(*backbone outputs) -> (scores [1,C,h,w], labels int64 [1,S,S]); ZegCLIP takes
+    (patches [1,D,h,w], cls [1,D]), CLIP-RC also regions [1,D,4,4].
     """
 
-    def __init__(self, wrapper: ZegClipOnnxModel, image_size: int):
+    def __init__(self, wrapper: nn.Module):
         super().__init__()
-        self.query, self.decoder, self.output = wrapper.query, wrapper.decoder, wrapper.output
-        self.register_buffer("bias", wrapper.bias, persistent=False)
-        self.size = (image_size, image_size)
+        self.wrapper = wrapper
 
-    def forward(self, patches: torch.Tensor, cls: torch.Tensor):
-        text, q_text = self.query(None)
-        q = (text[None] * cls[:, None]) @ self.query.w_a + q_text
-        logits = self.decoder(q, patches.flatten(2).transpose(1, 2))
-        logits = logits.reshape(*logits.shape[:2], *patches.shape[-2:])
-        return _scores_and_labels(logits, self.bias, self.size, self.output)
+    def forward(self, *feats: torch.Tensor):
+        return self.wrapper.decode(*feats)
 
 
-class ClipRcDecoder(nn.Module):
-    """Used only for benchmarking: ``ClipRcOnnxModel`` after its backbone (see ZegClipDecoder).
-
-    forward(patches [1,D,h,w], cls [1,D], regions [1,D,4,4]) -> (scores [1,C,h,w], labels [1,S,S]).
-    """
-
-    def __init__(self, wrapper: ClipRcOnnxModel, image_size: int):
-        super().__init__()
-        self.query, self.lateral_proj = wrapper.query, wrapper.lateral_proj
-        self.layers_q, self.layers_v, self.output = wrapper.layers_q, wrapper.layers_v, wrapper.output
-        self.register_buffer("bias", wrapper.bias, persistent=False)
-        self.size = (image_size, image_size)
-
-    def forward(self, patches: torch.Tensor, cls: torch.Tensor, regions: torch.Tensor):
-        text, q_text = self.query(None)
-        bsz, dim, gh, gw = patches.shape
-        n_cls, n_reg = text.shape[0], regions.shape[2] * regions.shape[3]
-        reg = regions.flatten(2).transpose(1, 2) + cls[:, None]
-        q = ((reg[:, :, None] * text[None, None]) @ self.query.w_a + q_text).reshape(bsz, -1, dim)
-        reg_up = F.interpolate(regions, size=(gh, gw), mode="bilinear", align_corners=False)
-        lat = self.lateral_proj(torch.cat([reg_up.flatten(2).transpose(1, 2),
-                                           cls[:, None].expand(-1, gh * gw, -1),
-                                           patches.flatten(2).transpose(1, 2)], dim=-1))
-        for layer_q, layer_v in zip(self.layers_q, self.layers_v):
-            q, lat = layer_q(q, lat)[0], layer_v(lat, q)[0]
-        q_mean = q.reshape(bsz, n_reg, n_cls, dim).mean(dim=1)
-        logits = (q_mean @ lat.transpose(1, 2)).reshape(bsz, n_cls, gh, gw)
-        return _scores_and_labels(logits, self.bias, self.size, self.output)
-
-
-DECODERS = {"zegclip": (ZegClipDecoder, ("patches", "cls")),
-            "cliprc": (ClipRcDecoder, ("patches", "cls", "regions"))}
-
-
-class _DecoderInputs(dict):
-    """{graph input name: tensor} for ``run_export``, which takes the label size from
-    ``dummy_inputs[io_names.IMAGE]``. A decoder graph has no image input, so that key alone
-    answers (``__missing__``) with a shape-only stand-in that is never iterated, hence never a
-    graph input or a feed."""
-
-    def __init__(self, feeds: dict[str, torch.Tensor], image_size: int):
-        super().__init__(feeds)
-        self.image_size = image_size
-
-    def __missing__(self, key: str) -> torch.Tensor:
-        if key != io_names.IMAGE:
-            raise KeyError(key)
-        return torch.empty(1, 3, self.image_size, self.image_size)
+FEATURE_NAMES = {"zegclip": ("patches", "cls"), "cliprc": ("patches", "cls", "regions")}
 
 
 def _csv(text: str) -> list[str]:
@@ -168,7 +114,7 @@ def text_and_bias(num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, 
 
 
 def build_wrappers(method: str, args: argparse.Namespace) -> tuple[dict[int, nn.Module], bool]:
-    """{C: export wrapper} over one random-init model of ``method``; and whether weights are random."""
+    """{C: export wrapper} over one random-init ``method`` model; and whether weights are random."""
     clip = load_clip(args.backbone, "none", args.seed)
     torch.manual_seed(args.seed)
     model = build_model(method, clip, ZegClipCfg(image_size=args.image_size)).eval()
@@ -191,10 +137,12 @@ def check_decoder(wrapper: nn.Module, decoder: nn.Module, image: torch.Tensor,
     return diff
 
 
-def export_part(module: nn.Module, dummy: dict[str, torch.Tensor], atol: float) -> OnnxExport:
+def export_part(module: nn.Module, dummy: dict[str, torch.Tensor], atol: float,
+                image_size: int) -> OnnxExport:
     """``run_export`` with the exporter's defaults: opset 17, simplified, parity-gated."""
     return run_export(model=module, dummy_inputs=dummy, output_names=OUTPUTS, dynamic_axes={},
-                      opset=17, simplify=True, atol=atol, min_label_agreement=0.999)
+                      opset=17, simplify=True, atol=atol, min_label_agreement=0.999,
+                      label_size=(image_size, image_size))
 
 
 def make_impls(module: nn.Module, feeds: dict[str, torch.Tensor], path: str,
@@ -221,13 +169,14 @@ def parity_summary(export: OnnxExport) -> dict:
 def time_case(key: dict, module: nn.Module, feeds: dict[str, torch.Tensor], args, threads: int):
     """Export ``module`` on ``feeds``, time both impls interleaved; -> (rows, case summary)."""
     t0 = time.perf_counter()
-    export = export_part(module, feeds, args.atol)
+    export = export_part(module, feeds, args.atol, args.image_size)
     export_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="ovss-bench-") as tmp:
         path = os.path.join(tmp, "model.onnx")
         onnx.save(export.model, path)
         load = os.getloadavg()[0]
-        times = time_interleaved(make_impls(module, dict(feeds), path, threads), args.warmup, args.runs)
+        impls = make_impls(module, dict(feeds), path, threads)
+        times = time_interleaved(impls, args.warmup, args.runs)
     rows = [{**key, "impl": impl, "runs": len(ms), "median_ms": round(float(np.median(ms)), 3),
              "p90_ms": round(float(np.percentile(ms, 90)), 3)} for impl, ms in times.items()]
     med = {r["impl"]: r["median_ms"] for r in rows}
@@ -246,7 +195,7 @@ def method_cases(method: str, args, threads: int, image: torch.Tensor):
     wrappers, random = build_wrappers(method, args)
     with torch.no_grad():
         feats = next(iter(wrappers.values())).backbone(image)  # the backbone is shared by every C
-    cls_decoder, names = DECODERS[method]
+    names = FEATURE_NAMES[method]
     feats = dict(zip(names, feats))
     rows, cases = [], []
     for c, wrapper in wrappers.items():
@@ -255,9 +204,9 @@ def method_cases(method: str, args, threads: int, image: torch.Tensor):
             if part == "full":
                 module, feeds = wrapper, {io_names.IMAGE: image}
             else:
-                module = cls_decoder(wrapper, args.image_size).eval()
+                module = DecoderOnly(wrapper).eval()
                 diff = check_decoder(wrapper, module, image, tuple(feats.values()))
-                feeds = _DecoderInputs(feats, args.image_size)
+                feeds = feats
             r, case = time_case(key, module, feeds, args, threads)
             if part == "decoder":
                 case["decoder_vs_wrapper_max_abs_diff"] = diff
@@ -270,7 +219,8 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     """Every (method, C, part) case in turn; returns the report (without the command)."""
     unknown = [m for m in args.methods if m not in WRAPPERS]
     if unknown:
-        raise UnknownNameError(f"unknown method(s) {unknown}; zero-shot methods: {sorted(WRAPPERS)}")
+        raise UnknownNameError(f"unknown method(s) {unknown}; zero-shot methods: "
+                               f"{sorted(WRAPPERS)}")
     load_start = os.getloadavg()
     log.info("load average at start %s on %d cpu(s); weights are RANDOM (timings only)",
              load_start, os.cpu_count())
@@ -289,7 +239,7 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
 
 
 def write_plot(report: dict, path: Path) -> str | None:
-    """Median latency vs C, one panel per part, one line per (method, impl); None without matplotlib."""
+    """Median latency vs C: a panel per part, a line per (method, impl); None without matplotlib."""
     if find_spec("matplotlib") is None:
         log.info("matplotlib is not installed: no plot written (the JSON has every number)")
         return None
@@ -308,7 +258,11 @@ def write_plot(report: dict, path: Path) -> str | None:
             ax.plot(*zip(*pts), marker="o", linestyle="-" if impl == "pytorch" else "--",
                     label=f"{method} {impl}")
         ax.set(title=f"{part}: {report['backbone']} {report['image_size']} px, "
-                     f"{report['threads']} thread(s)", xlabel="classes C", ylabel="median ms")
+                     f"{report['threads']} thread(s)", xlabel="classes C", ylabel="median ms",
+               xscale="log", yscale="log")
+        ax.set_xticks(sorted({r["num_classes"] for r in report["results"]}))
+        ax.set_xticklabels([str(c) for c in ax.get_xticks()])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -67,7 +67,7 @@ def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto | None:
 
 def run_export(*, model: torch.nn.Module, dummy_inputs: dict[str, torch.Tensor], output_names: list[str],
                dynamic_axes: dict[str, dict[int, str]], opset: int, simplify: bool, atol: float,
-               min_label_agreement: float) -> OnnxExport:
+               min_label_agreement: float, label_size: tuple[int, int] | None = None) -> OnnxExport:
     """Export ``model`` and accept it only if onnxruntime reproduces PyTorch.
 
     Args:
@@ -77,13 +77,14 @@ def run_export(*, model: torch.nn.Module, dummy_inputs: dict[str, torch.Tensor],
         opset: ONNX opset (>= 17).
         simplify: run onnxslim and keep its graph only when parity still holds.
         atol, min_label_agreement: parity gates.
+        label_size: (H, W) of the LABELS output; default the IMAGE input's size.
     Raises:
         ExportError: checker failure, or parity failure of the traced graph.
     """
     with torch.no_grad():
         outs = model(*dummy_inputs.values())
         ref = {n: t.numpy() for n, t in zip(output_names, outs)}
-        margins = label_margins(outs[0], dummy_inputs[io_names.IMAGE].shape[-2:])
+        margins = label_margins(outs[0], label_size or dummy_inputs[io_names.IMAGE].shape[-2:])
     finite_or_raise(ref)
     feeds = {n: t.numpy() for n, t in dummy_inputs.items()}
     proto = _trace(model, dummy_inputs, output_names, dynamic_axes, opset)

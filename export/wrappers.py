@@ -95,12 +95,17 @@ class ZegClipOnnxModel(nn.Module):
         self.output = output
 
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
-        patches, cls, _ = self.backbone(image)
+        return self.decode(*self.backbone(image), text=text)
+
+    def decode(self, patches: torch.Tensor, cls: torch.Tensor, regions=None,
+               text: torch.Tensor | None = None):
+        """Everything after the backbone: patches [1,D,h,w], cls [1,D] -> (scores, labels)."""
         text, q_text = self.query(text)
         q = (text[None] * cls[:, None]) @ self.query.w_a + q_text
         logits = self.decoder(q, patches.flatten(2).transpose(1, 2))
         logits = logits.reshape(*logits.shape[:2], *patches.shape[-2:])
-        return _scores_and_labels(logits, self.bias, image.shape[-2:], self.output)
+        size = tuple(g * self.backbone.patch for g in patches.shape[-2:])
+        return _scores_and_labels(logits, self.bias, size, self.output)
 
 
 class ClipRcOnnxModel(nn.Module):
@@ -122,7 +127,11 @@ class ClipRcOnnxModel(nn.Module):
         self.output = output
 
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
-        patches, cls, regions = self.backbone(image)
+        return self.decode(*self.backbone(image), text=text)
+
+    def decode(self, patches: torch.Tensor, cls: torch.Tensor, regions: torch.Tensor,
+               text: torch.Tensor | None = None):
+        """After the backbone: patches [1,D,h,w], cls [1,D], regions [1,D,4,4] -> (scores, labels)."""
         text, q_text = self.query(text)
         bsz, dim, gh, gw = patches.shape
         n_cls, n_reg = text.shape[0], regions.shape[2] * regions.shape[3]
@@ -136,4 +145,5 @@ class ClipRcOnnxModel(nn.Module):
             q, lat = layer_q(q, lat)[0], layer_v(lat, q)[0]
         q_mean = q.reshape(bsz, n_reg, n_cls, dim).mean(dim=1)
         logits = (q_mean @ lat.transpose(1, 2)).reshape(bsz, n_cls, gh, gw)
-        return _scores_and_labels(logits, self.bias, image.shape[-2:], self.output)
+        size = (gh * self.backbone.patch, gw * self.backbone.patch)
+        return _scores_and_labels(logits, self.bias, size, self.output)

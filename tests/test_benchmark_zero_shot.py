@@ -6,7 +6,8 @@ import json
 from benchmarks.zero_shot import main
 
 ARGS = ["--backbone", "ovss-tiny-vit", "--image-size", "64", "--methods", "zegclip,cliprc",
-        "--classes", "3,7", "--parts", "full,decoder", "--runs", "3", "--warmup", "1"]
+        "--classes", "3,7", "--parts", "full,decoder", "--runs", "3", "--warmup", "1",
+        "--threads", "1"]  # one thread: eager PyTorch on 2 threads stalls on a busy machine
 CASES = set(itertools.product(["zegclip", "cliprc"], ["full", "decoder"], [3, 7]))
 
 
@@ -31,7 +32,7 @@ def test_zero_shot_report(tmp_path, capsys):
             assert c["decoder_vs_wrapper_max_abs_diff"] <= 1e-5
     assert report["weights_random"] is True
     assert report["backbone"] == "ovss-tiny-vit" and report["image_size"] == 64
-    assert report["threads"] >= 1 and report["cpu_count"] >= 1
+    assert report["threads"] == 1 and report["cpu_count"] >= 1
     assert len(report["loadavg_start"]) == 3 and len(report["loadavg_end"]) == 3
     assert report["command"].startswith("python -m benchmarks.zero_shot --backbone ovss-tiny-vit")
     png = out.with_suffix(".png")
