@@ -43,7 +43,7 @@ from training.maskclip import MaskClipCfg, build_maskclip_model
 from training.text_classifier import TEMPLATE_SETS, build_text_classifier
 
 log = logging.getLogger(__name__)
-OUTPUTS = [io_names.LOGITS, io_names.LABELS]
+OUTPUTS = [io_names.LOGITS]  # what the deployed graph computes (its label branch is pruned)
 CPU = ["CPUExecutionProvider"]  # the eager model runs on the CPU, so onnxruntime does too
 # Optional onnxruntime variants: (graph optimisation level, intra-op threads; None = --threads).
 VARIANTS = {
@@ -111,13 +111,15 @@ def ort_variant(path: str, name: str, threads: int):
 
 def make_impls(model: torch.nn.Module, image: torch.Tensor, path: str, threads: int,
                variants: list[str]) -> dict[str, Callable[[], object]]:
-    """{impl name: zero-argument callable running one batch-1 forward, both outputs}."""
+    """{impl name: zero-argument callable running one batch-1 forward of the deployed output}.
+
+    PyTorch runs the wrapped model's logits only, as the deployed graph does (no label map)."""
     feeds = {io_names.IMAGE: image.numpy()}
     ort = OrtBackend(path, providers=CPU, threads=threads)
 
     def pytorch():
         with torch.no_grad():
-            return model(image)
+            return (model.model(image, model.text),)
 
     impls = {"pytorch": pytorch, "onnxruntime": lambda: ort(feeds, OUTPUTS)}
     for name in variants:

@@ -12,7 +12,7 @@ import onnx
 import torch
 
 from export.config import ExportCfg
-from export.onnx_export import ExportError, OnnxExport, parity_image, run_export
+from export.onnx_export import ExportError, OnnxExport, keep_outputs, parity_image, run_export
 from export.wrappers import ClipRcOnnxModel, MaskClipOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
 from runtime.errors import CheckpointError, VocabularyError
@@ -150,8 +150,7 @@ def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int
     if cfg.vocab_mode == "input":
         inputs.append(TensorSpec(io_names.TEXT_EMBEDDINGS, "float32", (c, dim),
                                  io_names.MEANINGS[io_names.TEXT_EMBEDDINGS]))
-    outputs = [TensorSpec(io_names.LOGITS, "float32", (1, c, f, f), io_names.MEANINGS[io_names.LOGITS]),
-               TensorSpec(io_names.LABELS, "int64", (1, s, s), io_names.MEANINGS[io_names.LABELS])]
+    outputs = [TensorSpec(io_names.LOGITS, "float32", (1, c, f, f), io_names.MEANINGS[io_names.LOGITS])]
     return tuple(inputs), tuple(outputs)
 
 
@@ -182,7 +181,10 @@ def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: 
                 "tie_fraction": result.parity.tie_fraction},
     )
     out = Path(cfg.output)
-    _write_folder(out, result.model, manifest, text if cfg.vocab_mode == "input" else None)
+    # LABELS is checked above (parity) but not deployed: the runtime reads LOGITS only, and
+    # onnxruntime would compute the C x S x S label map on every call anyway.
+    deployed = keep_outputs(result.model, [io_names.LOGITS])
+    _write_folder(out, deployed, manifest, text if cfg.vocab_mode == "input" else None)
     final = dataclasses.replace(manifest, model_sha256=sha256_file(out / MODEL_FILE))
     final.write(out)
     return ExportResult(out, final, result, time.perf_counter() - t0)

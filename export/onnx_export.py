@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx.utils
 import torch
 
 from export.parity import ParityReport, compare, ort_outputs
@@ -113,6 +114,22 @@ def run_export(*, model: torch.nn.Module, dummy_inputs: dict[str, torch.Tensor],
         log.warning("simplified graph breaks parity (%.3g); keeping the traced graph",
                     slim_parity.max_abs_diff)
     return OnnxExport(proto, parity, False, traced_nodes, traced_nodes)
+
+
+def keep_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` that computes only the outputs ``names`` (dead nodes dropped).
+
+    onnxruntime runs every node of a graph whatever outputs a caller asks for, so an output the
+    runtime never reads still costs its full price (the full-resolution label map is C*S*S work).
+    """
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = [i.name for i in proto.graph.input if i.name not in inits]
+    pruned = onnx.utils.Extractor(proto).extract_model(inputs, names)
+    pruned.ir_version, pruned.producer_name = proto.ir_version, proto.producer_name
+    del pruned.opset_import[:]
+    pruned.opset_import.extend(proto.opset_import)
+    onnx.checker.check_model(pruned)
+    return pruned
 
 
 def label_margins(logits: torch.Tensor, size) -> np.ndarray:

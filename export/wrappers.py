@@ -69,13 +69,16 @@ def _scores_and_labels(mask_logits: torch.Tensor, bias: torch.Tensor | None, siz
     """Official post-processing: labels = argmax(sigmoid(upsample(logits)) - bias), computed
     without sigmoid saturation (``zero_shot_labels``); the graph's
     per-class output is sigmoid(logits) - bias at feature resolution (``output='scores'``) or the
-    raw mask logits (``output='mask_logits'``, for parity checks)."""
-    up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-    labels = zero_shot_labels(up, bias)
+    raw mask logits (``output='mask_logits'``, for parity checks); ``output='deployed'`` returns
+    the scores alone, as the deployed graph (label branch pruned) does."""
     scores = mask_logits.sigmoid()
     if bias is not None:
         scores = scores - bias[None, :, None, None]
-    return (mask_logits if output == "mask_logits" else scores), labels
+    first = mask_logits if output == "mask_logits" else scores
+    if output == "deployed":  # what the deployed graph computes: no label map
+        return (first,)
+    up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    return first, zero_shot_labels(up, bias)
 
 
 class ZegClipOnnxModel(nn.Module):

@@ -28,8 +28,6 @@ def test_zero_shot_report(tmp_path, capsys):
         p = c["parity"]
         assert p["passed"] and p["atol"] == 1e-3
         assert p["max_abs_diff"] <= p["atol"] + p["rtol"]  # scores lie in [-0.1, 1]
-        if key[1] == "decoder":
-            assert c["decoder_vs_wrapper_max_abs_diff"] <= 1e-5
     assert report["weights_random"] is True
     assert report["backbone"] == "ovss-tiny-vit" and report["image_size"] == 64
     assert report["threads"] == 1 and report["cpu_count"] >= 1

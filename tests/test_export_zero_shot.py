@@ -178,3 +178,18 @@ def test_seen_names_must_be_in_vocabulary(tmp_path):
     rc = main(["--method", "zegclip", "--backbone", "ovss-tiny-vit", "--classes", "cat,dog",
                "--image-size", "64", "--seen", "cat,horse", "--output", str(tmp_path / "o")])
     assert rc == 2 and not (tmp_path / "o").exists()
+
+
+def test_keep_outputs_prunes_labels_exactly():
+    """The deployed graph drops the label branch (onnxruntime would run it on every call) and
+    gives bit-identical scores."""
+    from export.onnx_export import keep_outputs
+    _, _, text, _, result = _export("zegclip", "ovss-tiny-vit", 64, output="scores")
+    pruned = keep_outputs(result.model, [io_names.LOGITS])
+    assert [o.name for o in pruned.graph.output] == [io_names.LOGITS]
+    assert len(pruned.graph.node) < len(result.model.graph.node)
+    assert not any(n.op_type == "ArgMax" for n in pruned.graph.node)
+    feeds = {io_names.IMAGE: parity_image(64, IMAGENET_MEAN, IMAGENET_STD, seed=9).numpy()}
+    full = ort_outputs(result.model.SerializeToString(), feeds, [io_names.LOGITS])
+    got = ort_outputs(pruned.SerializeToString(), feeds, [io_names.LOGITS])
+    np.testing.assert_array_equal(got[io_names.LOGITS], full[io_names.LOGITS])
