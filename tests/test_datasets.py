@@ -11,7 +11,7 @@ from PIL import Image
 
 from runtime.errors import DatasetError
 from training.class_names import CAMVID, COCO_STUFF, CONTEXT, VOC
-from training.data import DataCfg, Sample, build_dataset, mask_unseen, resolve_split
+from training.data import DataCfg, Sample, build_dataset, resolve_split
 from training.data.transforms import eval_size, photometric_distortion, random_crop, rescale_size
 
 SMALL = dict(crop_size=32, img_scale=(128, 32), ratio_range=(0.5, 2.0))
@@ -220,17 +220,6 @@ def test_photometric_distortion_seeded():
     assert all(o.dtype == np.uint8 and o.shape == img.shape for o in outs)
     assert np.array_equal(outs[0], outs[1])
     assert any(not np.array_equal(o, img) for o in outs)
-
-
-def test_mask_unseen_returns_a_copy():
-    label = torch.tensor([[0, 1, 2], [3, 255, 1]])
-    out = mask_unseen(label, [1, 3])
-    assert out.tolist() == [[0, 255, 2], [255, 255, 255]]
-    assert label.tolist() == [[0, 1, 2], [3, 255, 1]]
-    assert torch.equal(mask_unseen(label, []), label)
-
-
-# ---------------------------------------------------------------- errors
 
 
 def test_unknown_dataset_name():

@@ -201,6 +201,9 @@ def test_official_file_loads_every_tensor(which, zeg_file, rc_file, zeg_trained,
     assert torch.equal(clip_sd["visual.transformer.resblocks.1.mlp.c_fc.weight"],
                        sd["backbone.transformer.resblocks.1.mlp.c_fc.weight"])
     assert not trained.clip.random
+    # OpenAI CLIP text encoder: QuickGELU (open_clip's plain ViT-B-16 config would build nn.GELU)
+    from training.vpt import QuickGELU
+    assert all(isinstance(b.mlp.gelu, QuickGELU) for b in trained.clip.model.transformer.resblocks)
 
 
 def test_missing_key_is_listed(tmp_path, zeg_file):

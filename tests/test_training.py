@@ -433,6 +433,10 @@ def test_init_from_official_file_encodes_vocabulary_with_its_text_tower(data6, t
     (tmp_path / "w").mkdir()
     loop = build_loop(cfg, init_distributed("cpu"))
     assert torch.equal(loop.model.decode_head.q_proj.weight, model.decode_head.q_proj.weight)
+    # The official text encoder is OpenAI CLIP's, so the import switches it to QuickGELU.
+    from training.vpt import QuickGELU
+    for block in other.model.transformer.resblocks:
+        block.mlp.gelu = QuickGELU()
     want = build_text_classifier(other, tuple(CLASSES.split(",")), "zegclip")
     torch.testing.assert_close(loop.text, want)
 
@@ -528,3 +532,12 @@ def test_checkpoint_without_its_clip_weights(data6, tmp_path):
     torch.testing.assert_close(class_text(trained, trained.classes), state.text)
     with pytest.raises(VocabularyError, match="text-embeddings"):
         class_text(trained, ("cat", "dog"))
+
+
+def test_self_training_starts_a_fresh_optimizer(data6, tmp_path):
+    """Official ST runs load weights only: AdamW's moments and step count restart at st_start."""
+    from training.checkpoint import load_checkpoint
+    result = run(tcfg(data6, tmp_path / "w", "zegclip", max_iters=5, setting="transductive",
+                      st_start=3, unseen="yellow"))
+    steps = {float(v["step"]) for v in load_checkpoint(result.checkpoint).optimizer["state"].values()}
+    assert steps == {2.0}  # iterations 3 and 4 only, not 5

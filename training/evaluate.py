@@ -11,6 +11,7 @@ the images and the confusion matrices are summed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -104,6 +105,11 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
     trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone, cfg.seen_bias)
     crop = trained.model_cfg.image_size
     dataset = build_dataset(data_cfg_of(cfg, crop), "val", train=False)
+    if cfg.unseen is None and trained.classes == dataset.classes and trained.seen != dataset.seen:
+        # Same vocabulary as training and no --unseen: evaluate on the split the model trained on.
+        held = [c for i, c in enumerate(trained.classes) if i not in set(trained.seen)]
+        cfg = dataclasses.replace(cfg, unseen=",".join(held))
+        dataset = build_dataset(data_cfg_of(cfg, crop), "val", train=False)
     text = class_text(trained, dataset.classes, cfg.templates, cfg.text_embeddings)
     bias = bias_vector(len(dataset.classes), dataset.seen,
                        trained.model_cfg.seen_bias if trained.inductive else 0.0)

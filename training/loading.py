@@ -70,7 +70,11 @@ def load_trained(checkpoint: str | Path, method: str | None = None, backbone: st
 def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -> Trained:
     if method is not None and raw["method"] != method:
         raise CheckpointError(f"{source} is a {raw['method']} checkpoint, but --method is {method}")
-    cfg = resolve_defaults(TrainCfg(**raw["cfg"]))
+    try:
+        fields = {f.name for f in dataclasses.fields(TrainCfg)}
+        cfg = resolve_defaults(TrainCfg(**{k: v for k, v in raw["cfg"].items() if k in fields}))
+    except TypeError as e:
+        raise CheckpointError(f"{source}: its training config does not fit this version: {e}") from e
     try:
         clip = load_clip(cfg.backbone, cfg.pretrained, cfg.seed)
         text_tower = True
@@ -109,6 +113,23 @@ def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | No
     clip = dataclasses.replace(clip, source=source, random=False,
                                weights_sha256=tensors_sha256(sd))
     return Trained(method, model.eval(), clip, mcfg, None, None, (), seen_bias != 0.0, source)
+
+
+def load_weights(model: nn.Module, clip_model: nn.Module, path: str, method: str) -> bool:
+    """Weights only (as the official ``--load-from``): our checkpoint or an official file into
+    ``model`` (an official file's text tower into ``clip_model``). True when the text tower changed.
+    """
+    raw = read_raw(path)
+    if raw.get("format") != FORMAT:
+        load_official(model, clip_model, unwrap(raw), method)
+        return True
+    if raw["method"] != method:
+        raise CheckpointError(f"{path} is a {raw['method']} checkpoint, but --method is {method}")
+    try:
+        model.load_state_dict(raw["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: state dict does not fit {method}: {e}") from e
+    return False
 
 
 def load_text_file(path: str, num_classes: int, dim: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from runtime.errors import CheckpointError
+from training.vpt import QuickGELU
 
 UNUSED = (re.compile(r"^decode_head\..*\.(self_attn|norm1)\."),
           re.compile(r"^decode_head\.loss_decode\."))
@@ -41,6 +42,8 @@ class OfficialLayout:
 def unwrap(obj: dict) -> dict:
     """mmcv runner file {'meta','state_dict','optimizer'} (or a bare state dict) -> state dict."""
     sd = obj.get("state_dict", obj)
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"checkpoint 'state_dict' is a {type(sd).__name__}, not a dict")
     return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
@@ -57,6 +60,9 @@ def detect_method(sd: dict) -> str:
 def official_layout(sd: dict) -> OfficialLayout:
     """Method, prompt count, input size (from the stored position grid) and decoder depth."""
     method = detect_method(sd)
+    needed = ("backbone.positional_embedding", "backbone.conv1.weight", "backbone.prompt_embeddings")
+    if any(k not in sd for k in needed):
+        raise CheckpointError(f"{method} checkpoint lacks {[k for k in needed if k not in sd]}")
     prefix = "decode_head.decoder_q.layers." if method == "cliprc" else "decode_head.decoder_1.layers."
     layers = {int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)}
     pos, patch = sd["backbone.positional_embedding"], sd["backbone.conv1.weight"].shape[-1]
@@ -114,4 +120,7 @@ def load_official(model: nn.Module, clip_model: nn.Module | None, sd: dict, meth
     if clip_model is not None and text_sd:
         _check("text encoder", text_tower_state(clip_model), text_sd)
         clip_model.load_state_dict(text_sd, strict=False)
+        # The official text encoder is OpenAI CLIP's: QuickGELU, whatever open_clip built.
+        for block in clip_model.transformer.resblocks:
+            block.mlp.gelu = QuickGELU()
     return dropped

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import torch
 
-from runtime.errors import CheckpointError, OvssError
-from training.checkpoint import FORMAT, read_raw
+from runtime.errors import OvssError
 from training.clip_loader import load_clip, state_dict_sha256
 from training.data import build_dataset
 from training.distributed import DistInfo, barrier, cleanup, init_distributed
-from training.loading import load_text_file, model_cfg_of
+from training.loading import load_text_file, load_weights, model_cfg_of
 from training.models import MODELS, build_model, text_dim, trainable_names
-from training.official import load_official, unwrap
 from training.text_classifier import TEMPLATE_SETS, build_text_classifier
 from training.train_config import AMP_MODES, SETTINGS, TrainCfg, data_cfg_of, resolve_defaults
 from training.trainer import Loop, TrainResult, resume, train_loop
@@ -39,18 +37,6 @@ def _amp(cfg: TrainCfg, device: torch.device):
     return torch.bfloat16, torch.amp.GradScaler("cpu", enabled=False)
 
 
-def _init_from(model, clip_model, path: str, method: str) -> None:
-    """Weights only (as the official ``--load-from``): our checkpoint or an official file."""
-    raw = read_raw(path)
-    if raw.get("format") == FORMAT:
-        if raw["method"] != method:
-            raise CheckpointError(f"{path} is a {raw['method']} checkpoint, but --method is {method}")
-        model.load_state_dict(raw["state_dict"])
-    else:
-        load_official(model, clip_model, unwrap(raw), method)
-    log.info("initialised from %s", path)
-
-
 def build_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
     """Load CLIP, the dataset, the text classifier and the model; optimizer; resume if asked."""
     torch.manual_seed(cfg.seed)
@@ -60,10 +46,12 @@ def build_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
                     cfg.pretrained)
     dataset = build_dataset(data_cfg_of(cfg, cfg.crop_size), "train", train=True)
     model = build_model(cfg.method, clip, model_cfg_of(cfg))
-    if cfg.init_from:  # before encoding: an official file brings its own text tower
-        _init_from(model, clip.model, cfg.init_from, cfg.method)
-        # The text-classifier cache is keyed by the weights hash: take it again.
+    # Before encoding: an official file brings its own text tower (and the text-classifier cache
+    # is keyed by the weights hash, so take it again).
+    if cfg.init_from and load_weights(model, clip.model, cfg.init_from, cfg.method):
         clip = dataclasses.replace(clip, weights_sha256=state_dict_sha256(clip.model))
+    if cfg.init_from:
+        log.info("initialised from %s", cfg.init_from)
     if cfg.text_embeddings:
         text = load_text_file(cfg.text_embeddings, len(dataset.classes), text_dim(clip))
     else:

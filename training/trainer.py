@@ -154,7 +154,8 @@ def micro_step(loop: Loop, fwd: nn.Module, batch, phase: str) -> LossTerms:
 
 def _save(loop: Loop, it: int) -> Path:
     work = Path(loop.cfg.work_dir)
-    state = TrainState(method=loop.cfg.method, iteration=it, cfg=dataclasses.asdict(loop.cfg),
+    cfg = {**dataclasses.asdict(loop.cfg), "world_size": loop.info.world_size}
+    state = TrainState(method=loop.cfg.method, iteration=it, cfg=cfg,
                        classes=loop.classes, seen=loop.seen, unseen=loop.unseen,
                        state_dict=loop.model.state_dict(), optimizer=loop.optimizer.state_dict(),
                        scaler=loop.scaler.state_dict(), text=loop.text.detach().cpu())
@@ -180,11 +181,16 @@ def resume(loop: Loop, path: str | Path) -> None:
     if state.method != loop.cfg.method or state.classes != loop.classes:
         raise CheckpointError(f"{path} was written by a {state.method} run on {len(state.classes)} "
                               f"classes; this run is {loop.cfg.method} on {len(loop.classes)}")
-    was = {k: state.cfg.get(k) for k in ("setting", "st_start", "max_iters", "batch_size", "accum")}
-    now = {k: getattr(loop.cfg, k) for k in was}
+    keys = ("setting", "st_start", "max_iters", "batch_size", "accum", "seed", "lr", "lr_mult",
+            "world_size")
+    was = {k: state.cfg.get(k) for k in keys}
+    now = {**{k: getattr(loop.cfg, k) for k in keys[:-1]}, "world_size": loop.info.world_size}
     if state.unseen != loop.unseen or was != now:
         raise CheckpointError(f"{path} was written with unseen {list(state.unseen)} and {was}; this "
                               f"run has unseen {list(loop.unseen)} and {now}: resume would not be exact")
+    if state.text is not None and not torch.equal(state.text, loop.text.cpu()):
+        raise CheckpointError(f"{path} was trained with other text embeddings (templates or "
+                              "--text-embeddings changed): resume would not be exact")
     loop.model.load_state_dict(state.state_dict)
     loop.optimizer.load_state_dict(state.optimizer)
     if state.scaler:
@@ -222,7 +228,9 @@ def train_loop(loop: Loop) -> TrainResult:
     fwd: nn.Module = _Forward(loop.model)
     if info.world_size > 1:
         ids = [info.device.index] if info.device.type == "cuda" else None
-        fwd = DistributedDataParallel(fwd, device_ids=ids, find_unused_parameters=True)
+        # No batch norm anywhere: nothing to broadcast (CLIP-RC's region mask is a constant).
+        fwd = DistributedDataParallel(fwd, device_ids=ids, find_unused_parameters=True,
+                                      broadcast_buffers=False)
     sampler = KeySampler(len(loop.dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size,
                          loop.start * cfg.accum)
     loader = iter(DataLoader(loop.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -234,6 +242,10 @@ def train_loop(loop: Loop) -> TrainResult:
     bar = tqdm(range(loop.start, cfg.max_iters), disable=not info.is_main, desc=cfg.method)
     try:
         for it in bar:
+            if it == cfg.st_start and it > 0:
+                # The official self-training run loads weights only (--load-from): AdamW starts
+                # afresh. Resume stays exact: checkpoints after this point hold the reset state.
+                loop.optimizer.state.clear()
             phase, lr = phase_of(cfg, it), lr_at(loop, it)
             torch.manual_seed(sample_seed(cfg.seed, (it * info.world_size + info.rank) * 7919 + 1))
             sums = np.zeros(4)

@@ -2,7 +2,7 @@
 
 from training.data.config import DATASETS, DataCfg
 from training.data.dataset import Sample, SegDataset, build_dataset
-from training.data.splits import ClassSplit, mask_unseen, resolve_split
+from training.data.splits import ClassSplit, resolve_split
 
 __all__ = [
     "DATASETS",
@@ -11,6 +11,5 @@ __all__ = [
     "Sample",
     "SegDataset",
     "build_dataset",
-    "mask_unseen",
     "resolve_split",
 ]

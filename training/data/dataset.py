@@ -3,7 +3,7 @@
 ``ds[i]`` is an evaluation sample (image resized as the test pipeline does, label at its original
 size); ``ds[(i, seed)]`` is a training sample, augmented with ``np.random.default_rng(seed)`` so the
 same pair always gives bit-identical tensors. Seen-only supervision is left to the training loop
-(``training.data.splits.mask_unseen`` with ``ds.unseen``).
+(``training.labels.seen_only`` with ``ds.seen``).
 """
 
 from __future__ import annotations

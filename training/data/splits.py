@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 from typing import NamedTuple, Sequence
 
-import torch
 
 from runtime.errors import DatasetError, VocabularyError
 from runtime.vocab import validate_classes
@@ -113,20 +112,3 @@ def resolve_split(cfg: DataCfg) -> ClassSplit:
     held_out = set(unseen)
     seen = tuple(i for i in range(len(classes)) if i not in held_out)
     return ClassSplit(classes, seen, unseen)
-
-
-def mask_unseen(label: torch.Tensor, unseen: Sequence[int]) -> torch.Tensor:
-    """Seen-only supervision: a copy of ``label`` with unseen-class pixels set to 255.
-
-    Args:
-        label: integer tensor of any shape (e.g. int64 [N,H,W]), class ids and 255 = ignore.
-        unseen: unseen class indices.
-    Returns:
-        a new tensor, same shape, dtype and device; ``label`` is left unchanged.
-    """
-    assert not label.is_floating_point(), f"label must be an integer tensor, got {label.dtype}"
-    out = label.clone()
-    if len(unseen):
-        ids = torch.as_tensor(list(unseen), dtype=label.dtype, device=label.device)
-        out[torch.isin(label, ids)] = IGNORE
-    return out
