@@ -110,6 +110,10 @@ def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> to
         seen_names = tuple(trained.classes[i] for i in trained.seen)
     else:
         seen_names = ()
+        if trained.inductive:
+            log.warning("%s carries no class names: without --seen no seen-class bias is applied "
+                        "(the official inductive inference subtracts %.2f on seen classes)",
+                        trained.source, trained.model_cfg.seen_bias)
     unknown = sorted(set(seen_names) - set(classes)) if cfg.seen is not None else []
     if unknown:
         raise VocabularyError(f"--seen names {unknown} are not in the export vocabulary")

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
+from training.data.config import IGNORE
+
 
 
 def seen_only(label: torch.Tensor, seen: Sequence[int]) -> torch.Tensor:

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-IGNORE = 255
+from training.data.config import IGNORE
+
 
 
 @dataclass(frozen=True)
