@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from training.data.config import IGNORE
 
 
-
 def seen_only(label: torch.Tensor, seen: Sequence[int]) -> torch.Tensor:
     """label int64 [B,H,W] (dataset ids, 255) -> seen-list ids, unseen and 255 -> 255."""
     lut = torch.full((256,), IGNORE, dtype=label.dtype, device=label.device)

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from training.data.config import IGNORE
 
 
-
 @dataclass(frozen=True)
 class LossWeights:
     """Official weights: focal 100 / dice 1 (ZegCLIP VOC and COCO, CLIP-RC VOC; ZegCLIP VOC
