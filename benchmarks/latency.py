@@ -210,28 +210,37 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
             "max_abs_logit_diff": diff}
 
 
-def main(argv: list[str] | None = None) -> int:
+def bench_main(prog: str, parse: Callable, bench: Callable, argv: list[str] | None,
+               finish: Callable[[dict, argparse.Namespace], None] | None = None) -> int:
+    """Shared CLI body of the benchmarks: logging, thread count, exit 2 on OvssError, the command
+    recorded in the report, ``finish(report, args)`` hook, atomic --json, one JSON line."""
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("benchmarks", "export", "training", "runtime", "__main__"):
         logging.getLogger(name).setLevel(logging.INFO)  # open_clip's INFO chatter stays quiet
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+    args = parse(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        report = run_benchmark(args, threads)
+        report = bench(args, threads)
     except OvssError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         torch.set_num_threads(previous)
-    report["command"] = shlex.join(["python", "-m", "benchmarks.latency", *argv])
+    report["command"] = shlex.join(["python", "-m", prog, *argv])
+    if finish is not None:
+        finish(report, args)
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main("benchmarks.latency", parse_args, run_benchmark, argv)
 
 
 if __name__ == "__main__":

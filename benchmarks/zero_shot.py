@@ -16,10 +16,8 @@ is the timed one. For every (method, part, C): warm-up rounds, then ``--runs`` i
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -33,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.latency import cpu_model, time_interleaved
+from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from export.onnx_export import OnnxExport, keep_outputs, parity_image, run_export
 from export.wrappers import ClipRcOnnxModel, ZegClipOnnxModel
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
-from runtime.errors import OvssError, UnknownNameError
-from runtime.fsutil import atomic_write, atomic_write_text
+from runtime.errors import UnknownNameError
+from runtime.fsutil import atomic_write
 from training.clip_loader import load_clip
 from training.maskclip import IMAGENET_MEAN, IMAGENET_STD
 from training.models import build_model, text_dim
@@ -263,29 +261,12 @@ def write_plot(report: dict, path: Path) -> str | None:
     return str(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("benchmarks", "export", "training", "runtime", "__main__"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    threads = args.threads or len(os.sched_getaffinity(0))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        report = run_benchmark(args, threads)
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        torch.set_num_threads(previous)
-    report["command"] = shlex.join(["python", "-m", "benchmarks.zero_shot", *argv])
+def _add_plot(report: dict, args: argparse.Namespace) -> None:
     report["plot"] = write_plot(report, Path(args.json).with_suffix(".png")) if args.json else None
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return bench_main("benchmarks.zero_shot", parse_args, run_benchmark, argv, finish=_add_plot)
 
 
 if __name__ == "__main__":
