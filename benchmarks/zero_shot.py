@@ -237,6 +237,7 @@ def write_plot(report: dict, path: Path) -> str | None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib import ticker
 
     parts = sorted({r["part"] for r in report["results"]}, key=PARTS.index)
     fig, axes = plt.subplots(1, len(parts), figsize=(5.5 * len(parts), 4), squeeze=False)
@@ -253,6 +254,9 @@ def write_plot(report: dict, path: Path) -> str | None:
         ax.set_xticks(sorted({r["num_classes"] for r in report["results"]}))
         ax.set_xticklabels([str(c) for c in ax.get_xticks()])
         ax.minorticks_off()
+        # Label the y axis at the measured medians' decade steps (1-2-5), readable within a decade.
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

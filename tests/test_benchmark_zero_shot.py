@@ -1,5 +1,6 @@
 """benchmarks.zero_shot on the tiny ViT: report structure only, never a speed relation."""
 
+import importlib.util
 import itertools
 import json
 
@@ -35,6 +36,8 @@ def test_zero_shot_report(tmp_path, capsys):
     assert report["command"].startswith("python -m benchmarks.zero_shot --backbone ovss-tiny-vit")
     png = out.with_suffix(".png")
     assert report["plot"] in (None, str(png)) and png.exists() == (report["plot"] is not None)
+    if importlib.util.find_spec("matplotlib") is not None:  # the bench extra, installed by make
+        assert report["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_unknown_method_exits_2(tmp_path, capsys):
