@@ -24,7 +24,8 @@ class ExportCfg:
         checkpoint: ZegCLIP / CLIP-RC weights: our training checkpoint or an official release.
         seen: classes seen in training (names, comma-separated) that get ``seen_bias`` subtracted;
             None = from our checkpoint by name (official checkpoints carry no names: pass it).
-        seen_bias: None = 0.1 for inductive models, 0 for transductive ones.
+        seen_bias: None = the model's 0.1 for inductive models or whenever ``seen`` is given,
+            else 0 (transductive models).
         text_embeddings: an .npy [C,D] classifier to use as it is (e.g. the official float16).
         num_tokens: VPT prompts when building without a checkpoint (random head).
         vocab_mode: ``fixed`` (classifier baked in) or ``input`` (classifier is a graph input).

@@ -408,6 +408,15 @@ def _inputs(size: int, classes: int = 5, seed: int = 3):
     return image, text
 
 
+def _forward_as(model, dtype, image, text):
+    """Our model's eval forward in ``dtype`` (the shared fixture model is put back to float32)."""
+    model = model.to(dtype).eval()
+    try:
+        return model(image.to(dtype), text.to(dtype))
+    finally:
+        model.float()
+
+
 @pytest.mark.parametrize("size", [64, 96])  # 96: position grid 4 -> 6, bilinear in the forward
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @torch.no_grad()
@@ -415,11 +424,7 @@ def test_zegclip_matches_official_reference(zeg_file, zeg_trained, size, dtype):
     sd = {k: v.to(dtype) for k, v in zeg_file[1].items()}
     image, text = _inputs(size)
     want = zegclip_reference(sd, image.to(dtype), text.to(dtype))
-    model = zeg_trained.model.to(dtype).eval()
-    try:
-        got = model(image.to(dtype), text.to(dtype))
-    finally:
-        model.float()
+    got = _forward_as(zeg_trained.model, dtype, image, text)
     assert got.shape == (2, 5, size // PATCH, size // PATCH)
     assert want.abs().max() > 1e-2  # a real signal, not a vanishing one
     tol = 1e-5 if dtype == torch.float32 else 1e-10  # float64 exposes even eps-level quirks
@@ -432,11 +437,7 @@ def test_cliprc_matches_official_reference(rc_file, rc_trained, dtype):
     sd = {k: v.to(dtype) for k, v in rc_file[1].items()}
     image, text = _inputs(8 * PATCH)
     want = cliprc_reference(sd, image.to(dtype), text.to(dtype))
-    model = rc_trained.model.to(dtype).eval()
-    try:
-        got = model(image.to(dtype), text.to(dtype))
-    finally:
-        model.float()
+    got = _forward_as(rc_trained.model, dtype, image, text)
     assert got.shape == (2, 5, 8, 8)
     assert want.abs().max() > 1e-2
     tol = 1e-5 if dtype == torch.float32 else 1e-10
