@@ -32,7 +32,7 @@ from export.builders import MODEL_FILE, ExportResult
 from export.config import ExportCfg
 from export.onnx_export import parity_image
 from export.registry import BUILDERS
-from export.wrappers import MaskClipOnnxModel
+from export.wrappers import LogitsOnnxModel
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort, session_options
 from runtime.errors import OvssError, UnknownNameError
@@ -95,7 +95,7 @@ def maskclip_eager(m: Manifest, pretrained: str) -> torch.nn.Module:
     names = {f.name for f in dataclasses.fields(MaskClipCfg)}
     cfg = MaskClipCfg(**{k: v for k, v in m.method_cfg.items() if k in names})
     text = build_text_classifier(clip, m.classes, m.method_cfg["templates"])  # cache hit
-    return MaskClipOnnxModel(build_maskclip_model(clip, cfg), text, m.vocab_mode).eval()
+    return LogitsOnnxModel(build_maskclip_model(clip, cfg), text, m.vocab_mode).eval()
 
 
 EAGER = {"maskclip": maskclip_eager}

@@ -16,6 +16,7 @@ import sys
 from export.config import VOCAB_MODES, ExportCfg
 from export.registry import BUILDERS
 from runtime.errors import OvssError
+from training.students import STUDENTS
 from training.text_classifier import TEMPLATE_SETS
 
 
@@ -39,14 +40,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-simplify", dest="simplify", action="store_false")
     p.add_argument("--atol", type=float, default=1e-4, help="parity gate on max |logit diff|")
     p.add_argument("--cache-dir", help="text-classifier cache folder")
-    z = p.add_argument_group("ZegCLIP / CLIP-RC")
+    z = p.add_argument_group("ZegCLIP / CLIP-RC / MaskCLIP+")
     z.add_argument("--checkpoint", help="our training checkpoint or an official ZegCLIP / CLIP-RC .pth "
-                   "(without it the head is random: --pretrained then gives the CLIP weights)")
+                   "(without it the head / student is random: --pretrained then gives the CLIP "
+                   "weights)")
     z.add_argument("--seen", help="training-seen class names (comma-separated) for the seen-class bias; "
                    "default: from our checkpoint")
     z.add_argument("--seen-bias", type=float, help="default 0.1 (inductive) or 0 (transductive)")
     z.add_argument("--text-embeddings", help=".npy [C,D] classifier used as it is")
     z.add_argument("--num-tokens", type=int, default=10, help="VPT prompts (random head only)")
+    m = p.add_argument_group("MaskCLIP+")
+    m.add_argument("--student", choices=sorted(STUDENTS),
+                   help="target network (default: the checkpoint's; required without --checkpoint)")
     g = p.add_argument_group("MaskCLIP")
     g.add_argument("--no-residual", dest="residual", action="store_false")
     g.add_argument("--no-ffn", dest="ffn", action="store_false")

@@ -13,7 +13,7 @@ import torch
 
 from export.config import ExportCfg
 from export.onnx_export import ExportError, OnnxExport, keep_outputs, parity_image, run_export
-from export.wrappers import ClipRcOnnxModel, MaskClipOnnxModel, ZegClipOnnxModel
+from export.wrappers import ClipRcOnnxModel, LogitsOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
 from runtime.errors import CheckpointError, VocabularyError
 from runtime.fsutil import atomic_save_npy, atomic_write, sha256_file
@@ -21,7 +21,9 @@ from runtime.manifest import METADATA_KEY, Manifest, PreprocessCfg, TensorSpec, 
 from training.clip_loader import LoadedClip, load_clip
 from training.loading import Trained, class_text, load_trained
 from training.maskclip import IMAGENET_MEAN, IMAGENET_STD, MaskClipCfg, build_maskclip_model
-from training.models import build_model
+from training.maskclip_plus import BACKGROUND
+from training.models import build_model, text_dim
+from training.students import StudentCfg, build_student
 from training.text_classifier import build_text_classifier
 from training.vocab import resolve_classes
 from training.zegclip import ZegClipCfg, bias_vector
@@ -69,7 +71,7 @@ def build_maskclip(cfg: ExportCfg) -> ExportResult:
     model = build_maskclip_model(clip, mcfg)
     return _build(
         cfg=cfg, clip=clip, classes=classes, text=text,
-        wrapper=MaskClipOnnxModel(model, text, cfg.vocab_mode).eval(),
+        wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
         preprocess=PreprocessCfg((cfg.image_size,) * 2, mcfg.mean, mcfg.std, model.feature_stride),
         method_cfg=dataclasses.asdict(mcfg), t0=t0,
     )
@@ -99,7 +101,8 @@ def _load_zero_shot(cfg: ExportCfg) -> Trained:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.method, clip, mcfg).eval()
     clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {cfg.method} head")
-    return Trained(cfg.method, model, clip, mcfg, None, None, (), False, clip.source)
+    return Trained(cfg.method, model, clip, mcfg, None, None, (), False, clip.source,
+                   crop_size=mcfg.image_size)
 
 
 def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> torch.Tensor:
@@ -145,6 +148,63 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
                   preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
                                            trained.model.feature_stride),
                   method_cfg=method_cfg, t0=t0)
+
+
+def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
+    """Export a MaskCLIP+ student alone: its net and the CLIP text classifier as a 1x1 conv
+    (baked, or the text input), a learned background embedding as class 0 when it has one."""
+    t0 = time.perf_counter()
+    trained = _load_student(cfg)
+    scfg: StudentCfg = trained.model_cfg
+    size = cfg.image_size or trained.crop_size
+    if size % 32:
+        raise ExportError(f"--image-size {size} is not a multiple of 32 (the students' deepest stride)")
+    cfg = dataclasses.replace(cfg, image_size=size, templates=cfg.templates or "maskclip85")
+    classes = resolve_classes(cfg.classes)
+    if trained.background:
+        if BACKGROUND in classes[1:]:
+            raise VocabularyError(f"{BACKGROUND!r} must come first for a student with a learned "
+                                  "background embedding")
+        if classes[0] != BACKGROUND:
+            log.info("the student scores %r with its learned embedding: output class 0", BACKGROUND)
+            classes = (BACKGROUND,) + classes
+    if trained.background and cfg.vocab_mode == "input":
+        raise ExportError("--vocab-mode input is not available for a student with a learned "
+                          "background (its output has one class more than the text input)")
+    named = classes[1:] if trained.background else classes
+    if not named:
+        raise VocabularyError("the vocabulary needs at least one class besides the background")
+    text = class_text(trained, named, cfg.templates, cfg.text_embeddings)
+    method_cfg = {**dataclasses.asdict(scfg), "image_size": size, "output_stride":
+                  trained.model.output_stride}
+    return _build(cfg=cfg, clip=trained.clip, classes=classes, text=text,
+                  wrapper=LogitsOnnxModel(trained.model, text, cfg.vocab_mode).eval(),
+                  preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
+                                           trained.model.output_stride),
+                  method_cfg=method_cfg, t0=t0)
+
+
+def _load_student(cfg: ExportCfg) -> Trained:
+    """Our maskclip_plus checkpoint, or a random student (``--student``) whose classifier is
+    encoded with ``cfg.pretrained`` CLIP text weights."""
+    if cfg.checkpoint:
+        trained = load_trained(cfg.checkpoint, "maskclip_plus")
+        if cfg.student and cfg.student != trained.model_cfg.name:
+            raise CheckpointError(f"{cfg.checkpoint} holds a {trained.model_cfg.name} student, but "
+                                  f"--student is {cfg.student}")
+        clip = dataclasses.replace(trained.clip, source=cfg.checkpoint,
+                                   weights_sha256=sha256_file(cfg.checkpoint))
+        return dataclasses.replace(trained, clip=clip)
+    if not cfg.student:
+        raise CheckpointError("maskclip_plus export needs --checkpoint, or --student for a random one")
+    clip = load_clip_for_export(cfg)
+    log.warning("no --checkpoint: the %s student is RANDOM-INIT (outputs are meaningless)", cfg.student)
+    torch.manual_seed(cfg.seed)
+    scfg = StudentCfg(cfg.student, text_dim(clip), dropout=0.0)
+    model = build_student(scfg).eval()
+    clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {cfg.student}")
+    return Trained("maskclip_plus", model, clip, scfg, None, None, (), False, clip.source,
+                   crop_size=512)
 
 
 def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int):

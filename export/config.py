@@ -21,13 +21,16 @@ class ExportCfg:
             ZegCLIP / CLIP-RC ``zegclip``).
         image_size: fixed square input side, pixels; None = the method's default (MaskCLIP 448,
             ZegCLIP / CLIP-RC the checkpoint's training size, 512 for ViT-B/16).
-        checkpoint: ZegCLIP / CLIP-RC weights: our training checkpoint or an official release.
+        checkpoint: ZegCLIP / CLIP-RC weights (our training checkpoint or an official release), or
+            our MaskCLIP+ training checkpoint.
         seen: classes seen in training (names, comma-separated) that get ``seen_bias`` subtracted;
             None = from our checkpoint by name (official checkpoints carry no names: pass it).
         seen_bias: None = the model's 0.1 for inductive models or whenever ``seen`` is given,
             else 0 (transductive models).
         text_embeddings: an .npy [C,D] classifier to use as it is (e.g. the official float16).
         num_tokens: VPT prompts when building without a checkpoint (random head).
+        student: MaskCLIP+ target network (a ``training.students.STUDENTS`` name); read from the
+            checkpoint when one is given.
         vocab_mode: ``fixed`` (classifier baked in) or ``input`` (classifier is a graph input).
         atol, min_label_agreement: parity gates between PyTorch and onnxruntime.
     """
@@ -52,6 +55,7 @@ class ExportCfg:
     seen_bias: float | None = None
     text_embeddings: str | None = None
     num_tokens: int = 10
+    student: str | None = None
     residual: bool = True
     ffn: bool = True
     numerics: str = "official"

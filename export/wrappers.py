@@ -9,11 +9,13 @@ from torch import nn
 from training.zegclip import zero_shot_labels
 
 
-class MaskClipOnnxModel(nn.Module):
-    """Used only for ONNX export: MaskCLIP with refinement fused, and a label map output.
+class LogitsOnnxModel(nn.Module):
+    """Used only for ONNX export: a model(image, text) -> per-class logits (MaskCLIP with its
+    refinement fused, a MaskCLIP+ student with its text classifier) and a label map output.
 
     The text classifier is a constant (``vocab_mode='fixed'``) or the second graph input.
-    forward(image [1,3,S,S][, text [C,D]]) -> (logits [1,C,S/p,S/p], labels int64 [1,S,S]).
+    forward(image [1,3,S,S][, text [C,D]]) -> (logits [1,C',S/p,S/p], labels int64 [1,S,S]);
+    C' = C, or C + 1 for a student with a learned background (class 0).
     """
 
     def __init__(self, model: nn.Module, text: torch.Tensor, vocab_mode: str):

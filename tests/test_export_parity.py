@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from export.onnx_export import parity_image, run_export
 from export.parity import ort_outputs
-from export.wrappers import MaskClipOnnxModel
+from export.wrappers import LogitsOnnxModel
 from runtime import io_names
 from training.clip_loader import load_clip
 from training.maskclip import MaskClipCfg, build_maskclip_model
@@ -26,7 +26,7 @@ def _export(backbone, size, vocab_mode="fixed", classes=12, **cfg):
     model = build_maskclip_model(clip, mcfg)
     dim = clip.model.visual.output_dim
     text = F.normalize(torch.randn(classes, dim, generator=torch.Generator().manual_seed(3)), dim=1)
-    wrapper = MaskClipOnnxModel(model, text, vocab_mode).eval()
+    wrapper = LogitsOnnxModel(model, text, vocab_mode).eval()
     dummy = {io_names.IMAGE: parity_image(size, mcfg.mean, mcfg.std, seed=0)}
     axes = {}
     if vocab_mode == "input":

@@ -24,7 +24,7 @@ from PIL import Image
 from runtime.errors import CheckpointError
 from training import evaluate as evaluate_cli
 from training import train as train_cli
-from training import trainer as trainer_mod
+from training import objectives as objectives_mod
 from training.distributed import init_distributed
 from training.evaluate import slide_scores, window_starts
 from training.labels import pseudo_label, seen_only
@@ -34,9 +34,9 @@ from training.train import build_loop, run
 from training.train_config import TrainCfg, resolve_defaults
 from training.trainer import KeySampler, train_loop
 
+from synthetic import CLASSES, make_folder
+
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = "red,green,blue,yellow"
-PALETTE = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]], np.uint8)
 METHODS = ["zegclip", "cliprc"]
 
 
@@ -49,23 +49,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def make_folder(root: Path, n: int, size: int = 64, seed: int = 0) -> Path:
-    """``n`` images of four quadrants (a permutation of the 4 classes), colour = class + noise;
-    ``root/img`` and ``root/ann`` (mode L PNG label maps)."""
-    rng = np.random.default_rng(seed)
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    (root / "ann").mkdir(parents=True, exist_ok=True)
-    h = size // 2
-    for i in range(n):
-        label = np.zeros((size, size), np.uint8)
-        a, b, c, d = rng.permutation(4)
-        label[:h, :h], label[:h, h:], label[h:, :h], label[h:, h:] = a, b, c, d
-        image = PALETTE[label].astype(np.int16) + rng.integers(-20, 21, (size, size, 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "img" / f"s{i}.png")
-        Image.fromarray(label).save(root / "ann" / f"s{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +168,7 @@ def test_transductive_phase_lr_restart_and_targets(data6, tmp_path, monkeypatch)
     """Seen = green, yellow (1, 3); unseen = red, blue (0, 2). Inductive steps see 2 text rows and
     seen-list targets; from st_start on, all 4 rows and pseudo-labelled targets."""
     calls, pseudo_out = [], []
-    real_loss, real_pseudo = trainer_mod.mask_loss, trainer_mod.pseudo_label
+    real_loss, real_pseudo = objectives_mod.mask_loss, objectives_mod.pseudo_label
 
     def spy_loss(logits, target, weights, recovery=None):
         calls.append((logits.shape[1], target.clone(), weights))
@@ -196,8 +179,8 @@ def test_transductive_phase_lr_restart_and_targets(data6, tmp_path, monkeypatch)
         pseudo_out.append((label.clone(), out.clone(), tuple(seen), tuple(unseen)))
         return out
 
-    monkeypatch.setattr(trainer_mod, "mask_loss", spy_loss)
-    monkeypatch.setattr(trainer_mod, "pseudo_label", spy_pseudo)
+    monkeypatch.setattr(objectives_mod, "mask_loss", spy_loss)
+    monkeypatch.setattr(objectives_mod, "pseudo_label", spy_pseudo)
     cfg = tcfg(data6, tmp_path, "zegclip", setting="transductive", st_start=3, max_iters=7,
                warmup_iters=2, lr=1e-4, unseen="red,blue")
     records = run(cfg).records

@@ -1,11 +1,13 @@
 """``python -m training.evaluate``: mIoU(seen), mIoU(unseen), hIoU, pAcc and per-class IoU of a
-ZegCLIP / CLIP-RC checkpoint, with the official slide inference and seen-class bias.
+ZegCLIP / CLIP-RC / MaskCLIP+ checkpoint, with the official inference of each.
 
-Inference per image (official ``slide_inference``): the image is resized so its short side equals
-the crop (512); crops of 512 at stride 426 each give sigmoid(mask logits upsampled to the crop) -
-bias (0.1 on seen classes for inductive models); overlapping crops are averaged; the average is
-resized bilinearly to the label's size and arg-maxed. Under torchrun each rank takes a shard of
-the images and the confusion matrices are summed.
+The image is resized so its short side equals the training crop (512). ZegCLIP / CLIP-RC
+(official ``slide_inference``): crops of 512 at stride 426 each give sigmoid(mask logits upsampled
+to the crop) - bias (0.1 on seen classes for inductive models); overlapping crops are averaged.
+MaskCLIP+ (official ``mode='whole'``): the student sees the whole resized image; its logits are
+upsampled to it and soft-maxed. The scores are resized bilinearly to the label's size and
+arg-maxed. Under torchrun each rank takes a shard of the images and the confusion matrices are
+summed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from runtime.fsutil import atomic_write_text
 from training.data import build_dataset
 from training.distributed import DistInfo, cleanup, init_distributed
 from training.loading import Trained, class_text, load_trained
+from training.maskclip_plus import text_classes
 from training.metrics import ConfusionMatrix, SegMetrics, summarize
 from training.train_config import data_cfg_of
 from training.zegclip import bias_vector, seen_scores
@@ -51,7 +54,7 @@ class EvalCfg:
     backbone: str = "ViT-B-16"
     seen_bias: float | None = None
     stride: int | None = None
-    templates: str = "zegclip"
+    templates: str | None = None
     text_embeddings: str | None = None
     device: str = "auto"
     limit: int = 0
@@ -81,10 +84,18 @@ def slide_scores(model, image: torch.Tensor, text: torch.Tensor, bias: torch.Ten
     return out / count
 
 
+@torch.no_grad()
+def whole_scores(model, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """image [1,3,H,W] -> class probabilities [1,C,H,W] of a whole-image forward (MaskCLIP+)."""
+    logits = F.interpolate(model(image, text), size=image.shape[-2:], mode="bilinear",
+                           align_corners=False)
+    return logits.softmax(dim=1)
+
+
 def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Tensor,
                    info: DistInfo, stride: int, limit: int = 0) -> SegMetrics:
     """Confusion over this rank's shard, summed across ranks, summarised on the dataset's split."""
-    crop = trained.model_cfg.image_size
+    crop = trained.crop_size
     model = trained.model.to(info.device).eval()
     text, bias = text.to(info.device), bias.to(info.device)
     conf = ConfusionMatrix(len(dataset.classes), device=info.device)
@@ -92,7 +103,11 @@ def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Te
     shard = range(info.rank, n, info.world_size)
     for i in tqdm(shard, disable=not info.is_main, desc="evaluate"):
         sample = dataset[i]
-        scores = slide_scores(model, sample.image[None].to(info.device), text, bias, crop, stride)
+        image = sample.image[None].to(info.device)
+        if trained.method == "maskclip_plus":
+            scores = whole_scores(model, image, text)
+        else:
+            scores = slide_scores(model, image, text, bias, crop, stride)
         scores = F.interpolate(scores, size=sample.label.shape, mode="bilinear", align_corners=False)
         conf.update(scores.argmax(dim=1)[0], sample.label.to(info.device))
     conf.all_reduce()
@@ -103,14 +118,15 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
     """Load, evaluate on the val split, write ``cfg.json`` and a Markdown table beside it (rank 0)."""
     info = info or init_distributed(cfg.device)
     trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone, cfg.seen_bias)
-    crop = trained.model_cfg.image_size
+    crop = trained.crop_size
     dataset = build_dataset(data_cfg_of(cfg, crop), "val", train=False)
     if cfg.unseen is None and trained.classes == dataset.classes and trained.seen != dataset.seen:
         # Same vocabulary as training and no --unseen: evaluate on the split the model trained on.
         held = [c for i, c in enumerate(trained.classes) if i not in set(trained.seen)]
         cfg = dataclasses.replace(cfg, unseen=",".join(held))
         dataset = build_dataset(data_cfg_of(cfg, crop), "val", train=False)
-    text = class_text(trained, dataset.classes, cfg.templates, cfg.text_embeddings)
+    text = class_text(trained, text_classes(dataset.classes, trained.background),
+                      cfg.templates or _templates(trained), cfg.text_embeddings)
     bias = bias_vector(len(dataset.classes), dataset.seen,
                        trained.model_cfg.seen_bias if trained.inductive else 0.0)
     stride = cfg.stride or int(round(crop * 426 / 512))
@@ -126,6 +142,10 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
         log.info("mIoU(S) %s mIoU(U) %s hIoU %s pAcc %.2f -> %s", _fmt(metrics.miou_seen),
                  _fmt(metrics.miou_unseen), _fmt(metrics.hiou), metrics.pacc, out)
     return metrics
+
+
+def _templates(trained: Trained) -> str:
+    return "maskclip85" if trained.method == "maskclip_plus" else "zegclip"
 
 
 def _fmt(x) -> str:

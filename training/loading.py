@@ -1,4 +1,5 @@
-"""Build a trained ZegCLIP / CLIP-RC for inference from our checkpoint or an official one."""
+"""Build a trained model for inference: ZegCLIP / CLIP-RC from our checkpoint or an official one,
+a MaskCLIP+ student from our checkpoint."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from training.checkpoint import FORMAT, read_raw
 from training.clip_loader import LoadedClip, load_clip, tensors_sha256
 from training.models import build_model, text_dim
 from training.official import load_official, official_layout, unwrap
+from training.students import StudentCfg, build_student
 from training.text_classifier import build_text_classifier
 from training.train_config import TrainCfg, resolve_defaults
 from training.zegclip import ZegClipCfg
@@ -33,18 +35,24 @@ class Trained:
         seen: training-seen class indices into ``classes`` (empty when unknown).
         inductive: True when the seen-class bias applies (our inductive runs; official: assumed).
         text_tower: False when the run's CLIP text weights could not be loaded here.
+        model_cfg: ZegClipCfg (ZegCLIP, CLIP-RC) or StudentCfg (MaskCLIP+).
+        crop_size: the training crop; evaluation resizes the short side to it.
+        background: MaskCLIP+ student with a learned background embedding as class 0 (its
+            ``text`` then holds classes[1:]).
     """
 
     method: str
     model: nn.Module
     clip: LoadedClip
-    model_cfg: ZegClipCfg
+    model_cfg: ZegClipCfg | StudentCfg
     classes: tuple[str, ...] | None
     text: torch.Tensor | None
     seen: tuple[int, ...]
     inductive: bool
     source: str
     text_tower: bool = True
+    crop_size: int = 512
+    background: bool = False
 
 
 def model_cfg_of(cfg: TrainCfg) -> ZegClipCfg:
@@ -56,7 +64,8 @@ def model_cfg_of(cfg: TrainCfg) -> ZegClipCfg:
 
 def load_trained(checkpoint: str | Path, method: str | None = None, backbone: str = "ViT-B-16",
                  seen_bias: float | None = None) -> Trained:
-    """Our training checkpoint (everything inside) or an official mmcv file (``backbone`` needed).
+    """Our training checkpoint (everything inside; any trainable method) or an official ZegCLIP /
+    CLIP-RC mmcv file (``backbone`` needed).
 
     Raises CheckpointError for unreadable files, a checkpoint of another method than ``method``,
     or keys that do not fit (listing missing and unexpected ones).
@@ -75,14 +84,9 @@ def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -
         cfg = resolve_defaults(TrainCfg(**{k: v for k, v in raw["cfg"].items() if k in fields}))
     except TypeError as e:
         raise CheckpointError(f"{source}: its training config does not fit this version: {e}") from e
-    try:
-        clip = load_clip(cfg.backbone, cfg.pretrained, cfg.seed)
-        text_tower = True
-    except CheckpointError as e:
-        # The visual weights are all in the checkpoint; only new vocabularies need the text tower.
-        log.warning("cannot load the run's CLIP weights %r (%s): the checkpoint's own vocabulary "
-                    "still works, new ones need --text-embeddings", cfg.pretrained, e)
-        clip, text_tower = load_clip(cfg.backbone, "none", cfg.seed), False
+    clip, text_tower = _run_clip(cfg)
+    if cfg.method == "maskclip_plus":
+        return _student(raw, cfg, clip, text_tower, source)
     mcfg = model_cfg_of(cfg)
     if seen_bias is not None:
         mcfg = dataclasses.replace(mcfg, seen_bias=seen_bias)
@@ -93,7 +97,44 @@ def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -
         raise CheckpointError(f"{source}: state dict does not fit {cfg.method}: {e}") from e
     inductive = cfg.setting == "inductive" and bool(raw["unseen"])
     return Trained(cfg.method, model.eval(), clip, mcfg, tuple(raw["classes"]), raw.get("text"),
-                   tuple(raw["seen"]), inductive, source, text_tower)
+                   tuple(raw["seen"]), inductive, source, text_tower, cfg.crop_size)
+
+
+def _run_clip(cfg: TrainCfg) -> tuple[LoadedClip, bool]:
+    """The run's CLIP, or random weights of its architecture when they cannot be loaded here."""
+    try:
+        return load_clip(cfg.backbone, cfg.pretrained, cfg.seed), True
+    except CheckpointError as e:
+        # Trained weights are all in the checkpoint; only new vocabularies need the text tower.
+        log.warning("cannot load the run's CLIP weights %r (%s): the checkpoint's own vocabulary "
+                    "still works, new ones need --text-embeddings", cfg.pretrained, e)
+        return load_clip(cfg.backbone, "none", cfg.seed), False
+
+
+def _student(raw: dict, cfg: TrainCfg, clip: LoadedClip, text_tower: bool, source: str) -> Trained:
+    scfg = StudentCfg(cfg.student, text_dim(clip), background=cfg.background,
+                      output_stride=cfg.output_stride, dropout=0.0)
+    model = build_student(scfg)
+    _load_student_state(model, raw["state_dict"], source)
+    return Trained(cfg.method, model.eval(), clip, scfg, tuple(raw["classes"]), raw.get("text"),
+                   tuple(raw["seen"]), False, source, text_tower, cfg.crop_size, cfg.background)
+
+
+def _load_student_state(model: nn.Module, state: dict, source: str) -> None:
+    # SyncBatchNorm and BatchNorm2d share parameter and buffer names: no renaming needed.
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: state dict does not fit the student: {e}") from e
+
+
+def load_student_weights(student: nn.Module, path: str) -> None:
+    """``--init-from`` for MaskCLIP+: the student weights of one of our maskclip_plus checkpoints."""
+    raw = read_raw(path)
+    if raw.get("format") != FORMAT or raw.get("method") != "maskclip_plus":
+        raise CheckpointError(f"{path} is not a maskclip_plus training checkpoint (student backbone "
+                              "files go to --student-weights)")
+    _load_student_state(student, raw["state_dict"], path)
 
 
 def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | None,
@@ -112,7 +153,8 @@ def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | No
              len(sd) - len(dropped), len(dropped))
     clip = dataclasses.replace(clip, source=source, random=False,
                                weights_sha256=tensors_sha256(sd))
-    return Trained(method, model.eval(), clip, mcfg, None, None, (), seen_bias != 0.0, source)
+    return Trained(method, model.eval(), clip, mcfg, None, None, (), seen_bias != 0.0, source,
+                   crop_size=layout.image_size)
 
 
 def load_weights(model: nn.Module, clip_model: nn.Module, path: str, method: str) -> bool:
@@ -146,10 +188,12 @@ def load_text_file(path: str, num_classes: int, dim: int) -> torch.Tensor:
 def class_text(trained: Trained, classes: tuple[str, ...], templates: str = "zegclip",
                text_embeddings: str | None = None) -> torch.Tensor:
     """[C,D] float32 classifier for ``classes``: an .npy file (e.g. the official float16 ones,
-    used as they are), the checkpoint's own when the vocabulary matches, or encoded now."""
+    used as they are), the checkpoint's own when the vocabulary matches, or encoded now. For a
+    student with a learned background, ``classes`` excludes the background."""
     if text_embeddings:
         return load_text_file(text_embeddings, len(classes), text_dim(trained.clip))
-    if trained.text is not None and trained.classes == tuple(classes):
+    own = trained.classes[1:] if (trained.background and trained.classes) else trained.classes
+    if trained.text is not None and own == tuple(classes):
         return trained.text.float()
     if not trained.text_tower:
         raise VocabularyError(f"{trained.source} was trained on {trained.classes}; encoding another "

@@ -40,6 +40,9 @@ class LossTerms:
     dice: torch.Tensor
     recovery: torch.Tensor
 
+    def parts(self) -> dict[str, torch.Tensor]:
+        return {"focal": self.focal, "dice": self.dice, "recovery": self.recovery}
+
 
 def one_hot_targets(label: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """label int64 [B,H,W] (0..C-1, 255) -> (targets float [B,C,H,W] in {0,1}, num_masks scalar)."""

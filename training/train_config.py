@@ -1,9 +1,10 @@
 """Flat training configuration and the official per-(method, dataset) defaults.
 
 Every field is one CLI flag of ``python -m training.train``. Fields left as None take the official
-value for the method and dataset (``official_defaults``), so a bare command reproduces the
-released configs: AdamW lr 2e-5 with lr multiplier 10 on the prompts and the head, weight decay
-0.01, poly 0.9 to 1e-6 after a 1500-iteration linear warm-up, crop 512.
+value for the method, setting and dataset (``official_defaults``), so a bare command reproduces
+the released configs. ZegCLIP / CLIP-RC: AdamW lr 2e-5 with lr multiplier 10 on the prompts and
+the head, weight decay 0.01, poly 0.9 to 1e-6 after a 1500-iteration linear warm-up, crop 512.
+MaskCLIP+: SGD lr 0.01 momentum 0.9 weight decay 5e-4, poly 0.9 to 1e-4, no warm-up, crop 512.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from runtime.errors import ConfigError
 from training.data import DataCfg
 from training.vocab import resolve_classes
 
-SETTINGS = ("inductive", "transductive")
+SETTINGS = {"zegclip": ("inductive", "transductive"), "cliprc": ("inductive", "transductive"),
+            "maskclip_plus": ("annotation_free", "zero_shot")}
+ALL_SETTINGS = tuple(sorted({s for v in SETTINGS.values() for s in v}))
 AMP_MODES = ("auto", "on", "off")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass(frozen=True)
@@ -35,17 +39,19 @@ class TrainCfg:
     classes: str = ""
     ignore_label: int = 255
     unseen: str | None = None
-    setting: str = "inductive"
+    setting: str | None = None
     st_start: int | None = None
     init_from: str | None = None
     max_iters: int | None = None
     batch_size: int | None = None
     accum: int = 1
-    lr: float = 2e-5
-    lr_mult: float = 10.0
-    weight_decay: float = 0.01
-    warmup_iters: int = 1500
-    min_lr: float = 1e-6
+    optimizer: str | None = None
+    lr: float | None = None
+    lr_mult: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    warmup_iters: int | None = None
+    min_lr: float | None = None
     power: float = 0.9
     crop_size: int = 512
     num_tokens: int | None = None
@@ -56,8 +62,16 @@ class TrainCfg:
     dice_weight: float | None = None
     recovery_weight: float | None = None
     st_focal_weight: float | None = None
-    templates: str = "zegclip"
+    templates: str | None = None
     text_embeddings: str | None = None
+    student: str | None = None
+    student_weights: str = "none"
+    output_stride: int | None = None
+    background: bool = False
+    conf_thresh: float = 0.0
+    ks_thresh: float | None = None
+    pd_thresh: float | None = None
+    distill_weight: float = 0.0
     amp: str = "auto"
     device: str = "auto"
     num_workers: int = 2
@@ -67,24 +81,35 @@ class TrainCfg:
     eval_after: bool = False
 
     def __post_init__(self):
-        if self.setting not in SETTINGS:
-            raise ConfigError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if self.method not in SETTINGS:
+            raise ConfigError(f"unknown method {self.method!r}; trainable methods: {sorted(SETTINGS)}")
+        if self.setting is not None and self.setting not in SETTINGS[self.method]:
+            raise ConfigError(f"{self.method} settings are {SETTINGS[self.method]}, got {self.setting!r}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if (self.method == "maskclip_plus") != (self.student is not None):
+            raise ConfigError("--student is required for maskclip_plus and only valid for it")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.accum < 1:
             raise ConfigError(f"accum must be >= 1, got {self.accum}")
 
 
-def official_defaults(method: str, dataset: str) -> dict:
-    """Official values for the None fields (METHODS.md A2/A3); custom datasets take VOC's.
+def official_defaults(method: str, dataset: str, setting: str) -> dict:
+    """Official values for the None fields (METHODS.md A1-A3); custom datasets take VOC's.
 
-    A transductive run is the official pair in one command: the inductive schedule cut at
-    ``st_start`` (the official ST runs load iter_10000 / 20000 / 40000), then self-training on a
-    fresh schedule for the remaining iterations.
+    A transductive ZegCLIP / CLIP-RC run is the official pair in one command: the inductive
+    schedule cut at ``st_start`` (the official ST runs load iter_10000 / 20000 / 40000), then
+    self-training on a fresh schedule for the remaining iterations. A zero-shot MaskCLIP+ run
+    switches from teacher labels to self-training at the official iteration of one schedule.
     """
+    if method == "maskclip_plus":
+        return _maskclip_plus_defaults(dataset, setting)
     coco = dataset == "coco_stuff"
     d = {"num_tokens": 100 if dataset in ("coco_stuff", "context59", "context60") else 10,
-         "decoder_heads": 8, "focal_weight": 100.0, "dice_weight": 1.0, "recovery_weight": 0.0}
+         "decoder_heads": 8, "focal_weight": 100.0, "dice_weight": 1.0, "recovery_weight": 0.0,
+         "optimizer": "adamw", "lr": 2e-5, "lr_mult": 10.0, "weight_decay": 0.01,
+         "warmup_iters": 1500, "min_lr": 1e-6, "templates": "zegclip"}
     if method == "zegclip":
         d.update(batch_size=4, max_iters=80000 if coco else 20000,
                  st_focal_weight=100.0 if coco else 20.0)  # ZegCLIP VOC ST config: mask_weight 20
@@ -96,13 +121,35 @@ def official_defaults(method: str, dataset: str) -> dict:
     return d
 
 
+def _maskclip_plus_defaults(dataset: str, setting: str) -> dict:
+    """MaskCLIP+ (``configs/maskclip_plus``): SGD 0.01, wd 5e-4 (zero-shot Context: 0.004, 1e-4),
+    poly to 1e-4, no warm-up, batch 4;
+    annotation-free 2k / 4k / 8k iterations of teacher labels (VOC / Context / COCO-Stuff),
+    zero-shot 20k / 40k / 80k with self-training from 2k / 4k / 8k. Teacher: MaskCLIP with key
+    smoothing and prompt denoising on (the ``*_kspd_*`` anno-free configs)."""
+    context = dataset in ("context59", "context60")
+    short = 8000 if dataset == "coco_stuff" else 4000 if context else 2000
+    zero_shot = setting == "zero_shot"
+    return {"optimizer": "sgd", "lr": 0.004 if (zero_shot and context) else 0.01, "lr_mult": 1.0,
+            "weight_decay": 1e-4 if (zero_shot and context) else 5e-4, "warmup_iters": 0, "min_lr": 1e-4, "batch_size": 4,
+            "max_iters": 10 * short if zero_shot else short,
+            "st_start": short if zero_shot else None, "templates": "maskclip85",
+            "ks_thresh": 1.0, "pd_thresh": 0.5}
+
+
 def resolve_defaults(cfg: TrainCfg) -> TrainCfg:
-    """``cfg`` with every None default replaced by the official value; st_start = half schedule."""
-    d = official_defaults(cfg.method, cfg.dataset)
+    """``cfg`` with every None default replaced by the official value; a transductive ZegCLIP /
+    CLIP-RC run's st_start = half schedule."""
+    if cfg.setting is None:
+        cfg = dataclasses.replace(cfg, setting=SETTINGS[cfg.method][0])
+    d = official_defaults(cfg.method, cfg.dataset, cfg.setting)
+    st_default = d.pop("st_start", None)
     filled = {k: v for k, v in d.items() if getattr(cfg, k) is None}
     cfg = dataclasses.replace(cfg, **filled)
     if cfg.setting == "transductive" and cfg.st_start is None:
         cfg = dataclasses.replace(cfg, st_start=cfg.max_iters // 2)
+    if cfg.method == "maskclip_plus" and cfg.st_start is None and st_default is not None:
+        cfg = dataclasses.replace(cfg, st_start=min(st_default, cfg.max_iters - 1))
     if cfg.setting == "inductive":
         cfg = dataclasses.replace(cfg, st_start=None)
     if cfg.st_start is not None and not 0 <= cfg.st_start < cfg.max_iters:

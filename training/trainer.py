@@ -1,5 +1,6 @@
-"""The ZegCLIP / CLIP-RC training loop: inductive or transductive, AMP, accumulation, exact resume,
-TensorBoard, DDP.
+"""The training loop shared by every trainable method: two phases (the second one self-training),
+AMP, accumulation, exact resume, TensorBoard, DDP. What a micro-batch computes is the method's
+``objective`` (``training.objectives``); the loop only schedules, steps and records.
 
 Determinism: micro-batch m of rank r draws samples g = (m*world + r)*batch + b; sample g is
 ``perm(seed, g // N)[g % N]`` augmented with a seed derived from (seed, g), and the dropout RNG is
@@ -17,6 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -28,8 +30,6 @@ from tqdm import tqdm
 from runtime.errors import CheckpointError
 from training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from training.distributed import DistInfo
-from training.labels import pseudo_label, seen_only
-from training.losses import LossTerms, LossWeights, mask_loss
 from training.schedule import PolyCfg, set_lr
 from training.train_config import TrainCfg
 
@@ -63,17 +63,24 @@ class KeySampler(Sampler):
             m += 1
 
 
+class Terms(Protocol):
+    """What an objective returns: the total loss and its named, weighted parts (scalars)."""
+
+    total: torch.Tensor
+
+    def parts(self) -> dict[str, torch.Tensor]: ...
+
+
 @dataclass(frozen=True)
 class StepRecord:
-    """One optimiser step: iteration (1-based), phase, lr and the loss terms (mean over micro-batches)."""
+    """One optimiser step: iteration (1-based), phase, lr, the loss and its named parts (means
+    over the micro-batches)."""
 
     iteration: int
     phase: str
     lr: float
     loss: float
-    focal: float
-    dice: float
-    recovery: float
+    terms: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ class TrainResult:
 
 
 class _Forward(nn.Module):
-    """Routes DDP's forward to the model's training outputs (mask logits, recovery term)."""
+    """Routes DDP's forward to the model's training outputs (e.g. mask logits and recovery term)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -99,12 +106,22 @@ class _Forward(nn.Module):
 
 @dataclass
 class Loop:
-    """Everything the loop mutates or reads; built by ``training.train``."""
+    """Everything the loop mutates or reads; built by ``training.train``.
+
+    Attributes:
+        text: [C,D] classifier of the classes the model scores (all dataset classes; MaskCLIP+
+            with a background embedding: all but class 0).
+        objective: (loop, forward module, batch, phase) -> Terms for one micro-batch.
+        first_phase: name of the phase before ``st_start`` ("inductive", "teacher").
+        restart_at_st: the self-training phase is a new run (ZegCLIP / CLIP-RC: the official ST
+            config loads weights only): fresh optimizer state and a fresh lr schedule.
+        teacher: frozen model the objective may use (MaskCLIP+'s MaskCLIP); not trained, not saved.
+    """
 
     cfg: TrainCfg
     model: nn.Module
     dataset: object
-    text: torch.Tensor  # [C,D] for every dataset class
+    text: torch.Tensor
     seen: tuple[int, ...]
     unseen: tuple[int, ...]
     classes: tuple[str, ...]
@@ -112,44 +129,30 @@ class Loop:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
+    objective: Callable[[Any, nn.Module, Any, str], Terms]
+    first_phase: str = "inductive"
+    restart_at_st: bool = True
+    teacher: nn.Module | None = None
     start: int = 0
 
 
-def phase_of(cfg: TrainCfg, it: int) -> str:
-    return "st" if cfg.st_start is not None and it >= cfg.st_start else "inductive"
+def phase_of(loop: Loop, it: int) -> str:
+    st = loop.cfg.st_start
+    return "st" if st is not None and it >= st else loop.first_phase
 
 
 def lr_at(loop: Loop, it: int) -> float:
     cfg = loop.cfg
-    if phase_of(cfg, it) == "st":  # the self-training run restarts its schedule (official load_from)
+    if loop.restart_at_st and phase_of(loop, it) == "st":  # the ST run restarts its schedule
         poly = PolyCfg(cfg.max_iters - cfg.st_start, cfg.power, cfg.min_lr, cfg.warmup_iters)
         return set_lr(loop.optimizer, it - cfg.st_start, poly)
     return set_lr(loop.optimizer, it, PolyCfg(cfg.max_iters, cfg.power, cfg.min_lr, cfg.warmup_iters))
 
 
-def weights_of(cfg: TrainCfg, phase: str) -> LossWeights:
-    focal = cfg.st_focal_weight if phase == "st" else cfg.focal_weight
-    return LossWeights(focal, cfg.dice_weight, cfg.recovery_weight)
-
-
-def micro_step(loop: Loop, fwd: nn.Module, batch, phase: str) -> LossTerms:
-    """Forward + loss for one micro-batch (backward is the caller's)."""
+def autocast(loop: Loop):
+    """The AMP context of the loop's device and dtype (a no-op without AMP)."""
     dev = loop.info.device
-    image, label = batch.image.to(dev, non_blocking=True), batch.label.to(dev, non_blocking=True)
-    inductive = phase == "inductive" and len(loop.unseen) > 0
-    text = loop.text[list(loop.seen)] if inductive else loop.text
-    amp = torch.autocast(dev.type, dtype=loop.amp_dtype) if loop.amp_dtype else nullcontext()
-    with amp:
-        logits, recovery = fwd(image, text.to(dev))
-    logits = logits.float()
-    if inductive:
-        target = seen_only(label, loop.seen)
-    elif phase == "st":
-        target = pseudo_label(label, logits.detach(), loop.seen, loop.unseen)
-    else:
-        target = label
-    rec = recovery.float() if recovery is not None else None
-    return mask_loss(logits, target, weights_of(loop.cfg, phase), rec)
+    return torch.autocast(dev.type, dtype=loop.amp_dtype) if loop.amp_dtype else nullcontext()
 
 
 def _save(loop: Loop, it: int) -> Path:
@@ -181,8 +184,8 @@ def resume(loop: Loop, path: str | Path) -> None:
     if state.method != loop.cfg.method or state.classes != loop.classes:
         raise CheckpointError(f"{path} was written by a {state.method} run on {len(state.classes)} "
                               f"classes; this run is {loop.cfg.method} on {len(loop.classes)}")
-    keys = ("setting", "st_start", "max_iters", "batch_size", "accum", "seed", "lr", "lr_mult",
-            "world_size")
+    keys = ("setting", "st_start", "max_iters", "batch_size", "accum", "seed", "optimizer", "lr",
+            "lr_mult", "world_size")
     was = {k: state.cfg.get(k) for k in keys}
     now = {**{k: getattr(loop.cfg, k) for k in keys[:-1]}, "world_size": loop.info.world_size}
     if state.unseen != loop.unseen or was != now:
@@ -212,14 +215,15 @@ def _writer(loop: Loop):
 
 def _record(loop: Loop, rec: StepRecord, writer, log_file) -> None:
     if writer is not None:
-        for key in ("loss", "focal", "dice", "recovery", "lr"):
-            writer.add_scalar(f"train/{key}", getattr(rec, key), rec.iteration)
+        for key, value in {"loss": rec.loss, "lr": rec.lr, **rec.terms}.items():
+            writer.add_scalar(f"train/{key}", value, rec.iteration)
     if log_file is not None:
         log_file.write(json.dumps(dataclasses.asdict(rec)) + "\n")
         log_file.flush()
     if rec.iteration % loop.cfg.log_interval == 0:
-        log.info("iter %d [%s] lr %.3g loss %.4f (focal %.4f dice %.4f rec %.4f)", rec.iteration,
-                 rec.phase, rec.lr, rec.loss, rec.focal, rec.dice, rec.recovery)
+        parts = " ".join(f"{k} {v:.4f}" for k, v in rec.terms.items())
+        log.info("iter %d [%s] lr %.3g loss %.4f (%s)", rec.iteration, rec.phase, rec.lr, rec.loss,
+                 parts)
 
 
 def train_loop(loop: Loop) -> TrainResult:
@@ -228,9 +232,11 @@ def train_loop(loop: Loop) -> TrainResult:
     fwd: nn.Module = _Forward(loop.model)
     if info.world_size > 1:
         ids = [info.device.index] if info.device.type == "cuda" else None
-        # No batch norm anywhere: nothing to broadcast (CLIP-RC's region mask is a constant).
+        # Batch-norm statistics (MaskCLIP+ students on CPU) follow rank 0; ZegCLIP / CLIP-RC have
+        # no batch norm and only constant buffers.
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in loop.model.modules())
         fwd = DistributedDataParallel(fwd, device_ids=ids, find_unused_parameters=True,
-                                      broadcast_buffers=False)
+                                      broadcast_buffers=has_bn)
     sampler = KeySampler(len(loop.dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size,
                          loop.start * cfg.accum)
     loader = iter(DataLoader(loop.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -242,23 +248,25 @@ def train_loop(loop: Loop) -> TrainResult:
     bar = tqdm(range(loop.start, cfg.max_iters), disable=not info.is_main, desc=cfg.method)
     try:
         for it in bar:
-            if it == cfg.st_start and it > 0:
+            if loop.restart_at_st and it == cfg.st_start and it > 0:
                 # The official self-training run loads weights only (--load-from): AdamW starts
                 # afresh. Resume stays exact: checkpoints after this point hold the reset state.
                 loop.optimizer.state.clear()
-            phase, lr = phase_of(cfg, it), lr_at(loop, it)
+            phase, lr = phase_of(loop, it), lr_at(loop, it)
             torch.manual_seed(sample_seed(cfg.seed, (it * info.world_size + info.rank) * 7919 + 1))
-            sums = np.zeros(4)
+            total, sums = 0.0, {}
             for a in range(cfg.accum):
                 sync = a == cfg.accum - 1 or not isinstance(fwd, DistributedDataParallel)
                 with nullcontext() if sync else fwd.no_sync():
-                    terms = micro_step(loop, fwd, next(loader), phase)
+                    terms = loop.objective(loop, fwd, next(loader), phase)
                     loop.scaler.scale(terms.total / cfg.accum).backward()
-                sums += [t.item() / cfg.accum for t in (terms.total, terms.focal, terms.dice, terms.recovery)]
+                total += terms.total.item() / cfg.accum
+                for k, v in terms.parts().items():
+                    sums[k] = sums.get(k, 0.0) + v.item() / cfg.accum
             loop.scaler.step(loop.optimizer)
             loop.scaler.update()
             loop.optimizer.zero_grad(set_to_none=True)
-            rec = StepRecord(it + 1, phase, lr, *map(float, sums))
+            rec = StepRecord(it + 1, phase, lr, float(total), sums)
             records.append(rec)
             bar.set_postfix(loss=f"{rec.loss:.4f}", phase=phase)
             _record(loop, rec, writer, log_file)
