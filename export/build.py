@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classes", required=True, help="voc|context|coco_stuff|ade20k|cityscapes|camvid, "
                    "a text file (one class per line), or 'a,b,c'")
     p.add_argument("--templates", default=None, choices=sorted(TEMPLATE_SETS),
-                   help="default: maskclip85 for MaskCLIP, zegclip for ZegCLIP / CLIP-RC")
+                   help="default: the checkpoint's own, else maskclip85 for MaskCLIP / MaskCLIP+, "
+                   "zegclip for ZegCLIP / CLIP-RC")
     p.add_argument("--image-size", type=int, default=None,
                    help="default: 448 for MaskCLIP, the checkpoint's size (512) for ZegCLIP / CLIP-RC")
     p.add_argument("--output", required=True)

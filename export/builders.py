@@ -137,7 +137,8 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
     if trained.method == "cliprc" and size != trained.model_cfg.image_size:
         raise ExportError(f"CLIP-RC's region mask is fixed for {trained.model_cfg.image_size} px; "
                           f"--image-size {size} is not possible")
-    cfg = dataclasses.replace(cfg, image_size=size, templates=cfg.templates or "zegclip")
+    cfg = dataclasses.replace(cfg, image_size=size,
+                              templates=cfg.templates or trained.templates or "zegclip")
     classes = resolve_classes(cfg.classes)
     text = class_text(trained, classes, cfg.templates, cfg.text_embeddings)
     bias = _seen_bias(cfg, trained, classes)
@@ -159,7 +160,8 @@ def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
     size = cfg.image_size or trained.crop_size
     if size % 32:
         raise ExportError(f"--image-size {size} is not a multiple of 32 (the students' deepest stride)")
-    cfg = dataclasses.replace(cfg, image_size=size, templates=cfg.templates or "maskclip85")
+    cfg = dataclasses.replace(cfg, image_size=size,
+                              templates=cfg.templates or trained.templates or "maskclip85")
     classes = resolve_classes(cfg.classes)
     if trained.background:
         if BACKGROUND in classes[1:]:

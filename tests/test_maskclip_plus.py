@@ -212,10 +212,19 @@ def test_student_fits_the_teacher_labels(data6, tmp_path):
     assert np.mean(losses[-3:]) < 0.5 * losses[0], losses
 
 
-def test_distillation_term_trains_the_student(data6, tmp_path):
-    records = run(mcfg(data6, tmp_path, max_iters=2, distill_weight=1.0)).records
+@pytest.mark.parametrize("backbone", ["ovss-tiny-vit", "ovss-tiny-rn"])
+def test_distillation_term_trains_the_student(backbone, data6, tmp_path):
+    """ViT and ResNet MaskCLIP teachers; the distillation term is on and reaches the student."""
+    records = run(mcfg(data6, tmp_path, max_iters=2, distill_weight=1.0, backbone=backbone)).records
     assert all(r.terms["distill"] > 0 for r in records)
     assert all(r.loss == pytest.approx(r.terms["ce"] + r.terms["distill"], rel=1e-6) for r in records)
+    # unlike the official (detached) term, the gradient reaches the student features; ignored
+    # cells (nearest-resized 255) contribute nothing
+    feat = torch.randn(1, 8, 4, 4, requires_grad=True)
+    label = torch.zeros(1, 16, 16, dtype=torch.long)
+    label[:, :8] = IGNORE
+    mcp.distill_l1(feat, torch.randn(1, 8, 2, 2), label).backward()
+    assert bool((feat.grad[:, :, 2:] != 0).all()) and bool((feat.grad[:, :, :2] == 0).all())
 
 
 # ---------------------------------------------------------------- evaluation and export
@@ -265,6 +274,7 @@ def test_trained_export_matches_pytorch_and_keeps_background(data6, tmp_path):
                                         output=str(tmp_path / "m"), classes="green,blue,yellow",
                                         checkpoint=str(ckpt), image_size=64))
     assert res.manifest.classes == ("background", "green", "blue", "yellow")
+    assert res.manifest.method_cfg["templates"] == "single"  # the run's own template set
     assert res.manifest.outputs[0].shape[1] == 4
     assert res.manifest.parity["decided_label_agreement"] >= 0.999
     # the deployed graph reproduces the student on a real training image, through the runtime

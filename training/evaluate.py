@@ -145,7 +145,8 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
 
 
 def _templates(trained: Trained) -> str:
-    return "maskclip85" if trained.method == "maskclip_plus" else "zegclip"
+    """The run's own template set, else the method's default."""
+    return trained.templates or ("maskclip85" if trained.method == "maskclip_plus" else "zegclip")
 
 
 def _fmt(x) -> str:

@@ -39,6 +39,8 @@ class Trained:
         crop_size: the training crop; evaluation resizes the short side to it.
         background: MaskCLIP+ student with a learned background embedding as class 0 (its
             ``text`` then holds classes[1:]).
+        templates: the prompt template set the run encoded its classes with (None: unknown,
+            e.g. official checkpoints); new vocabularies should use the same.
     """
 
     method: str
@@ -53,6 +55,7 @@ class Trained:
     text_tower: bool = True
     crop_size: int = 512
     background: bool = False
+    templates: str | None = None
 
 
 def model_cfg_of(cfg: TrainCfg) -> ZegClipCfg:
@@ -97,7 +100,8 @@ def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -
         raise CheckpointError(f"{source}: state dict does not fit {cfg.method}: {e}") from e
     inductive = cfg.setting == "inductive" and bool(raw["unseen"])
     return Trained(cfg.method, model.eval(), clip, mcfg, tuple(raw["classes"]), raw.get("text"),
-                   tuple(raw["seen"]), inductive, source, text_tower, cfg.crop_size)
+                   tuple(raw["seen"]), inductive, source, text_tower, cfg.crop_size,
+                   templates=cfg.templates)
 
 
 def _run_clip(cfg: TrainCfg) -> tuple[LoadedClip, bool]:
@@ -117,7 +121,8 @@ def _student(raw: dict, cfg: TrainCfg, clip: LoadedClip, text_tower: bool, sourc
     model = build_student(scfg)
     _load_student_state(model, raw["state_dict"], source)
     return Trained(cfg.method, model.eval(), clip, scfg, tuple(raw["classes"]), raw.get("text"),
-                   tuple(raw["seen"]), False, source, text_tower, cfg.crop_size, cfg.background)
+                   tuple(raw["seen"]), False, source, text_tower, cfg.crop_size, cfg.background,
+                   cfg.templates)
 
 
 def _load_student_state(model: nn.Module, state: dict, source: str) -> None:

@@ -99,8 +99,6 @@ def _maskclip_plus_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
         raise ConfigError("MaskCLIP+ students need --batch-size >= 2 per process (batch norm on "
                           "the image-pooling branch)")
     clip = _clip(cfg)
-    if clip.kind != "vit":
-        raise ConfigError(f"the MaskCLIP teacher is implemented for ViT backbones; got {cfg.backbone}")
     dataset = build_dataset(data_cfg_of(cfg, cfg.crop_size), "train", train=True)
     text = _text(cfg, clip, text_classes(dataset.classes, cfg.background))
     teacher = build_teacher(clip.model.visual, cfg).to(info.device)
