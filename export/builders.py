@@ -12,7 +12,8 @@ import onnx
 import torch
 
 from export.config import ExportCfg
-from export.onnx_export import ExportError, OnnxExport, keep_outputs, parity_image, run_export
+from export.onnx_export import (ExportError, OnnxExport, keep_outputs, name_text_classifier,
+                                parity_image, run_export)
 from export.wrappers import ClipRcOnnxModel, LogitsOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
 from runtime.errors import CheckpointError, VocabularyError
@@ -250,6 +251,9 @@ def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: 
     # LABELS is checked above (parity) but not deployed: the runtime reads LOGITS only, and
     # onnxruntime would compute the C x S x S label map on every call anyway.
     deployed = keep_outputs(result.model, [io_names.LOGITS])
+    if cfg.vocab_mode == "fixed" and not name_text_classifier(deployed, text.float().numpy()):
+        log.warning("the baked text classifier was not found in the graph: precision variants "
+                    "cannot tell the final similarity from the backbone")
     _write_folder(out, deployed, manifest, text if cfg.vocab_mode == "input" else None)
     final = dataclasses.replace(manifest, model_sha256=sha256_file(out / MODEL_FILE))
     final.write(out)

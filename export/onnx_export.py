@@ -132,6 +132,34 @@ def keep_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return pruned
 
 
+def name_text_classifier(proto: onnx.ModelProto, text: np.ndarray, atol: float = 0.0) -> int:
+    """Rename (in place) every initializer holding the baked text classifier ``text`` [C,D] (as
+    it is, transposed, or with singleton axes such as a 1x1 conv weight) to ``io_names.TEXT_CLASSIFIER`` (then
+    ``.1``, ``.2``, ...), rewiring its consumers. Returns how many were renamed."""
+    text = np.asarray(text, dtype=np.float32)
+    renames = {}
+    for init in proto.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) != text.size:
+            continue
+        flat = np.squeeze(onnx.numpy_helper.to_array(init))  # [1,C,D], [C,D,1,1] -> [C,D]
+        if flat.ndim != 2:
+            continue
+        if flat.shape == text.shape and np.allclose(flat, text, rtol=0, atol=atol):
+            pass
+        elif flat.shape == text.shape[::-1] and np.allclose(flat.T, text, rtol=0, atol=atol):
+            pass
+        else:
+            continue
+        new = io_names.TEXT_CLASSIFIER + (f".{len(renames)}" if renames else "")
+        renames[init.name] = new
+        init.name = new
+    for node in proto.graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    return len(renames)
+
+
 def label_margins(logits: torch.Tensor, size) -> np.ndarray:
     """Top-2 gap of the bilinearly upsampled scores [1,C,h,w] -> [1,H,W] (inf for one class)."""
     up = torch.nn.functional.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

@@ -4,6 +4,10 @@ IMAGE = "image"
 TEXT_EMBEDDINGS = "text_embeddings"
 LOGITS = "logits"
 LABELS = "labels"
+# Not a graph input: the name a fixed-vocabulary graph gives its baked [C,D] text classifier
+# initializer(s) ("text_classifier", "text_classifier.1", ...), so precision tools can find the
+# final similarity and keep it in FP32.
+TEXT_CLASSIFIER = "text_classifier"
 
 MEANINGS = {
     IMAGE: "float32 [1,3,H,W], RGB, (pixel[0..255] - mean) / std with the manifest's mean/std",

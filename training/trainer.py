@@ -186,7 +186,7 @@ def resume(loop: Loop, path: str | Path) -> None:
                               f"classes; this run is {loop.cfg.method} on {len(loop.classes)}")
     keys = ("setting", "st_start", "max_iters", "batch_size", "accum", "seed", "optimizer", "lr",
             "lr_mult", "world_size")
-    was = {k: state.cfg.get(k) for k in keys}
+    was = {k: state.cfg.get(k, "adamw" if k == "optimizer" else None) for k in keys}  # older runs: AdamW
     now = {**{k: getattr(loop.cfg, k) for k in keys[:-1]}, "world_size": loop.info.world_size}
     if state.unseen != loop.unseen or was != now:
         raise CheckpointError(f"{path} was written with unseen {list(state.unseen)} and {was}; this "
