@@ -1,7 +1,7 @@
 """MaskCLIP+ students against MaskCLIP: deployed latency on onnxruntime CPU at the same input size.
 
     python -m benchmarks.students --backbone ViT-B-16 --image-size 448 --students all --runs 10 \
-        --json benchmarks/results/students_vitb16_448.json \
+        --atol 1 --json benchmarks/results/students_vitb16_448.json \
         --plot benchmarks/results/students_vitb16_448.png
 
 MaskCLIP and every selected student (method ``maskclip_plus``, ``student=NAME``, random init,
@@ -11,8 +11,10 @@ into one temporary folder at the same image size; the timed graph is each folder
 ...), every session with the project's options on the same threads. ``ratio_vs_maskclip`` is
 MaskCLIP's median / the model's median (> 1: the model is faster). GFLOPs and parameters are
 counted on an eager twin of each graph, checked against onnxruntime on the timed input. Weights
-are random: timings and FLOPs hold, the outputs are meaningless. Prints one JSON line; exits 2 on
-bad input.
+are random: timings and FLOPs hold, the outputs are meaningless. A random DeepLab-v2 R101 has
+logits near 1e5 at 448 px, so the exporter's 1e-4 parity gate fails on float32 noise alone (0.38,
+labels all equal): the ViT-B/16 run passes ``--atol 1``, and the report keeps each graph's actual
+diff and max|logit|. Prints one JSON line; exits 2 on bad input.
 """
 
 from __future__ import annotations
@@ -62,11 +64,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
+    p.add_argument("--atol", type=float, default=ExportCfg.atol,
+                   help="export parity gate, absolute (default: the exporter's). Random deep "
+                        "students have huge logits (DeepLab-v2 R101 at 448: ~1e5), where float32 "
+                        "noise alone exceeds 1e-4; the report has each graph's diff and max|logit|")
     p.add_argument("--json", help="also write the report here (atomically)")
     p.add_argument("--plot", help="also write a PNG bar chart of the medians here")
     args = p.parse_args(argv)
     if args.runs < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         p.error("--runs and --threads must be >= 1 and --warmup >= 0")
+    if not args.atol > 0:
+        p.error("--atol must be > 0")
     return args
 
 
@@ -95,7 +103,7 @@ def export_graph(args: argparse.Namespace, name: str, folder: str) -> ExportResu
     method, student = (MASKCLIP, None) if name == MASKCLIP else ("maskclip_plus", name)
     cfg = ExportCfg(method=method, backbone=args.backbone, output=folder, classes=args.classes,
                     pretrained=args.pretrained, templates=args.templates,
-                    image_size=args.image_size, student=student)
+                    image_size=args.image_size, student=student, atol=args.atol)
     log.info("exporting %s at %d px", name, args.image_size)
     return BUILDERS[method](cfg)
 
@@ -124,7 +132,8 @@ def graph_facts(wrapper: LogitsOnnxModel, image: torch.Tensor, result: ExportRes
             "output_stride": m.preprocess.feature_stride, "logits_shape": list(out.shape),
             "onnx_mb": round(os.path.getsize(result.output / MODEL_FILE) / 2**20, 2),
             "export_s": round(result.seconds, 1), "export_parity_max_abs_diff":
-            m.parity["max_abs_diff"], "max_abs_logit_diff_eager_vs_ort": diff}
+            m.parity["max_abs_diff"], "max_abs_logit_diff_eager_vs_ort": diff,
+            "max_abs_logit": float(np.abs(ref).max())}
 
 
 def prepare(args: argparse.Namespace, names: list[str], tmp: str, threads: int):
@@ -183,7 +192,8 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     return {"results": rows, "backbone": args.backbone, "image_size": args.image_size,
             "classes": args.classes, "num_classes": rows[0]["logits_shape"][1],
             "templates": args.templates, "weights": "random" if random else args.pretrained,
-            "weights_random": random, "runs": args.runs, "warmup": args.warmup,
+            "weights_random": random, "export_atol": args.atol, "runs": args.runs,
+            "warmup": args.warmup,
             "threads": threads, "providers": CPU,
             "cpu": cpu_model(), "cpus_available": len(os.sched_getaffinity(0)),
             "torch_version": torch.__version__, "onnxruntime_version": require_ort().__version__,

@@ -32,10 +32,11 @@ def test_students_report(tmp_path, capsys):
         assert r["logits_shape"] == SHAPES[r["model"]]
         assert r["output_stride"] == STRIDES[r["model"]]
         assert r["max_abs_logit_diff_eager_vs_ort"] < 1e-3  # the counted twin is the timed graph
+        assert r["export_parity_max_abs_diff"] <= 1e-4 and r["max_abs_logit"] > 0
     assert rows[0]["ratio_vs_maskclip"] == 1.0 and rows[0]["method"] == "maskclip"
     assert {r["method"] for r in rows[1:]} == {"maskclip_plus"}
     assert report["weights"] == "random" and report["weights_random"] is True
-    assert report["num_classes"] == 11
+    assert report["num_classes"] == 11 and report["export_atol"] == 1e-4
     assert report["backbone"] == "ovss-tiny-vit" and report["image_size"] == 64
     assert report["runs"] == 2 and report["threads"] == 1 and report["onnxruntime_version"]
     assert report["command"].startswith("python -m benchmarks.students --backbone ovss-tiny-vit")
