@@ -31,3 +31,7 @@ class DatasetError(OvssError, ValueError):
 
 class ConfigError(OvssError, ValueError):
     """A setting is out of range or inconsistent with the others (or with the model)."""
+
+
+class CalibrationError(OvssError, ValueError):
+    """Unusable calibration data or a precision variant that cannot be built or selected."""

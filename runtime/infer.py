@@ -18,6 +18,7 @@ import numpy as np
 from runtime.backends import BACKENDS
 from runtime.errors import OvssError
 from runtime.fsutil import atomic_write
+from runtime.manifest import PRECISIONS
 from runtime.image import load_image
 from runtime.postprocess import legend, overlay, palette
 from runtime.segmenter import MODES, Segmenter
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--labels-out", help="also write the label map as an 8-bit PNG")
     p.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="graph variant: fp32, or fp16 / int8 made by calibration.calibrate")
     p.add_argument("--mode", default="auto", choices=MODES)
     p.add_argument("--stride", type=int, help="slide step in pixels")
     p.add_argument("--short-side", type=int, help="rescale so the short side has this length first")
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image = load_image(args.image)
         with Segmenter(args.model, args.backend, mode=args.mode, stride=args.stride,
+                       precision=args.precision,
                        short_side=args.short_side, threads=args.threads) as seg:
             result = seg(image)
             random_weights = seg.manifest.weights.random
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     line = {
         "backend": result.backend,
+        "precision": args.precision,
         "providers": list(result.providers),
         "classes_present": list(result.classes_present),
         "timings_ms": result.timings_ms,

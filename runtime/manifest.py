@@ -19,6 +19,7 @@ MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 VOCAB_MODES = ("fixed", "input")
 METADATA_KEY = "ovss_manifest"
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,22 @@ class WeightsInfo:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A reduced-precision graph of the same model, written by ``calibration.calibrate``.
+
+    Attributes:
+        file, sha256: the graph file in the folder and its hash.
+        settings: how it was made (calibration method, images, exclusions, ...).
+        accuracy: its summary against FP32 (label agreement, mean |logit error|, mIoU if labels).
+    """
+
+    file: str
+    sha256: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything a runtime needs to run ``model_file`` without the training code."""
 
@@ -75,7 +92,25 @@ class Manifest:
     text_embeddings_file: str | None = None
     method_cfg: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def model_for(self, precision: str) -> tuple[str, str]:
+        """(file, sha256) of the graph for ``precision`` (``fp32`` is ``model_file``).
+
+        Raises:
+            ModelFolderError: unknown precision, or a variant this folder does not hold.
+        """
+        if precision not in PRECISIONS:
+            raise ModelFolderError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        if precision == "fp32":
+            return self.model_file, self.model_sha256
+        if precision not in self.variants:
+            have = ["fp32", *sorted(self.variants)]
+            raise ModelFolderError(f"this folder has no {precision} variant (it has {have}); "
+                                   f"make one with python -m calibration.calibrate --precision {precision}")
+        v = self.variants[precision]
+        return v.file, v.sha256
 
     def to_json(self) -> str:
         """Serialise to indented JSON (tuples become lists)."""
@@ -167,8 +202,22 @@ def manifest_from_dict(d: dict) -> Manifest:
         text_embeddings_file=d.get("text_embeddings_file"),
         method_cfg=d.get("method_cfg", {}),
         parity=d.get("parity", {}),
+        variants=_variants(d.get("variants", {})),
         format_version=version,
     )
+
+
+def _variants(d: Any) -> dict[str, Variant]:
+    if not isinstance(d, dict):
+        raise ModelFolderError("manifest field 'variants' must be an object")
+    out = {}
+    for precision, v in d.items():
+        if precision not in PRECISIONS[1:]:
+            raise ModelFolderError(f"manifest variant {precision!r} is not one of {PRECISIONS[1:]}")
+        where = f"variants.{precision}."
+        out[precision] = Variant(file=_require(v, "file", str, where), sha256=_require(v, "sha256", str, where),
+                                 settings=v.get("settings", {}), accuracy=v.get("accuracy", {}))
+    return out
 
 
 def load_manifest(folder: str | Path) -> Manifest:

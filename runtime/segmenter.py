@@ -61,11 +61,14 @@ class Segmenter:
         stride: slide step in pixels (default two thirds of the input size).
         short_side: rescale images so the short side has this length first (aspect kept).
         verify: check the model file's sha256 against the manifest.
+        precision: which graph to run: ``fp32`` (``model.onnx``), or an ``fp16`` / ``int8``
+            variant recorded in the manifest by ``calibration.calibrate``.
         backend_options: passed to the backend (e.g. providers, threads).
     """
 
     def __init__(self, folder: str | Path, backend: str = "onnxruntime", *, mode: str = "auto",
                  stride: int | None = None, short_side: int | None = None, verify: bool = True,
+                 precision: str = "fp32",
                  **backend_options):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -74,7 +77,7 @@ class Segmenter:
         size = self.manifest.preprocess.input_size
         if size[0] != size[1]:
             raise ModelFolderError(f"only square inputs are supported, manifest has {size}")
-        self.mode, self.short_side = mode, short_side
+        self.mode, self.short_side, self.precision = mode, short_side, precision
         self.stride = stride or default_stride(size[0], self.manifest.preprocess.feature_stride)
         model_path = self._model_path(verify)
         self.backend = make_backend(backend, str(model_path), **backend_options)
@@ -91,10 +94,11 @@ class Segmenter:
             log.warning("model %s has RANDOM weights: its masks are meaningless", self.folder)
 
     def _model_path(self, verify: bool) -> Path:
-        path = self.folder / self.manifest.model_file
+        name, sha = self.manifest.model_for(self.precision)
+        path = self.folder / name
         if not path.is_file():
             raise ModelFolderError(f"model file {str(path)!r} named by the manifest is missing")
-        if verify and self.manifest.model_sha256 and sha256_file(path) != self.manifest.model_sha256:
+        if verify and sha and sha256_file(path) != sha:
             raise ModelFolderError(f"{str(path)!r} does not match the manifest's sha256: corrupt or modified")
         return path
 

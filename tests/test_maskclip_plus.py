@@ -276,7 +276,9 @@ def test_trained_export_matches_pytorch_and_keeps_background(data6, tmp_path):
     assert res.manifest.classes == ("background", "green", "blue", "yellow")
     assert res.manifest.method_cfg["templates"] == "single"  # the run's own template set
     assert res.manifest.outputs[0].shape[1] == 4
-    assert res.manifest.parity["decided_label_agreement"] >= 0.999
+    # a trained student's classes are far apart: the label check covers (almost) every pixel
+    assert res.manifest.parity["tie_fraction"] < 0.05
+    assert res.manifest.parity["label_agreement"] >= 0.999
     # the deployed graph reproduces the student on a real training image, through the runtime
     rgb = np.asarray(Image.open(next((data / "img").iterdir())).convert("RGB"))
     with Segmenter(tmp_path / "m") as seg:

@@ -16,8 +16,8 @@ MODELS = {
 
 
 def text_dim(clip: LoadedClip) -> int:
-    """Width D of the joint embedding (512 for ViT-B/16)."""
-    return int(clip.model.visual.proj.shape[1])
+    """Width D of the joint embedding (512 for ViT-B/16, 1024 for RN50), ViT or ResNet."""
+    return int(clip.model.visual.output_dim)
 
 
 def build_model(method: str, clip: LoadedClip, cfg: ZegClipCfg) -> nn.Module:

@@ -1,0 +1,241 @@
+"""``python -m calibration.calibrate``: add an FP16 or INT8 graph to a deployable folder.
+
+    python -m calibration.calibrate --model DIR --precision int8 --images FRAMES_DIR|VIDEO \
+        [--num 256] [--method entropy|percentile|minmax] [--eval-images DIR --eval-num 32] \
+        [--labels GT_DIR --ignore-label 11] [--exclude NODE,...] [--sensitivity 4]
+
+Writes ``DIR/model.fp16.onnx`` or ``DIR/model.int8.onnx``, records it (file, sha256, settings,
+accuracy) under ``variants`` in ``DIR/manifest.json``, and its accuracy against FP32 on held-out
+frames in ``DIR/precision_report.json`` (also printed as a table). Held-out frames are
+``--eval-images``, or the frames of ``--images`` after the calibration ones. Nothing in the folder
+changes unless every step succeeds. The runtime then selects it: ``python -m runtime.infer --model
+DIR --precision int8 ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from calibration.data import calibration_batch, iter_frames
+from calibration.report import AccuracyReport, compare_variant, to_table
+from runtime import io_names
+from runtime.backends.ort import require_ort, session_options
+from runtime.errors import CalibrationError, ModelFolderError, OvssError
+from runtime.fsutil import atomic_write_text, sha256_file
+from runtime.manifest import PRECISIONS, Manifest, Variant, load_manifest
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "precision_report.json"
+METHODS = ("entropy", "percentile", "minmax")
+
+
+@dataclass(frozen=True)
+class CalibrateCfg:
+    """One calibration job (each field is one CLI flag)."""
+
+    model: str
+    precision: str
+    images: str | None = None
+    num: int = 256
+    method: str = "entropy"
+    eval_images: str | None = None
+    eval_num: int = 32
+    labels: str | None = None
+    ignore_label: int | None = None
+    exclude: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    attention_int8: bool = False
+    per_channel: bool = True
+    sensitivity: int = 4
+    cache_dir: str | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class CalibrateResult:
+    """What a job wrote: the variant graph, its manifest entry, its accuracy and (INT8) the
+    per-layer sensitivity rows, worst first."""
+
+    path: Path
+    variant: Variant
+    report: AccuracyReport
+    sensitivity: tuple
+    seconds: float
+
+
+def _check(cfg: CalibrateCfg) -> None:
+    if cfg.precision not in PRECISIONS[1:]:
+        raise CalibrationError(f"unknown precision {cfg.precision!r}: choose one of {PRECISIONS[1:]}")
+    if cfg.method not in METHODS:
+        raise CalibrationError(f"unknown calibration method {cfg.method!r}: choose one of {METHODS}")
+    if not cfg.images:
+        raise CalibrationError("--images is required (calibration and held-out frames)")
+    if cfg.num < 1 or cfg.eval_num < 1:
+        raise CalibrationError("--num and --eval-num must be >= 1")
+
+
+def fp32_graph(folder: Path, manifest: Manifest) -> Path:
+    """The folder's FP32 graph, verified against the manifest's hash."""
+    path = folder / manifest.model_file
+    if not path.is_file():
+        raise CalibrationError(f"{folder} has no FP32 graph ({manifest.model_file} is missing): "
+                               "export the folder again")
+    if manifest.model_sha256 and sha256_file(path) != manifest.model_sha256:
+        raise CalibrationError(f"{path} does not match the manifest's sha256: corrupt or modified")
+    return path
+
+
+def _text_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    if manifest.vocab_mode != "input":
+        return {}
+    path = folder / (manifest.text_embeddings_file or "")
+    try:
+        return {io_names.TEXT_EMBEDDINGS: np.load(path, allow_pickle=False).astype(np.float32)}
+    except (OSError, ValueError) as e:
+        raise ModelFolderError(f"cannot read the folder's text embeddings {path}: {e}") from e
+
+
+def _runner(path: Path, threads: int | None):
+    ort = require_ort()
+    sess = ort.InferenceSession(str(path), session_options(ort, threads),
+                                providers=["CPUExecutionProvider"])
+    return lambda feeds: sess.run([io_names.LOGITS], feeds)[0]
+
+
+def build_variant(cfg: CalibrateCfg, proto: onnx.ModelProto, manifest: Manifest,
+                  text: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict, list]:
+    """(variant graph, its settings, the calibration feeds) for ``cfg.precision``."""
+    if cfg.precision == "fp16":
+        from calibration.fp16 import to_fp16
+        return to_fp16(proto), {"kept_fp32": "head, LayerNormalization, Softmax, L2 norms"}, []
+    from calibration.int8 import Int8Cfg, check_qdq_rules, quantize_int8
+    batch = calibration_batch(cfg.images, manifest.preprocess, cfg.num,
+                              cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+    feeds = [{io_names.IMAGE: t[None], **text} for t in batch.tensors]
+    icfg = Int8Cfg(method=cfg.method, per_channel=cfg.per_channel, exclude_nodes=cfg.exclude,
+                   exclude_op_types=cfg.exclude_op_types, keep_attention=not cfg.attention_int8)
+    result = quantize_int8(proto, feeds, icfg)
+    problems = check_qdq_rules(result.model)
+    if problems:
+        raise CalibrationError("the INT8 graph breaks the Q/DQ rules: " + "; ".join(problems[:5]))
+    settings = {"method": cfg.method, "num": len(feeds), "images": str(cfg.images),
+                "calibration_frames": [batch.names[0], batch.names[-1]],
+                "per_channel": cfg.per_channel, "attention_int8": cfg.attention_int8,
+                "quantized_nodes": len(result.quantized_nodes),
+                "excluded_nodes": len(result.excluded_nodes), "user_exclude": list(cfg.exclude),
+                "exclude_op_types": list(cfg.exclude_op_types),
+                "seconds": round(result.seconds, 1)}
+    return result.model, settings, feeds
+
+
+def held_out(cfg: CalibrateCfg):
+    """(name, rgb) frames for the accuracy report, disjoint from the calibration frames."""
+    if cfg.eval_images:
+        return iter_frames(cfg.eval_images, limit=cfg.eval_num)
+    skip = cfg.num if cfg.precision == "int8" else 0
+    frames = itertools.islice(iter_frames(cfg.images), skip, skip + cfg.eval_num)
+    return frames
+
+
+def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
+    """Build, check and measure the variant; then move it into the folder and record it."""
+    t0 = time.perf_counter()
+    _check(cfg)
+    folder = Path(cfg.model)
+    manifest = load_manifest(folder)
+    src = fp32_graph(folder, manifest)
+    text = _text_feeds(folder, manifest)
+    proto, settings, feeds = build_variant(cfg, onnx.load(str(src)), manifest, text)
+    final = folder / f"model.{cfg.precision}.onnx"
+    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
+    try:
+        onnx.save(proto, str(tmp))
+        report = compare_variant(cfg.precision, _runner(src, cfg.threads), _runner(tmp, cfg.threads),
+                                 held_out(cfg), manifest, text,
+                                 Path(cfg.labels) if cfg.labels else None, cfg.ignore_label)
+        rows = ()
+        if cfg.precision == "int8" and cfg.sensitivity > 0:
+            from calibration.sensitivity import sensitivity
+            rows = tuple(sensitivity(onnx.load(str(src)), proto, feeds[:cfg.sensitivity]))
+        variant = Variant(final.name, sha256_file(tmp), settings, dataclasses.asdict(report))
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _record(folder, manifest, cfg.precision, variant, report, rows)
+    return CalibrateResult(final, variant, report, rows, time.perf_counter() - t0)
+
+
+def _record(folder: Path, manifest: Manifest, precision: str, variant: Variant,
+            report: AccuracyReport, rows) -> None:
+    """Manifest entry, then the report file (both atomic)."""
+    dataclasses.replace(manifest, variants={**manifest.variants, precision: variant}).write(folder)
+    path = folder / REPORT_FILE
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        log.warning("%s is unreadable: starting it afresh", path)
+        old = {}
+    entry = {**dataclasses.asdict(report), "settings": variant.settings,
+             "sensitivity": [dataclasses.asdict(r) for r in rows[:30]]}
+    atomic_write_text(path, json.dumps({**old, precision: entry}, indent=2) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
+    p = argparse.ArgumentParser(prog="python -m calibration.calibrate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="deployable folder (export.build output)")
+    p.add_argument("--precision", required=True, help="fp16 | int8")
+    p.add_argument("--images", help="calibration frames: a folder of images or a video file")
+    p.add_argument("--num", type=int, default=256, help="calibration frames (INT8)")
+    p.add_argument("--method", default="entropy", help="entropy | percentile | minmax (INT8)")
+    p.add_argument("--eval-images", help="held-out frames (default: --images after the first --num)")
+    p.add_argument("--eval-num", type=int, default=32, help="held-out frames to compare on")
+    p.add_argument("--labels", help="ground-truth label PNGs named like the held-out frames (mIoU)")
+    p.add_argument("--ignore-label", type=int, help="raw label value to ignore (CamVid: 11)")
+    p.add_argument("--exclude", default="", help="node names kept float (from the sensitivity report)")
+    p.add_argument("--exclude-op-types", default="", help="op types kept float, e.g. Gemm")
+    p.add_argument("--attention-int8", action="store_true",
+                   help="also quantise the attention-score MatMuls (default: kept float)")
+    p.add_argument("--no-per-channel", dest="per_channel", action="store_false")
+    p.add_argument("--sensitivity", type=int, default=4,
+                   help="frames for the per-layer sensitivity report (INT8; 0 = skip)")
+    p.add_argument("--cache-dir", help="where calibration tensors are cached (npz)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    a = vars(p.parse_args(argv))
+    for key in ("exclude", "exclude_op_types"):
+        a[key] = tuple(x.strip() for x in a[key].split(",") if x.strip())
+    return CalibrateCfg(**a)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = calibrate(parse_args(argv))
+    except OvssError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(to_table([result.report]))
+    if result.sensitivity:
+        from calibration.sensitivity import to_table as sens_table
+        print("\nmost sensitive quantised layers (lowest SQNR first):")
+        print(sens_table(list(result.sensitivity), top=15))
+    print(json.dumps({"variant": str(result.path), "precision": result.report.precision,
+                      "seconds": round(result.seconds, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,567 @@
+"""Explicit Q/DQ INT8 of a deployable FP32 graph, laid out the way TensorRT's explicit quantization
+wants it, built with onnxruntime's static quantizer (``onnxruntime.quantization``).
+
+Placement (what ``quantize_int8`` produces and ``check_qdq_rules`` verifies):
+- signed INT8, symmetric: every zero point is an int8 0; activations [-127,127], weights
+  [-127,127] (TensorRT supports symmetric quantization only);
+- Q/DQ on the *inputs* of the weighted ops (Conv, MatMul, Gemm by default) only: their outputs are
+  not quantized and biases stay FP32 (TensorRT's placement advice for weighted ops; the same choice
+  as ModelOpt's INT8 ONNX path: ``QuantizeBias=False``, ``OpTypesToExcludeOutputQuantization``);
+- weights stored as int8 initializers, per output channel (Conv axis 0, MatMul ``[K,N]`` axis 1,
+  Gemm the output axis of B);
+- one dedicated Q/DQ pair per consumer (``DedicatedQDQPair``: onnxruntime notes TensorRT cannot
+  share a pair between nodes), and a DQ
+  output feeds only the quantized op it was made for: float consumers of the same tensor read
+  the float tensor;
+- kept FP32 by rule (``calibration.graph``): the head (final similarity and everything after it),
+  LayerNormalization, Softmax, L2-normalisations, and by default the attention-score MatMuls.
+  A LayerNormalization output may still feed a Q whose DQ feeds a quantized GEMM: that is the GEMM's
+  input quantization (TensorRT fuses it into the LN's epilogue; the LN itself computes in float).
+
+Calibration is driven here rather than inside ``quantize_static``: through ``quantize_static`` the
+entropy calibrator uses 128 histogram bins and 128 quantized bins, which leaves a single candidate
+threshold (the absolute maximum, i.e. MinMax). We use TensorRT's entropy settings (2048 bins,
+128 quantized bins), feed one input at a time (bounded memory), and hand the ranges to
+``quantize_static`` as its calibration cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from calibration import graph
+from runtime.errors import CalibrationError, ModelFolderError
+from runtime.fsutil import atomic_write_bytes
+
+METHODS = {"entropy": "Entropy", "percentile": "Percentile", "minmax": "MinMax"}
+WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
+# TensorRT's legacy entropy calibrator: 2048-bin histograms, KL search over 128 quantized bins.
+HIST_BINS, QUANT_BINS = 2048, 128
+# Reasons a node stays float, in the order a node is attributed to one of them.
+REASONS = ("head", "fp32_op", "l2_norm", "attention", "user", "user_op_type")
+Q_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def require_quantization():
+    """Import ``onnxruntime.quantization`` or raise an ImportError naming the extra to install."""
+    try:
+        from onnxruntime import quantization
+    except ImportError as e:
+        raise ImportError("INT8 needs onnxruntime's quantization tools: "
+                          "pip install 'ovss-edge[calib]' (onnx + onnxruntime)") from e
+    return quantization
+
+
+@dataclass(frozen=True)
+class Int8Cfg:
+    """How to build the INT8 variant.
+
+    Attributes:
+        method: activation calibration, ``entropy`` (KL, TensorRT's choice), ``percentile`` or
+            ``minmax``.
+        percentile: for ``percentile``: the share of |activation| kept in range, in (0, 100].
+        per_channel: per-output-channel weight scales (else one scale per weight tensor).
+        op_types: op types whose inputs get Q/DQ.
+        exclude_nodes: further node names to keep float (e.g. the worst rows of the
+            sensitivity report).
+        exclude_op_types: op types to keep float everywhere.
+        keep_attention: keep the attention-score MatMuls (both inputs activations) float.
+        quantize_outputs: also put Q/DQ on the outputs of the quantized ops (onnxruntime's own
+            layout). onnxruntime CPU needs it to fuse QGemm / QLinearConv / QLinearMatMul: with
+            inputs-only Q/DQ it runs the GEMMs in float plus the Q/DQ work. TensorRT accepts both;
+            its advice is inputs only. Outputs that feed a node kept float stay float.
+    """
+
+    method: str = "entropy"
+    percentile: float = 99.999
+    per_channel: bool = True
+    op_types: tuple[str, ...] = WEIGHTED_OPS
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    keep_attention: bool = True
+    quantize_outputs: bool = False
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise CalibrationError(f"unknown INT8 calibration method {self.method!r}; "
+                                   f"choose one of {sorted(METHODS)}")
+        if not 0.0 < float(self.percentile) <= 100.0:
+            raise CalibrationError(f"percentile must be in (0, 100], got {self.percentile}")
+        for name in ("op_types", "exclude_nodes", "exclude_op_types"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                raise CalibrationError(f"{name} must be a sequence of non-empty names, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not self.op_types:
+            raise CalibrationError("op_types is empty: nothing would be quantized")
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    """A quantized graph and what was done to it.
+
+    Attributes:
+        model: the Q/DQ ``onnx.ModelProto`` (same inputs and outputs as the FP32 graph).
+        quantized_nodes: names of the nodes that read DQ inputs (run in INT8).
+        excluded_nodes: reason -> names of the nodes kept float by that rule (each node under its
+            first reason of ``REASONS``; nodes of every op type, not only quantizable ones).
+        seconds: wall time of pre-processing, calibration and quantization.
+    """
+
+    model: onnx.ModelProto
+    quantized_nodes: tuple[str, ...]
+    excluded_nodes: dict[str, tuple[str, ...]]
+    seconds: float
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to ``path`` atomically (single file, weights inline)."""
+        return atomic_write_bytes(path, self.model.SerializeToString())
+
+
+class FeedReader:
+    """``onnxruntime.quantization`` data reader over a list of feeds (``get_next``, ``rewind``,
+    iteration)."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds, self.pos = list(feeds), 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.feeds):
+            return None
+        self.pos += 1
+        return self.feeds[self.pos - 1]
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def __iter__(self):
+        self.rewind()
+        while (feed := self.get_next()) is not None:
+            yield feed
+
+
+def quantize_int8(fp32: onnx.ModelProto | str | Path, feeds: list[dict[str, np.ndarray]],
+                  cfg: Int8Cfg = Int8Cfg()) -> Int8Result:
+    """Calibrate on ``feeds`` and return the explicit Q/DQ INT8 graph (see module docstring).
+
+    Args:
+        fp32: the FP32 graph (a deployable folder's ``model.onnx``) or its path; not modified.
+        feeds: calibration inputs, each ``{input_name: float32 array}`` with the graph's input
+            shapes, e.g. ``image`` [1,3,H,W] normalised like the runtime does, plus
+            ``text_embeddings`` [C,D] for input-vocabulary graphs. A few hundred real images are
+            typical; memory holds one feed's activations at a time.
+        cfg: what to quantize and how to calibrate.
+    Raises:
+        CalibrationError: bad feeds or exclusions, onnxruntime failed, nothing was quantized, or
+            the result breaks ``check_qdq_rules``.
+        ModelFolderError: the graph has no recognisable text classifier (re-export it).
+    """
+    start = time.perf_counter()
+    q = require_quantization()
+    model = load_named(fp32)
+    check_feeds(model, feeds)
+    with tempfile.TemporaryDirectory(prefix="ovss_int8_") as tmp:
+        tmp = Path(tmp)
+        prep_path = preprocess(model, tmp)
+        prepared = onnx.load(str(prep_path))
+        excluded = exclusions(model, prepared, cfg)
+        needed = tensors_to_calibrate(prepared, cfg, excluded)
+        ranges = _calibrate(q, prep_path, feeds, cfg, needed, tmp)
+        out = _quantize(q, prep_path, ranges, excluded, cfg, tmp)
+    skip = {n for names in excluded.values() for n in names}
+    if cfg.quantize_outputs:
+        untangle_float_consumers(out, lambda n: n.name not in skip)
+    else:
+        untangle_float_consumers(out, lambda n: n.op_type in cfg.op_types and n.name not in skip)
+    drop_unused_domains(out)
+    quantized = quantized_nodes(out)
+    if not quantized:
+        raise CalibrationError(f"no node was quantized (op_types={cfg.op_types}, "
+                               f"{sum(map(len, excluded.values()))} nodes excluded)")
+    problems = check_qdq_rules(out, keep_attention=cfg.keep_attention, per_channel=cfg.per_channel)
+    if problems:
+        raise CalibrationError("the Q/DQ graph breaks the TensorRT placement rules:\n  "
+                               + "\n  ".join(problems))
+    return Int8Result(out, tuple(quantized), excluded, time.perf_counter() - start)
+
+
+def load_named(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
+    """A copy of ``model`` (or the model at that path) with every node named."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise ModelFolderError(f"no ONNX model at {str(path)!r}")
+        copy = onnx.load(str(path))
+    graph.name_nodes(copy)
+    return copy
+
+
+def graph_inputs(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    """Non-initializer graph inputs -> static shape (None for symbolic dims)."""
+    inits = {i.name for i in model.graph.initializer}
+    return {i.name: tuple(d.dim_value or None for d in i.type.tensor_type.shape.dim)
+            for i in model.graph.input if i.name not in inits}
+
+
+def check_feeds(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> None:
+    """Raise CalibrationError unless every feed gives each graph input a finite float32 array of
+    its declared shape."""
+    if not isinstance(feeds, (list, tuple)) or not feeds:
+        raise CalibrationError("calibration needs a non-empty list of feeds")
+    shapes = graph_inputs(model)
+    for i, feed in enumerate(feeds):
+        if not isinstance(feed, dict) or set(feed) != set(shapes):
+            got = sorted(feed) if isinstance(feed, dict) else type(feed).__name__
+            raise CalibrationError(f"feed {i} must map exactly {sorted(shapes)}, got {got}")
+        for name, want in shapes.items():
+            x = feed[name]
+            if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+                raise CalibrationError(f"feed {i}[{name!r}] must be a float32 ndarray")
+            if len(x.shape) != len(want) or any(w and w != s for w, s in zip(want, x.shape)):
+                raise CalibrationError(f"feed {i}[{name!r}] has shape {x.shape}, graph wants {want}")
+            if not np.isfinite(x).all():
+                raise CalibrationError(f"feed {i}[{name!r}] holds NaN or inf")
+
+
+def preprocess(model: onnx.ModelProto, folder: Path) -> Path:
+    """ORT's quantization pre-processing of a named ``model`` into ``folder/prepared.onnx``
+    (ORT basic optimisation + ONNX shape inference; deterministic, so two runs name tensors alike).
+
+    Symbolic shape inference is skipped: it fails on ViT graphs. ORT gets a path, not the
+    ModelProto: ORT 1.31's ``quant_pre_process`` mishandles a ModelProto.
+    """
+    q = require_quantization()
+    src, dst = Path(folder) / "named.onnx", Path(folder) / "prepared.onnx"
+    onnx.save(model, str(src))
+    try:
+        q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    except Exception as e:  # onnxruntime raises untyped errors
+        raise CalibrationError(f"onnxruntime quantization pre-processing failed: {e}") from e
+    return dst
+
+
+def _rule(fn, *models: onnx.ModelProto) -> set[str]:
+    """Names picked by a graph rule on any of ``models`` (a model without a text classifier, e.g.
+    one whose initializer the optimiser renamed, contributes nothing to head rules)."""
+    names = set()
+    for m in models:
+        try:
+            names |= {n.name for n in fn(m)}
+        except ModelFolderError:
+            if m is models[0]:
+                raise
+    return names
+
+
+def exclusions(original: onnx.ModelProto, prepared: onnx.ModelProto,
+               cfg: Int8Cfg) -> dict[str, tuple[str, ...]]:
+    """Reason -> names (in graph order) of the ``prepared`` nodes kept float.
+
+    Rules run on both graphs, because ORT's pre-processing renames a few nodes (transpose
+    optimiser) and can hide a pattern (a Transpose moved into an L2-norm chain).
+    Raises:
+        CalibrationError: a name of ``cfg.exclude_nodes`` is in neither graph, or is a
+            quantizable node the pre-processing removed.
+    """
+    present = {n.name: n.op_type for n in prepared.graph.node}
+    before = {n.name: n.op_type for n in original.graph.node}
+    for name in cfg.exclude_nodes:
+        if name not in present and (name not in before or before[name] in cfg.op_types):
+            raise CalibrationError(f"exclude_nodes names {name!r}, which is not a node of the "
+                                   "(pre-processed) graph")
+    both = (original, prepared)
+    picks = {
+        "head": _rule(graph.head_nodes, *both),
+        "fp32_op": {n for n, op in present.items() if op in graph.FP32_OP_TYPES},
+        "l2_norm": _rule(lambda m: graph.l2_norm_nodes(m.graph), *both),
+        "attention": _rule(graph.attention_matmuls, *both) if cfg.keep_attention else set(),
+        "user": set(cfg.exclude_nodes),
+        "user_op_type": {n for n, op in present.items() if op in cfg.exclude_op_types},
+    }
+    groups, seen = {}, set()
+    for reason in REASONS:
+        names = [n.name for n in prepared.graph.node if n.name in picks[reason] - seen]
+        groups[reason] = tuple(names)
+        seen |= set(names)
+    return groups
+
+
+def tensors_to_calibrate(model: onnx.ModelProto, cfg: Int8Cfg, excluded: dict) -> set[str]:
+    """Non-constant inputs (and outputs, with ``quantize_outputs``) of the nodes that will be
+    quantized: the tensors that need ranges."""
+    skip = {n for names in excluded.values() for n in names}
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    nodes = [n for n in model.graph.node if n.op_type in cfg.op_types and n.name not in skip]
+    names = {i for n in nodes for i in n.input if i and i not in consts}
+    if cfg.quantize_outputs:
+        names |= {o for n in nodes for o in n.output}
+    return names
+
+
+def _calibrate(q, prep_path: Path, feeds, cfg: Int8Cfg, needed: set[str], tmp: Path) -> Path:
+    """Activation ranges over ``feeds`` (one at a time), saved as ORT's calibration cache.
+
+    ORT calibrates every input and output of every ``op_types`` node; histograms of tensors that
+    will not be quantized are dropped before the (slow, ~0.6 s per tensor) entropy search.
+    """
+    method = getattr(q.CalibrationMethod, METHODS[cfg.method])
+    extra = {"symmetric": True}
+    if cfg.method == "entropy":
+        extra.update(num_bins=HIST_BINS, num_quantized_bins=QUANT_BINS)
+    elif cfg.method == "percentile":
+        extra.update(num_bins=HIST_BINS, percentile=float(cfg.percentile))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
+            calibrator = q.create_calibrator(prep_path, list(cfg.op_types),
+                                             augmented_model_path=str(tmp / "augmented.onnx"),
+                                             calibrate_method=method, extra_options=extra)
+            for feed in feeds:
+                calibrator.collect_data(FeedReader([feed]))
+            histograms = getattr(getattr(calibrator, "collector", None), "histogram_dict", None)
+            for name in set(histograms or ()) - needed:
+                del histograms[name]
+            ranges = calibrator.compute_data()
+    except Exception as e:
+        raise CalibrationError(f"onnxruntime calibration failed: {e}") from e
+    path = tmp / "ranges.json"
+    q.save_tensors_data(ranges, path)
+    return path
+
+
+def _quantize(q, prep_path: Path, ranges: Path, excluded: dict, cfg: Int8Cfg,
+              tmp: Path) -> onnx.ModelProto:
+    """``quantize_static`` with the TensorRT placement options, ranges from the cache."""
+    out = tmp / "int8.onnx"
+    extra = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,  # TensorRT fuses float biases; an int32 bias DQ is not int8
+        "OpTypesToExcludeOutputQuantization": [] if cfg.quantize_outputs else list(cfg.op_types),
+        "DedicatedQDQPair": True,
+        "QDQKeepRemovableActivations": True,
+    }
+    method = getattr(q.CalibrationMethod, METHODS[cfg.method])
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            q.quantize_static(str(prep_path), str(out), None, quant_format=q.QuantFormat.QDQ,
+                              op_types_to_quantize=list(cfg.op_types),
+                              per_channel=cfg.per_channel, reduce_range=False,
+                              activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                              nodes_to_exclude=sorted({n for v in excluded.values() for n in v}),
+                              calibrate_method=method, extra_options=extra,
+                              calibration_cache_path=str(ranges))
+    except TypeError as e:
+        raise CalibrationError(f"this onnxruntime's quantize_static has no calibration cache "
+                               f"(needs a newer onnxruntime): {e}") from e
+    except Exception as e:
+        raise CalibrationError(f"onnxruntime quantize_static failed: {e}") from e
+    return onnx.load(str(out))
+
+
+def _maps(model: onnx.ModelProto):
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    return producer, consumers
+
+
+class _Index:
+    """Producer / consumer / constant lookups over one graph."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.producer, self.consumers = _maps(model)
+        self.inits = {i.name: i for i in model.graph.initializer}
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output, else None."""
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def is_const(self, name: str) -> bool:
+        node = self.producer.get(name)
+        return name in self.inits or (node is not None and node.op_type == "Constant")
+
+    def reads_dq(self, node: onnx.NodeProto) -> bool:
+        return any(self.op(i) == "DequantizeLinear" for i in node.input)
+
+    def feeds_q(self, node: onnx.NodeProto) -> bool:
+        return any(c.op_type == "QuantizeLinear" for o in node.output for c in self.consumers.get(o, ()))
+
+    def op(self, name: str) -> str | None:
+        node = self.producer.get(name)
+        return None if node is None else node.op_type
+
+    def is_weight(self, name: str) -> bool:
+        """A constant, or the DQ of a constant."""
+        node = self.producer.get(name)
+        return self.is_const(name) or (node is not None and node.op_type == "DequantizeLinear"
+                                       and self.is_const(node.input[0]))
+
+
+def untangle_float_consumers(model: onnx.ModelProto, reads_int8) -> int:
+    """Rewire each consumer of an activation DQ for which ``reads_int8(node)`` is False back to
+    the float tensor, in place; drop the Q/DQ left unread. Returns how many inputs were rewired.
+
+    ORT's quantizer sends every consumer of a quantized tensor through the DQ when a single
+    quantized op reads it (e.g. a residual Add beside the next Conv, or a head node).
+    """
+    producer, consumers = _maps(model)
+    rewired = 0
+    for dq in [n for n in model.graph.node if n.op_type == "DequantizeLinear"]:
+        qn = producer.get(dq.input[0])
+        if qn is None or qn.op_type != "QuantizeLinear":
+            continue  # a weight DQ
+        for node in consumers.get(dq.output[0], ()):
+            if reads_int8(node):
+                continue
+            for i, name in enumerate(node.input):
+                if name == dq.output[0]:
+                    node.input[i] = qn.input[0]
+                    rewired += 1
+    if rewired:
+        _drop_dead_nodes(model)
+    return rewired
+
+
+def drop_unused_domains(model: onnx.ModelProto) -> None:
+    """Remove opset imports no node uses (ORT's optimiser adds a dozen; TensorRT knows only the
+    default domain), in place."""
+    used = {n.domain or "" for n in model.graph.node}
+    keep = [o for o in model.opset_import if (o.domain or "") in used or o.domain in ("", "ai.onnx")]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def _drop_dead_nodes(model: onnx.ModelProto) -> None:
+    """Remove Q/DQ nodes whose outputs nothing reads (after rewiring)."""
+    while True:
+        _, consumers = _maps(model)
+        outputs = {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if n.op_type in Q_OPS
+                and not any(consumers.get(o) or o in outputs for o in n.output)]
+        if not dead:
+            return
+        for node in dead:
+            model.graph.node.remove(node)
+
+
+def quantized_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the non-Q/DQ nodes with at least one input produced by a DequantizeLinear."""
+    index = _Index(model)
+    return [n.name for n in model.graph.node if n.op_type not in Q_OPS and index.reads_dq(n)]
+
+
+def _check_qdq_node(index: _Index, node: onnx.NodeProto) -> list[str]:
+    """Signed int8, zero point 0, positive scale; per-channel check of weight DQs elsewhere."""
+    where = f"{node.name} ({node.op_type})"
+    if len(node.input) < 3 or not node.input[2]:
+        return [f"{where}: no zero point (defaults to uint8), expected an int8 zero"]
+    zp, scale = index.const(node.input[2]), index.const(node.input[1])
+    if zp is None or scale is None:
+        return [f"{where}: scale and zero point must be constants"]
+    found = []
+    if zp.dtype != np.int8:
+        found.append(f"{where}: zero point dtype {zp.dtype}, expected int8 (signed, symmetric)")
+    if np.any(zp != 0):
+        found.append(f"{where}: non-zero zero point {zp.ravel()[:4].tolist()} (TensorRT is symmetric)")
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        found.append(f"{where}: scale must be finite and > 0")
+    return found
+
+
+def _weight_axis(consumer: onnx.NodeProto, index: int, rank: int) -> int | None:
+    """Output-channel axis of the weight at ``consumer.input[index]`` (None: not a weight slot)."""
+    if consumer.op_type in ("Conv", "ConvTranspose") and index == 1:
+        return 0 if consumer.op_type == "Conv" else 1
+    if consumer.op_type == "Gemm" and index == 1:
+        trans_b = next((a.i for a in consumer.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if consumer.op_type == "MatMul":
+        return rank - 1 if index == 1 else rank - 2
+    return None
+
+
+def _check_weight_dq(index: _Index, dq: onnx.NodeProto, per_channel: bool) -> list[str]:
+    """Per-channel scale along the output-channel axis of every weight consumer (int8 weight
+    initializer -> DQ, or float weight -> Q -> DQ)."""
+    weight, q = index.const(dq.input[0]), index.producer.get(dq.input[0])
+    if weight is None and q is not None and q.op_type == "QuantizeLinear":
+        weight = index.const(q.input[0])
+    if weight is None:
+        return []
+    scale = index.const(dq.input[1])
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % max(weight.ndim, 1)
+    found = []
+    for node in index.consumers.get(dq.output[0], ()):
+        want = _weight_axis(node, list(node.input).index(dq.output[0]), weight.ndim)
+        if want is None or weight.shape[want] <= 1 or not per_channel:
+            continue
+        where = f"{node.name} ({node.op_type}) weight {dq.input[0]}"
+        if scale is None or scale.size == 1:
+            found.append(f"{where}: per-tensor scale, expected per-channel along axis {want}")
+        elif scale.shape != (weight.shape[want],) or axis != want:
+            found.append(f"{where}: scale {scale.shape} on axis {axis}, expected "
+                         f"({weight.shape[want]},) on axis {want}")
+    return found
+
+
+def check_qdq_rules(model: onnx.ModelProto, *, keep_attention: bool = True,
+                    per_channel: bool = True) -> list[str]:
+    """TensorRT explicit-quantization rules this package promises; [] when all hold.
+
+    Checks: every Q/DQ has an int8 zero point equal to 0 and a positive scale; weight DQs (int8
+    initializers read by Conv/MatMul/Gemm) are per-channel on the output axis (when
+    ``per_channel`` and the channel count > 1); LayerNormalization, Softmax and head nodes read no
+    DQ output; Softmax (when ``keep_attention``) and head outputs feed no Q; attention-score
+    MatMuls read no DQ output (when ``keep_attention``). Graphs without a text classifier are
+    checked without head rules.
+
+    Returns:
+        One human-readable line per violation, naming the node.
+    """
+    named = load_named(model)
+    index = _Index(named)
+    found = []
+    for node in named.graph.node:
+        if node.op_type in Q_OPS:
+            found += _check_qdq_node(index, node)
+        if node.op_type == "DequantizeLinear":
+            found += _check_weight_dq(index, node, per_channel)
+    try:
+        head = {n.name for n in graph.head_nodes(named) if n.op_type not in Q_OPS}
+    except ModelFolderError:
+        head = set()
+    for node in named.graph.node:
+        where = f"{node.name} ({node.op_type})"
+        if (node.name in head or node.op_type in graph.FP32_OP_TYPES) and index.reads_dq(node):
+            found.append(f"{where}: must stay float but reads a DequantizeLinear output")
+        if (node.name in head or (node.op_type == "Softmax" and keep_attention)) \
+                and index.feeds_q(node):
+            found.append(f"{where}: must stay float but its output feeds a QuantizeLinear")
+        if keep_attention and node.op_type == "MatMul" and node.name not in head \
+                and not any(index.is_weight(i) for i in node.input) and index.reads_dq(node):
+            found.append(f"{where}: attention MatMul (two activations) is quantized")
+    return found

@@ -1,0 +1,166 @@
+"""``calibration.calibrate`` end to end on tiny exported folders: the variants land in the folder
+and the manifest, the runtime selects them, the report is right, and bad input leaves the folder
+as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from calibration import calibrate as cal
+from calibration.calibrate import CalibrateCfg, calibrate
+from runtime import infer as infer_cli
+from runtime.errors import CalibrationError, ModelFolderError
+from runtime.manifest import load_manifest
+from runtime.segmenter import Segmenter
+
+from conftest import export_folder
+
+
+def smooth_frames(folder: Path, n: int, size=(72, 96), seed: int = 0) -> Path:
+    """``n`` natural-looking frames: blurred colour blobs (not pure noise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    for i in range(n):
+        img = np.zeros(size + (3,), np.float64)
+        for _ in range(4):
+            cy, cx, r = rng.uniform(0, size[0]), rng.uniform(0, size[1]), rng.uniform(10, 40)
+            img += rng.uniform(0, 255, 3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"f{i:03d}.png")
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture()
+def folder(tiny_vit_folder, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_vit_folder, tmp_path / "model"))
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    return smooth_frames(tmp_path_factory.mktemp("frames"), 10)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_variant_recorded_and_selected_by_the_runtime(precision, folder, frames, tmp_path):
+    res = calibrate(CalibrateCfg(model=str(folder), precision=precision, images=str(frames), num=6,
+                                 eval_num=4, sensitivity=2, cache_dir=str(tmp_path / "cache")))
+    assert res.path == folder / f"model.{precision}.onnx" and res.path.is_file()
+    m = load_manifest(folder)
+    assert m.variants[precision].file == res.path.name
+    assert m.model_for(precision)[1] == hashlib.sha256(res.path.read_bytes()).hexdigest()
+    report = json.loads((folder / "precision_report.json").read_text())[precision]
+    assert report["images"] == 4 and report["precision"] == precision  # frames 7-10 held out
+    assert report["label_agreement"] == pytest.approx(res.report.label_agreement)
+    if precision == "int8":
+        assert report["settings"]["num"] == 6 and report["settings"]["quantized_nodes"] > 0
+        assert report["sensitivity"] and len(res.sensitivity) > 0
+    rgb = np.asarray(Image.open(frames / "f009.png"))
+    with Segmenter(folder) as s32, Segmenter(folder, precision=precision) as sv:
+        a, b = s32(rgb), sv(rgb)
+    assert a.labels.shape == b.labels.shape == rgb.shape[:2]
+    assert not np.array_equal(a.logits, b.logits)  # really another graph
+    np.testing.assert_allclose(a.logits, b.logits, atol=0.25 * float(np.ptp(a.logits)) + 1e-3)
+    out = tmp_path / "o.png"
+    assert infer_cli.main(["--model", str(folder), "--image", str(frames / "f009.png"),
+                           "--out", str(out), "--precision", precision]) == 0
+
+
+def test_runtime_refuses_a_missing_variant(folder, frames, tmp_path, capsys):
+    with pytest.raises(ModelFolderError, match="no int8 variant"):
+        Segmenter(folder, precision="int8")
+    rc = infer_cli.main(["--model", str(folder), "--image", str(frames / "f000.png"),
+                         "--out", str(tmp_path / "o.png"), "--precision", "fp16"])
+    assert rc == 2 and "calibration.calibrate" in capsys.readouterr().err
+
+
+def test_both_variants_coexist_in_the_report(folder, frames):
+    for p in ("fp16", "int8"):
+        calibrate(CalibrateCfg(model=str(folder), precision=p, images=str(frames), num=4,
+                               eval_num=2, sensitivity=0))
+    assert set(json.loads((folder / "precision_report.json").read_text())) == {"fp16", "int8"}
+    assert set(load_manifest(folder).variants) == {"fp16", "int8"}
+
+
+def test_labels_give_miou(folder, frames, tmp_path):
+    labels = tmp_path / "gt"
+    labels.mkdir()
+    for i in range(10):
+        gt = np.zeros((72, 96), np.uint8)
+        gt[:, 48:] = 2
+        gt[:8] = 11  # ignored
+        Image.fromarray(gt).save(labels / f"f{i:03d}.png")
+    res = calibrate(CalibrateCfg(model=str(folder), precision="fp16", images=str(frames),
+                                 eval_num=3, labels=str(labels), ignore_label=11))
+    assert res.report.labelled_images == 3
+    assert 0.0 <= res.report.miou_fp32 <= 100.0 and 0.0 <= res.report.miou_variant <= 100.0
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_no_readable_images(folder, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"not a png")
+    (bad / "notes.txt").write_text("hi")
+    before = snapshot(folder)
+    with pytest.raises(CalibrationError, match="no readable images"):
+        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(bad), num=2))
+    assert snapshot(folder) == before
+
+
+def test_fewer_images_than_num(folder, frames):
+    before = snapshot(folder)
+    with pytest.raises(CalibrationError, match="--num"):
+        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=50))
+    assert snapshot(folder) == before
+
+
+def test_folder_without_fp32_graph(folder, frames):
+    (folder / "model.onnx").unlink()
+    before = snapshot(folder)
+    with pytest.raises(CalibrationError, match="no FP32 graph"):
+        calibrate(CalibrateCfg(model=str(folder), precision="fp16", images=str(frames)))
+    assert snapshot(folder) == before
+
+
+def test_unknown_precision_api_and_cli(folder, frames, capsys):
+    with pytest.raises(CalibrationError, match="unknown precision"):
+        calibrate(CalibrateCfg(model=str(folder), precision="int4", images=str(frames)))
+    assert cal.main(["--model", str(folder), "--precision", "int4", "--images", str(frames)]) == 2
+    assert "unknown precision 'int4'" in capsys.readouterr().err
+
+
+def test_failure_after_quantisation_leaves_the_folder_as_it_was(folder, frames, monkeypatch):
+    before = snapshot(folder)
+
+    def boom(*a, **k):
+        raise CalibrationError("simulated failure while measuring")
+
+    monkeypatch.setattr(cal, "compare_variant", boom)
+    with pytest.raises(CalibrationError, match="simulated"):
+        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=4))
+    assert snapshot(folder) == before  # no variant, no temp file, manifest untouched
+
+
+def test_camvid_frames_with_ground_truth(camvid, tmp_path_factory, tmp_path):
+    """Real frames and labels: calibrate on CamVid test frames, report on val frames with their
+    ground truth (the tiny random model's mIoU is meaningless; the plumbing is what is checked)."""
+    folder = export_folder(tmp_path_factory, "camvid_tiny", classes="camvid")
+    res = calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(camvid / "test"),
+                                 num=4, eval_images=str(camvid / "val"), eval_num=3,
+                                 labels=str(camvid / "valannot"), ignore_label=11, sensitivity=0,
+                                 cache_dir=str(tmp_path)))
+    assert res.report.images == 3 and res.report.labelled_images == 3
+    assert res.report.miou_fp32 is not None and res.report.miou_variant is not None
+    assert res.variant.settings["calibration_frames"][0].startswith("0001TP")
