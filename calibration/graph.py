@@ -19,7 +19,8 @@ from runtime import io_names
 from runtime.errors import ModelFolderError
 
 FP32_OP_TYPES = frozenset({"LayerNormalization", "Softmax"})
-NORM_CHAIN = frozenset({"Clip", "Max", "Expand", "Unsqueeze", "Reshape", "Add", "Div"})
+# Ops that carry a norm to its division (onnxruntime's pre-processing may move a Transpose in).
+NORM_CHAIN = frozenset({"Clip", "Max", "Expand", "Unsqueeze", "Reshape", "Transpose", "Add", "Div"})
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:

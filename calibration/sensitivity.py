@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from calibration.int8 import FeedReader, Q_OPS, check_feeds, load_named, preprocess, \
-    require_quantization
+from calibration.int8 import Q_OPS, WEIGHTED_OPS, FeedReader, check_feeds, load_named, \
+    preprocess, require_quantization
 from runtime.errors import CalibrationError
 
 SAVED_SUFFIX = "_ReshapedSavedOutput"  # qdq_loss_debug's name for a saved tensor
@@ -46,14 +46,14 @@ class LayerSensitivity:
     weight_sqnr_db: float
 
 
-def _qdq_inputs(model: onnx.ModelProto) -> dict[str, list[tuple[str, str | None]]]:
-    """Quantized node -> [(float tensor before its activation Q, or None for a weight,
-    weight initializer name or None)] for each DQ input."""
+def _qdq_inputs(model: onnx.ModelProto, op_types) -> dict[str, list[tuple[str, str | None]]]:
+    """Quantized ``op_types`` node -> [(float tensor before its activation Q, or None for a
+    weight, weight initializer name or None)] for each DQ input."""
     producer = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name for i in model.graph.initializer}
     out = {}
     for node in model.graph.node:
-        if node.op_type in Q_OPS:
+        if node.op_type not in op_types:
             continue
         for name in node.input:
             dq = producer.get(name)
@@ -90,7 +90,8 @@ def _activations(debug, model_path: Path, aug_path: Path, op_types, wanted: set[
 
 
 def sensitivity(fp32_model: onnx.ModelProto | str | Path, int8_model: onnx.ModelProto | str | Path,
-                feeds: list[dict[str, np.ndarray]], max_feeds: int = 2) -> list[LayerSensitivity]:
+                feeds: list[dict[str, np.ndarray]], max_feeds: int = 2,
+                op_types=WEIGHTED_OPS) -> list[LayerSensitivity]:
     """Quantization error per quantized node of ``int8_model``, worst (lowest ``sqnr_db``) first.
 
     Args:
@@ -98,6 +99,7 @@ def sensitivity(fp32_model: onnx.ModelProto | str | Path, int8_model: onnx.Model
         int8_model: ``Int8Result.model`` or its file.
         feeds: inputs as for ``quantize_int8`` (use held-out images); only the first
             ``max_feeds`` are run (memory, see module docstring).
+        op_types: the quantized op types to report (``Int8Cfg.op_types``).
     Raises:
         CalibrationError: bad feeds, or ``int8_model`` has no Q/DQ node.
     """
@@ -107,11 +109,11 @@ def sensitivity(fp32_model: onnx.ModelProto | str | Path, int8_model: onnx.Model
     int8 = load_named(int8_model)
     check_feeds(int8, feeds)
     feeds = list(feeds)[:max(1, max_feeds)]
-    inputs = _qdq_inputs(int8)
+    inputs = _qdq_inputs(int8, op_types)
     if not inputs:
         raise CalibrationError("int8_model has no quantized node (no DequantizeLinear input)")
     wanted = {t for pairs in inputs.values() for t, _ in pairs if t}
-    quantize_outputs = {o for n in int8.graph.node if n.op_type == "QuantizeLinear" for o in n.output}
+    quantize_outputs = {n.output[0] for n in int8.graph.node if n.op_type == "QuantizeLinear"}
     post = {n.output[0] for n in int8.graph.node
             if n.op_type == "DequantizeLinear" and n.input[0] in quantize_outputs}
     op_types = sorted({n.op_type for n in int8.graph.node if n.name in inputs})
@@ -122,7 +124,8 @@ def sensitivity(fp32_model: onnx.ModelProto | str | Path, int8_model: onnx.Model
         onnx.save(int8, str(int8_path))
         qdq_acts = _activations(debug, int8_path, tmp / "int8_aug.onnx", list(Q_OPS),
                                 wanted | post, feeds)
-        float_acts = _activations(debug, float_path, tmp / "float_aug.onnx", op_types, wanted, feeds)
+        float_acts = _activations(debug, float_path, tmp / "float_aug.onnx", op_types, wanted,
+                                  feeds)
         weights = debug.compute_weight_error(debug.create_weight_matching(str(float_path),
                                                                           str(int8_path)))
     matched = debug.create_activation_matching(qdq_acts, float_acts)

@@ -164,3 +164,20 @@ def test_camvid_frames_with_ground_truth(camvid, tmp_path_factory, tmp_path):
     assert res.report.images == 3 and res.report.labelled_images == 3
     assert res.report.miou_fp32 is not None and res.report.miou_variant is not None
     assert res.variant.settings["calibration_frames"][0].startswith("0001TP")
+
+
+def test_int8_layouts(folder, frames):
+    """``outputs`` adds Q/DQ after the quantized GEMMs (onnxruntime fuses integer kernels);
+    ``inputs`` is TensorRT's placement. Both pass the Q/DQ rules (checked inside calibrate)."""
+    import onnx
+    counts = {}
+    for layout in ("inputs", "outputs"):
+        res = calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=4,
+                                     eval_num=2, sensitivity=0, layout=layout))
+        assert res.variant.settings["layout"] == layout
+        assert sum(res.variant.settings["excluded_nodes"].values()) > 0
+        model = onnx.load(str(res.path))
+        counts[layout] = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert counts["outputs"] > counts["inputs"] > 0
+    with pytest.raises(CalibrationError, match="layout"):
+        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), layout="x"))
