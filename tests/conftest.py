@@ -52,3 +52,13 @@ def tiny_vit_input_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_rn_folder(tmp_path_factory) -> Path:
     return export_folder(tmp_path_factory, "tiny_rn", backbone="ovss-tiny-rn")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead (about 6x the CPU time with 2 threads)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
