@@ -23,7 +23,9 @@ from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from export.onnx_export import parity_image
 from runtime import io_names
 from runtime.backends.ort import require_ort, session_options
-from runtime.errors import CalibrationError
+from calibration.calibrate import text_feeds
+from runtime.errors import CalibrationError, ModelFolderError
+from runtime.fsutil import sha256_file
 from runtime.manifest import PRECISIONS, load_manifest
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,16 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
         raise CalibrationError("--runs must be >= 1")
     folder = Path(args.model)
     m = load_manifest(folder)
-    files = {p: m.model_for(p)[0] for p in wanted}  # ModelFolderError for a missing variant
+    files = {}
+    for p in wanted:  # ModelFolderError for a missing variant
+        name, sha = m.model_for(p)
+        if sha and sha256_file(folder / name) != sha:
+            raise ModelFolderError(f"{folder / name} does not match the manifest's sha256")
+        files[p] = name
     ort = require_ort()
     size = m.preprocess.input_size[0]
     feeds = {io_names.IMAGE: parity_image(size, m.preprocess.mean, m.preprocess.std).numpy()}
-    if m.vocab_mode == "input":
-        feeds[io_names.TEXT_EMBEDDINGS] = np.load(folder / m.text_embeddings_file).astype(np.float32)
+    feeds.update(text_feeds(folder, m))
     impls = {}
     for p, name in files.items():
         sess = ort.InferenceSession(str(folder / name), session_options(ort, threads),

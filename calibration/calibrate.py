@@ -91,6 +91,10 @@ def _check(cfg: CalibrateCfg) -> None:
         raise CalibrationError("--images is required (calibration and held-out frames)")
     if cfg.num < 1 or cfg.eval_num < 1:
         raise CalibrationError("--num and --eval-num must be >= 1")
+    if (cfg.precision == "int8" and cfg.eval_images
+            and Path(cfg.eval_images).resolve() == Path(cfg.images).resolve()):
+        raise CalibrationError("--eval-images is the calibration source: held-out frames must "
+                               "differ (leave --eval-images out to use the frames after --num)")
 
 
 def fp32_graph(folder: Path, manifest: Manifest) -> Path:
@@ -104,7 +108,8 @@ def fp32_graph(folder: Path, manifest: Manifest) -> Path:
     return path
 
 
-def _text_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+def text_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    """{TEXT_EMBEDDINGS: [C,D]} from an input-vocabulary folder's file; {} for fixed ones."""
     if manifest.vocab_mode != "input":
         return {}
     path = folder / (manifest.text_embeddings_file or "")
@@ -166,7 +171,7 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
     folder = Path(cfg.model)
     manifest = load_manifest(folder)
     src = fp32_graph(folder, manifest)
-    text = _text_feeds(folder, manifest)
+    text = text_feeds(folder, manifest)
     log.info("building the %s variant of %s", cfg.precision, src)
     proto, settings, feeds = build_variant(cfg, onnx.load(str(src)), manifest, text)
     final = folder / f"model.{cfg.precision}.onnx"
@@ -182,12 +187,31 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
             log.info("per-layer sensitivity on %d calibration frame(s)", min(cfg.sensitivity, len(feeds)))
             rows = tuple(sensitivity(onnx.load(str(src)), proto, feeds[:cfg.sensitivity]))
         variant = Variant(final.name, sha256_file(tmp), settings, dataclasses.asdict(report))
-        os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _record(folder, manifest, cfg.precision, variant, report, rows)
+    _install(tmp, final, lambda: _record(folder, manifest, cfg.precision, variant, report, rows))
     return CalibrateResult(final, variant, report, rows, time.perf_counter() - t0)
+
+
+def _install(tmp: Path, final: Path, record) -> None:
+    """Move ``tmp`` to ``final`` and ``record()`` it; if recording fails, put back whatever
+    ``final`` was (an earlier variant, or nothing), so the manifest and the files still agree."""
+    backup = final.with_name(f".{final.name}.{os.getpid()}.bak")
+    had = final.exists()
+    if had:
+        os.replace(final, backup)
+    os.replace(tmp, final)
+    try:
+        record()
+    except BaseException:
+        if had:
+            os.replace(backup, final)
+        else:
+            final.unlink(missing_ok=True)
+        raise
+    if had:
+        backup.unlink(missing_ok=True)
 
 
 def _record(folder: Path, manifest: Manifest, precision: str, variant: Variant,

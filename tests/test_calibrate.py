@@ -181,3 +181,25 @@ def test_int8_layouts(folder, frames):
     assert counts["outputs"] > counts["inputs"] > 0
     with pytest.raises(CalibrationError, match="layout"):
         calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), layout="x"))
+
+
+def test_failed_record_restores_the_previous_variant(folder, frames, monkeypatch):
+    """A variant already in the folder survives a later calibration whose manifest write fails."""
+    calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=4,
+                           eval_num=2, sensitivity=0))
+    before = snapshot(folder)
+
+    def boom(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(cal, "_record", boom)
+    with pytest.raises(OSError, match="simulated"):
+        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=5,
+                               eval_num=2, sensitivity=0, method="minmax"))
+    assert snapshot(folder) == before
+
+
+def test_eval_images_must_differ_from_calibration_images(folder, frames):
+    with pytest.raises(CalibrationError, match="held-out"):
+        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=4,
+                               eval_images=str(frames), sensitivity=0))

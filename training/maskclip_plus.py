@@ -8,7 +8,8 @@ What the official ``MaskClipPlusHead`` does (METHODS.md A1), and what we keep:
   the student sees, scores only the candidate classes (all classes, or the unseen ones), with
   prompt denoising and key smoothing; its scores are resized bilinearly to the label size and the
   arg-max class is assigned. ``conf_thresh`` > 0 turns candidates whose best score is below it
-  into 255 - only among the unlabelled pixels (the official code also drops labelled pixels,
+  into 255 (the teacher's scores: key-smoothed probabilities by default, cosine logits with
+  key smoothing off, as upstream) - only among the unlabelled pixels (the official code also drops labelled pixels,
   but no released config sets a threshold).
 - Phase "st" (official ``start_self_train``): the student's own detached logits over the
   candidate classes label the same pixels. One schedule for both phases (no optimizer reset).

@@ -95,6 +95,9 @@ def _zero_shot_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
 
 def _maskclip_plus_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
     """MaskCLIP+: a student net with the CLIP text classifier, labelled by a frozen MaskCLIP."""
+    if cfg.background and cfg.setting == "annotation_free":
+        raise ConfigError("--background learns from labelled background pixels, which "
+                          "annotation-free training does not use: use --setting zero_shot")
     if cfg.batch_size < 2:
         raise ConfigError("MaskCLIP+ students need --batch-size >= 2 per process (batch norm on "
                           "the image-pooling branch)")
