@@ -23,12 +23,15 @@ FP32_OP_TYPES = frozenset({"LayerNormalization", "Softmax"})
 NORM_CHAIN = frozenset({"Clip", "Max", "Expand", "Unsqueeze", "Reshape", "Transpose", "Add", "Div"})
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out = defaultdict(list)
-    for node in graph.node:
+def graph_maps(model: onnx.ModelProto | onnx.GraphProto):
+    """(tensor name -> producing node, tensor name -> consuming nodes) of a model's graph."""
+    g = model.graph if isinstance(model, onnx.ModelProto) else model
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = defaultdict(list)
+    for node in g.node:
         for name in node.input:
-            out[name].append(node)
-    return out
+            consumers[name].append(node)
+    return producer, consumers
 
 
 def text_sources(graph: onnx.GraphProto) -> set[str]:
@@ -41,7 +44,7 @@ def text_sources(graph: onnx.GraphProto) -> set[str]:
 def downstream(graph: onnx.GraphProto, sources: set[str]) -> list[onnx.NodeProto]:
     """Every node that (transitively) consumes one of the tensors ``sources``, in graph order
     (nodes are identified by name: call ``name_nodes`` first)."""
-    consumers, seen = _consumers(graph), set()
+    consumers, seen = graph_maps(graph)[1], set()
     queue = deque(sources)
     while queue:
         for node in consumers.get(queue.popleft(), ()):
@@ -68,7 +71,7 @@ def head_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 def l2_norm_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """ReduceL2 nodes and the clamp / broadcast / divide nodes fed by them (named nodes)."""
-    consumers, picked = _consumers(graph), set()
+    consumers, picked = graph_maps(graph)[1], set()
     queue = deque(n for n in graph.node if n.op_type == "ReduceL2")
     while queue:
         node = queue.popleft()

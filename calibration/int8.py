@@ -41,7 +41,8 @@ import onnx
 from tqdm import tqdm
 
 from calibration import graph
-from calibration.qdq_rules import (Q_OPS, WEIGHTED_OPS, check_qdq_rules, graph_maps, load_named,
+from calibration.graph import graph_maps
+from calibration.qdq_rules import (Q_OPS, WEIGHTED_OPS, check_qdq_rules, load_named,
                                    quantized_nodes)
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import atomic_write_bytes

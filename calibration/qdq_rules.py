@@ -7,7 +7,6 @@ around the nodes kept float (LayerNormalization, Softmax, the head, attention-sc
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +34,11 @@ def load_named(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     return copy
 
 
-def graph_maps(model: onnx.ModelProto):
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers = defaultdict(list)
-    for node in model.graph.node:
-        for name in node.input:
-            consumers[name].append(node)
-    return producer, consumers
-
-
 class GraphIndex:
     """Producer / consumer / constant lookups over one graph."""
 
     def __init__(self, model: onnx.ModelProto):
-        self.producer, self.consumers = graph_maps(model)
+        self.producer, self.consumers = graph.graph_maps(model)
         self.inits = {i.name: i for i in model.graph.initializer}
 
     def const(self, name: str) -> np.ndarray | None:
