@@ -60,7 +60,9 @@ def test_variant_recorded_and_selected_by_the_runtime(precision, folder, frames,
     assert m.variants[precision].file == res.path.name
     assert m.model_for(precision)[1] == hashlib.sha256(res.path.read_bytes()).hexdigest()
     report = json.loads((folder / "precision_report.json").read_text())[precision]
-    assert report["images"] == 4 and report["precision"] == precision  # frames 7-10 held out
+    assert report["images"] == 4 and report["precision"] == precision
+    if precision == "int8":  # f000-f005 calibrate, so the 4 held-out frames are f006-f009
+        assert report["settings"]["calibration_frames"] == ["f000.png", "f005.png"]
     assert report["label_agreement"] == pytest.approx(res.report.label_agreement)
     if precision == "int8":
         assert report["settings"]["num"] == 6 and report["settings"]["quantized_nodes"] > 0
@@ -103,7 +105,19 @@ def test_labels_give_miou(folder, frames, tmp_path):
     res = calibrate(CalibrateCfg(model=str(folder), precision="fp16", images=str(frames),
                                  eval_num=3, labels=str(labels), ignore_label=11))
     assert res.report.labelled_images == 3
-    assert 0.0 <= res.report.miou_fp32 <= 100.0 and 0.0 <= res.report.miou_variant <= 100.0
+    # FP32 mIoU recomputed independently from the runtime's own labels on the same 3 frames
+    tp, union = {0: 0, 2: 0}, {0: 0, 2: 0}  # the ground-truth classes
+    with Segmenter(folder) as seg:
+        for i in range(3):
+            pred = seg(np.asarray(Image.open(frames / f"f{i:03d}.png"))).labels
+            gt = np.asarray(Image.open(labels / f"f{i:03d}.png"))
+            keep = gt != 11
+            for c in tp:
+                tp[c] += int(((pred == c) & (gt == c) & keep).sum())
+                union[c] += int((((pred == c) | (gt == c)) & keep).sum())
+    want = 100 * np.mean([tp[c] / max(union[c], 1) for c in tp])
+    assert res.report.miou_fp32 == pytest.approx(want, abs=1e-9)
+    assert 0.0 <= res.report.miou_variant <= 100.0
 
 
 # ---------------------------------------------------------------- bad input

@@ -24,7 +24,6 @@ What the official ``MaskClipPlusHead`` does (METHODS.md A1), and what we keep:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,7 +37,6 @@ from training.maskclip import MaskClip, MaskClipCfg
 from training.train_config import TrainCfg
 from training.trainer import Loop, autocast
 
-log = logging.getLogger(__name__)
 BACKGROUND = "background"
 
 
