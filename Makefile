@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_PINS)
-	$(BIN)/python -m pip install -e ".[export,ort,camera,train,calib,bench,dev]"
+	$(BIN)/python -m pip install -e ".[export,ort,text,camera,train,calib,bench,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
