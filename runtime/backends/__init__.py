@@ -1,14 +1,33 @@
-"""Inference backends behind one small protocol. Backend modules are imported lazily."""
+"""Inference backends behind one small protocol, and the choice between them.
+
+``open_backend("auto", ref)`` tries, in order: a TensorRT engine from ``DIR/engines`` that fits
+this GPU, TensorRT version, precision, input shapes and ONNX hash (only when the GPU probe
+passes); then onnxruntime with the TensorRT EP, the CUDA EP, and the CPU, keeping those this
+onnxruntime build offers and requesting GPU providers only when the probe found a GPU. The
+returned ``Opened.reasons`` says why each earlier choice was skipped, and the backend's
+``providers`` say what actually runs. Backend modules are imported lazily.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from runtime.errors import UnknownNameError
+from runtime.errors import OvssError, UnknownNameError
 
-BACKENDS = ("onnxruntime",)
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+# onnxruntime providers in preference order for "auto" on a machine with a GPU.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+ORT_ENGINE_CACHE = "ort_trt"  # onnxruntime TensorRT EP engine cache, under DIR/engines
+
+
+class BackendUnavailable(OvssError, RuntimeError):
+    """The requested backend cannot run this model here (no GPU, no engine, not installed)."""
 
 
 class Backend(Protocol):
@@ -35,14 +54,122 @@ class Backend(Protocol):
         """Release sessions, engines and device memory."""
 
 
-def make_backend(name: str, model_path: str, **options) -> Backend:
-    """Create the backend called ``name`` for ``model_path``.
+@dataclass(frozen=True)
+class ModelRef:
+    """The graph to run and what identifies its TensorRT engines.
 
-    Raises:
-        UnknownNameError: ``name`` is not one of BACKENDS.
+    Attributes:
+        onnx_path: the ONNX file (``model.onnx`` or a precision variant).
+        folder: the deployable folder (engines live in ``folder/engines``).
+        precision: "fp32", "fp16" or "int8".
+        onnx_sha256: the ONNX file's sha256 (from the manifest).
+        input_shapes: {input name: shape}, -1 for dynamic axes.
+    """
+
+    onnx_path: Path
+    folder: Path
+    precision: str = "fp32"
+    onnx_sha256: str = ""
+    input_shapes: dict | None = None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A backend and why the choices before it were skipped (empty when the first one ran)."""
+
+    backend: Backend
+    reasons: tuple[str, ...]
+
+
+def make_backend(name: str, model_path: str, **options) -> Backend:
+    """The onnxruntime backend for ``model_path`` (``name`` must be "onnxruntime").
+
+    Kept for callers that hold only an ONNX path; ``open_backend`` does the full selection.
     """
     if name == "onnxruntime":
         from runtime.backends.ort import OrtBackend
 
         return OrtBackend(model_path, **options)
-    raise UnknownNameError(f"unknown backend {name!r}; choose from {list(BACKENDS)}")
+    raise UnknownNameError(f"make_backend runs onnxruntime only, got {name!r}; "
+                           f"use open_backend for {list(BACKENDS)}")
+
+
+def _engine_record(ref: ModelRef, probe, dla_core: int):
+    from runtime.engine_cache import EngineKey, find_engine
+
+    gpu = probe.gpus[0]
+    key = EngineKey(gpu.name, gpu.compute_capability, probe.tensorrt, ref.precision,
+                    dict(ref.input_shapes or {}), ref.onnx_sha256, dla_core)
+    return find_engine(ref.folder, key), gpu
+
+
+def _open_tensorrt(ref: ModelRef, probe, cuda_graph: bool = False, dla_core: int = -1) -> Backend:
+    """TrtBackend on the engine that fits, or BackendUnavailable saying why not."""
+    if not probe.gpu_usable:
+        raise BackendUnavailable(f"no usable CUDA GPU ({probe.cuda_error or probe.error or 'none found'})")
+    if not probe.tensorrt:
+        raise BackendUnavailable("TensorRT is not installed (JetPack, NVIDIA containers, or "
+                                 "pip install tensorrt)")
+    record, gpu = _engine_record(ref, probe, dla_core)
+    if record is None:
+        raise BackendUnavailable(
+            f"no {ref.precision} engine in {str(ref.folder / 'engines')!r} fits {gpu.name} "
+            f"(sm {gpu.compute_capability}), TensorRT {probe.tensorrt} and this ONNX; build one with "
+            f"python -m export.engine {ref.folder} --precision {ref.precision}")
+    from runtime.backends.trt import TrtBackend
+
+    return TrtBackend(ref.folder / "engines" / record.engine_file, expect_sha256=record.engine_sha256,
+                      cuda_graph=cuda_graph, version_compatible=record.key.version_compatible,
+                      device_name=gpu.name)
+
+
+def _ort_providers(ref: ModelRef, probe, available: list[str]) -> list:
+    """GPU providers (when the probe found a GPU) that this onnxruntime build offers, then CPU."""
+    chosen: list = []
+    if probe.gpu_usable:
+        cache = str(ref.folder / "engines" / ORT_ENGINE_CACHE)
+        trt_opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                    "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+                    # The graph's own types and Q/DQ decide precision; these only permit the kernels.
+                    "trt_fp16_enable": ref.precision in ("fp16", "int8"),
+                    "trt_int8_enable": ref.precision == "int8"}
+        for p in GPU_PROVIDERS:
+            if p in available:
+                chosen.append((p, trt_opts) if p == "TensorrtExecutionProvider" else p)
+    return chosen + ["CPUExecutionProvider"]
+
+
+def open_backend(choice: str, ref: ModelRef, *, probe=None, threads: int | None = None,
+                 providers: list | None = None, cuda_graph: bool = False, dla_core: int = -1) -> Opened:
+    """Open the backend ``choice`` ("auto", "onnxruntime" or "tensorrt") for ``ref``.
+
+    Args:
+        probe: a ``runtime.probe.ProbeResult`` (default: probe this machine once per process).
+        threads, providers: onnxruntime options (``providers`` overrides the automatic list).
+        cuda_graph, dla_core: TensorRT options.
+    Raises:
+        UnknownNameError: unknown ``choice``.
+        BackendUnavailable: "tensorrt" asked for where it cannot run (the reason is in the message).
+    """
+    if choice not in BACKENDS:
+        raise UnknownNameError(f"unknown backend {choice!r}; choose from {list(BACKENDS)}")
+    from runtime.backends.ort import OrtBackend, require_ort
+
+    if choice == "onnxruntime":
+        return Opened(OrtBackend(str(ref.onnx_path), providers=providers, threads=threads), ())
+    if probe is None:
+        from runtime.probe import cached_probe
+
+        probe = cached_probe()
+    if choice == "tensorrt":
+        return Opened(_open_tensorrt(ref, probe, cuda_graph, dla_core), ())
+    reasons = []
+    try:
+        return Opened(_open_tensorrt(ref, probe, cuda_graph, dla_core), ())
+    except (ImportError, OvssError) as e:
+        reasons.append(f"tensorrt: {e}")
+    if providers is None:
+        providers = _ort_providers(ref, probe, require_ort().get_available_providers())
+    backend = OrtBackend(str(ref.onnx_path), providers=providers, threads=threads)
+    log.info("backend: onnxruntime on %s (%s)", list(backend.providers), "; ".join(reasons))
+    return Opened(backend, tuple(reasons))

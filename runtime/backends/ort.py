@@ -45,13 +45,14 @@ class OrtBackend:
 
     Args:
         model_path: path to the .onnx file.
-        providers: execution providers to request; default: CUDA when this build has it, then CPU.
+        providers: execution providers to request (names, or (name, options) pairs); default:
+            CUDA when this build has it, then CPU.
         threads: intra-op threads (None: all available cores).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, model_path: str, providers: list | None = None, threads: int | None = None):
         ort = require_ort()
         available = ort.get_available_providers()
         if providers is None:
@@ -63,8 +64,10 @@ class OrtBackend:
         except Exception as e:  # onnxruntime raises its own untyped exceptions
             raise ModelFolderError(f"onnxruntime cannot load {str(model_path)!r}: {e}") from e
         used = tuple(self.session.get_providers())
-        if providers and providers[0] not in used:
-            log.warning("requested %s but onnxruntime runs on %s", providers[0], used)
+        first = providers[0][0] if providers and isinstance(providers[0], tuple) else \
+            (providers[0] if providers else None)
+        if first and first not in used:
+            log.warning("requested %s but onnxruntime runs on %s", first, used)
 
     @property
     def providers(self) -> tuple[str, ...]:
