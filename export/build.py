@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="default: 448 for MaskCLIP, the checkpoint's size (512) for ZegCLIP / CLIP-RC")
     p.add_argument("--output", required=True)
     p.add_argument("--vocab-mode", default="fixed", choices=VOCAB_MODES)
+    p.add_argument("--text-encoder", action="store_true",
+                   help="also export CLIP's text tower + BPE vocabulary (text_encoder.onnx) so the "
+                   "device can set new class names without torch; needs --vocab-mode input")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-simplify", dest="simplify", action="store_false")
     p.add_argument("--atol", type=float, default=1e-4, help="parity gate on max |logit diff|")
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "output": str(result.output), "method": m.method, "backbone": m.backbone,
         "weights": m.weights.source, "weights_random": m.weights.random, "classes": len(m.classes),
         "parity": m.parity, "simplified": result.export.simplified,
+        "text_encoder": m.text_encoder is not None,
         "nodes": [result.export.nodes_traced, result.export.nodes_final],
         "seconds": round(result.seconds, 1),
     }))

@@ -14,6 +14,8 @@ import torch
 from export.config import ExportCfg
 from export.onnx_export import (ExportError, OnnxExport, keep_outputs, name_text_classifier,
                                 parity_image, run_export)
+from export.text_export import (TextExport, check_against_classifier, export_text_encoder,
+                                write_text_encoder)
 from export.wrappers import ClipRcOnnxModel, LogitsOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
 from runtime.errors import CheckpointError, VocabularyError
@@ -25,7 +27,7 @@ from training.maskclip import IMAGENET_MEAN, IMAGENET_STD, MaskClipCfg, build_ma
 from training.maskclip_plus import BACKGROUND
 from training.models import build_model, text_dim
 from training.students import StudentCfg, build_student
-from training.text_classifier import build_text_classifier
+from training.text_classifier import TEMPLATE_SETS, build_text_classifier
 from training.vocab import resolve_classes
 from training.zegclip import ZegClipCfg, bias_vector
 
@@ -61,6 +63,7 @@ def load_clip_for_export(cfg: ExportCfg) -> LoadedClip:
 def build_maskclip(cfg: ExportCfg) -> ExportResult:
     """Export MaskCLIP (key smoothing and prompt denoising fused) to ``cfg.output``."""
     t0 = time.perf_counter()
+    _check_text_encoder_cfg(cfg)
     cfg = dataclasses.replace(cfg, image_size=cfg.image_size or 448,
                               templates=cfg.templates or "maskclip85")
     clip = load_clip_for_export(cfg)
@@ -133,6 +136,7 @@ def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> to
 
 def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
     t0 = time.perf_counter()
+    _check_text_encoder_cfg(cfg)
     trained = _load_zero_shot(cfg)
     size = cfg.image_size or trained.model_cfg.image_size
     if trained.method == "cliprc" and size != trained.model_cfg.image_size:
@@ -149,13 +153,15 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
     return _build(cfg=cfg, clip=trained.clip, classes=classes, text=text, wrapper=wrapper,
                   preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
                                            trained.model.feature_stride),
-                  method_cfg=method_cfg, t0=t0)
+                  method_cfg=method_cfg, t0=t0,
+                  text_tower=trained.text_tower)
 
 
 def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
     """Export a MaskCLIP+ student alone: its net and the CLIP text classifier as a 1x1 conv
     (baked, or the text input), a learned background embedding as class 0 when it has one."""
     t0 = time.perf_counter()
+    _check_text_encoder_cfg(cfg)
     trained = _load_student(cfg)
     scfg: StudentCfg = trained.model_cfg
     size = cfg.image_size or trained.crop_size
@@ -184,7 +190,7 @@ def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
                   wrapper=LogitsOnnxModel(trained.model, text, cfg.vocab_mode).eval(),
                   preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
                                            trained.model.output_stride),
-                  method_cfg=method_cfg, t0=t0)
+                  method_cfg=method_cfg, t0=t0, text_tower=trained.text_tower)
 
 
 def _load_student(cfg: ExportCfg) -> Trained:
@@ -210,6 +216,30 @@ def _load_student(cfg: ExportCfg) -> Trained:
                    crop_size=512)
 
 
+def _check_text_encoder_cfg(cfg: ExportCfg) -> None:
+    """``--text-encoder`` only makes sense when the text classifier is a graph input."""
+    if cfg.text_encoder and cfg.vocab_mode != "input":
+        raise ExportError("--text-encoder needs --vocab-mode input: a fixed-vocabulary graph "
+                          "has no text input for on-device class names to feed")
+
+
+def _text_encoder(cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: torch.Tensor,
+                  text_tower: bool) -> TextExport | None:
+    """Export and check the text encoder in memory (``--text-encoder``), or None."""
+    if not cfg.text_encoder:
+        return None
+    if not text_tower:
+        raise ExportError(f"--text-encoder: the CLIP text tower of {clip.source} is not available "
+                          "here (its weights could not be loaded, or the checkpoint carries none): "
+                          "exporting it would encode new class names with random weights")
+    export = export_text_encoder(clip=clip, opset=cfg.opset, atol=cfg.atol)
+    if export.embed_dim != text.shape[1]:
+        raise ExportError(f"the text tower gives {export.embed_dim}-d features but the model's "
+                          f"text input is {text.shape[1]}-d")
+    check_against_classifier(export, classes, TEMPLATE_SETS[cfg.templates], text.float().numpy())
+    return export
+
+
 def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int):
     s, f = cfg.image_size, cfg.image_size // pre.feature_stride
     c = "num_classes" if cfg.vocab_mode == "input" else num_classes
@@ -222,8 +252,14 @@ def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int
 
 
 def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: torch.Tensor,
-           wrapper: torch.nn.Module, preprocess: PreprocessCfg, method_cfg: dict, t0: float) -> ExportResult:
-    """Export, validate and write ``model.onnx`` (+ text embeddings) and ``manifest.json`` atomically."""
+           wrapper: torch.nn.Module, preprocess: PreprocessCfg, method_cfg: dict, t0: float,
+           text_tower: bool = True) -> ExportResult:
+    """Export, validate and write ``model.onnx`` (+ text embeddings, + text encoder) and
+    ``manifest.json`` atomically. Every graph is checked before the first file is written, and
+    ``manifest.json`` (the folder's claim to its files) comes last.
+
+    ``text_tower``: whether ``clip``'s text tower is the model's own (``--text-encoder`` needs it).
+    """
     dummy = {io_names.IMAGE: parity_image(cfg.image_size, preprocess.mean, preprocess.std, cfg.seed)}
     axes = {}
     if cfg.vocab_mode == "input":
@@ -233,6 +269,7 @@ def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: 
     result = run_export(model=wrapper, dummy_inputs=dummy, output_names=[io_names.LOGITS, io_names.LABELS],
                         dynamic_axes=axes, opset=cfg.opset, simplify=cfg.simplify, atol=cfg.atol,
                         min_label_agreement=cfg.min_label_agreement)
+    text_export = _text_encoder(cfg, clip, classes, text, text_tower)
     inputs, outputs = _tensor_specs(cfg, preprocess, len(classes), text.shape[1])
     manifest = Manifest(
         method=cfg.method, backbone=cfg.backbone,
@@ -248,6 +285,9 @@ def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: 
                 "tie_fraction": result.parity.tie_fraction},
     )
     out = Path(cfg.output)
+    if text_export is not None:
+        info = write_text_encoder(out, text_export, TEMPLATE_SETS[cfg.templates])
+        manifest = dataclasses.replace(manifest, text_encoder=info)
     # LABELS is checked above (parity) but not deployed: the runtime reads LOGITS only, and
     # onnxruntime would compute the C x S x S label map on every call anyway.
     deployed = keep_outputs(result.model, [io_names.LOGITS])

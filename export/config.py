@@ -32,6 +32,8 @@ class ExportCfg:
         student: MaskCLIP+ target network (a ``training.students.STUDENTS`` name); read from the
             checkpoint when one is given.
         vocab_mode: ``fixed`` (classifier baked in) or ``input`` (classifier is a graph input).
+        text_encoder: also write CLIP's text tower (``text_encoder.onnx``) and BPE vocabulary so
+            the device can encode new class names without torch; needs ``vocab_mode='input'``.
         atol, min_label_agreement: parity gates between PyTorch and onnxruntime.
     """
 
@@ -45,6 +47,7 @@ class ExportCfg:
     templates: str | None = None
     image_size: int | None = None
     vocab_mode: str = "fixed"
+    text_encoder: bool = False
     opset: int = 17
     simplify: bool = True
     atol: float = 1e-4

@@ -1,8 +1,9 @@
 """Command line: segment one image with a deployable folder and print one JSON line.
 
-    python -m runtime.infer --model DIR --image IMG --out OUT.png
+    python -m runtime.infer --model DIR --image IMG --out OUT.png [--classes "road,car,person"]
 
-Works without torch. Exit status 2 with a one-line message on bad input.
+Works without torch (``--classes`` needs a folder exported with ``--text-encoder`` and the
+``text`` extra). Exit status 2 with a one-line message on bad input.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from runtime.manifest import PRECISIONS
 from runtime.image import load_image
 from runtime.postprocess import legend, overlay, palette
 from runtime.segmenter import MODES, Segmenter
+from runtime.vocab import validate_classes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image", required=True, help="image file, or sample:NAME (scikit-image sample)")
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--labels-out", help="also write the label map as an 8-bit PNG")
-    p.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
+    p.add_argument("--classes", help="new vocabulary, encoded on the device: 'a,b,c' or a text "
+                   "file (one class per line, # comments); needs a folder exported with "
+                   "--text-encoder")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto: a TensorRT engine that fits this GPU, else onnxruntime (GPU providers "
+                   "only where the probe finds a GPU)")
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay a captured CUDA graph")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="graph variant: fp32, or fp16 / int8 made by calibration.calibrate")
     p.add_argument("--mode", default="auto", choices=MODES)
@@ -40,6 +48,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0,1]")
     p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
     return p.parse_args(argv)
+
+
+def read_classes(spec: str) -> tuple[str, ...]:
+    """Class names from a text file (one per line; blank lines and ``#`` comments skipped) or
+    from a comma-separated list; validated (non-empty, no blanks or duplicates).
+
+    Raises:
+        VocabularyError: no names, blank entries or duplicates.
+    """
+    path = Path(spec)
+    if path.is_file():
+        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+        return validate_classes([line for line in lines if line and not line.startswith("#")])
+    return validate_classes(spec.split(","))
 
 
 def _save_png(path: str, array: np.ndarray) -> None:
@@ -52,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        classes = None if args.classes is None else read_classes(args.classes)
         image = load_image(args.image)
         with Segmenter(args.model, args.backend, mode=args.mode, stride=args.stride,
                        precision=args.precision,
-                       short_side=args.short_side, threads=args.threads) as seg:
+                       short_side=args.short_side, threads=args.threads,
+                       **({"cuda_graph": True} if args.cuda_graph else {})) as seg:
+            if classes is not None:
+                seg.set_classes(classes)
             result = seg(image)
-            random_weights = seg.manifest.weights.random
+            random_weights, reasons = seg.manifest.weights.random, list(seg.backend_reasons)
         colours = palette(len(result.classes))
         shown = overlay(image, result.labels, colours, args.alpha)
         if not args.no_legend:
@@ -68,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
             if len(result.classes) > 256:
                 raise OvssError("--labels-out needs at most 256 classes for an 8-bit PNG")
             _save_png(args.labels_out, result.labels.astype(np.uint8))
-    except OvssError as e:
+    except (OvssError, ImportError) as e:  # ImportError: a missing extra, named in the message
         print(f"error: {e}", file=sys.stderr)
         return 2
     line = {
         "backend": result.backend,
         "precision": args.precision,
         "providers": list(result.providers),
+        "backend_reasons": reasons,
+        "classes": len(result.classes),
         "classes_present": list(result.classes_present),
         "timings_ms": result.timings_ms,
         "mode": result.mode,

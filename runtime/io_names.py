@@ -8,6 +8,9 @@ LABELS = "labels"
 # initializer(s) ("text_classifier", "text_classifier.1", ...), so precision tools can find the
 # final similarity and keep it in FP32.
 TEXT_CLASSIFIER = "text_classifier"
+# The separate text encoder graph (text_encoder.onnx, written with --text-encoder).
+TEXT_TOKENS = "text_tokens"
+TEXT_FEATURES = "text_features"
 
 MEANINGS = {
     IMAGE: "float32 [1,3,H,W], RGB, (pixel[0..255] - mean) / std with the manifest's mean/std",
@@ -18,4 +21,11 @@ MEANINGS = {
         "(unbounded: the official spatial key normalisation does not keep them in [0,1])"
     ),
     LABELS: "int64 [1,H,W]: argmax over classes of the bilinearly upsampled logits, at input size",
+    TEXT_TOKENS: (
+        "int64 [N,L], L = the CLIP context length (77): CLIP BPE ids, start 49406, text, "
+        "end 49407, zero padding (runtime.tokenizer)"
+    ),
+    TEXT_FEATURES: (
+        "float32 [N,D]: CLIP encode_text features, NOT normalised (L2-normalise before use)"
+    ),
 }

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime import io_names
 from runtime.errors import ModelFolderError
 from runtime.fsutil import atomic_write_text
 
@@ -74,6 +75,29 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class TextEncoderInfo:
+    """The optional on-device text encoder, written by ``export.build --text-encoder``.
+
+    Attributes:
+        file, sha256: the text tower graph (``io_names.TEXT_TOKENS`` int64 [N, context_length]
+            -> ``io_names.TEXT_FEATURES`` float32 [N, embed_dim], unnormalised) and its hash.
+        vocab_file, vocab_sha256: the gzipped CLIP BPE merges file and its hash.
+        context_length: tokens per prompt (77 for CLIP).
+        embed_dim: D, the width of the model's text-embedding input.
+        templates: prompt templates with one ``{}`` for the class name (e.g. "a photo of a {}."),
+            the set the export's own classifier was built with.
+    """
+
+    file: str
+    sha256: str
+    vocab_file: str
+    vocab_sha256: str
+    context_length: int
+    embed_dim: int
+    templates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything a runtime needs to run ``model_file`` without the training code."""
 
@@ -93,6 +117,7 @@ class Manifest:
     method_cfg: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
+    text_encoder: TextEncoderInfo | None = None
     format_version: int = FORMAT_VERSION
 
     def model_for(self, precision: str) -> tuple[str, str]:
@@ -177,7 +202,7 @@ def manifest_from_dict(d: dict) -> Manifest:
     vocab_mode = _require(d, "vocab_mode", str, "")
     if vocab_mode not in VOCAB_MODES:
         raise ModelFolderError(f"manifest vocab_mode {vocab_mode!r} not in {VOCAB_MODES}")
-    return Manifest(
+    manifest = Manifest(
         method=_require(d, "method", str, ""),
         backbone=_require(d, "backbone", str, ""),
         weights=WeightsInfo(
@@ -203,8 +228,11 @@ def manifest_from_dict(d: dict) -> Manifest:
         method_cfg=d.get("method_cfg", {}),
         parity=d.get("parity", {}),
         variants=_variants(d.get("variants", {})),
+        text_encoder=_text_encoder(d.get("text_encoder")),
         format_version=version,
     )
+    _check_text_encoder(manifest)
+    return manifest
 
 
 def _variants(d: Any) -> dict[str, Variant]:
@@ -218,6 +246,52 @@ def _variants(d: Any) -> dict[str, Variant]:
         out[precision] = Variant(file=_require(v, "file", str, where), sha256=_require(v, "sha256", str, where),
                                  settings=v.get("settings", {}), accuracy=v.get("accuracy", {}))
     return out
+
+
+def _text_encoder(d: Any) -> TextEncoderInfo | None:
+    """The optional ``text_encoder`` entry (absent or null in older manifests)."""
+    if d is None:
+        return None
+    where = "text_encoder."
+    info = TextEncoderInfo(
+        file=_require(d, "file", str, where), sha256=_require(d, "sha256", str, where),
+        vocab_file=_require(d, "vocab_file", str, where),
+        vocab_sha256=_require(d, "vocab_sha256", str, where),
+        context_length=_require(d, "context_length", int, where),
+        embed_dim=_require(d, "embed_dim", int, where),
+        templates=tuple(_require(d, "templates", list, where)),
+    )
+    if not info.file or not info.vocab_file or info.context_length < 2 or info.embed_dim < 1:
+        raise ModelFolderError("manifest text_encoder needs file and vocab_file names, "
+                               "context_length >= 2 and embed_dim >= 1")
+    if not info.templates:
+        raise ModelFolderError("manifest text_encoder.templates must be a non-empty list")
+    for t in info.templates:
+        _check_template(t)
+    return info
+
+
+def _check_template(template: Any) -> None:
+    """A template must be a string that formats one class name through exactly one ``{}``."""
+    try:
+        ok = isinstance(template, str) and template.count("{}") == 1 and bool(template.format("x"))
+    except (IndexError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelFolderError(f"manifest text_encoder template {template!r} must be a string with "
+                               "one '{}' for the class name")
+
+
+def _check_text_encoder(m: Manifest) -> None:
+    """A text encoder only makes sense for a text-input graph of the same width."""
+    if m.text_encoder is None:
+        return
+    if m.vocab_mode != "input":
+        raise ModelFolderError("manifest has a text_encoder but vocab_mode is not 'input'")
+    dim = m.input(io_names.TEXT_EMBEDDINGS).shape[-1]
+    if dim != m.text_encoder.embed_dim:
+        raise ModelFolderError(f"manifest text_encoder.embed_dim {m.text_encoder.embed_dim} does "
+                               f"not match the {io_names.TEXT_EMBEDDINGS} input width {dim}")
 
 
 def load_manifest(folder: str | Path) -> Manifest:

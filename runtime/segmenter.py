@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from runtime import io_names
-from runtime.backends import make_backend
+from runtime.backends import ModelRef, open_backend
 from runtime.errors import ModelFolderError, VocabularyError
 from runtime.fsutil import sha256_file
 from runtime.image import as_rgb_uint8
+from runtime.engine_cache import manifest_input_shapes
 from runtime.manifest import Manifest, load_manifest
 from runtime.postprocess import upsample_argmax
 from runtime.preprocess import normalize, resize_rgb, short_side_size
+from runtime.text_encoder import TextEncoder
 from runtime.vocab import validate_classes
 from runtime.windows import WindowPlan, default_stride, plan_windows, stitch
 
@@ -56,17 +58,23 @@ class Segmenter:
 
     Args:
         folder: deployable folder written by ``export.build``.
-        backend: backend name (see ``runtime.backends.BACKENDS``).
+        backend: "auto" (a TensorRT engine that fits this GPU, else onnxruntime with the best
+            provider this machine offers), "onnxruntime" or "tensorrt" (see ``runtime.backends``).
         mode: "auto" (whole image when it fits in the input, else slide), "whole" or "slide".
         stride: slide step in pixels (default two thirds of the input size).
         short_side: rescale images so the short side has this length first (aspect kept).
         verify: check the model file's sha256 against the manifest.
         precision: which graph to run: ``fp32`` (``model.onnx``), or an ``fp16`` / ``int8``
             variant recorded in the manifest by ``calibration.calibrate``.
-        backend_options: passed to the backend (e.g. providers, threads).
+        backend_options: passed to ``runtime.backends.open_backend`` (threads, providers,
+            cuda_graph, dla_core, probe).
+
+    Attributes:
+        backend: the backend that runs (``backend.name``, ``backend.providers``).
+        backend_reasons: why "auto" skipped the choices before it (empty when the first ran).
     """
 
-    def __init__(self, folder: str | Path, backend: str = "onnxruntime", *, mode: str = "auto",
+    def __init__(self, folder: str | Path, backend: str = "auto", *, mode: str = "auto",
                  stride: int | None = None, short_side: int | None = None, verify: bool = True,
                  precision: str = "fp32",
                  **backend_options):
@@ -80,8 +88,17 @@ class Segmenter:
         self.mode, self.short_side, self.precision = mode, short_side, precision
         self.stride = stride or default_stride(size[0], self.manifest.preprocess.feature_stride)
         model_path = self._model_path(verify)
-        self.backend = make_backend(backend, str(model_path), **backend_options)
+        ref = ModelRef(model_path, self.folder, precision, self.manifest.model_for(precision)[1],
+                       manifest_input_shapes(self.manifest.inputs))
+        opened = open_backend(backend, ref, **backend_options)
+        self.backend, self.backend_reasons = opened.backend, opened.reasons
         self._text: np.ndarray | None = None
+        # The on-device text encoder (set_classes): always onnxruntime, loaded on first use, with
+        # this backend's options when it is onnxruntime too (else only its thread count).
+        self._text_encoder: TextEncoder | None = None
+        ort_keys = ("threads", "providers") if self.backend.name == "onnxruntime" else ("threads",)
+        self._text_encoder_options = {"verify": verify, **{k: backend_options[k] for k in ort_keys
+                                                           if k in backend_options}}
         self.classes = self.manifest.classes
         try:
             self._check_graph_io()
@@ -145,6 +162,29 @@ class Segmenter:
         self._text = np.ascontiguousarray(emb / norms, dtype=np.float32)
         self.classes = classes
 
+    def set_classes(self, names: list[str] | tuple[str, ...]) -> None:
+        """Change the vocabulary on the device: encode ``names`` with the folder's text encoder
+        (CLIP text tower + BPE tokenizer, no torch) and ``set_vocabulary`` the result.
+
+        Args:
+            names: C class names; each is put into every manifest template (``a photo of a {}.``).
+        Raises:
+            VocabularyError: fixed-vocabulary model, or empty/blank/duplicate names.
+            ModelFolderError: the folder has no text encoder, or its files are missing/modified.
+            ImportError: the ``text`` extra (regex, ftfy) is not installed.
+        """
+        if self.manifest.vocab_mode != "input":
+            raise VocabularyError("this model was exported with a fixed vocabulary (--vocab-mode "
+                                  "fixed): re-export with --vocab-mode input --text-encoder")
+        info = self.manifest.text_encoder
+        if info is None:
+            raise ModelFolderError(f"{str(self.folder)!r} has no text encoder: re-export with "
+                                   "--text-encoder, or pass embeddings to set_vocabulary")
+        classes = validate_classes(names)
+        if self._text_encoder is None:
+            self._text_encoder = TextEncoder(self.folder, info, **self._text_encoder_options)
+        self.set_vocabulary(classes, self._text_encoder.encode(classes))
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         feeds = {io_names.IMAGE: x}
         if self._text is not None:
@@ -197,8 +237,10 @@ class Segmenter:
                          {k: round(v, 3) for k, v in ms.items()}, self.backend.name, self.backend.providers)
 
     def close(self) -> None:
-        """Release the backend."""
+        """Release the backend (and the text encoder's)."""
         self.backend.close()
+        if self._text_encoder is not None:
+            self._text_encoder.close()
 
     def __enter__(self) -> "Segmenter":
         return self

@@ -310,3 +310,34 @@ def test_engine_record_is_json_with_build_settings(fake, tiny_vit_folder, tmp_pa
     d = json.loads((engine_dir(folder) / f"{result.record.key.stem()}.json").read_text())
     assert d["build"]["workspace_mb"] == 512 and d["engine_file"] == result.engine.name
     assert len(d["engine_sha256"]) == 64
+
+
+def test_segmenter_on_tensorrt_matches_onnxruntime(fake, tiny_vit_folder, tmp_path):
+    from runtime.segmenter import Segmenter
+
+    folder = _copy(tiny_vit_folder, tmp_path)
+    build_engine(EngineCfg(str(folder)), probe=GPU)
+    image = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)  # slide: 3 windows
+    with Segmenter(folder, "auto", probe=GPU, cuda_graph=True) as trt_seg, \
+            Segmenter(folder, "onnxruntime") as ort_seg:
+        got, want = trt_seg(image), ort_seg(image)
+    assert got.backend == "tensorrt" and trt_seg.backend_reasons == () and got.windows == want.windows > 1
+    np.testing.assert_allclose(got.logits, want.logits, rtol=1e-5, atol=1e-5)
+    assert (got.labels == want.labels).mean() > 0.999
+
+
+def test_stages_benchmark_splits_tensorrt_copies(fake, tiny_vit_folder, tmp_path, monkeypatch):
+    import runtime.probe
+    from benchmarks import stages
+
+    folder = _copy(tiny_vit_folder, tmp_path)
+    build_engine(EngineCfg(str(folder)), probe=GPU)
+    monkeypatch.setattr(runtime.probe, "cached_probe", lambda: GPU)
+    args = stages.parse_args(["--model", str(folder), "--backends", "tensorrt,onnxruntime", "--runs", "3",
+                              "--warmup", "1", "--images", "sample:astronaut"])
+    report = stages.run_benchmark(args)
+    rows = {r["config"]: r for r in report["results"]}
+    trt_row, ort_row = rows["tensorrt/fp32"], rows["onnxruntime/fp32"]
+    assert trt_row["backend"] == "tensorrt" and trt_row["median_ms"]["h2d"] >= 0
+    assert ort_row["median_ms"]["h2d"] is None and ort_row["median_ms"]["compute"] > 0
+    assert report["gpus"] == ["Fake GPU"] and report["peak_rss_mib"] > 0

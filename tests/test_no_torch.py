@@ -1,4 +1,5 @@
-"""The runtime CLI in a subprocess where `import torch` (and `training`) fail."""
+"""The runtime CLI (and the on-device text encoder) in a subprocess where `import torch` (and
+`training`) fail."""
 
 import json
 import subprocess
@@ -6,6 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+from conftest import export_folder
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +57,46 @@ def test_infer_cli_bad_input_exits_2(tiny_vit_folder, tmp_path):
                  "--out", str(tmp_path / "o.png")], ROOT)
     assert proc.returncode == 2 and "cannot decode image" in proc.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+IMPORT_ONLY = (
+    "import sys\n"
+    "for name in ('torch', 'training', 'open_clip'):\n"
+    "    sys.modules[name] = None\n"
+    "import runtime.tokenizer, runtime.text_encoder, runtime.segmenter, runtime.infer\n"
+    "loaded = [m for m, v in sys.modules.items() if v is not None\n"
+    "          and m.split('.')[0] in ('torch', 'training', 'open_clip', 'export')]\n"
+    "assert not loaded, loaded\n"
+)
+
+
+def test_text_modules_import_without_torch():
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ONLY], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def text_folder(tmp_path_factory):
+    return export_folder(tmp_path_factory, "tiny_vit_text_cli", vocab_mode="input",
+                         text_encoder=True)
+
+
+def test_infer_cli_sets_classes_without_torch(text_folder, tiny_vit_input_folder, tmp_path):
+    img = (np.random.default_rng(0).random((120, 150, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    names = tmp_path / "classes.txt"
+    names.write_text("# my vocabulary\nsky\n\nroad\nfire hydrant\n", encoding="utf-8")
+    for spec, count in (("sky,road", 2), (str(names), 3)):
+        proc = _run(["--model", str(text_folder), "--image", str(tmp_path / "in.png"),
+                     "--out", str(tmp_path / "o.png"), "--classes", spec], ROOT)
+        assert proc.returncode == 0, proc.stderr
+        line = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert line["classes"] == count
+        assert set(line["classes_present"]) <= {"sky", "road", "fire hydrant"}
+    proc = _run(["--model", str(tiny_vit_input_folder), "--image", str(tmp_path / "in.png"),
+                 "--out", str(tmp_path / "o2.png"), "--classes", "sky,road"], ROOT)
+    assert proc.returncode == 2 and "no text encoder" in proc.stderr
+    proc = _run(["--model", str(text_folder), "--image", str(tmp_path / "in.png"),
+                 "--out", str(tmp_path / "o3.png"), "--classes", "sky,,road"], ROOT)
+    assert proc.returncode == 2 and "blank" in proc.stderr

@@ -16,7 +16,7 @@ from runtime.errors import CheckpointError, VocabularyError
 from training.checkpoint import FORMAT, read_raw
 from training.clip_loader import LoadedClip, load_clip, tensors_sha256
 from training.models import build_model, text_dim
-from training.official import load_official, official_layout, unwrap
+from training.official import load_official, official_layout, split_official, unwrap
 from training.students import StudentCfg, build_student
 from training.text_classifier import build_text_classifier
 from training.train_config import TrainCfg, resolve_defaults
@@ -158,8 +158,10 @@ def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | No
              len(sd) - len(dropped), len(dropped))
     clip = dataclasses.replace(clip, source=source, random=False,
                                weights_sha256=tensors_sha256(sd))
+    # Without text_encoder.* tensors the text tower stays random-init: it cannot encode classes.
+    has_text = bool(split_official(sd)[1])
     return Trained(method, model.eval(), clip, mcfg, None, None, (), seen_bias != 0.0, source,
-                   crop_size=layout.image_size)
+                   text_tower=has_text, crop_size=layout.image_size)
 
 
 def load_weights(model: nn.Module, clip_model: nn.Module, path: str, method: str) -> bool:
