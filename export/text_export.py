@@ -1,8 +1,8 @@
 """Export CLIP's text tower as ``text_encoder.onnx`` plus its BPE vocabulary, for vocabulary changes
 on the device without torch (``runtime.text_encoder``).
 
-The graph maps ``io_names.TEXT_TOKENS`` int64 [N, L] (N dynamic, L the model's context length)
-to ``io_names.TEXT_FEATURES`` float32 [N, D]: ``encode_text`` exactly, NOT normalised (the
+The graph maps ``io_names.TEXT_TOKENS`` int64 [N, L] (N dynamic, L up to the context length;
+the runtime trims trailing padding) to ``io_names.TEXT_FEATURES`` float32 [N, D]: ``encode_text`` exactly, NOT normalised (the
 prompt ensemble normalises each prompt itself). Export happens in memory first (trace, checker,
 tokenizer check, parity with PyTorch); ``write_text_encoder`` then writes both files atomically.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import open_clip
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from export.onnx_export import ExportError, _trace
@@ -25,9 +26,10 @@ from export.parity import ort_outputs
 from runtime import __version__, io_names
 from runtime.fsutil import atomic_write, sha256_file
 from runtime.manifest import TextEncoderInfo
-from runtime.text_encoder import prompt_ensemble, prompts
+from runtime.text_encoder import prompt_ensemble, prompts, trimmed_length
 from runtime.tokenizer import VOCAB_FILE, ClipTokenizer
 from training.clip_loader import LoadedClip
+from training.text_classifier import _can_truncate
 
 log = logging.getLogger(__name__)
 TEXT_ENCODER_FILE = "text_encoder.onnx"
@@ -40,17 +42,58 @@ PARITY_PROMPTS = (
 
 
 class TextEncoderOnnxModel(nn.Module):
-    """Used only for ONNX export: CLIP's ``encode_text`` (unnormalised) as a graph.
+    """Used only for ONNX export: CLIP's ``encode_text`` (unnormalised) as a graph whose token
+    length L may be anything up to the context length.
+
+    Exact for causal, EOT-pooled towers (checked by ``_can_truncate``): the EOT token never attends
+    to the padding after it, so the runtime drops trailing padding and pays for ~10-20 positions
+    instead of 77. Same computation as open_clip's ``CLIP.encode_text``, with the positional
+    embedding and causal mask sliced to L.
 
     forward(tokens int64 [N, L]) -> float32 [N, D].
     """
 
     def __init__(self, clip_model: nn.Module):
         super().__init__()
+        if not _can_truncate(clip_model):
+            raise ExportError("--text-encoder supports causal, EOT-pooled CLIP text towers only")
+        _check_blocks(clip_model)
         self.clip_model = clip_model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.clip_model.encode_text(tokens).float()
+        m, n = self.clip_model, tokens.shape[1]
+        x = m.token_embedding(tokens) + m.positional_embedding[:n]
+        mask = m.attn_mask[:n, :n].to(x.dtype)
+        for block in m.transformer.resblocks:  # batch-first throughout
+            x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]  # EOT has the largest id
+        proj = m.text_projection
+        x = proj(x) if isinstance(proj, nn.Linear) else (x if proj is None else x @ proj)
+        return x.float()
+
+
+def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``attn(x, x, x, attn_mask=mask)`` on batch-first x [N, L, W], written out so that L stays
+    a dynamic axis when traced (``nn.MultiheadAttention`` bakes the traced L into a Reshape)."""
+    n, _, width = x.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(n, -1, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    scores = (q @ k.transpose(-2, -1)) * (width // heads) ** -0.5 + mask
+    out = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(n, -1, width)
+    return attn.out_proj(out)
+
+
+def _check_blocks(clip_model: nn.Module) -> None:
+    """The written-out forward covers open_clip's plain residual attention blocks only."""
+    tr = clip_model.transformer
+    ok = getattr(tr, "batch_first", False) and all(
+        isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn.in_proj_weight is not None
+        and b.attn.batch_first and not hasattr(b, "ln_1_kv") for b in tr.resblocks)
+    if not ok:
+        raise ExportError("--text-encoder supports open_clip's standard CLIP text transformer only")
 
 
 @dataclass(frozen=True)
@@ -114,12 +157,19 @@ def export_text_encoder(*, clip: LoadedClip, opset: int, atol: float = 1e-4) -> 
         ref = wrapper(torch.from_numpy(tokens)).numpy()
     if not np.all(np.isfinite(ref)):
         raise ExportError("PyTorch text features are not finite")
-    dummy = {io_names.TEXT_TOKENS: torch.from_numpy(tokens[:3])}
-    axes = {io_names.TEXT_TOKENS: {0: "num_prompts"}, io_names.TEXT_FEATURES: {0: "num_prompts"}}
+    # Traced shorter than the context, so the L-slices stay in the graph as dynamic ops.
+    dummy = {io_names.TEXT_TOKENS: torch.from_numpy(tokens[:3, :trimmed_length(tokens[:3])].copy())}
+    axes = {io_names.TEXT_TOKENS: {0: "num_prompts", 1: "num_tokens"},
+            io_names.TEXT_FEATURES: {0: "num_prompts"}}
     proto = _trace(wrapper, dummy, [io_names.TEXT_FEATURES], axes, opset)
-    got = ort_outputs(proto.SerializeToString(), {io_names.TEXT_TOKENS: tokens},
-                      [io_names.TEXT_FEATURES])[io_names.TEXT_FEATURES]
-    diff = float(np.abs(got.astype(np.float64) - ref).max())
+    # Parity at the full context and trimmed to the longest prompt (what the runtime feeds).
+    diff = 0.0
+    for length in (tokens.shape[1], trimmed_length(tokens[:5])):
+        got = ort_outputs(proto.SerializeToString(), {io_names.TEXT_TOKENS: tokens[:, :length]
+                                                      if length == tokens.shape[1] else tokens[:5, :length]},
+                          [io_names.TEXT_FEATURES])[io_names.TEXT_FEATURES]
+        want = ref if length == tokens.shape[1] else ref[:5]
+        diff = max(diff, float(np.abs(got.astype(np.float64) - want).max()))
     log.info("text encoder parity: max|diff| %.3g over %d prompts (atol %g)", diff, len(tokens),
              atol)
     if not diff <= atol:

@@ -33,6 +33,14 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), EPS)
 
 
+def trimmed_length(tokens: np.ndarray) -> int:
+    """Positions needed by [N, L] CLIP tokens: up to the last EOT (EOT has the largest id).
+
+    Dropping the padding after it is exact for CLIP's causal, EOT-pooled text tower.
+    """
+    return int(np.asarray(tokens).argmax(axis=-1).max()) + 1
+
+
 def prompt_ensemble(features: np.ndarray, num_classes: int) -> np.ndarray:
     """Normalise each prompt, average over templates, renormalise.
 
@@ -84,7 +92,8 @@ class TextEncoder:
         tokens = self.tokenizer(texts)
         out = np.zeros((len(tokens), self.info.embed_dim), dtype=np.float32)
         for i in range(0, len(tokens), self.batch):
-            feeds = {io_names.TEXT_TOKENS: tokens[i:i + self.batch]}
+            chunk = tokens[i:i + self.batch]
+            feeds = {io_names.TEXT_TOKENS: np.ascontiguousarray(chunk[:, :trimmed_length(chunk)])}
             got = self.backend(feeds, [io_names.TEXT_FEATURES])[io_names.TEXT_FEATURES]
             out[i:i + self.batch] = got
         return out
