@@ -35,3 +35,8 @@ class ConfigError(OvssError, ValueError):
 
 class CalibrationError(OvssError, ValueError):
     """Unusable calibration data or a precision variant that cannot be built or selected."""
+
+
+class SourceError(OvssError, RuntimeError):
+    """A frame source (camera, stream, video file, image folder) cannot be opened or keeps failing,
+    or the video output for its frames cannot be written."""

@@ -23,7 +23,7 @@ from runtime.manifest import PRECISIONS
 from runtime.image import load_image
 from runtime.postprocess import legend, overlay, palette
 from runtime.segmenter import MODES, Segmenter
-from runtime.vocab import validate_classes
+from runtime.vocab import read_classes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,20 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0,1]")
     p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
     return p.parse_args(argv)
-
-
-def read_classes(spec: str) -> tuple[str, ...]:
-    """Class names from a text file (one per line; blank lines and ``#`` comments skipped) or
-    from a comma-separated list; validated (non-empty, no blanks or duplicates).
-
-    Raises:
-        VocabularyError: no names, blank entries or duplicates.
-    """
-    path = Path(spec)
-    if path.is_file():
-        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-        return validate_classes([line for line in lines if line and not line.startswith("#")])
-    return validate_classes(spec.split(","))
 
 
 def _save_png(path: str, array: np.ndarray) -> None:

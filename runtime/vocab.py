@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Iterable
 
 from runtime.errors import VocabularyError
@@ -30,3 +31,17 @@ def validate_classes(classes: Iterable[str]) -> tuple[str, ...]:
     if dupes:
         raise VocabularyError(f"vocabulary has duplicate class names: {dupes}")
     return names
+
+
+def read_classes(spec: str) -> tuple[str, ...]:
+    """Class names from a text file (one per line; blank lines and ``#`` comments skipped) or
+    from a comma-separated list; validated (non-empty, no blanks or duplicates).
+
+    Raises:
+        VocabularyError: no names, blank entries or duplicates.
+    """
+    path = Path(spec)
+    if path.is_file():
+        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+        return validate_classes([line for line in lines if line and not line.startswith("#")])
+    return validate_classes(spec.split(","))

@@ -17,19 +17,20 @@ BLOCK = (
     "sys.modules['torch'] = None\n"  # makes `import torch` raise ImportError
     "sys.modules['training'] = None\n"
     "sys.modules['open_clip'] = None\n"
-    "sys.argv = ['runtime.infer'] + sys.argv[1:]\n"
+    "module = sys.argv.pop(1)\n"
+    "sys.argv = [module] + sys.argv[1:]\n"
     "try:\n"
     "    import torch\n"
     "    raise SystemExit('torch imported')\n"
     "except ImportError:\n"
     "    pass\n"
-    "runpy.run_module('runtime.infer', run_name='__main__', alter_sys=True)\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
 )
 
 
-def _run(args, cwd):
-    return subprocess.run([sys.executable, "-c", BLOCK, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+def _run(args, cwd, module="runtime.infer"):
+    return subprocess.run([sys.executable, "-c", BLOCK, module, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_infer_cli_without_torch(tiny_vit_folder, tmp_path):
@@ -64,13 +65,15 @@ IMPORT_ONLY = (
     "for name in ('torch', 'training', 'open_clip'):\n"
     "    sys.modules[name] = None\n"
     "import runtime.tokenizer, runtime.text_encoder, runtime.segmenter, runtime.infer\n"
+    "import runtime.camera, runtime.sources, runtime.frame_queue, runtime.video_out, runtime.probe\n"
+    "import runtime.engine_cache, runtime.backends.trt, runtime.backends.cuda, benchmarks.stages\n"
     "loaded = [m for m, v in sys.modules.items() if v is not None\n"
     "          and m.split('.')[0] in ('torch', 'training', 'open_clip', 'export')]\n"
     "assert not loaded, loaded\n"
 )
 
 
-def test_text_modules_import_without_torch():
+def test_runtime_modules_import_without_torch():
     proc = subprocess.run([sys.executable, "-c", IMPORT_ONLY], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -100,3 +103,17 @@ def test_infer_cli_sets_classes_without_torch(text_folder, tiny_vit_input_folder
     proc = _run(["--model", str(text_folder), "--image", str(tmp_path / "in.png"),
                  "--out", str(tmp_path / "o3.png"), "--classes", "sky,,road"], ROOT)
     assert proc.returncode == 2 and "blank" in proc.stderr
+
+
+def test_camera_cli_sets_classes_without_torch(text_folder, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((96, 128, 3), 40 * i, np.uint8)).save(frames / f"{i:03d}.png")
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    proc = _run(["--model", str(text_folder), "--source", str(frames), "--out", str(out), "--classes",
+                 "sky,road", "--max-frames", "3", "--json", str(stats)], ROOT, "runtime.camera")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(stats.read_text())
+    assert report["classes"] == 2 and report["frames_processed"] == 3 and report["backend"] == "onnxruntime"
+    assert out.stat().st_size > 0
