@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.machine import cpu_model
 from runtime.camera import LoopCfg, LoopStats, peak_rss_mb, run_loop
 from runtime.errors import OvssError, SourceError
 from runtime.fsutil import atomic_write, atomic_write_text
@@ -124,16 +125,6 @@ def summarize(name: str, runs: list[LoopStats]) -> dict:
             "median_latency_p50_ms": round(float(np.median(lat)), 3),
             "fps_per_run": [round(float(f), 3) for f in fps],
             "stage_median_ms": runs[len(runs) // 2].stage_median_ms}
-
-
-def cpu_model() -> str | None:
-    """The CPU's ``model name`` from /proc/cpuinfo, or None."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            rows = (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-            return next(rows, None)
-    except OSError:
-        return None
 
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:

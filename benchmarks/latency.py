@@ -28,6 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from benchmarks.machine import cpu_model
 from export.builders import MODEL_FILE, ExportResult
 from export.config import ExportCfg
 from export.onnx_export import parity_image
@@ -171,16 +172,6 @@ def summarize(name: str, ms: list[float], image_size: int, gflop: float) -> dict
     return {"impl": name, "image_size": image_size, "median_ms": round(median, 3),
             "p90_ms": round(p90, 3), "gflops_per_s": round(gflop / (median / 1e3), 2),
             "runs": len(ms)}
-
-
-def cpu_model() -> str | None:
-    """The CPU's ``model name`` from /proc/cpuinfo, or None."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            rows = (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-            return next(rows, None)
-    except OSError:
-        return None
 
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import shlex
 import sys
 import time
@@ -25,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import BACKENDS
+from runtime.camera import peak_rss_mb, rss_mb
 from runtime.errors import OvssError
 from runtime.fsutil import atomic_write, atomic_write_text
 from runtime.image import load_image
 from runtime.manifest import PRECISIONS
-from runtime.segmenter import Segmenter
+from runtime.segmenter import MODES, Segmenter
 
 log = logging.getLogger(__name__)
 STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", default="sample:astronaut",
                    help="an image file, sample:NAME, or a folder of frames (cycled)")
     p.add_argument("--frames", type=int, default=10, help="frames taken from an image folder")
+    p.add_argument("--mode", default="auto", choices=MODES, help="whole: resize each frame to the input")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
@@ -89,15 +90,6 @@ def stage_times(seg: Segmenter, frame: np.ndarray) -> dict[str, float | None]:
     return {"preprocess": t["preprocess"], **row, "postprocess": t["postprocess"], "total": total}
 
 
-def current_rss_mib() -> float | None:
-    """Resident set size now, MiB (Linux /proc), or None."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * resource.getpagesize() / 2**20
-
-
 def summarize(name: str, seg: Segmenter, rows: list[dict], rss_after_load: float | None) -> dict:
     med = {}
     for k in (*STAGES, "total"):
@@ -123,8 +115,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             for p in precisions:
                 name = f"{b}/{p}"
                 opts = {"cuda_graph": True} if args.cuda_graph and b != "onnxruntime" else {}
-                segs[name] = Segmenter(args.model, b, precision=p, threads=args.threads, **opts)
-                rss[name] = current_rss_mib()
+                segs[name] = Segmenter(args.model, b, precision=p, mode=args.mode, threads=args.threads,
+                                       **opts)
+                rss[name] = rss_mb()
                 log.info("%s runs on %s %s", name, segs[name].backend.name, list(segs[name].backend.providers))
         for i in range(args.warmup):
             for seg in segs.values():
@@ -143,8 +136,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     probe = cached_probe()
     return {"results": results, "method": m.method, "backbone": m.backbone,
             "input_size": m.preprocess.input_size[0], "classes": len(m.classes),
-            "weights_random": m.weights.random, "frames": len(frames), "frame_hw": list(frames[0].shape[:2]),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "weights_random": m.weights.random, "mode": args.mode, "frames": len(frames), "frame_hw": list(frames[0].shape[:2]),
+            "peak_rss_mib": round(peak_rss_mb(), 1),
             "gpus": [g.name for g in probe.gpus], "tensorrt": probe.tensorrt, "onnxruntime": probe.ort_version}
 
 
@@ -156,7 +149,7 @@ def plot(report: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = report["results"]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
+    fig, ax = plt.subplots(figsize=(8, 1.8 + 0.6 * len(rows)))
     left = np.zeros(len(rows))
     for stage in STAGES:
         vals = np.array([r["median_ms"][stage] or 0.0 for r in rows])
@@ -165,7 +158,7 @@ def plot(report: dict, path: str) -> None:
     ax.set_xlabel("median ms per frame")
     ax.set_title(f"{report['method']} {report['backbone']} @ {report['input_size']} px"
                  + (" (random weights)" if report["weights_random"] else ""))
-    ax.legend(ncol=len(STAGES), fontsize=8, loc="lower right")
+    ax.legend(ncol=len(STAGES), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

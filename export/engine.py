@@ -70,6 +70,10 @@ def trt_major(trt) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
+def _version(trt) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(trt.__version__).split(".")[:3] if p.isdigit())
+
+
 def network_flags(trt, dla: int) -> tuple[int, bool]:
     """(create_network flags, strongly typed?) for this TensorRT and device.
 
@@ -80,6 +84,9 @@ def network_flags(trt, dla: int) -> tuple[int, bool]:
     if major < 10:
         raise EngineBuildError(f"TensorRT {trt.__version__} is too old: TensorRT >= 10 is needed")
     if major >= 11:
+        if dla >= 0 and _version(trt) < (11, 4, 1):
+            raise EngineBuildError(f"TensorRT {trt.__version__} has no DLA support (TensorRT 11 "
+                                   "supports DLA from 11.4.1, on Jetson AGX Orin with JetPack 7.2.2+)")
         return 0, True
     if dla >= 0:
         return 0, False
@@ -89,9 +96,9 @@ def network_flags(trt, dla: int) -> tuple[int, bool]:
 def builder_flags(trt, precision: str, strongly_typed: bool, dla: int, version_compatible: bool) -> list:
     """Builder flags: precision flags only for weakly typed (DLA on TensorRT 10) networks."""
     flags = []
+    if dla >= 0 and precision == "fp32":
+        raise EngineBuildError("DLA runs FP16 or INT8 only: build --precision fp16 or int8")
     if not strongly_typed:
-        if precision == "fp32":
-            raise EngineBuildError("DLA runs FP16 or INT8 only: build --precision fp16 or int8")
         flags.append(trt.BuilderFlag.FP16)
         if precision == "int8":
             flags.append(trt.BuilderFlag.INT8)  # explicit Q/DQ: scales come from the graph
@@ -275,7 +282,8 @@ def parse_args(argv: list[str] | None = None) -> EngineCfg:
     p.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MB, help="workspace pool, MiB")
     p.add_argument("--dla", type=int, default=-1, help="DLA core (Jetson AGX/NX); GPU fallback on")
     p.add_argument("--version-compatible", action="store_true",
-                   help="engine runs on later TensorRT versions of the same major")
+                   help="engine runs on later TensorRT versions of the same major, and on the "
+                   "lean runtime (tensorrt_lean), which runs only such engines")
     p.add_argument("--max-classes", type=int, default=DEFAULT_MAX_CLASSES,
                    help="vocabulary-as-input graphs: largest vocabulary the engine accepts")
     p.add_argument("--timing-cache", help="timing cache file (default: one per GPU and TensorRT version)")

@@ -126,11 +126,13 @@ def fits(record: EngineKey, wanted: EngineKey) -> bool:
             and _version_tuple(record.tensorrt_version) <= _version_tuple(wanted.tensorrt_version))
 
 
-def find_engine(folder: str | Path, wanted: EngineKey) -> EngineRecord | None:
+def find_engine(folder: str | Path, wanted: EngineKey, version_compatible_only: bool = False
+                ) -> EngineRecord | None:
     """The record of an engine in ``folder/engines`` that fits ``wanted``, or None.
 
     The exact key is preferred; otherwise the newest version-compatible fit. Unreadable
-    records are logged and skipped.
+    records are logged and skipped. ``version_compatible_only``: for the lean runtime, which
+    runs nothing else.
     """
     exact = record_path(folder, wanted)
     candidates = [exact] if exact.is_file() else []
@@ -142,7 +144,7 @@ def find_engine(folder: str | Path, wanted: EngineKey) -> EngineRecord | None:
         except ModelFolderError as e:
             log.warning("%s", e)
             continue
-        if not fits(rec.key, wanted):
+        if not fits(rec.key, wanted) or (version_compatible_only and not rec.key.version_compatible):
             continue
         if rec.key == wanted:
             return rec

@@ -106,7 +106,13 @@ class FakeCudart(types.ModuleType):
         self.memory.pop(int(ptr))
         return (cudaError_t.cudaSuccess,)
 
+    fail_free = 0  # the next N cudaFree calls fail (a sticky error after a device fault)
+
     def cudaFree(self, ptr):
+        if self.fail_free:
+            self.fail_free -= 1
+            _rec("cudaFree", ptr)
+            return (cudaError_t.cudaErrorMemoryAllocation,)
         return self._free("cudaFree", ptr)
 
     def cudaFreeHost(self, ptr):
@@ -447,6 +453,8 @@ class _Context:
         for name, value in zip(names, self.engine.session.run(names, feeds)):
             self._array(name)[...] = value
 
+    fail_in_capture = False  # an engine TensorRT cannot capture (loops, conditionals)
+
     def execute_async_v3(self, stream_handle):
         _rec("context.execute_async_v3", int(stream_handle))
         missing = [n for n, *_ in self.engine.io if n not in self.addresses]
@@ -454,6 +462,8 @@ class _Context:
             raise AssertionError(f"execute_async_v3 without addresses for {missing}")
         stream = CUDART.streams[int(stream_handle)]
         if stream.capturing is not None:
+            if _Context.fail_in_capture:
+                return False
             stream.capturing.append(self._run)
         else:
             self._run()
@@ -462,7 +472,8 @@ class _Context:
 
 class Runtime:
     def __init__(self, logger):
-        self.logger, self.engine_host_code_allowed = logger, False
+        self.logger, self.engine_host_code_allowed, self.DLA_core = logger, False, -1
+        RUNTIMES.append(self)
 
     def deserialize_cuda_engine(self, data):
         _rec("Runtime.deserialize_cuda_engine", len(data))
@@ -479,6 +490,7 @@ class Runtime:
 
 __version__ = "10.3.0"
 CUDART = FakeCudart()
+RUNTIMES: list = []
 
 
 def tensorrt_module(version: str = "10.3.0") -> types.ModuleType:
@@ -499,7 +511,8 @@ def install(monkeypatch, devices: int = 1, version: str = "10.3.0") -> FakeCudar
     global CUDART
     CUDART = FakeCudart(devices)
     CALLS.clear()
-    OnnxParser.reject, Builder.fail_build = [], False
+    RUNTIMES.clear()
+    OnnxParser.reject, Builder.fail_build, _Context.fail_in_capture = [], False, False
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
     for m, name in ((cuda, "cuda"), (bindings, "cuda.bindings"), (CUDART, "cuda.bindings.runtime")):

@@ -152,7 +152,7 @@ def test_failed_build_leaves_no_engine(fake, tiny_vit_folder, tmp_path):
     ("10.3.0", 0, "fp16", 0, {"FP16", "GPU_FALLBACK"}),
     ("10.3.0", 0, "int8", 0, {"FP16", "INT8", "GPU_FALLBACK"}),
     ("11.4.0", -1, "fp32", 0, set()),
-    ("11.4.0", 0, "fp16", 0, {"GPU_FALLBACK"}),
+    ("11.4.1", 0, "fp16", 0, {"GPU_FALLBACK"}),
 ])
 def test_builder_flags_only_where_needed(monkeypatch, tmp_path, tiny_vit_folder, version, dla, precision,
                                          network_flags, flags):
@@ -167,8 +167,11 @@ def test_builder_flags_only_where_needed(monkeypatch, tmp_path, tiny_vit_folder,
 def test_dla_fp32_and_old_tensorrt_are_refused():
     from export.engine import builder_flags, network_flags
 
-    with pytest.raises(EngineBuildError, match="DLA runs FP16 or INT8"):
-        builder_flags(fake_trt.tensorrt_module("10.3.0"), "fp32", False, 0, False)
+    for version, strongly in (("10.3.0", False), ("11.4.1", True)):
+        with pytest.raises(EngineBuildError, match="DLA runs FP16 or INT8"):
+            builder_flags(fake_trt.tensorrt_module(version), "fp32", strongly, 0, False)
+    with pytest.raises(EngineBuildError, match="no DLA support"):
+        network_flags(fake_trt.tensorrt_module("11.4.0"), 0)
     with pytest.raises(EngineBuildError, match=">= 10"):
         network_flags(fake_trt.tensorrt_module("8.6.1"), -1)
 
@@ -226,7 +229,8 @@ def test_tensorrt_backend_matches_onnxruntime(fake, tiny_vit_folder, tmp_path, c
     assert kinds == ["cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"] * 3
     assert len(_calls("cudaStreamSynchronize")) == 3  # one sync per call
     launches, plain = len(_calls("cudaGraphLaunch")), len(_calls("context.execute_async_v3"))
-    assert (launches, plain) == ((3, 2) if cuda_graph else (0, 3))  # warm-up + capture, then replays
+    # with graphs: call 1 runs plainly and captures (2 launches), calls 2-3 replay the graph
+    assert (launches, plain) == ((2, 2) if cuda_graph else (0, 3))
     trt.close()
     assert not fake.memory and not fake.streams  # every buffer and the stream freed
 
@@ -247,7 +251,7 @@ def test_tensorrt_backend_vocabulary_sizes(fake, tiny_vit_input_folder, tmp_path
         assert got.shape[1] == c
         np.testing.assert_allclose(got, ort(feeds, [io_names.LOGITS])[io_names.LOGITS], rtol=1e-5, atol=1e-6)
     assert len(_calls("cudaStreamBeginCapture")) == 3  # re-captured only when the class count changed
-    assert len(_calls("cudaGraphLaunch")) == 5
+    assert len(_calls("cudaGraphLaunch")) == 2  # the two repeats; each new shape runs plainly
     with pytest.raises(TrtError, match="accepts"):
         trt({io_names.IMAGE: x, io_names.TEXT_EMBEDDINGS: np.zeros((9, dim), np.float32)}, [io_names.LOGITS])
     with pytest.raises(TrtError, match="no outputs"):
@@ -341,3 +345,64 @@ def test_stages_benchmark_splits_tensorrt_copies(fake, tiny_vit_folder, tmp_path
     assert trt_row["backend"] == "tensorrt" and trt_row["median_ms"]["h2d"] >= 0
     assert ort_row["median_ms"]["h2d"] is None and ort_row["median_ms"]["compute"] > 0
     assert report["gpus"] == ["Fake GPU"] and report["peak_rss_mib"] > 0
+
+
+def test_failed_cuda_graph_capture_falls_back_to_plain_launches(fake, tiny_vit_folder, tmp_path, caplog):
+    folder = _copy(tiny_vit_folder, tmp_path)
+    build_engine(EngineCfg(str(folder)), probe=GPU)
+    fake_trt._Context.fail_in_capture = True
+    trt = open_backend("tensorrt", _ref(folder), probe=GPU, cuda_graph=True).backend
+    ort = open_backend("onnxruntime", _ref(folder)).backend
+    x = _image(224)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            got = trt({io_names.IMAGE: x}, [io_names.LOGITS])[io_names.LOGITS]
+            np.testing.assert_allclose(got, ort({io_names.IMAGE: x}, [io_names.LOGITS])[io_names.LOGITS],
+                                       rtol=1e-5, atol=1e-6)
+    assert "without CUDA graphs" in caplog.text and not trt.use_graph
+    assert len(_calls("cudaStreamEndCapture")) == 1 and not _calls("cudaGraphLaunch")  # capture mode left
+    trt.close()
+
+
+def test_close_frees_everything_despite_cuda_errors(fake, tiny_vit_folder, tmp_path, caplog):
+    folder = _copy(tiny_vit_folder, tmp_path)
+    build_engine(EngineCfg(str(folder)), probe=GPU)
+    trt = open_backend("tensorrt", _ref(folder), probe=GPU).backend
+    fake.fail_free = 1
+    with caplog.at_level(logging.WARNING):
+        trt.close()
+    assert "releasing TensorRT resources" in caplog.text
+    assert len(fake.memory) == 1 and not fake.streams  # only the buffer whose free failed is left
+
+
+def test_lean_runtime_needs_version_compatible_engines(fake, tiny_vit_folder, tmp_path):
+    folder = _copy(tiny_vit_folder, tmp_path)
+    lean = dataclasses.replace(GPU, tensorrt_module="tensorrt_lean", tensorrt_builder=False)
+    build_engine(EngineCfg(str(folder)), probe=GPU)
+    opened = open_backend("auto", _ref(folder), probe=lean)
+    assert opened.backend.name == "onnxruntime" and "--version-compatible" in opened.reasons[0]
+    build_engine(EngineCfg(str(folder), version_compatible=True), probe=GPU)
+    assert open_backend("auto", _ref(folder), probe=lean).backend.name == "tensorrt"
+
+
+def test_dla_engine_runs_on_its_core(fake, tiny_vit_folder, tmp_path):
+    folder = _copy(tiny_vit_folder, tmp_path)
+    m = load_manifest(folder)
+    # a DLA build needs an FP16 / INT8 graph: register model.onnx as the fp16 variant for the fake
+    from runtime.manifest import Variant
+    m = dataclasses.replace(m, variants={"fp16": Variant(m.model_file, m.model_sha256)})
+    m.write(folder)
+    build_engine(EngineCfg(str(folder), precision="fp16", dla=0), probe=GPU)
+    assert {c[1] for c in _calls("config.set_flag")} == {"FP16", "GPU_FALLBACK"}
+    assert open_backend("auto", _ref(folder, "fp16"), probe=GPU).backend.name == "onnxruntime"  # GPU wanted
+    trt = open_backend("auto", _ref(folder, "fp16"), probe=GPU, dla_core=0).backend
+    assert trt.name == "tensorrt" and fake_trt.RUNTIMES[-1].DLA_core == 0
+    trt.close()
+
+
+def test_ort_tensorrt_cache_folder_is_created(tiny_vit_folder, tmp_path):
+    folder = _copy(tiny_vit_folder, tmp_path)
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    opts = _ort_providers(_ref(folder), GPU, every)[0][1]
+    assert (folder / "engines" / "ort_trt").is_dir() and opts["trt_engine_cache_path"] == str(
+        folder / "engines" / "ort_trt")

@@ -95,12 +95,19 @@ def make_backend(name: str, model_path: str, **options) -> Backend:
 
 
 def _engine_record(ref: ModelRef, probe, dla_core: int):
+    """The best fitting engine record (version-compatible ones only on the lean runtime)."""
     from runtime.engine_cache import EngineKey, find_engine
 
     gpu = probe.gpus[0]
     key = EngineKey(gpu.name, gpu.compute_capability, probe.tensorrt, ref.precision,
                     dict(ref.input_shapes or {}), ref.onnx_sha256, dla_core)
-    return find_engine(ref.folder, key), gpu
+    lean = probe.tensorrt_module == "tensorrt_lean"
+    record = find_engine(ref.folder, key, version_compatible_only=lean)
+    if record is None and lean and find_engine(ref.folder, key) is not None:
+        raise BackendUnavailable("the engine for this GPU is not version-compatible, and the lean "
+                                 "TensorRT runtime runs only those: rebuild it with python -m "
+                                 "export.engine --version-compatible, or install full TensorRT")
+    return record, gpu
 
 
 def _open_tensorrt(ref: ModelRef, probe, cuda_graph: bool = False, dla_core: int = -1) -> Backend:
@@ -120,14 +127,31 @@ def _open_tensorrt(ref: ModelRef, probe, cuda_graph: bool = False, dla_core: int
 
     return TrtBackend(ref.folder / "engines" / record.engine_file, expect_sha256=record.engine_sha256,
                       cuda_graph=cuda_graph, version_compatible=record.key.version_compatible,
-                      device_name=gpu.name)
+                      device_name=gpu.name, dla_core=dla_core)
+
+
+def _ort_cache_dir(ref: ModelRef) -> str:
+    """onnxruntime's TensorRT EP engine cache, created here: the EP makes only the last level and
+    falls back to CUDA / CPU when it cannot. ``DIR/engines/ort_trt``, or the user cache when the
+    folder is read-only."""
+    import os
+
+    for path in (ref.folder / "engines" / ORT_ENGINE_CACHE,
+                 Path(os.environ.get("OVSS_CACHE_DIR") or Path.home() / ".cache" / "ovss-edge")
+                 / ORT_ENGINE_CACHE / (ref.onnx_sha256[:16] or "unknown")):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return str(path)
+        except OSError as e:
+            log.warning("cannot create the onnxruntime TensorRT cache %s: %s", path, e)
+    return str(ref.folder / "engines" / ORT_ENGINE_CACHE)
 
 
 def _ort_providers(ref: ModelRef, probe, available: list[str]) -> list:
     """GPU providers (when the probe found a GPU) that this onnxruntime build offers, then CPU."""
     chosen: list = []
     if probe.gpu_usable:
-        cache = str(ref.folder / "engines" / ORT_ENGINE_CACHE)
+        cache = _ort_cache_dir(ref)
         trt_opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
                     "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
                     # The graph's own types and Q/DQ decide precision; these only permit the kernels.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.cuda import CudaGraph, DeviceBuffer, Event, PinnedBuffer, Stream, copy_async
+from runtime.backends.cuda import CudaError, CudaGraph, DeviceBuffer, Event, PinnedBuffer, Stream, copy_async
 from runtime.errors import ModelFolderError, OvssError
 from runtime.fsutil import sha256_file
 
@@ -81,6 +81,10 @@ class TrtBackend:
             shapes stay the same (re-captured when they change).
         version_compatible: the engine was built VERSION_COMPATIBLE (allows its embedded host code).
         device_name: the GPU's name, reported in ``providers``.
+        dla_core: the DLA core a DLA engine runs on (-1: GPU engine).
+
+    Not thread-safe: one stream and shared pinned buffers; call it from one thread.
+
     Raises:
         ModelFolderError: missing / modified engine file, or TensorRT cannot deserialise it.
         ImportError: TensorRT or cuda-python is not installed.
@@ -89,7 +93,7 @@ class TrtBackend:
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, *, expect_sha256: str = "", cuda_graph: bool = False,
-                 version_compatible: bool = False, device_name: str = ""):
+                 version_compatible: bool = False, device_name: str = "", dla_core: int = -1):
         self.trt = require_trt()
         path = Path(engine_path)
         if not path.is_file():
@@ -100,6 +104,8 @@ class TrtBackend:
         self.runtime = self.trt.Runtime(self.logger)
         if version_compatible:
             self.runtime.engine_host_code_allowed = True
+        if dla_core >= 0:
+            self.runtime.DLA_core = dla_core  # before deserialising, as trtexec does
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ModelFolderError(f"TensorRT {self.trt.__version__} cannot deserialise {str(path)!r} "
@@ -132,8 +138,12 @@ class TrtBackend:
                 self.context.set_input_shape(name, hi)
             elif is_input:
                 self.context.set_input_shape(name, shape)
-            self.bindings[name] = _Binding(name, is_input, np.dtype(trt.nptype(eng.get_tensor_dtype(name))),
-                                           hi, lo, None, None)
+            try:
+                dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(name)))
+            except TypeError as e:  # BF16, FP8, INT4, ... have no numpy type
+                raise TrtError(f"engine tensor {name!r} has type {eng.get_tensor_dtype(name)}, which "
+                               "numpy cannot hold: export with float32/float16 inputs and outputs") from e
+            self.bindings[name] = _Binding(name, is_input, dtype, hi, lo, None, None)
         for b in self.bindings.values():  # outputs at their largest: every input at its profile max
             if not b.is_input:
                 b.max_shape = b.min_shape = tuple(self.context.get_tensor_shape(b.name))
@@ -171,25 +181,47 @@ class TrtBackend:
             shapes.append(arr.shape)
         return tuple(shapes)
 
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise TrtError("execute_async_v3 failed (see the TensorRT errors logged above)")
+
     def _launch(self, shapes: tuple) -> None:
         if not self.use_graph:
-            if not self.context.execute_async_v3(self.stream.handle):
-                raise TrtError("execute_async_v3 failed (see the TensorRT errors logged above)")
+            self._execute()
             return
-        if self._graph is None or self._graph_shapes != shapes:
-            if self._graph is not None:
-                self._graph.close()
-            # One plain launch first: it applies the new shapes, which must not happen in a capture.
-            if not self.context.execute_async_v3(self.stream.handle):
-                raise TrtError("execute_async_v3 failed (see the TensorRT errors logged above)")
-            self._graph, self._graph_shapes = CudaGraph(self.stream), shapes
-            self._graph.begin()
-            self.context.execute_async_v3(self.stream.handle)
-            self._graph.end()
-        self._graph.launch()
+        if self._graph is not None and self._graph_shapes == shapes:
+            self._graph.launch()
+            return
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+        # A plain launch first: it applies the new shapes (which must not happen inside a capture)
+        # and computes this call's outputs; the capture below only records the next ones.
+        self._execute()
+        self._capture(shapes)
+
+    def _capture(self, shapes: tuple) -> None:
+        """Record one engine launch as a CUDA graph; on failure, run without graphs from now on
+        (TensorRT documents that the context stays usable without them)."""
+        graph = CudaGraph(self.stream)
+        ok = False
+        try:
+            graph.begin()
+            try:
+                ok = bool(self.context.execute_async_v3(self.stream.handle))
+            finally:
+                graph.end()  # always leave capture mode, or every later call on the stream fails
+        except CudaError as e:
+            log.warning("CUDA graph capture failed (%s): running without CUDA graphs", e)
+        if ok:
+            self._graph, self._graph_shapes = graph, shapes
+            return
+        graph.close()
+        self.use_graph = False
+        log.warning("the engine cannot be captured as a CUDA graph: running without CUDA graphs")
 
     def __call__(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """Run once. Outputs come back as float32 (FP16 engine outputs are widened)."""
+        """Run once. Float outputs come back as float32 (FP16 engine outputs are widened), as copies."""
         unknown = [o for o in outputs if o not in self.bindings or self.bindings[o].is_input]
         if unknown:
             raise TrtError(f"the engine has no outputs {unknown}; it has {list(self.output_names)}")
@@ -212,25 +244,27 @@ class TrtBackend:
         self.stream.synchronize()
         self.last_timings_ms = {"h2d": ev[1].ms_since(ev[0]), "compute": ev[2].ms_since(ev[1]),
                                 "d2h": ev[3].ms_since(ev[2])}
-        return {o: self.bindings[o].host.array[:int(np.prod(out_shapes[o]))]
-                .reshape(out_shapes[o]).astype(np.float32) for o in outputs}
+        out = {}
+        for o in outputs:
+            b = self.bindings[o]
+            view = b.host.array[:int(np.prod(out_shapes[o]))].reshape(out_shapes[o])
+            out[o] = view.astype(np.float32) if b.dtype.kind == "f" else view.copy()  # never a view
+        return out
 
     def close(self) -> None:
-        """Free the graph, buffers, events and stream, then the context and engine."""
-        if getattr(self, "_graph", None) is not None:
-            self._graph.close()
-            self._graph = None
-        for b in getattr(self, "bindings", {}).values():
-            for buf in (b.host, b.device):
-                if buf is not None:
-                    buf.close()
-        self.bindings = {}
-        for e in getattr(self, "events", []):
-            e.close()
-        self.events = []
-        if getattr(self, "stream", None) is not None:
-            self.stream.close()
-            self.stream = None
+        """Free the graph, buffers, events and stream, then the context and engine. Every free is
+        attempted even after a CUDA error (logged), so one sticky error leaks nothing else."""
+        resources = [getattr(self, "_graph", None)]
+        resources += [buf for b in getattr(self, "bindings", {}).values() for buf in (b.host, b.device)]
+        resources += [*getattr(self, "events", []), getattr(self, "stream", None)]
+        for r in resources:
+            if r is None:
+                continue
+            try:
+                r.close()
+            except CudaError as e:
+                log.warning("while releasing TensorRT resources: %s", e)
+        self._graph, self.bindings, self.events, self.stream = None, {}, [], None
         self.context = self.engine = None
 
     def __enter__(self) -> "TrtBackend":
