@@ -22,8 +22,9 @@ MEANINGS = {
     ),
     LABELS: "int64 [1,H,W]: argmax over classes of the bilinearly upsampled logits, at input size",
     TEXT_TOKENS: (
-        "int64 [N,L], L = the CLIP context length (77): CLIP BPE ids, start 49406, text, "
-        "end 49407, zero padding (runtime.tokenizer)"
+        "int64 [N,L], 1 <= L <= the CLIP context length (77): CLIP BPE ids, start 49406, text, "
+        "end 49407, zero padding (runtime.tokenizer); padding after the longest prompt's end "
+        "token may be dropped (exact for CLIP's causal, end-token-pooled tower)"
     ),
     TEXT_FEATURES: (
         "float32 [N,D]: CLIP encode_text features, NOT normalised (L2-normalise before use)"

@@ -79,8 +79,9 @@ class TextEncoderInfo:
     """The optional on-device text encoder, written by ``export.build --text-encoder``.
 
     Attributes:
-        file, sha256: the text tower graph (``io_names.TEXT_TOKENS`` int64 [N, context_length]
-            -> ``io_names.TEXT_FEATURES`` float32 [N, embed_dim], unnormalised) and its hash.
+        file, sha256: the text tower graph (``io_names.TEXT_TOKENS`` int64 [N, L], L up to
+            context_length -> ``io_names.TEXT_FEATURES`` float32 [N, embed_dim], unnormalised)
+            and its hash.
         vocab_file, vocab_sha256: the gzipped CLIP BPE merges file and its hash.
         context_length: tokens per prompt (77 for CLIP).
         embed_dim: D, the width of the model's text-embedding input.

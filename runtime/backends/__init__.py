@@ -11,6 +11,7 @@ returned ``Opened.reasons`` says why each earlier choice was skipped, and the ba
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -134,8 +135,6 @@ def _ort_cache_dir(ref: ModelRef) -> str:
     """onnxruntime's TensorRT EP engine cache, created here: the EP makes only the last level and
     falls back to CUDA / CPU when it cannot. ``DIR/engines/ort_trt``, or the user cache when the
     folder is read-only."""
-    import os
-
     for path in (ref.folder / "engines" / ORT_ENGINE_CACHE,
                  Path(os.environ.get("OVSS_CACHE_DIR") or Path.home() / ".cache" / "ovss-edge")
                  / ORT_ENGINE_CACHE / (ref.onnx_sha256[:16] or "unknown")):
