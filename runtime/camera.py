@@ -255,28 +255,32 @@ def run_loop(source: FrameSource, segment: Segment, sink: Sink, cfg: LoopCfg = L
     step = _Step(segment, Painter(cfg.alpha, cfg.legend), sink, cfg.stats_window)
     drop = cfg.drop == "oldest" or (cfg.drop == "auto" and source.live)
     frames = None if cfg.sequential else FrameQueue(cfg.queue_size, drop_oldest=drop)
-    capture, error, close_source, t0 = None, None, True, time.perf_counter()
+    capture, error, close_source, crashed, t0 = None, None, True, True, time.perf_counter()
     try:
         if frames is None:
             reason = _sequential(reader, step, cfg)
         else:
             capture = CaptureThread(reader, frames)
             reason = _pipelined(capture, step, cfg)
+        crashed = False
     except SourceError as e:
-        reason, error = "source_failed", str(e)
+        reason, error, crashed = "source_failed", str(e), False
         log.error("%s", e)
     finally:
         elapsed = time.perf_counter() - t0
         stop.set()
-        if capture is not None and not capture.join(cfg.join_timeout_s):
-            close_source = False
-            log.warning("capture thread still blocked in a read after %.1f s: leaving the source "
-                        "open", cfg.join_timeout_s)
         try:
-            sink.close()
-        finally:
-            if close_source:
-                source.close()
+            if capture is not None and not capture.join(cfg.join_timeout_s):
+                close_source = False
+                log.warning("capture thread still blocked in a read after %.1f s: leaving the "
+                            "source open", cfg.join_timeout_s)
+        finally:  # even when a forced stop interrupts the join: finalise (or drop) the output
+            try:
+                # A crash must not replace a previous good output with a partial one.
+                (getattr(sink, "abort", sink.close) if crashed else sink.close)()
+            finally:
+                if close_source:
+                    source.close()
     return _stats(source, reader, step, cfg, frames, reason, error, elapsed)
 
 
@@ -358,9 +362,14 @@ def loop_cfg(args: argparse.Namespace) -> LoopCfg:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event):
-    """SIGINT/SIGTERM set ``stop`` (a clean stop); a second one raises KeyboardInterrupt."""
+    """SIGINT/SIGTERM set ``stop`` (a clean stop); a second signal raises KeyboardInterrupt.
+
+    Signals are counted here: ``stop`` is also set by the loop itself (max frames, shutdown)."""
+    received = [0]
+
     def handler(signum, _frame):
-        if stop.is_set():
+        received[0] += 1
+        if received[0] > 1:
             raise KeyboardInterrupt
         log.warning("%s: stopping cleanly (send it again to force)", signal.Signals(signum).name)
         stop.set()

@@ -142,6 +142,9 @@ class Reader:
         self.read_ms = Ring(window)
         self._period = 1.0 / pace_fps if pace_fps and not source.live else 0.0
         self._t0: float | None = None
+        # One outage lasts until a frame arrives: a reopen that "works" but delivers nothing
+        # (an RTSP server with no frames) keeps counting attempts and growing the delay.
+        self._outage_attempts, self._delay = 0, backoff_initial_s
 
     def next(self) -> Frame | None:
         """The next frame; None when the source ended or ``stop`` is set.
@@ -156,6 +159,7 @@ class Reader:
             frame = self._read()
             if frame is not None:
                 self.captured += 1
+                self._outage_attempts, self._delay = 0, self.backoff[0]
                 return frame
             if not self.source.live:
                 return None
@@ -168,7 +172,10 @@ class Reader:
         now = time.perf_counter()
         self._t0 = now if self._t0 is None else self._t0
         wait = self._t0 + self.captured * self._period - now
-        return wait <= 0 or not self.stop.wait(wait)
+        if wait < 0:  # behind (the loop stalled): re-anchor rather than burst to catch up
+            self._t0 -= wait
+            return True
+        return not self.stop.wait(wait)
 
     def _read(self) -> Frame | None:
         t0 = time.perf_counter()
@@ -184,14 +191,17 @@ class Reader:
         return frame
 
     def _reconnect(self) -> None:
-        (delay, cap), attempt = self.backoff, 0
+        """Wait, then reopen, until a reopen succeeds; the attempt count and the (doubling,
+        capped) delay carry over to the next failure until a frame actually arrives."""
         while not self.stop.is_set():
+            attempt, delay = self._outage_attempts, self._delay
             if self.reconnect_attempts and attempt >= self.reconnect_attempts:
                 raise SourceError(f"{self.source.name} failed and {attempt} reconnect attempts "
                                   "did not bring it back")
-            attempt += 1
+            self._outage_attempts += 1
+            self._delay = min(2 * delay, self.backoff[1])
             log.warning("%s: no frame; reopening in %.2f s (attempt %d)", self.source.name, delay,
-                        attempt)
+                        attempt + 1)
             if self.stop.wait(delay):
                 return
             self.attempts += 1
@@ -199,10 +209,9 @@ class Reader:
                 self.source.reopen()
             except Exception as e:  # try again later, with a longer delay
                 log.warning("%s: reopen failed: %s", self.source.name, e)
-                delay = min(2 * delay, cap)
                 continue
             self.reconnects += 1
-            log.info("%s: reconnected after %d attempt(s)", self.source.name, attempt)
+            log.info("%s: reopened after %d attempt(s)", self.source.name, attempt + 1)
             return
 
 

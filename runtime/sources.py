@@ -144,6 +144,8 @@ class CaptureSource:
         self._cap = self._open()
         fps = self._cap.get(require_cv2().CAP_PROP_FPS)
         self.fps = float(fps) if math.isfinite(fps) and 0 < fps < 1000 else None
+        count = self._cap.get(require_cv2().CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if math.isfinite(count) and count > 0 else 0
 
     def _open(self):
         cv2 = require_cv2()
@@ -245,7 +247,11 @@ def _stream(url: str, cfg: SourceCfg) -> CaptureSource:
     cv2 = require_cv2()
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, cfg.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
               cfg.timeout_ms]
-    return CaptureSource(url, cv2.CAP_FFMPEG, f"stream {url!r}", live=True, params=params)
+    source = CaptureSource(url, cv2.CAP_FFMPEG, f"stream {url!r}", live=True, params=params)
+    # A file served over http(s) has a frame count and an end: replaying it forever is wrong.
+    if source.frame_count > 0 and url.lower().startswith(("http://", "https://")):
+        source.live = False
+    return source
 
 
 def _gstreamer(pipeline: str) -> CaptureSource:

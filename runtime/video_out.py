@@ -92,6 +92,14 @@ class Painter:
         return np.concatenate([shown, self.strip(classes, image.shape[1])], axis=0)
 
 
+def _discard(path: str) -> None:
+    """Remove a temp file if it exists; never raises (it runs on error paths)."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as e:
+        log.debug("could not remove %s: %s", path, e)
+
+
 class VideoSink:
     """A video file (``.mp4``: mp4v, ``.avi``: MJPG) opened at the first frame's size.
 
@@ -110,14 +118,18 @@ class VideoSink:
 
     def _open(self, width: int, height: int) -> None:
         cv2 = require_cv2()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SourceError(f"cannot create the folder for {str(self.path)!r}: {e}") from e
         # OpenCV picks the container by suffix, so the temp name keeps it (and normal permissions)
-        name = f".{self.path.name}.{os.getpid()}.tmp{self.path.suffix}"
+        # (the stem is cut so that the temp name is no longer than the final one can be)
+        name = f".{self.path.stem[:200]}.{os.getpid()}.tmp{self.path.suffix}"
         self._tmp = str(self.path.with_name(name))
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
         self._writer = cv2.VideoWriter(self._tmp, fourcc, self.fps, (width, height))
         if not self._writer.isOpened():
-            os.unlink(self._tmp)
+            _discard(self._tmp)  # OpenCV may not have created it
             self._writer = None
             raise SourceError(f"OpenCV cannot write {str(self.path)!r} ({width}x{height})")
         self._size = (width, height)
@@ -143,9 +155,19 @@ class VideoSink:
             return
         self._writer.release()
         self._writer = None
-        with open(self._tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(self._tmp, self.path)
+        try:
+            with open(self._tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self._tmp, self.path)
+        finally:
+            _discard(self._tmp)  # only left if the replace failed
+
+    def abort(self) -> None:
+        """Drop the unfinished video (the loop crashed): a previous file at ``path`` survives."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            _discard(self._tmp)
 
 
 class PngFolderSink:
@@ -231,11 +253,18 @@ class TeeSink:
             sink.write(image, frame)
 
     def close(self) -> None:
+        self._each("close")
+
+    def abort(self) -> None:
+        """Abort the sinks that can (unfinished videos are dropped), close the others."""
+        self._each("abort")
+
+    def _each(self, method: str) -> None:
         errors = []
         for sink in self.sinks:
             try:
-                sink.close()
-            except Exception as e:  # close the rest, then report the first failure
+                getattr(sink, method, sink.close)()
+            except Exception as e:  # finish the rest, then report the first failure
                 errors.append(e)
         if errors:
             raise errors[0]

@@ -53,9 +53,10 @@ class FakeSeg:
     """Stand-in segmenter: all pixels class 0, after ``delay_s`` of 'inference'."""
 
     def __init__(self, delay_s: float = 0.0):
-        self.delay_s = delay_s
+        self.delay_s, self.calls = delay_s, 0
 
     def __call__(self, image: np.ndarray) -> SegResult:
+        self.calls += 1
         time.sleep(self.delay_s)
         labels = np.zeros(image.shape[:2], np.int32)
         return SegResult(labels, np.zeros((2, 2, 2), np.float32), ("a", "b"), ("a",), "whole", 1,
@@ -197,6 +198,30 @@ def test_reconnect_after_failure(sequential):
     assert sink.seqs == list(range(10))  # frames continue after the outage
 
 
+class EmptyAfterReopen(FakeLive):
+    """Reopens fine but never delivers a frame again (an RTSP server that sends nothing)."""
+
+    def __init__(self):
+        super().__init__(fail_after=3)
+        self.reopen_times = []
+
+    def reopen(self):
+        self.reopen_times.append(time.perf_counter())
+        self.reopens += 1  # "works", yet the stream stays down
+
+
+def test_backoff_grows_and_gives_up_when_reopen_brings_no_frames():
+    source = EmptyAfterReopen()
+    cfg = LoopCfg(sequential=True, max_frames=10, backoff_initial_s=0.02, backoff_max_s=0.08,
+                  reconnect_attempts=5)
+    stats = run_loop(source, FakeSeg(), RecordingSink(), cfg)
+    assert stats.stop_reason == "source_failed" and "5 reconnect attempts" in stats.error
+    assert stats.frames_processed == 3 and len(source.reopen_times) == 5
+    gaps = np.diff(source.reopen_times)
+    # delays 0.02, 0.04, 0.08, 0.08, 0.08: the gaps grow, then stay at the cap
+    assert gaps[0] > 0.03 and gaps[1] > 0.07 and gaps[2] > 0.07 and gaps[3] < 0.2
+
+
 def test_source_that_stays_down_fails_cleanly():
     sink, source = RecordingSink(), FakeLive(fail_after=3, reopen_failures=99)
     cfg = LoopCfg(backoff_initial_s=0.01, backoff_max_s=0.02, reconnect_attempts=3)
@@ -239,7 +264,8 @@ def test_signal_stops_cleanly(tiny_vit_folder, tmp_path, sig):
     assert not list(tmp_path.glob(".out.mp4.*"))  # temp file renamed, none left
 
 
-def test_rss_flat_over_2000_frames(tiny_vit_folder, tmp_path):
+@pytest.mark.parametrize("sequential", [True, False])
+def test_rss_flat_over_2000_frames(tiny_vit_folder, tmp_path, sequential):
     rss: dict[int, float] = {}
     sink = VideoSink(tmp_path / "rss.mp4", 30)
     write = sink.write
@@ -251,10 +277,31 @@ def test_rss_flat_over_2000_frames(tiny_vit_folder, tmp_path):
 
     sink.write = measured
     source = FakeLive(period_s=0.0, shape=(48, 64, 3))
+    cfg = LoopCfg(sequential=sequential, drop="never", max_frames=2000, stats_window=50)
     with Segmenter(tiny_vit_folder, threads=1) as seg:
-        stats = run_loop(source, seg, sink, LoopCfg(sequential=True, max_frames=2000))
+        stats = run_loop(source, seg, sink, cfg)
     assert stats.frames_processed == 2000 and len(read_video(tmp_path / "rss.mp4")) == 2000
+    assert stats.frames_captured >= stats.frames_processed + stats.frames_dropped
     assert rss[2000] - rss[200] < 2.0, rss  # measured here: +0.1 MB (the mp4 index)
+
+
+def test_timing_buffers_stay_bounded():
+    """Per-frame statistics live in fixed rings: 500 frames with a 50-sample window keep 50."""
+    from runtime import camera as cam
+
+    kept = []
+    original = cam._stats
+
+    def spy(source, reader, step, *rest):
+        kept.extend([len(reader.read_ms), len(step.latency_ms), *(len(r) for r in step.stages.values())])
+        return original(source, reader, step, *rest)
+
+    cam._stats = spy
+    try:
+        run_loop(FakeLive(), FakeSeg(), RecordingSink(), LoopCfg(max_frames=500, stats_window=50))
+    finally:
+        cam._stats = original
+    assert kept and max(kept) == 50
 
 
 def test_image_folder_skips_unreadable(tmp_path):
@@ -314,3 +361,52 @@ def test_benchmark_report(tiny_vit_folder, tmp_path, capsys):
     assert report["frame_hw"] == [64, 96] and report["frames"] == 5 and report["weights_random"]
     assert "benchmarks.camera" in report["command"]
     assert report["plot"] is None or Path(report["plot"]).is_file()
+
+
+def test_crash_keeps_the_previous_output(tmp_path):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"previous good video")
+
+    class Crash(FakeSeg):
+        def __call__(self, image):
+            if self.calls == 2:  # the third frame
+                raise RuntimeError("model exploded")
+            return super().__call__(image)
+
+    with pytest.raises(RuntimeError, match="exploded"):
+        run_loop(FakeLive(), Crash(), VideoSink(out, 30), LoopCfg(max_frames=10))
+    assert out.read_bytes() == b"previous good video"
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]  # no temp file left
+
+
+def test_writer_that_cannot_open_gives_source_error(tmp_path, monkeypatch):
+    import cv2
+
+    class Closed:
+        def __init__(self, *args):
+            pass
+
+        def isOpened(self):
+            return False
+
+    frame = Frame(np.zeros((8, 8, 3), np.uint8), 0, 0.0)
+    monkeypatch.setattr(cv2, "VideoWriter", Closed)  # OpenCV refused, and created no temp file
+    with pytest.raises(SourceError, match="cannot write"):
+        VideoSink(tmp_path / "o.mp4", 30).write(frame.image, frame)
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("a file where a folder should be")
+    with pytest.raises(SourceError, match="cannot create the folder"):
+        VideoSink(tmp_path / "file" / "o.mp4", 30).write(frame.image, frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_first_signal_never_forces_even_if_the_loop_already_set_stop():
+    import os
+
+    with camera.stop_on_signals(threading.Event()) as stop:
+        stop.set()  # the loop sets it itself when it reaches max frames or shuts down
+        os.kill(os.getpid(), signal.SIGINT)  # a first Ctrl-C: still a clean stop
+        time.sleep(0.05)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second one forces
+            time.sleep(0.5)
