@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def bilinear_matrix(out_len: int, in_len: int, span: int | None = None) -> np.ndarray:
-    """Interpolation matrix A (out_len x in_len) with ``y = A @ x`` bilinear, align_corners=False.
+def bilinear_matrix(out_len: int, in_len: int, span: int | None = None,
+                    dtype=np.float32) -> np.ndarray:
+    """Interpolation matrix A (out_len x in_len, ``dtype``) with ``y = A @ x`` bilinear,
+    align_corners=False.
 
     Args:
         out_len: number of output samples to return (the first ``out_len`` of ``span``).
@@ -25,10 +27,10 @@ def bilinear_matrix(out_len: int, in_len: int, span: int | None = None) -> np.nd
     i0 = np.floor(src).astype(np.int64)
     i1 = np.minimum(i0 + 1, in_len - 1)
     frac = src - i0
-    a = np.zeros((out_len, in_len), dtype=np.float32)
+    a = np.zeros((out_len, in_len), dtype=dtype)
     rows = np.arange(out_len)
-    np.add.at(a, (rows, i0), (1.0 - frac).astype(np.float32))
-    np.add.at(a, (rows, i1), frac.astype(np.float32))
+    np.add.at(a, (rows, i0), (1.0 - frac).astype(dtype))
+    np.add.at(a, (rows, i1), frac.astype(dtype))
     return a
 
 
@@ -48,9 +50,11 @@ def upsample_argmax(
     """
     c, h, w = logits.shape
     span_hw = out_hw if span_hw is None else span_hw
-    a_h = bilinear_matrix(out_hw[0], h, span_hw[0])
-    a_w = bilinear_matrix(out_hw[1], w, span_hw[1])
-    cols = np.matmul(logits.astype(np.float32, copy=False), a_w.T)  # [C, h, W]
+    # float64: the summation order of a BLAS matmul then moves scores by ~1e-16, far below the
+    # gaps that decide an argmax, so any runtime (the C++ one too) gets the same labels.
+    a_h = bilinear_matrix(out_hw[0], h, span_hw[0], np.float64)
+    a_w = bilinear_matrix(out_hw[1], w, span_hw[1], np.float64)
+    cols = np.matmul(logits.astype(np.float64), a_w.T)  # [C, h, W]
     labels = np.empty(out_hw, dtype=np.int32)
     for r0 in range(0, out_hw[0], block_rows):
         block = np.matmul(a_h[r0:r0 + block_rows], cols)  # [C, r, W]
