@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?= -n 2
+CPP_BUILD ?= build/cpp
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench clean cpp cpp-test
 
 venv: $(STAMP)
 
@@ -31,6 +32,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -q
+	@$(MAKE) --no-print-directory cpp-test
+
+# C++ runtime: onnxruntime headers (fetched) + the wheel's library, configure, build.
+cpp: $(STAMP)
+	@why=$$(cpp/check_deps.sh --install) || { echo "cannot build the C++ runtime: $$why"; exit 1; }
+	cpp/fetch_ort.sh build/third_party $(BIN)/python
+	cmake -S . -B $(CPP_BUILD) -DOVSS_PYTHON=$(CURDIR)/$(BIN)/python
+	cmake --build $(CPP_BUILD) -j2
+
+# ctest when cmake, a compiler and the -dev packages are here (best-effort apt-get as root);
+# otherwise one clear SKIPPED line and success.
+cpp-test: $(STAMP)
+	@why=$$(cpp/check_deps.sh --install) || { echo "SKIPPED C++ tests: $$why"; exit 0; }; \
+	cpp/fetch_ort.sh build/third_party $(BIN)/python >/dev/null \
+		|| { echo "SKIPPED C++ tests: onnxruntime headers could not be fetched (see above)"; exit 0; }; \
+	$(MAKE) --no-print-directory cpp && ctest --test-dir $(CPP_BUILD) -j2 --output-on-failure
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.latency --method maskclip --backbone ViT-B-16 --image-size 448 \

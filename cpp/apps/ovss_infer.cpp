@@ -1,0 +1,131 @@
+// ovss_infer: segment one image with a deployable folder; print one JSON line (runtime/infer.py).
+//
+//   ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png] [--threads N]
+//              [--mode auto|whole|slide] [--stride PX] [--repeat N] [--backend B] [--engine FILE]
+//              [--alpha A] [--no-legend] [--no-verify]
+//
+// Exit status 2 with a one-line "error: ..." on bad input. --repeat N segments the image N times
+// and reports median timings (and every run's total) for benchmarks.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "ovss/cli.hpp"
+#include "ovss/errors.hpp"
+#include "ovss/image.hpp"
+#include "ovss/postprocess.hpp"
+#include "ovss/segmenter.hpp"
+
+namespace {
+
+const char* kUsage =
+    "usage: ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png] [--threads N]\n"
+    "                  [--mode auto|whole|slide] [--stride PX] [--repeat N] [--backend auto|onnxruntime|tensorrt]\n"
+    "                  [--engine FILE] [--alpha A] [--no-legend] [--no-verify]\n";
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double round3(double v) { return std::round(v * 1000.0) / 1000.0; }
+
+ovss::SegmenterOptions options(const ovss::Args& args) {
+    ovss::SegmenterOptions o;
+    o.backend = args.get("--backend").value_or("auto");
+    o.mode = args.get("--mode").value_or("auto");
+    o.stride = args.get_int("--stride", 0, 1);
+    o.verify = !args.has("--no-verify");
+    o.backend_options.threads = args.get_int("--threads", 0, 1);
+    o.backend_options.engine = args.get("--engine").value_or("");
+    return o;
+}
+
+/// Median per-stage timings over ``runs`` and every run's total.
+nlohmann::json timing_json(const std::vector<ovss::Timings>& runs, const std::vector<double>& walls) {
+    std::vector<double> pre, inf, post, total;
+    for (const auto& t : runs) {
+        pre.push_back(t.preprocess_ms), inf.push_back(t.inference_ms), post.push_back(t.postprocess_ms);
+        total.push_back(t.total_ms());
+    }
+    nlohmann::json j;
+    j["timings_ms"] = {{"preprocess", round3(median(pre))}, {"inference", round3(median(inf))},
+                       {"postprocess", round3(median(post))}};
+    j["total_ms"] = round3(median(total));
+    j["call_ms"] = round3(median(walls));
+    if (runs.size() > 1) {
+        std::vector<double> rounded;
+        for (double w : walls) rounded.push_back(round3(w));
+        j["runs_call_ms"] = rounded;
+    }
+    return j;
+}
+
+void write_outputs(const ovss::Args& args, const cv::Mat& rgb, const ovss::SegResult& r) {
+    const auto colours = ovss::palette(static_cast<int>(r.classes.size()));
+    cv::Mat shown = ovss::overlay(rgb, r.labels, colours, args.get_double("--alpha", 0.5, 0.0, 1.0));
+    if (!args.has("--no-legend")) {
+        std::vector<ovss::Rgb> present;
+        for (const auto& name : r.classes_present)
+            present.push_back(colours[std::find(r.classes.begin(), r.classes.end(), name) - r.classes.begin()]);
+        cv::vconcat(shown, ovss::legend_strip(r.classes_present, present, shown.cols), shown);
+    }
+    ovss::save_image_atomic(args.require("--out"), shown);
+    if (const auto labels_out = args.get("--labels-out")) {
+        if (r.classes.size() > 256) throw ovss::OvssError("--labels-out needs at most 256 classes for an 8-bit PNG");
+        cv::Mat labels8;
+        r.labels.convertTo(labels8, CV_8U);
+        ovss::save_image_atomic(*labels_out, labels8);
+    }
+}
+
+int run(int argc, char** argv) {
+    const ovss::Args args(argc, argv,
+                          {"--model", "--image", "--out", "--labels-out", "--threads", "--mode", "--stride",
+                           "--repeat", "--backend", "--engine", "--alpha"},
+                          {"--no-legend", "--no-verify"});
+    const std::string model = args.require("--model"), image_path = args.require("--image");
+    args.require("--out");
+    const int repeat = args.get_int("--repeat", 1, 1);
+    const cv::Mat rgb = ovss::load_image(image_path);
+    ovss::Segmenter seg(model, options(args));
+    ovss::SegResult result;
+    std::vector<ovss::Timings> runs;
+    std::vector<double> walls;
+    for (int i = 0; i < repeat; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        result = seg(rgb);
+        walls.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        runs.push_back(result.timings);
+    }
+    write_outputs(args, rgb, result);
+    nlohmann::json line = {{"backend", result.backend}, {"precision", "fp32"}, {"providers", result.providers},
+                           {"classes", result.classes.size()}, {"classes_present", result.classes_present}};
+    line.update(timing_json(runs, walls));
+    line.update({{"mode", result.mode}, {"windows", result.windows}, {"image_hw", {rgb.rows, rgb.cols}},
+                 {"weights_random", seg.manifest().weights.random}, {"repeat", repeat},
+                 {"out", args.require("--out")}});
+    std::cout << line.dump() << std::endl;
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const ovss::ConfigError& e) {
+        std::cerr << kUsage << "error: " << e.what() << std::endl;
+        return 2;
+    } catch (const ovss::OvssError& e) {
+        std::cerr << "error: " << e.what() << std::endl;
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "error: unexpected failure: " << e.what() << std::endl;
+        return 1;
+    }
+}

@@ -1,0 +1,30 @@
+// A tiny --flag VALUE / --switch command-line parser for the programs.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+
+namespace ovss {
+
+class Args {
+public:
+    /// Parse argv; ``valued`` flags take one value, ``switches`` none.
+    /// Throws ConfigError on an unknown flag or a missing value.
+    Args(int argc, char** argv, const std::set<std::string>& valued, const std::set<std::string>& switches);
+
+    bool has(const std::string& flag) const { return values_.count(flag) > 0; }
+    std::optional<std::string> get(const std::string& flag) const;
+    /// The value of a required flag; throws ConfigError when absent.
+    std::string require(const std::string& flag) const;
+    /// An integer flag >= ``min`` (``fallback`` when absent); throws ConfigError otherwise.
+    int get_int(const std::string& flag, int fallback, int min) const;
+    /// A number flag in [lo, hi] (``fallback`` when absent).
+    double get_double(const std::string& flag, double fallback, double lo, double hi) const;
+
+private:
+    std::map<std::string, std::string> values_;
+};
+
+}  // namespace ovss

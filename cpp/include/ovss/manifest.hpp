@@ -1,0 +1,64 @@
+// The deployable folder's manifest.json: a typed, validated view (see runtime/manifest.py).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ovss {
+
+inline constexpr int kFormatVersion = 1;
+inline constexpr const char* kManifestFile = "manifest.json";
+
+/// How an RGB uint8 image becomes the model input.
+struct PreprocessCfg {
+    int input_h = 0, input_w = 0;    ///< fixed model input size, pixels
+    std::array<double, 3> mean{};    ///< per-channel RGB mean, 0..255 scale
+    std::array<double, 3> std{};     ///< per-channel RGB std, 0..255 scale, > 0
+    int feature_stride = 0;          ///< input pixels per logit cell
+};
+
+/// One graph input or output. Named (dynamic) axes are -1 in ``shape``.
+struct TensorSpec {
+    std::string name, dtype, meaning;
+    std::vector<int64_t> shape;
+};
+
+/// Where the weights came from; ``random`` means random-init (masks meaningless).
+struct WeightsInfo {
+    std::string source, sha256;
+    bool random = false;
+};
+
+struct Manifest {
+    std::string method, backbone;
+    WeightsInfo weights;
+    std::vector<std::string> classes;
+    std::string vocab_mode;  ///< "fixed" or "input"
+    PreprocessCfg preprocess;
+    std::vector<TensorSpec> inputs, outputs;
+    int opset = 0;
+    std::string package_version;
+    std::string model_file = "model.onnx";
+    std::string model_sha256;
+    std::optional<std::string> text_embeddings_file;
+    int format_version = kFormatVersion;
+
+    /// The input called ``name``; throws ModelFolderError if absent.
+    const TensorSpec& input(const std::string& name) const;
+    /// The output called ``name``; throws ModelFolderError if absent.
+    const TensorSpec& output(const std::string& name) const;
+};
+
+/// Parse and validate manifest JSON text; ``where`` names the file in error messages.
+/// Throws ModelFolderError naming the missing or bad field.
+Manifest manifest_from_json_text(const std::string& text, const std::string& where);
+
+/// Read and validate ``folder/manifest.json``.
+/// Throws ModelFolderError: folder or manifest missing, not JSON, missing or bad fields.
+Manifest load_manifest(const std::filesystem::path& folder);
+
+}  // namespace ovss

@@ -1,0 +1,183 @@
+// manifest.json parsing and validation with nlohmann::json; messages follow runtime/manifest.py.
+#include "ovss/manifest.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "ovss/errors.hpp"
+
+namespace ovss {
+namespace {
+
+using nlohmann::json;
+
+enum class Kind { Int, Str, List, Dict, Bool };
+
+const char* kind_name(Kind k) {
+    switch (k) {
+        case Kind::Int: return "int";
+        case Kind::Str: return "str";
+        case Kind::List: return "list";
+        case Kind::Dict: return "dict";
+        case Kind::Bool: return "bool";
+    }
+    return "?";
+}
+
+bool is_kind(const json& v, Kind k) {
+    switch (k) {
+        case Kind::Int: return v.is_number_integer();
+        case Kind::Str: return v.is_string();
+        case Kind::List: return v.is_array();
+        case Kind::Dict: return v.is_object();
+        case Kind::Bool: return v.is_boolean();
+    }
+    return false;
+}
+
+/// d[key], which must exist and be of ``kind``; ``where`` prefixes the field name in errors.
+const json& require(const json& d, const std::string& key, Kind kind, const std::string& where) {
+    if (!d.is_object() || !d.contains(key))
+        throw ModelFolderError("manifest is missing '" + where + key + "'");
+    const json& v = d.at(key);
+    if (!is_kind(v, kind))
+        throw ModelFolderError("manifest field '" + where + key + "' has type " +
+                               std::string(v.type_name()) + ", expected " + kind_name(kind));
+    return v;
+}
+
+std::string req_str(const json& d, const std::string& key, const std::string& where = "") {
+    return require(d, key, Kind::Str, where).get<std::string>();
+}
+
+int req_int(const json& d, const std::string& key, const std::string& where = "") {
+    return require(d, key, Kind::Int, where).get<int>();
+}
+
+std::vector<double> numbers(const json& list, const std::string& field) {
+    std::vector<double> out;
+    for (const json& v : list) {
+        if (!v.is_number())
+            throw ModelFolderError("manifest field '" + field + "' must hold numbers");
+        out.push_back(v.get<double>());
+    }
+    return out;
+}
+
+PreprocessCfg parse_preprocess(const json& pre) {
+    const std::string w = "preprocess.";
+    auto size = numbers(require(pre, "input_size", Kind::List, w), w + "input_size");
+    auto mean = numbers(require(pre, "mean", Kind::List, w), w + "mean");
+    auto std = numbers(require(pre, "std", Kind::List, w), w + "std");
+    bool ok = size.size() == 2 && mean.size() == 3 && std.size() == 3;
+    for (double s : std) ok = ok && s > 0;
+    for (double s : size) ok = ok && s > 0;
+    if (!ok)
+        throw ModelFolderError("manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0");
+    PreprocessCfg cfg;
+    cfg.input_h = static_cast<int>(size[0]);
+    cfg.input_w = static_cast<int>(size[1]);
+    for (int c = 0; c < 3; ++c) cfg.mean[c] = mean[c], cfg.std[c] = std[c];
+    cfg.feature_stride = req_int(pre, "feature_stride", w);
+    if (cfg.feature_stride <= 0) throw ModelFolderError("manifest preprocess.feature_stride must be > 0");
+    return cfg;
+}
+
+std::vector<TensorSpec> parse_specs(const json& d, const std::string& where) {
+    if (!d.contains(where) || !d.at(where).is_array() || d.at(where).empty())
+        throw ModelFolderError("manifest field '" + where + "' must be a non-empty list");
+    std::vector<TensorSpec> specs;
+    const std::string w = where + "[].";
+    for (const json& t : d.at(where)) {
+        TensorSpec s{req_str(t, "name", w), req_str(t, "dtype", w), req_str(t, "meaning", w), {}};
+        for (const json& dim : require(t, "shape", Kind::List, w))
+            s.shape.push_back(dim.is_number_integer() ? dim.get<int64_t>() : -1);
+        specs.push_back(std::move(s));
+    }
+    return specs;
+}
+
+std::vector<std::string> parse_classes(const json& d) {
+    const json& list = require(d, "classes", Kind::List, "");
+    std::vector<std::string> classes;
+    for (const json& c : list) {
+        if (!c.is_string() || c.get<std::string>().empty())
+            throw ModelFolderError("manifest 'classes' must be a non-empty list of names");
+        classes.push_back(c.get<std::string>());
+    }
+    if (classes.empty()) throw ModelFolderError("manifest 'classes' must be a non-empty list of names");
+    return classes;
+}
+
+WeightsInfo parse_weights(const json& d) {
+    const json& w = require(d, "weights", Kind::Dict, "");
+    return {req_str(w, "source", "weights."), req_str(w, "sha256", "weights."),
+            require(w, "random", Kind::Bool, "weights.").get<bool>()};
+}
+
+const TensorSpec& find_spec(const std::vector<TensorSpec>& specs, const std::string& name,
+                            const char* kind) {
+    for (const TensorSpec& s : specs)
+        if (s.name == name) return s;
+    throw ModelFolderError(std::string("manifest declares no ") + kind + " tensor named '" + name + "'");
+}
+
+}  // namespace
+
+const TensorSpec& Manifest::input(const std::string& name) const {
+    return find_spec(inputs, name, "input");
+}
+
+const TensorSpec& Manifest::output(const std::string& name) const {
+    return find_spec(outputs, name, "output");
+}
+
+Manifest manifest_from_json_text(const std::string& text, const std::string& where) {
+    json d;
+    try {
+        d = json::parse(text);
+    } catch (const json::parse_error& e) {
+        throw ModelFolderError("'" + where + "' is not valid JSON: " + e.what());
+    }
+    if (!d.is_object()) throw ModelFolderError("manifest must be a JSON object");
+    Manifest m;
+    m.format_version = req_int(d, "format_version");
+    if (m.format_version != kFormatVersion)
+        throw ModelFolderError("manifest format_version " + std::to_string(m.format_version) +
+                               " is not supported (" + std::to_string(kFormatVersion) + ")");
+    m.preprocess = parse_preprocess(require(d, "preprocess", Kind::Dict, ""));
+    m.weights = parse_weights(d);
+    m.classes = parse_classes(d);
+    m.vocab_mode = req_str(d, "vocab_mode");
+    if (m.vocab_mode != "fixed" && m.vocab_mode != "input")
+        throw ModelFolderError("manifest vocab_mode '" + m.vocab_mode + "' not in ('fixed', 'input')");
+    m.method = req_str(d, "method");
+    m.backbone = req_str(d, "backbone");
+    m.inputs = parse_specs(d, "inputs");
+    m.outputs = parse_specs(d, "outputs");
+    m.opset = req_int(d, "opset");
+    m.package_version = req_str(d, "package_version");
+    m.model_file = req_str(d, "model_file");
+    m.model_sha256 = req_str(d, "model_sha256");
+    if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
+        m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();
+    return m;
+}
+
+Manifest load_manifest(const std::filesystem::path& folder) {
+    namespace fs = std::filesystem;
+    if (!fs::is_directory(folder))
+        throw ModelFolderError("model folder '" + folder.string() + "' does not exist or is not a folder");
+    const fs::path path = folder / kManifestFile;
+    if (!fs::is_regular_file(path))
+        throw ModelFolderError("'" + path.string() + "' is missing: not a deployable folder (run export.build)");
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in) throw ModelFolderError("cannot read '" + path.string() + "'");
+    return manifest_from_json_text(text.str(), path.string());
+}
+
+}  // namespace ovss

@@ -1,0 +1,18 @@
+# Broken copies of the golden vit_fixed folder for the programs' error tests.
+#   cmake -DGOLDEN=DIR -DOUT=DIR -P make_bad_folders.cmake
+set(src "${GOLDEN}/folders/vit_fixed")
+if(NOT EXISTS "${src}/manifest.json")
+  message(FATAL_ERROR "no golden folder at ${src}: the golden fixture did not run")
+endif()
+file(REMOVE_RECURSE "${OUT}")
+foreach(name no_manifest corrupt_json missing_field no_model bad_sha)
+  file(MAKE_DIRECTORY "${OUT}/${name}")
+  file(COPY "${src}/" DESTINATION "${OUT}/${name}")
+endforeach()
+file(REMOVE "${OUT}/no_manifest/manifest.json")
+file(WRITE "${OUT}/corrupt_json/manifest.json" "{\"format_version\": 1, \"classes\": [")
+file(READ "${src}/manifest.json" manifest)
+string(JSON manifest REMOVE "${manifest}" classes)
+file(WRITE "${OUT}/missing_field/manifest.json" "${manifest}")
+file(REMOVE "${OUT}/no_model/model.onnx")
+file(APPEND "${OUT}/bad_sha/model.onnx" "x")

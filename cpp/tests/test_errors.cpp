@@ -1,0 +1,159 @@
+// Clear errors for bad folders and images: missing folder / manifest / model, corrupt JSON,
+// missing fields, sha256 mismatch, missing text embeddings, wrong image shapes.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <fstream>
+
+#include "golden.hpp"
+#include "ovss/errors.hpp"
+#include "ovss/image.hpp"
+#include "ovss/segmenter.hpp"
+
+namespace fs = std::filesystem;
+using namespace ovss;
+
+namespace {
+
+/// A fresh copy of a golden folder in a temp dir, removed at the end of the test.
+class FolderCopy : public ::testing::Test {
+protected:
+    void SetUp() override {
+        SKIP_WITHOUT_GOLDEN();
+        root_ = fs::temp_directory_path() / ("ovss_err_" + std::to_string(::getpid()) + "_" +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        fs::remove_all(root_);
+        fs::create_directories(root_);
+    }
+    void TearDown() override {
+        if (!root_.empty()) fs::remove_all(root_);
+    }
+    fs::path copy(const std::string& name) {
+        const fs::path dst = root_ / name;
+        fs::copy(golden::dir() / "folders" / name, dst, fs::copy_options::recursive);
+        return dst;
+    }
+    static void write(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
+    static nlohmann::json manifest(const fs::path& folder) {
+        std::ifstream in(folder / "manifest.json");
+        return nlohmann::json::parse(in);
+    }
+    fs::path root_;
+};
+
+/// Runs ``f`` and expects a ``E`` whose message contains ``part``.
+template <class E, class F>
+void expect_error(F f, const std::string& part) {
+    try {
+        f();
+        ADD_FAILURE() << "no error; expected one containing: " << part;
+    } catch (const E& e) {
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "message: " << e.what();
+    }
+}
+
+SegmenterOptions opts() {
+    SegmenterOptions o;
+    o.backend_options.threads = 1;
+    return o;
+}
+
+}  // namespace
+
+TEST_F(FolderCopy, MissingFolder) {
+    expect_error<ModelFolderError>([&] { Segmenter(root_ / "nope", opts()); }, "does not exist or is not a folder");
+}
+
+TEST_F(FolderCopy, MissingManifest) {
+    const fs::path f = copy("vit_fixed");
+    fs::remove(f / "manifest.json");
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "is missing: not a deployable folder");
+}
+
+TEST_F(FolderCopy, CorruptManifestJson) {
+    const fs::path f = copy("vit_fixed");
+    write(f / "manifest.json", "{\"format_version\": 1, \"classes\": [");
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "is not valid JSON");
+}
+
+TEST_F(FolderCopy, ManifestMissingFields) {
+    const std::vector<std::pair<std::string, std::string>> fields = {
+        {"classes", "manifest is missing 'classes'"}, {"preprocess", "manifest is missing 'preprocess'"},
+        {"model_sha256", "manifest is missing 'model_sha256'"}, {"inputs", "'inputs' must be a non-empty list"}};
+    const fs::path f = copy("vit_fixed");
+    const nlohmann::json good = manifest(f);
+    for (const auto& [field, message] : fields) {
+        nlohmann::json m = good;
+        m.erase(field);
+        write(f / "manifest.json", m.dump());
+        expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, message);
+    }
+    nlohmann::json m = good;
+    m["preprocess"].erase("feature_stride");
+    write(f / "manifest.json", m.dump());
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "missing 'preprocess.feature_stride'");
+    m = good;
+    m["preprocess"]["std"] = {1.0, 0.0, 1.0};
+    write(f / "manifest.json", m.dump());
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "3 stds > 0");
+    m = good;
+    m["classes"] = "cat";
+    write(f / "manifest.json", m.dump());
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "'classes' has type string");
+}
+
+TEST_F(FolderCopy, ModelFileMissing) {
+    const fs::path f = copy("vit_fixed");
+    fs::remove(f / "model.onnx");
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "named by the manifest is missing");
+}
+
+TEST_F(FolderCopy, ModelSha256Mismatch) {
+    const fs::path f = copy("vit_fixed");
+    std::ofstream(f / "model.onnx", std::ios::app) << "x";
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "does not match the manifest's sha256");
+}
+
+TEST_F(FolderCopy, CorruptModelWithoutVerify) {
+    const fs::path f = copy("vit_fixed");
+    write(f / "model.onnx", "not an onnx graph");
+    SegmenterOptions o = opts();
+    o.verify = false;
+    expect_error<ModelFolderError>([&] { Segmenter(f, o); }, "onnxruntime cannot load");
+}
+
+TEST_F(FolderCopy, TextEmbeddingsMissingOrWrong) {
+    const fs::path f = copy("vit_input");
+    fs::rename(f / "text_embeddings.npy", root_ / "emb.npy");
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "needs the text embeddings file");
+    write(f / "text_embeddings.npy", "garbage");
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "not a .npy file");
+}
+
+TEST_F(FolderCopy, WrongImageShapes) {
+    Segmenter seg(golden::dir() / "folders" / "vit_fixed", opts());
+    expect_error<InvalidImageError>([&] { seg(cv::Mat()); }, "empty side");
+    expect_error<InvalidImageError>([&] { seg(cv::Mat(32, 32, CV_8UC2, cv::Scalar(0))); }, "1, 3 or 4 channels");
+    expect_error<InvalidImageError>([&] { seg(cv::Mat(32, 32, CV_16UC3, cv::Scalar(0))); }, "uint8");
+    expect_error<InvalidImageError>([&] { seg(cv::Mat(32, 32, CV_32FC1, cv::Scalar(0))); }, "uint8");
+}
+
+TEST_F(FolderCopy, UnreadableImageFiles) {
+    const auto bad = golden::index()["bad_images"];
+    expect_error<InvalidImageError>([&] { load_image(root_ / "missing.png"); }, "does not exist");
+    expect_error<InvalidImageError>([&] { load_image(golden::dir() / bad["garbage"].get<std::string>()); },
+                                    "cannot decode image");
+    expect_error<InvalidImageError>([&] { load_image(golden::dir() / bad["sixteen_bit"].get<std::string>()); },
+                                    "non-8-bit");
+}
+
+TEST_F(FolderCopy, BadOptions) {
+    const fs::path f = golden::dir() / "folders" / "vit_fixed";
+    SegmenterOptions o = opts();
+    o.mode = "tiles";
+    expect_error<ConfigError>([&] { Segmenter(f, o); }, "mode must be one of");
+    o = opts();
+    o.backend = "tensorrt";
+    expect_error<BackendUnavailable>([&] { Segmenter(f, o); }, "TensorRT");
+}

@@ -1,0 +1,105 @@
+# C++ tests (included from the root CMakeLists.txt when GoogleTest is found).
+#
+# Fixtures: "golden" runs tests/cpp_golden.py with OVSS_PYTHON (the Python runtime writes the
+# folders, images, labels and logits the C++ side must reproduce); "bad_folders" makes broken
+# copies for the programs' error tests; "camera_out" is the camera run its check reads back.
+include(GoogleTest)
+set(OVSS_GOLDEN_DIR "${CMAKE_BINARY_DIR}/golden")
+set(OVSS_TEST_OUT "${CMAKE_BINARY_DIR}/test_out")
+set(_expect "${CMAKE_SOURCE_DIR}/cpp/tests/expect_exit.cmake")
+
+add_executable(ovss_unit_tests cpp/tests/test_units.cpp)
+add_executable(ovss_golden_tests cpp/tests/test_golden.cpp cpp/tests/test_errors.cpp)
+add_executable(ovss_camera_check cpp/tests/camera_check.cpp)
+foreach(t ovss_unit_tests ovss_golden_tests)
+  target_compile_options(${t} PRIVATE ${OVSS_WARNINGS})
+  target_link_libraries(${t} PRIVATE ovss_runtime nlohmann_json::nlohmann_json GTest::gtest_main)
+endforeach()
+target_link_libraries(ovss_camera_check PRIVATE nlohmann_json::nlohmann_json ${OpenCV_LIBS})
+
+gtest_discover_tests(ovss_unit_tests TEST_PREFIX "unit.")
+
+if(NOT OVSS_PYTHON OR NOT EXISTS "${OVSS_PYTHON}")
+  message(STATUS "OVSS_PYTHON not set or missing: golden parity, error and camera tests will SKIP "
+                 "(configure with -DOVSS_PYTHON=/path/to/.venv/bin/python)")
+  gtest_discover_tests(ovss_golden_tests TEST_PREFIX "golden.")
+  return()
+endif()
+message(STATUS "golden files: ${OVSS_PYTHON} -m tests.cpp_golden --out ${OVSS_GOLDEN_DIR}")
+
+add_test(NAME golden.write
+         COMMAND "${OVSS_PYTHON}" -m tests.cpp_golden --out "${OVSS_GOLDEN_DIR}"
+         WORKING_DIRECTORY "${CMAKE_SOURCE_DIR}")
+set_tests_properties(golden.write PROPERTIES FIXTURES_SETUP golden TIMEOUT 600
+                     ENVIRONMENT "HF_HUB_OFFLINE=1;PYTHONPATH=${CMAKE_SOURCE_DIR}")
+gtest_discover_tests(ovss_golden_tests TEST_PREFIX "golden."
+                     PROPERTIES FIXTURES_REQUIRED golden ENVIRONMENT "OVSS_GOLDEN_DIR=${OVSS_GOLDEN_DIR}")
+
+add_test(NAME cli.bad_folders
+         COMMAND ${CMAKE_COMMAND} -DGOLDEN=${OVSS_GOLDEN_DIR} -DOUT=${OVSS_TEST_OUT}/bad -P
+                 "${CMAKE_SOURCE_DIR}/cpp/tests/make_bad_folders.cmake")
+set_tests_properties(cli.bad_folders PROPERTIES FIXTURES_REQUIRED golden FIXTURES_SETUP bad_folders)
+
+# ovss_expect(NAME RC REGEX cmd args...): run a program, check exit status and output.
+function(ovss_expect name rc regex)
+  list(JOIN ARGN "|" cmd)
+  add_test(NAME ${name} COMMAND ${CMAKE_COMMAND} "-DCMD=${cmd}" -DEXPECT_RC=${rc} "-DEXPECT_REGEX=${regex}"
+                                -P "${_expect}")
+  set_tests_properties(${name} PROPERTIES FIXTURES_REQUIRED "golden;bad_folders")
+endfunction()
+
+set(_g "${OVSS_GOLDEN_DIR}")
+set(_img "${_g}/images/large_300x410.png")
+set(_infer $<TARGET_FILE:ovss_infer>)
+set(_o "${OVSS_TEST_OUT}")
+ovss_expect(cli.infer_ok 0 "\"mode\":\"slide\".*\"windows\":6"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/overlay.png
+            --labels-out ${_o}/labels.png --threads 1)
+ovss_expect(cli.infer_vocab_input_ok 0 "\"classes_present\""
+            ${_infer} --model ${_g}/folders/vit_input --image ${_img} --out ${_o}/overlay_input.png --threads 1)
+ovss_expect(cli.infer_missing_folder 2 "error: model folder .* does not exist or is not a folder"
+            ${_infer} --model ${_o}/bad/nope --image ${_img} --out ${_o}/x.png)
+ovss_expect(cli.infer_missing_manifest 2 "error: .*manifest.json' is missing: not a deployable folder"
+            ${_infer} --model ${_o}/bad/no_manifest --image ${_img} --out ${_o}/x.png)
+ovss_expect(cli.infer_corrupt_manifest 2 "error: .*manifest.json' is not valid JSON"
+            ${_infer} --model ${_o}/bad/corrupt_json --image ${_img} --out ${_o}/x.png)
+ovss_expect(cli.infer_manifest_missing_field 2 "error: manifest is missing 'classes'"
+            ${_infer} --model ${_o}/bad/missing_field --image ${_img} --out ${_o}/x.png)
+ovss_expect(cli.infer_model_missing 2 "error: model file .*model.onnx' named by the manifest is missing"
+            ${_infer} --model ${_o}/bad/no_model --image ${_img} --out ${_o}/x.png)
+ovss_expect(cli.infer_bad_sha256 2 "error: .*model.onnx' does not match the manifest's sha256"
+            ${_infer} --model ${_o}/bad/bad_sha --image ${_img} --out ${_o}/x.png)
+ovss_expect(cli.infer_missing_image 2 "error: image file .* does not exist"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_o}/nope.png --out ${_o}/x.png)
+ovss_expect(cli.infer_garbage_image 2 "error: cannot decode image"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_g}/bad_images/garbage.png --out ${_o}/x.png)
+ovss_expect(cli.infer_16bit_image 2 "error: .* is a non-8-bit image"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_g}/bad_images/gray16.png --out ${_o}/x.png)
+ovss_expect(cli.infer_bad_mode 2 "error: mode must be one of auto, whole, slide"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --mode tiles)
+ovss_expect(cli.infer_unknown_flag 2 "usage: ovss_infer.*error: unknown argument '--bogus'"
+            ${_infer} --model ${_g}/folders/vit_fixed --bogus 1)
+
+# The camera program over the golden clip: 12 of its 20 frames, read back by ovss_camera_check.
+set(_camera $<TARGET_FILE:ovss_camera>)
+set(_clip "${_g}/video/clip.mp4")
+add_test(NAME camera.video_run
+         COMMAND ${_camera} --model ${_g}/folders/vit_fixed --source ${_clip} --out ${_o}/camera.mp4
+                 --max-frames 12 --queue 2 --threads 1 --json ${_o}/camera_stats.json)
+set_tests_properties(camera.video_run PROPERTIES FIXTURES_REQUIRED golden FIXTURES_SETUP camera_out
+                     PASS_REGULAR_EXPRESSION "\"stop_reason\":\"max_frames\"")
+add_test(NAME camera.video_check COMMAND ovss_camera_check ${_o}/camera_stats.json ${_o}/camera.mp4 12)
+set_tests_properties(camera.video_check PROPERTIES FIXTURES_REQUIRED camera_out)
+ovss_expect(camera.image_folder 0 "\"frames_processed\":9.*\"stop_reason\":\"end\""
+            ${_camera} --model ${_g}/folders/vit_fixed --source ${_g}/images --out ${_o}/camera_pngs --threads 1)
+ovss_expect(camera.missing_source 2 "error: source file or folder .* does not exist"
+            ${_camera} --model ${_g}/folders/vit_fixed --source ${_o}/nope.mp4)
+ovss_expect(camera.bad_model 2 "error: .*is not valid JSON"
+            ${_camera} --model ${_o}/bad/corrupt_json --source ${_clip})
+# SIGINT after 2 s of the 9 images paced at 2 fps (4.5 s): a clean stop, exit 0, video finalised.
+find_program(OVSS_TIMEOUT timeout)
+if(OVSS_TIMEOUT)
+  ovss_expect(camera.sigint_clean_stop 0 "stopping cleanly.*\"stop_reason\":\"stopped\""
+              ${OVSS_TIMEOUT} --preserve-status -s INT 2 ${_camera} --model ${_g}/folders/vit_fixed
+              --source ${_g}/images --realtime --fps 2 --out ${_o}/camera_sigint.mp4 --threads 1)
+endif()

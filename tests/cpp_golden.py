@@ -1,0 +1,245 @@
+"""Golden files for the C++ runtime's parity tests, written by the Python runtime.
+
+    python -m tests.cpp_golden --out DIR [--no-camvid]
+
+Exports tiny deployable folders with the real builder (MaskCLIP on the random-init test
+backbones), segments a fixed set of images with ``runtime.segmenter.Segmenter`` (onnxruntime, one
+thread) and writes, under ``DIR``:
+
+- ``folders/<name>/``: the deployable folders;
+- ``images/<name>.png``: the inputs (synthetic sizes below and above the model input, gray, RGBA,
+  and the first two CamVid test frames when ``../shared/data/camvid`` is present);
+- ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]);
+- ``resize/<n>.in.npy`` / ``<n>.out.npy``: uint8 images and their Pillow BILINEAR resize;
+- ``video/clip.mp4``: a small mp4v clip for the camera program;
+- ``bad_images/``: a 16-bit PNG and a file that is not an image (error tests);
+- ``index.json``: every case with its mode, window count and file names (paths relative to DIR).
+
+ctest runs this as its fixture-setup test; the C++ tests then compare labels exactly and logits
+within 1e-5. Needs the export extras (torch, open_clip) and OpenCV for the clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CAMVID_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid" / "test"
+CLASSES = "cat,dog,car,tree"
+# (input HxW, output HxW, channels): up- and down-scaling, odd factors, degenerate sizes, and both
+# pass orders of Pillow 13 (vertical first when the height loses > 2x the pixels the width loses).
+RESIZE_CASES = (
+    ((37, 53), (224, 224), 3), ((300, 410), (224, 224), 3), ((224, 224), (100, 150), 3),
+    ((17, 9), (64, 31), 3), ((360, 480), (224, 224), 3), ((5, 5), (3, 7), 3), ((1, 1), (4, 4), 3),
+    ((500, 20), (7, 300), 3), ((224, 224), (224, 100), 3), ((99, 1000), (99, 77), 3),
+    ((40, 30), (13, 90), 1), ((53, 21), (31, 13), 3), ((60, 46), (26, 20), 3),
+    ((47, 33), (39, 29), 3),
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One golden segmentation: a folder, an image and the mode asked for."""
+
+    folder: str
+    image: str
+    mode: str = "auto"
+
+    @property
+    def name(self) -> str:
+        return f"{self.folder}__{self.image}__{self.mode}"
+
+
+def smooth_image(h: int, w: int, seed: int, channels: int = 3) -> np.ndarray:
+    """Random blobs (a bilinear blow-up of a coarse random grid), so label maps have regions."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, size=(h // 16 + 2, w // 16 + 2, 3)).astype(np.uint8)
+    rgb = np.asarray(Image.fromarray(low).resize((w, h), Image.BILINEAR))
+    if channels == 1:
+        return np.ascontiguousarray(rgb[:, :, 0])
+    if channels == 4:
+        alpha = rng.integers(0, 256, size=(h, w, 1)).astype(np.uint8)
+        return np.concatenate([rgb, alpha], axis=2)
+    return rgb
+
+
+def write_images(out: Path, camvid: bool) -> list[str]:
+    """Write the input PNGs; returns their names (file stems)."""
+    from PIL import Image
+
+    specs = {"small_160x200": (160, 200, 3), "exact_224x224": (224, 224, 3),
+             "tall_100x60": (100, 60, 3), "large_300x410": (300, 410, 3),
+             "gray_180x200": (180, 200, 1), "rgba_200x210": (200, 210, 4),
+             "gray_260x300": (260, 300, 1)}
+    (out / "images").mkdir(parents=True)
+    for seed, (name, (h, w, c)) in enumerate(specs.items()):
+        Image.fromarray(smooth_image(h, w, seed, c)).save(out / "images" / f"{name}.png")
+    names = list(specs)
+    if camvid and CAMVID_TEST.is_dir():
+        for i, src in enumerate(sorted(CAMVID_TEST.glob("*.png"))[:2]):
+            shutil.copyfile(src, out / "images" / f"camvid{i}.png")
+            names.append(f"camvid{i}")
+    return names
+
+
+def write_bad_images(out: Path) -> dict[str, str]:
+    """Inputs the runtimes must refuse with a clear message: 16-bit, and not an image at all."""
+    from PIL import Image
+
+    bad = out / "bad_images"
+    bad.mkdir(parents=True)
+    Image.fromarray(np.full((20, 30), 40000, dtype=np.uint16)).save(bad / "gray16.png")
+    (bad / "garbage.png").write_bytes(b"this is not a PNG file\n" * 4)
+    return {"sixteen_bit": "bad_images/gray16.png", "garbage": "bad_images/garbage.png"}
+
+
+def export_folders(out: Path) -> dict[str, Path]:
+    """The tiny folders: ViT fixed, ViT vocab-as-input (rescaled rows, so the runtime's L2
+    normalisation matters), ResNet fixed (feature stride 32) with random text rows (its random
+    text tower embeds every class alike)."""
+    from export.builders import build_maskclip
+    from export.config import ExportCfg
+    from training.clip_loader import load_clip
+    from training.models import text_dim
+
+    folders = {name: out / "folders" / name for name in ("vit_fixed", "vit_input", "rn_fixed")}
+    base = dict(method="maskclip", backbone="ovss-tiny-vit", classes=CLASSES, image_size=224,
+                templates="single")
+    build_maskclip(ExportCfg(**base, output=str(folders["vit_fixed"])))
+    build_maskclip(ExportCfg(**base, output=str(folders["vit_input"]), vocab_mode="input"))
+    emb_path = folders["vit_input"] / "text_embeddings.npy"
+    emb = np.load(emb_path)
+    scales = np.array([0.5, 2.0, 3.7, 0.9], dtype=np.float32)[:, None]
+    np.save(emb_path, (emb * scales).astype(np.float32))
+    dim = text_dim(load_clip("ovss-tiny-rn", "none", 0))
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((len(CLASSES.split(",")), dim)).astype(np.float32)
+    rows_path = out / "rn_text.npy"
+    np.save(rows_path, rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    # Random ResNet features saturate key smoothing (every class ties): plain dense logits here.
+    rn = {**base, "backbone": "ovss-tiny-rn"}
+    build_maskclip(ExportCfg(**rn, output=str(folders["rn_fixed"]), text_embeddings=str(rows_path),
+                             key_smoothing=False, prompt_denoising=False))
+    return folders
+
+
+def cases_for(images: list[str]) -> list[Case]:
+    """Every image on the fixed ViT; a subset (plus forced modes) on the others."""
+    cases = [Case("vit_fixed", name) for name in images]
+    cases += [Case("vit_fixed", "small_160x200", "slide"),
+              Case("vit_fixed", "large_300x410", "whole")]
+    wanted = ("small_160x200", "large_300x410", "gray_260x300", "camvid0")
+    subset = [n for n in wanted if n in images]
+    cases += [Case("vit_input", n) for n in subset] + [Case("rn_fixed", n) for n in subset]
+    if "camvid0" in images:
+        cases += [Case("vit_fixed", "camvid0", "whole"), Case("rn_fixed", "camvid0", "whole")]
+    return cases
+
+
+def read_png(path: Path) -> np.ndarray:
+    """The PNG as stored (gray stays HxW, RGBA keeps alpha): the runtime applies its policy."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im).copy()
+
+
+def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[dict]:
+    """Segment every case with the Python runtime and save labels and logits."""
+    from runtime.segmenter import Segmenter
+
+    (out / "seg").mkdir(parents=True)
+    rows = []
+    for case in cases:
+        with Segmenter(folders[case.folder], "onnxruntime", mode=case.mode, threads=1) as seg:
+            res = seg(read_png(out / "images" / f"{case.image}.png"))
+        np.save(out / "seg" / f"{case.name}.labels.npy", res.labels.astype(np.int32))
+        np.save(out / "seg" / f"{case.name}.logits.npy", res.logits.astype(np.float32))
+        rows.append({"name": case.name, "folder": f"folders/{case.folder}",
+                     "image": f"images/{case.image}.png", "mode_arg": case.mode, "mode": res.mode,
+                     "windows": res.windows, "image_hw": list(res.labels.shape),
+                     "classes_present": list(res.classes_present),
+                     "labels": f"seg/{case.name}.labels.npy",
+                     "logits": f"seg/{case.name}.logits.npy"})
+    return rows
+
+
+def write_resize(out: Path) -> list[dict]:
+    """Random uint8 images and Pillow's BILINEAR resize of each (no smoothing: worst case): the
+    fixed cases, then 24 random sizes from 1 to 79 pixels."""
+    from PIL import Image
+
+    (out / "resize").mkdir(parents=True)
+    rng = np.random.default_rng(123)
+    sizes = rng.integers(1, 80, size=(24, 4))
+    cases = RESIZE_CASES + tuple(((int(h), int(w)), (int(oh), int(ow)), 3)
+                                 for h, w, oh, ow in sizes)
+    rows = []
+    for i, ((h, w), (oh, ow), c) in enumerate(cases):
+        img = rng.integers(0, 256, size=(h, w, c) if c > 1 else (h, w), dtype=np.uint8)
+        res = np.asarray(Image.fromarray(img).resize((ow, oh), Image.BILINEAR))
+        np.save(out / "resize" / f"{i}.in.npy", img)
+        np.save(out / "resize" / f"{i}.out.npy", res)
+        rows.append({"input": f"resize/{i}.in.npy", "output": f"resize/{i}.out.npy",
+                     "size_hw": [oh, ow]})
+    return rows
+
+
+def write_video(out: Path, frames: int = 20, hw: tuple[int, int] = (96, 128)) -> dict:
+    """A short mp4v clip of drifting blobs for the camera program."""
+    import cv2
+
+    (out / "video").mkdir(parents=True)
+    path = out / "video" / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (hw[1], hw[0]))
+    base = smooth_image(hw[0] + frames, hw[1] + frames, seed=99)
+    for i in range(frames):
+        crop = np.ascontiguousarray(base[i:i + hw[0], i:i + hw[1]])
+        writer.write(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return {"path": "video/clip.mp4", "frames": frames, "hw": list(hw)}
+
+
+def write_golden(out: str | Path, camvid: bool = True) -> Path:
+    """Write every golden file under ``out`` (emptied first); returns the index path."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    images = write_images(out, camvid)
+    folders = export_folders(out)
+    index = {"cases": run_cases(out, folders, cases_for(images)), "resize": write_resize(out),
+             "video": write_video(out), "bad_images": write_bad_images(out), "logit_atol": 1e-5}
+    path = out / "index.json"
+    path.write_text(json.dumps(index, indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.cpp_golden",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="folder to (re)create")
+    p.add_argument("--no-camvid", action="store_true", help="synthetic images only")
+    args = p.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    path = write_golden(args.out, camvid=not args.no_camvid)
+    n = len(json.loads(path.read_text())["cases"])
+    print(f"wrote {n} segmentation cases and resize/video goldens to {path.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
