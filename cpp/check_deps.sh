@@ -24,8 +24,9 @@ if [ "${1:-}" = "--install" ]; then
     if [ -n "$missing" ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             echo "C++ deps: apt-get install $missing" >&2
-            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >&2 \
-                || echo "C++ deps: apt-get install failed" >&2
+            install() { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing >&2; }
+            # stale package lists on a fresh machine: update once and retry
+            install || { apt-get update >&2 && install; } || echo "C++ deps: apt-get install failed" >&2
         else
             echo "C++ deps: missing $missing (not root or no apt-get: not installing)" >&2
         fi
