@@ -116,16 +116,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    try {
-        return run(argc, argv);
-    } catch (const ovss::ConfigError& e) {
-        std::cerr << kUsage << "error: " << e.what() << std::endl;
-        return 2;
-    } catch (const ovss::OvssError& e) {
-        std::cerr << "error: " << e.what() << std::endl;
-        return 2;
-    } catch (const std::exception& e) {
-        std::cerr << "error: unexpected failure: " << e.what() << std::endl;
-        return 1;
-    }
+    return ovss::guarded_main(kUsage, run, argc, argv);
 }

@@ -1,5 +1,6 @@
 #include "ovss/cli.hpp"
 
+#include <iostream>
 #include <stdexcept>
 
 #include "ovss/errors.hpp"
@@ -64,6 +65,21 @@ double Args::get_double(const std::string& flag, double fallback, double lo, dou
         throw ConfigError(flag + " must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
                           "], got '" + *v + "'");
     return x;
+}
+
+int guarded_main(const char* usage, const std::function<int(int, char**)>& body, int argc, char** argv) {
+    try {
+        return body(argc, argv);
+    } catch (const ConfigError& e) {
+        std::cerr << usage << "error: " << e.what() << std::endl;
+        return 2;
+    } catch (const OvssError& e) {
+        std::cerr << "error: " << e.what() << std::endl;
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "error: unexpected failure: " << e.what() << std::endl;
+        return 1;
+    }
 }
 
 }  // namespace ovss

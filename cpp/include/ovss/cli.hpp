@@ -1,6 +1,7 @@
 // A tiny --flag VALUE / --switch command-line parser for the programs.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -26,5 +27,9 @@ public:
 private:
     std::map<std::string, std::string> values_;
 };
+
+/// Run a program body with the programs' error policy: bad arguments print ``usage`` and the
+/// error, any OvssError prints one ``error: ...`` line (exit 2), anything else exits 1.
+int guarded_main(const char* usage, const std::function<int(int, char**)>& body, int argc, char** argv);
 
 }  // namespace ovss
