@@ -16,10 +16,8 @@ pipelined; ...). ``ratio_pipelined_over_sequential`` is the ratio of median fram
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shlex
 import sys
 import tempfile
 from importlib.util import find_spec
@@ -27,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import cpu_model
+from benchmarks.machine import cpu_model, publish
 from runtime.camera import LoopCfg, LoopStats, peak_rss_mb, run_loop
 from runtime.errors import OvssError, SourceError
-from runtime.fsutil import atomic_write, atomic_write_text
+from runtime.fsutil import atomic_write
 from runtime.segmenter import MODES, Segmenter
 from runtime.sources import open_source, parse_size, require_cv2
 from runtime.video_out import VideoSink
@@ -199,11 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     except OvssError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report["command"] = shlex.join(["python", "-m", "benchmarks.camera", *argv])
     report["plot"] = write_plot(report, Path(args.plot)) if args.plot else None
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    publish(report, "benchmarks.camera", argv, args.json)
     return 0
 
 

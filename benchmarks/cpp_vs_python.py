@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import subprocess
-import shlex
 import sys
 import tempfile
 import time
@@ -28,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import cpu_model
+from benchmarks.machine import cpu_model, publish
 from runtime.errors import OvssError
-from runtime.fsutil import atomic_write_text
 from runtime.image import load_image
 from runtime.segmenter import Segmenter
 
@@ -157,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OvssError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result["command"] = shlex.join(["python", "-m", "benchmarks.cpp_vs_python", *argv])
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    publish(result, "benchmarks.cpp_vs_python", argv, args.json)
     return 0
 
 

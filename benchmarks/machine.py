@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+
+from runtime.fsutil import atomic_write_text
+
 
 def cpu_model() -> str | None:
     """The CPU's ``model name`` from /proc/cpuinfo, or None."""
@@ -11,3 +16,12 @@ def cpu_model() -> str | None:
             return next(rows, None)
     except OSError:
         return None
+
+
+def publish(report: dict, prog: str, argv: list[str], json_path: str | None) -> None:
+    """Record the command that made ``report``, write it to ``json_path`` atomically (if given)
+    and print it as one JSON line: the shared ending of the torch-free benchmark CLIs."""
+    report["command"] = shlex.join(["python", "-m", prog, *argv])
+    if json_path:
+        atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))

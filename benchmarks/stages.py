@@ -14,19 +14,18 @@ on bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.machine import publish
 from runtime.backends import BACKENDS
 from runtime.camera import peak_rss_mb, rss_mb
 from runtime.errors import OvssError
-from runtime.fsutil import atomic_write, atomic_write_text
+from runtime.fsutil import atomic_write
 from runtime.image import load_image
 from runtime.manifest import PRECISIONS
 from runtime.segmenter import MODES, Segmenter
@@ -173,12 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except OvssError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report["command"] = shlex.join(["python", "-m", "benchmarks.stages", *argv])
     if args.png:
         plot(report, args.png)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    publish(report, "benchmarks.stages", argv, args.json)
     return 0
 
 

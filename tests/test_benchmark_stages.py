@@ -19,7 +19,9 @@ def test_stages_cli_writes_report_and_png(tiny_vit_folder, tmp_path, camvid):
     assert auto["backend"] == "onnxruntime" and auto["runs"] == 3 and report["frames"] == 3
     med = auto["median_ms"]
     assert med["h2d"] is None and med["d2h"] is None
-    assert med["total"] >= med["preprocess"] + med["compute"] + med["postprocess"] - 1e-3
+    # every frame's total covers each of its stages, so the medians keep that order (medians of
+    # the stages are not additive: their sum may exceed the median total)
+    assert med["total"] >= max(med["preprocess"], med["compute"], med["postprocess"]) > 0
     assert report["command"].startswith("python -m benchmarks.stages") and report["weights_random"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

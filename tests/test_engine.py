@@ -154,8 +154,7 @@ def test_failed_build_leaves_no_engine(fake, tiny_vit_folder, tmp_path):
     ("11.4.0", -1, "fp32", 0, set()),
     ("11.4.1", 0, "fp16", 0, {"GPU_FALLBACK"}),
 ])
-def test_builder_flags_only_where_needed(monkeypatch, tmp_path, tiny_vit_folder, version, dla, precision,
-                                         network_flags, flags):
+def test_builder_flags_only_where_needed(version, dla, precision, network_flags, flags):
     from export.engine import builder_flags, network_flags as net_flags
 
     trt = fake_trt.tensorrt_module(version)

@@ -7,13 +7,10 @@ a failure raises one ``CudaError`` naming the call and the driver's error.
 from __future__ import annotations
 
 import ctypes
-from importlib.util import find_spec
 
 import numpy as np
 
 from runtime.errors import OvssError
-
-CUDA_AVAILABLE = find_spec("cuda") is not None
 
 
 class CudaError(OvssError, RuntimeError):
