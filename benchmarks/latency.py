@@ -35,7 +35,7 @@ from export.onnx_export import parity_image
 from export.registry import BUILDERS
 from export.wrappers import LogitsOnnxModel
 from runtime import io_names
-from runtime.backends.ort import OrtBackend, require_ort, session_options
+from runtime.backends.ort import OrtBackend, require_ort
 from runtime.errors import OvssError, UnknownNameError
 from runtime.fsutil import atomic_write_text
 from runtime.manifest import Manifest
@@ -102,12 +102,10 @@ def maskclip_eager(m: Manifest, pretrained: str) -> torch.nn.Module:
 EAGER = {"maskclip": maskclip_eager}
 
 
-def ort_variant(path: str, name: str, threads: int):
-    """An onnxruntime session: the project's options with the variant's optimisation/threads."""
-    ort, (level, n) = require_ort(), VARIANTS[name]
-    so = session_options(ort, n or threads)
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    return ort.InferenceSession(path, so, providers=CPU)
+def ort_variant(path: str, name: str, threads: int) -> OrtBackend:
+    """An onnxruntime backend: the project's options with the variant's optimisation/threads."""
+    level, n = VARIANTS[name]
+    return OrtBackend(path, providers=CPU, threads=n or threads, optimization=level)
 
 
 def make_impls(model: torch.nn.Module, image: torch.Tensor, path: str, threads: int,
@@ -124,7 +122,7 @@ def make_impls(model: torch.nn.Module, image: torch.Tensor, path: str, threads: 
 
     impls = {"pytorch": pytorch, "onnxruntime": lambda: ort(feeds, OUTPUTS)}
     for name in variants:
-        impls[name] = functools.partial(ort_variant(path, name, threads).run, OUTPUTS, feeds)
+        impls[name] = functools.partial(ort_variant(path, name, threads), feeds, OUTPUTS)
     return impls
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from export.onnx_export import parity_image
 from runtime import io_names
-from runtime.backends.ort import require_ort, session_options
+from runtime.backends.ort import OrtBackend, require_ort
 from calibration.calibrate import text_feeds
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import sha256_file
@@ -64,10 +64,9 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     feeds.update(text_feeds(folder, m))
     impls = {}
     for p, name in files.items():
-        sess = ort.InferenceSession(str(folder / name), session_options(ort, threads),
-                                    providers=["CPUExecutionProvider"])
-        impls[p] = functools.partial(sess.run, [io_names.LOGITS], feeds)
-    outs = {p: fn()[0] for p, fn in impls.items()}
+        backend = OrtBackend(folder / name, providers=["CPUExecutionProvider"], threads=threads)
+        impls[p] = functools.partial(backend, feeds, [io_names.LOGITS])
+    outs = {p: fn()[io_names.LOGITS] for p, fn in impls.items()}
     times = time_interleaved(impls, args.warmup, args.runs)
     base = wanted[0]
     rows = []

@@ -31,7 +31,7 @@ import onnx
 from calibration.data import calibration_batch, iter_frames
 from calibration.report import AccuracyReport, compare_variant, to_table
 from runtime import io_names
-from runtime.backends.ort import require_ort, session_options
+from runtime.backends.ort import OrtBackend
 from runtime.errors import CalibrationError, ModelFolderError, OvssError
 from runtime.fsutil import atomic_write_text, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, Variant, load_manifest
@@ -120,10 +120,8 @@ def text_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
 
 
 def _runner(path: Path, threads: int | None):
-    ort = require_ort()
-    sess = ort.InferenceSession(str(path), session_options(ort, threads),
-                                providers=["CPUExecutionProvider"])
-    return lambda feeds: sess.run([io_names.LOGITS], feeds)[0]
+    backend = OrtBackend(path, providers=["CPUExecutionProvider"], threads=threads)
+    return lambda feeds: backend(feeds, [io_names.LOGITS])[io_names.LOGITS]
 
 
 def build_variant(cfg: CalibrateCfg, proto: onnx.ModelProto, manifest: Manifest,

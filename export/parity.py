@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime import io_names
-from runtime.backends.ort import require_ort, session_options
+from runtime.backends.ort import OrtBackend
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,8 @@ class ParityReport:
 
 def ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """Run a serialised ONNX model once on the CPU provider."""
-    ort = require_ort()
-    sess = ort.InferenceSession(model_bytes, session_options(ort, None), providers=["CPUExecutionProvider"])
-    return dict(zip(names, sess.run(names, feeds)))
+    with OrtBackend(model_bytes, providers=["CPUExecutionProvider"]) as backend:
+        return backend(feeds, names)
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], atol: float,

@@ -31,8 +31,58 @@ class BackendUnavailable(OvssError, RuntimeError):
     """The requested backend cannot run this model here (no GPU, no engine, not installed)."""
 
 
+class BackendClosed(OvssError, RuntimeError):
+    """A backend was called after ``close()`` (or after its ``with`` block ended)."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output as a backend sees it (Polygraphy's ``TensorMetadata``).
+
+    Attributes:
+        name: the tensor name.
+        dtype: numpy dtype name of the array passed in or returned ("float32", "int64", ...).
+        shape: one entry per axis: an int for a fixed axis; for a dynamic one -1, or the ONNX
+            symbolic name (str) where the backend knows it (onnxruntime does, TensorRT does not).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """``shape`` with -1 for every dynamic axis (TensorRT's form, comparable across backends)."""
+        return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in self.shape)
+
+    @property
+    def dynamic_axes(self) -> tuple[int, ...]:
+        """Indices of the dynamic axes."""
+        return tuple(i for i, d in enumerate(self.dims) if d == -1)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds spent in the stages of one backend call; None where a backend cannot split
+    a stage out (onnxruntime copies inside ``run``, so it reports ``compute`` only: the wall time
+    of the whole run, copies included).
+
+    Attributes:
+        compute: the engine / session run.
+        h2d: host-to-device input copies (TensorRT: CUDA events).
+        d2h: device-to-host output copies (TensorRT: CUDA events).
+    """
+
+    compute: float
+    h2d: float | None = None
+    d2h: float | None = None
+
+
 class Backend(Protocol):
-    """What every backend offers: named feeds in, named outputs out, and owned resources."""
+    """What every backend offers (in the spirit of Polygraphy's ``BaseRunner``): named feeds in,
+    named outputs out, typed I/O specs, the last call's timings, and owned resources released by
+    ``close()`` or a ``with`` block. ``close()`` may be called any number of times; a call after it
+    raises ``BackendClosed``."""
 
     name: str
 
@@ -48,11 +98,33 @@ class Backend(Protocol):
     def output_names(self) -> tuple[str, ...]:
         """Graph output names, in order."""
 
+    @property
+    def input_specs(self) -> tuple[TensorInfo, ...]:
+        """One ``TensorInfo`` per graph input, in order."""
+
+    @property
+    def output_specs(self) -> tuple[TensorInfo, ...]:
+        """One ``TensorInfo`` per graph output, in order."""
+
+    @property
+    def last_timings(self) -> Timings | None:
+        """Stage times of the last call (None before the first)."""
+
     def __call__(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """Run once. ``feeds`` maps input names to arrays; returns the requested outputs."""
+        """Run once. ``feeds`` maps input names to arrays; returns the requested outputs.
+
+        Raises:
+            BackendClosed: after ``close()``.
+        """
 
     def close(self) -> None:
-        """Release sessions, engines and device memory."""
+        """Release sessions, engines and device memory (idempotent)."""
+
+    def __enter__(self) -> "Backend":
+        """Returns the backend itself."""
+
+    def __exit__(self, *exc) -> None:
+        """Calls ``close()``."""
 
 
 @dataclass(frozen=True)
@@ -82,10 +154,11 @@ class Opened:
     reasons: tuple[str, ...]
 
 
-def make_backend(name: str, model_path: str, **options) -> Backend:
+def make_backend(name: str, model_path: str | Path | bytes, **options) -> Backend:
     """The onnxruntime backend for ``model_path`` (``name`` must be "onnxruntime").
 
-    Kept for callers that hold only an ONNX path; ``open_backend`` does the full selection.
+    For callers that hold only an ONNX path (or serialised bytes); ``open_backend`` does the full
+    selection. ``options`` go to ``OrtBackend`` (providers, threads, optimization).
     """
     if name == "onnxruntime":
         from runtime.backends.ort import OrtBackend

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from importlib.util import find_spec
+from pathlib import Path
 
 import numpy as np
 
+from runtime.backends import BackendClosed, TensorInfo, Timings
 from runtime.errors import ModelFolderError
 
 log = logging.getLogger(__name__)
@@ -15,6 +18,7 @@ log = logging.getLogger(__name__)
 ORT_AVAILABLE = find_spec("onnxruntime") is not None
 # Preference order; only providers this onnxruntime build offers are requested.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+ORT_DTYPES = {"float": "float32", "double": "float64"}  # onnxruntime type names numpy spells otherwise
 
 
 def require_ort():
@@ -26,13 +30,14 @@ def require_ort():
     return onnxruntime
 
 
-def session_options(ort, threads: int | None):
+def session_options(ort, threads: int | None, optimization: str = "ORT_ENABLE_ALL"):
     """Session options used everywhere: full graph optimisation, sequential execution.
 
-    ``threads`` sets intra-op threads; None uses one per available core.
+    ``threads`` sets intra-op threads; None uses one per available core. ``optimization`` names a
+    ``GraphOptimizationLevel`` (benchmarks compare the lower ones).
     """
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization)
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
     so.inter_op_num_threads = 1
@@ -40,29 +45,47 @@ def session_options(ort, threads: int | None):
     return so
 
 
+def _spec(arg) -> TensorInfo:
+    """A ``TensorInfo`` from an onnxruntime NodeArg ("tensor(float)", [1, "classes", None])."""
+    kind = arg.type[len("tensor("):-1] if arg.type.startswith("tensor(") else arg.type
+    try:
+        dtype = np.dtype(ORT_DTYPES.get(kind, kind)).name
+    except TypeError:  # string, bfloat16, float8: no numpy type, keep onnxruntime's name
+        dtype = kind
+    return TensorInfo(arg.name, dtype, tuple(-1 if d is None else d for d in arg.shape))
+
+
 class OrtBackend:
-    """Runs an ONNX file with onnxruntime.
+    """Runs an ONNX file (or serialised ONNX bytes) with onnxruntime.
 
     Args:
-        model_path: path to the .onnx file.
+        model_path: path to the .onnx file, or the serialised model.
         providers: execution providers to request (names, or (name, options) pairs); default:
             CUDA when this build has it, then CPU.
         threads: intra-op threads (None: all available cores).
+        optimization: graph optimisation level (a ``GraphOptimizationLevel`` name).
+
+    ``last_timings.compute`` is the wall time of the last ``session.run`` (copies included).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str, providers: list | None = None, threads: int | None = None):
+    def __init__(self, model_path: str | Path | bytes, providers: list | None = None,
+                 threads: int | None = None, optimization: str = "ORT_ENABLE_ALL"):
         ort = require_ort()
-        available = ort.get_available_providers()
         if providers is None:
-            providers = [p for p in PREFERRED_PROVIDERS if p in available]
+            providers = [p for p in PREFERRED_PROVIDERS if p in ort.get_available_providers()]
+        model = model_path if isinstance(model_path, bytes) else str(model_path)
+        what = "a serialised model" if isinstance(model, bytes) else repr(model)
         try:
-            self.session = ort.InferenceSession(
-                str(model_path), session_options(ort, threads), providers=providers
-            )
+            self.session = ort.InferenceSession(model, session_options(ort, threads, optimization),
+                                                providers=providers)
         except Exception as e:  # onnxruntime raises its own untyped exceptions
-            raise ModelFolderError(f"onnxruntime cannot load {str(model_path)!r}: {e}") from e
+            raise ModelFolderError(f"onnxruntime cannot load {what}: {e}") from e
+        self.source = what
+        self.input_specs = tuple(_spec(i) for i in self.session.get_inputs())
+        self.output_specs = tuple(_spec(o) for o in self.session.get_outputs())
+        self.last_timings: Timings | None = None
         used = tuple(self.session.get_providers())
         first = providers[0][0] if providers and isinstance(providers[0], tuple) else \
             (providers[0] if providers else None)
@@ -72,24 +95,33 @@ class OrtBackend:
     @property
     def providers(self) -> tuple[str, ...]:
         """Providers the session actually uses (not merely those requested)."""
-        return tuple(self.session.get_providers())
+        return tuple(self._session().get_providers())
 
     @property
     def input_names(self) -> tuple[str, ...]:
         """Graph input names, in order."""
-        return tuple(i.name for i in self.session.get_inputs())
+        return tuple(i.name for i in self.input_specs)
 
     @property
     def output_names(self) -> tuple[str, ...]:
         """Graph output names, in order."""
-        return tuple(o.name for o in self.session.get_outputs())
+        return tuple(o.name for o in self.output_specs)
+
+    def _session(self):
+        if self.session is None:
+            raise BackendClosed(f"the onnxruntime backend for {self.source} is closed")
+        return self.session
 
     def __call__(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run once; returns ``{name: array}`` for ``outputs``."""
-        return dict(zip(outputs, self.session.run(outputs, feeds)))
+        session = self._session()
+        t0 = time.perf_counter()
+        result = session.run(outputs, feeds)
+        self.last_timings = Timings(compute=(time.perf_counter() - t0) * 1e3)
+        return dict(zip(outputs, result))
 
     def close(self) -> None:
-        """Drop the session."""
+        """Drop the session (idempotent)."""
         self.session = None
 
     def __enter__(self) -> "OrtBackend":

@@ -3,7 +3,7 @@
 Per call: feeds are copied into pinned host buffers, sent to the device asynchronously, the
 engine runs with ``execute_async_v3`` (or as a replayed CUDA graph), the requested outputs come
 back to pinned memory, and the stream is synchronised once. CUDA events time each stage
-(``last_timings_ms``: h2d, compute, d2h).
+(``last_timings``: h2d, compute, d2h; also as the dict ``last_timings_ms``).
 
 TensorRT is imported lazily: ``tensorrt`` (full) or ``tensorrt_lean`` (runtime only). Never
 construct this without a GPU: ``runtime.backends.open_backend`` checks with ``runtime.probe``
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends import BackendClosed, TensorInfo, Timings
 from runtime.backends.cuda import CudaError, CudaGraph, DeviceBuffer, Event, PinnedBuffer, Stream, copy_async
 from runtime.errors import ModelFolderError, OvssError
 from runtime.fsutil import sha256_file
@@ -119,7 +120,9 @@ class TrtBackend:
         self._graph_shapes = None
         self.use_graph = cuda_graph
         self.device_name = device_name
-        self.last_timings_ms: dict[str, float] = {}
+        self.last_timings: Timings | None = None
+        self.input_specs: tuple[TensorInfo, ...] = ()
+        self.output_specs: tuple[TensorInfo, ...] = ()
         try:
             self._allocate()
         except BaseException:
@@ -150,11 +153,26 @@ class TrtBackend:
             count = int(np.prod(b.max_shape))
             b.host, b.device = PinnedBuffer(count, b.dtype), DeviceBuffer(count * b.dtype.itemsize)
             self.context.set_tensor_address(b.name, b.device.ptr)
+        self.input_specs = tuple(self._spec(n) for n in self.input_names)
+        self.output_specs = tuple(self._spec(n) for n in self.output_names)
+
+    def _spec(self, name: str) -> TensorInfo:
+        """The engine's shape (-1 on dynamic axes) and the dtype a caller passes or gets back:
+        float outputs come back as float32."""
+        b = self.bindings[name]
+        dtype = np.dtype(np.float32) if not b.is_input and b.dtype.kind == "f" else b.dtype
+        return TensorInfo(name, dtype.name, tuple(int(d) for d in self.engine.get_tensor_shape(name)))
 
     @property
     def providers(self) -> tuple[str, ...]:
         """``("TensorRT <version>", <GPU name>)``."""
         return tuple(p for p in (f"TensorRT {self.trt.__version__}", self.device_name) if p)
+
+    @property
+    def last_timings_ms(self) -> dict[str, float]:
+        """``last_timings`` as ``{"h2d", "compute", "d2h": ms}`` ({} before the first call)."""
+        t = self.last_timings
+        return {} if t is None else {"h2d": t.h2d, "compute": t.compute, "d2h": t.d2h}
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -222,6 +240,8 @@ class TrtBackend:
 
     def __call__(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run once. Float outputs come back as float32 (FP16 engine outputs are widened), as copies."""
+        if self.context is None:
+            raise BackendClosed("the TensorRT backend is closed")
         unknown = [o for o in outputs if o not in self.bindings or self.bindings[o].is_input]
         if unknown:
             raise TrtError(f"the engine has no outputs {unknown}; it has {list(self.output_names)}")
@@ -242,8 +262,8 @@ class TrtBackend:
                        False, self.stream)
         ev[3].record(self.stream)
         self.stream.synchronize()
-        self.last_timings_ms = {"h2d": ev[1].ms_since(ev[0]), "compute": ev[2].ms_since(ev[1]),
-                                "d2h": ev[3].ms_since(ev[2])}
+        self.last_timings = Timings(h2d=ev[1].ms_since(ev[0]), compute=ev[2].ms_since(ev[1]),
+                                    d2h=ev[3].ms_since(ev[2]))
         out = {}
         for o in outputs:
             b = self.bindings[o]
@@ -252,8 +272,9 @@ class TrtBackend:
         return out
 
     def close(self) -> None:
-        """Free the graph, buffers, events and stream, then the context and engine. Every free is
-        attempted even after a CUDA error (logged), so one sticky error leaks nothing else."""
+        """Free the graph, buffers, events and stream, then the context and engine (idempotent).
+        Every free is attempted even after a CUDA error (logged), so one sticky error leaks nothing
+        else."""
         resources = [getattr(self, "_graph", None)]
         resources += [buf for b in getattr(self, "bindings", {}).values() for buf in (b.host, b.device)]
         resources += [*getattr(self, "events", []), getattr(self, "stream", None)]
