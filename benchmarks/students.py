@@ -101,7 +101,7 @@ def check_size(size: int) -> None:
 def export_graph(args: argparse.Namespace, name: str, folder: str) -> ExportResult:
     """Export MaskCLIP (``name`` == 'maskclip') or the random student ``name`` into ``folder``."""
     method, student = (MASKCLIP, None) if name == MASKCLIP else ("maskclip_plus", name)
-    cfg = ExportCfg(method=method, backbone=args.backbone, output=folder, classes=args.classes,
+    cfg = ExportCfg.create(method=method, backbone=args.backbone, output=folder, classes=args.classes,
                     pretrained=args.pretrained, templates=args.templates,
                     image_size=args.image_size, student=student, atol=args.atol)
     log.info("exporting %s at %d px", name, args.image_size)

@@ -1,28 +1,78 @@
 """Command line: export a method + vocabulary to a deployable folder.
 
-    python -m export.build --method maskclip --backbone ViT-B-16 --pretrained openai \
+    python -m export.build --method maskclip --backbone ViT-B-16 --pretrained openai \\
         --classes voc --image-size 448 --output DIR
 
-Dispatches to ``BUILDERS[method]``; prints one JSON line on success, exits 2 on bad input.
+Dispatches to the registered method's exporter (``training.methods.METHODS``); the method flags
+are generated from each method's config, so every option a method has is a flag and a flag that
+does not apply to ``--method`` is refused. Prints one JSON line on success, exits 2 with one
+``error:`` line on bad input. torch is imported only after the arguments are parsed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import logging
 import sys
+import typing
 
-from export.config import VOCAB_MODES, ExportCfg
-from export.registry import BUILDERS
-from runtime.errors import OvssError
-from training.students import STUDENTS
-from training.text_classifier import TEMPLATE_SETS
+from runtime.cli import ArgumentParser, cli_main, setup_logging
+from training.methods import METHODS, get_method
+
+GENERAL_HELP = "general"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _argparse_kind(hint) -> dict:
+    """argparse keywords for a config field's type hint (bool, int, float, str, tuples, Optional)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return _argparse_kind(args[0])
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is tuple:
+        item = args[0]
+        return {"type": item, "nargs": "+" if Ellipsis in args else len(args)}
+    if hint in (int, float, str):
+        return {"type": hint}
+    raise TypeError(f"no command-line form for a field of type {hint!r}")
+
+
+def method_flags() -> dict[str, dict]:
+    """{field name: argparse keywords} over every registered method's config, with each
+    method's default in the help text. A field shared by several methods must have one type."""
+    flags: dict[str, dict] = {}
+    defaults: dict[str, list[str]] = {}
+    for name in sorted(METHODS):
+        spec = METHODS[name]
+        hints = typing.get_type_hints(spec.config)
+        for f in spec.fields():
+            kind = _argparse_kind(hints[f.name])
+            known = flags.setdefault(f.name, {**kind, "help": f.metadata.get("help", ""),
+                                              "choices": f.metadata.get("choices")})
+            if {k: known.get(k) for k in kind} != kind:
+                raise TypeError(f"option {f.name!r} has different types in different methods")
+            defaults.setdefault(f.name, []).append(f"{name} {_shown(f.default)}")
+    for name, kw in flags.items():
+        kw["help"] = f"{kw['help']} [{'; '.join(defaults[name])}]"
+    return flags
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m export.build", description=__doc__.splitlines()[0])
-    p.add_argument("--method", required=True, choices=sorted(BUILDERS))
+    p = ArgumentParser(prog="python -m export.build", description=__doc__.splitlines()[0],
+                       epilog="methods: " + "; ".join(f"{n}: {METHODS[n].summary}"
+                                                      for n in sorted(METHODS)))
+    p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument("--backbone", required=True, help="open_clip name: ViT-B-16, RN50, ovss-tiny-vit, ...")
     p.add_argument("--pretrained", default="none", help="none | open_clip tag (openai) | checkpoint path")
     p.add_argument("--fallback-random", action="store_true",
@@ -30,13 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", required=True, help="voc|context|coco_stuff|ade20k|cityscapes|camvid, "
                    "a text file (one class per line), or 'a,b,c'")
-    p.add_argument("--templates", default=None, choices=sorted(TEMPLATE_SETS),
-                   help="default: the checkpoint's own, else maskclip85 for MaskCLIP / MaskCLIP+, "
-                   "zegclip for ZegCLIP / CLIP-RC")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="default: 448 for MaskCLIP, the checkpoint's size (512) for ZegCLIP / CLIP-RC")
     p.add_argument("--output", required=True)
-    p.add_argument("--vocab-mode", default="fixed", choices=VOCAB_MODES)
+    p.add_argument("--vocab-mode", default="fixed", choices=("fixed", "input"))
     p.add_argument("--text-encoder", action="store_true",
                    help="also export CLIP's text tower + BPE vocabulary (text_encoder.onnx) so the "
                    "device can set new class names without torch; needs --vocab-mode input")
@@ -44,40 +89,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-simplify", dest="simplify", action="store_false")
     p.add_argument("--atol", type=float, default=1e-4, help="parity gate on max |logit diff|")
     p.add_argument("--cache-dir", help="text-classifier cache folder")
-    z = p.add_argument_group("ZegCLIP / CLIP-RC / MaskCLIP+")
-    z.add_argument("--checkpoint", help="our training checkpoint or an official ZegCLIP / CLIP-RC .pth "
-                   "(without it the head / student is random: --pretrained then gives the CLIP "
-                   "weights)")
-    z.add_argument("--seen", help="training-seen class names (comma-separated) for the seen-class bias; "
-                   "default: from our checkpoint")
-    z.add_argument("--seen-bias", type=float, help="default 0.1 (inductive) or 0 (transductive)")
-    z.add_argument("--text-embeddings", help=".npy [C,D] classifier used as it is")
-    z.add_argument("--num-tokens", type=int, default=10, help="VPT prompts (random head only)")
-    m = p.add_argument_group("MaskCLIP+")
-    m.add_argument("--student", choices=sorted(STUDENTS),
-                   help="target network (default: the checkpoint's; required without --checkpoint)")
-    g = p.add_argument_group("MaskCLIP")
-    g.add_argument("--no-residual", dest="residual", action="store_false")
-    g.add_argument("--no-ffn", dest="ffn", action="store_false")
-    g.add_argument("--numerics", default="official", choices=["official", "clip"])
-    g.add_argument("--no-key-smoothing", dest="key_smoothing", action="store_false")
-    g.add_argument("--ks-thresh", type=float, default=1.0)
-    g.add_argument("--ks-norm", default="spatial", choices=["spatial", "token"])
-    g.add_argument("--no-prompt-denoising", dest="prompt_denoising", action="store_false")
-    g.add_argument("--pd-thresh", type=float, default=0.5)
-    return p.parse_args(argv)
+    p.add_argument("--checkpoint", help="ZegCLIP / CLIP-RC: our training checkpoint or an official "
+                   ".pth; MaskCLIP+: our checkpoint (without it the head / student is random)")
+    p.add_argument("--seen", help="ZegCLIP / CLIP-RC: training-seen class names (comma-separated) "
+                   "for the seen-class bias; default: from our checkpoint")
+    p.add_argument("--text-embeddings", help="ZegCLIP / CLIP-RC / MaskCLIP+: .npy [C,D] "
+                   "classifier used as it is")
+    g = p.add_argument_group("method options (generated from each method's config; "
+                             "[method default] in brackets)")
+    for name, kw in method_flags().items():
+        g.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS,
+                       **{k: v for k, v in kw.items() if v is not None})
+    args = p.parse_args(argv)
+    spec = get_method(args.method)
+    own = {f.name for f in spec.fields()}
+    foreign = sorted(_flag(n) for n in vars(args) if n in method_flags() and n not in own)
+    if foreign:
+        p.error(f"{', '.join(foreign)} do(es) not apply to --method {args.method} (its options: "
+                f"{', '.join(_flag(n) for n in sorted(own))})")
+    return args
 
 
+def _options(args: argparse.Namespace, spec) -> dict:
+    """The method options the user gave, tuples as tuples."""
+    own = {f.name for f in spec.fields()}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in own}
+
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("export", "training", "runtime"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    cfg = ExportCfg(**vars(parse_args(argv)))
-    try:
-        result = BUILDERS[cfg.method](cfg)
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args = parse_args(argv)
+    setup_logging()
+    from export.config import ExportCfg  # torch-free; the exporter below imports torch
+    from export.registry import build
+
+    spec = get_method(args.method)
+    general = {f.name for f in dataclasses.fields(ExportCfg)} - {"options"}
+    cfg = ExportCfg(**{k: v for k, v in vars(args).items() if k in general},
+                    options=_options(args, spec))
+    result = build(cfg)
     m = result.manifest
     print(json.dumps({
         "output": str(result.output), "method": m.method, "backbone": m.backbone,

@@ -18,18 +18,18 @@ from export.text_export import (TextExport, check_against_classifier, export_tex
                                 write_text_encoder)
 from export.wrappers import ClipRcOnnxModel, LogitsOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
-from runtime.errors import CheckpointError, VocabularyError
+from runtime.errors import CheckpointError, ConfigError, UnknownNameError, VocabularyError
 from runtime.fsutil import atomic_save_npy, atomic_write, sha256_file
 from runtime.manifest import METADATA_KEY, Manifest, PreprocessCfg, TensorSpec, WeightsInfo
 from training.clip_loader import LoadedClip, load_clip
 from training.loading import Trained, class_text, load_trained
-from training.maskclip import IMAGENET_MEAN, IMAGENET_STD, MaskClipCfg, build_maskclip_model
+from training.maskclip import IMAGENET_MEAN, IMAGENET_STD, build_maskclip_model
 from training.maskclip_plus import BACKGROUND
 from training.models import build_model, text_dim
-from training.students import StudentCfg, build_student
+from training.students import STUDENTS, StudentCfg, build_student
 from training.text_classifier import TEMPLATE_SETS, build_text_classifier
 from training.vocab import resolve_classes
-from training.zegclip import ZegClipCfg, bias_vector
+from training.zegclip import bias_vector
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
@@ -64,21 +64,47 @@ def build_maskclip(cfg: ExportCfg) -> ExportResult:
     """Export MaskCLIP (key smoothing and prompt denoising fused) to ``cfg.output``."""
     t0 = time.perf_counter()
     _check_text_encoder_cfg(cfg)
-    cfg = dataclasses.replace(cfg, image_size=cfg.image_size or 448,
-                              templates=cfg.templates or "maskclip85")
+    mcfg = cfg.method_cfg()
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
-    text = build_text_classifier(clip, classes, cfg.templates, cfg.cache_dir)
-    # ExportCfg carries MaskClipCfg's switches flat (one CLI flag each); copy them by name.
-    mcfg = MaskClipCfg(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(MaskClipCfg)
-                          if hasattr(cfg, f.name)})
-    model = build_maskclip_model(clip, mcfg)
+    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
+    model = _checked(build_maskclip_model, clip, mcfg)
     return _build(
-        cfg=cfg, clip=clip, classes=classes, text=text,
-        wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
-        preprocess=PreprocessCfg((cfg.image_size,) * 2, mcfg.mean, mcfg.std, model.feature_stride),
+        cfg=cfg, size=mcfg.image_size, templates=mcfg.templates, clip=clip, classes=classes,
+        text=text, wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
+        preprocess=PreprocessCfg((mcfg.image_size,) * 2, mcfg.mean, mcfg.std,
+                                 model.feature_stride),
         method_cfg=dataclasses.asdict(mcfg), t0=t0,
     )
+
+
+def build_surgery(cfg: ExportCfg) -> ExportResult:
+    """Export a training-free last-block-surgery method (SCLIP, ClearCLIP, NACLIP, ...): the
+    method's ``model_builder`` over CLIP, its text classifier baked in or a graph input, the
+    logit scale (and PAMR when on) in the graph."""
+    t0 = time.perf_counter()
+    _check_text_encoder_cfg(cfg)
+    mcfg = cfg.method_cfg()
+    clip = load_clip_for_export(cfg)
+    classes = resolve_classes(cfg.classes)
+    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
+    model = _checked(cfg.spec.load("model_builder"), clip, mcfg)
+    return _build(
+        cfg=cfg, size=mcfg.image_size, templates=mcfg.templates, clip=clip, classes=classes,
+        text=text, wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
+        preprocess=PreprocessCfg((mcfg.image_size,) * 2, mcfg.mean, mcfg.std,
+                                 model.feature_stride),
+        method_cfg=dataclasses.asdict(mcfg), t0=t0,
+    )
+
+
+def _checked(builder, clip: LoadedClip, mcfg):
+    """``builder(clip, mcfg)``, with the model's refusals (input size vs patch, backbone kind)
+    as ConfigError: bad arguments, not crashes."""
+    try:
+        return builder(clip, mcfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def build_zegclip(cfg: ExportCfg) -> ExportResult:
@@ -94,14 +120,14 @@ def build_cliprc(cfg: ExportCfg) -> ExportResult:
 def _load_zero_shot(cfg: ExportCfg) -> Trained:
     """A checkpoint (ours or official), or a random head on ``cfg.pretrained`` CLIP weights."""
     if cfg.checkpoint:
-        trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone, cfg.seen_bias)
+        trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone,
+                               cfg.options.get("seen_bias"))
         clip = dataclasses.replace(trained.clip, source=cfg.checkpoint,
                                    weights_sha256=sha256_file(cfg.checkpoint))
         return dataclasses.replace(trained, clip=clip)
     clip = load_clip_for_export(cfg)
     log.warning("no --checkpoint: the %s head is RANDOM-INIT (outputs are meaningless)", cfg.method)
-    mcfg = ZegClipCfg(image_size=cfg.image_size or 512, num_tokens=cfg.num_tokens,
-                      seen_bias=0.1 if cfg.seen_bias is None else cfg.seen_bias)
+    mcfg = cfg.method_cfg()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.method, clip, mcfg).eval()
     clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {cfg.method} head")
@@ -125,8 +151,8 @@ def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> to
     if unknown:
         raise VocabularyError(f"--seen names {unknown} are not in the export vocabulary")
     value = trained.model_cfg.seen_bias if (trained.inductive or cfg.seen is not None) else 0.0
-    if cfg.seen_bias is not None:
-        value = cfg.seen_bias
+    if cfg.given("seen_bias"):
+        value = cfg.options["seen_bias"]
     if cfg.vocab_mode == "input" and seen_names and value:
         log.warning("vocab-mode input: the seen-class bias is dropped (runtime vocabularies have no "
                     "seen/unseen split)")
@@ -138,19 +164,24 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
     t0 = time.perf_counter()
     _check_text_encoder_cfg(cfg)
     trained = _load_zero_shot(cfg)
-    size = cfg.image_size or trained.model_cfg.image_size
+    # The checkpoint's values are the base; the user's options go on top.
+    base = dataclasses.replace(trained.model_cfg,
+                               templates=trained.templates or trained.model_cfg.templates)
+    mcfg = cfg.method_cfg(base)
+    size, templates = mcfg.image_size, mcfg.templates
     if trained.method == "cliprc" and size != trained.model_cfg.image_size:
         raise ExportError(f"CLIP-RC's region mask is fixed for {trained.model_cfg.image_size} px; "
                           f"--image-size {size} is not possible")
-    cfg = dataclasses.replace(cfg, image_size=size,
-                              templates=cfg.templates or trained.templates or "zegclip")
+    if size % trained.model.feature_stride:
+        raise ConfigError(f"--image-size {size} is not a multiple of the patch size "
+                          f"{trained.model.feature_stride}")
     classes = resolve_classes(cfg.classes)
-    text = class_text(trained, classes, cfg.templates, cfg.text_embeddings)
+    text = class_text(trained, classes, templates, cfg.text_embeddings)
     bias = _seen_bias(cfg, trained, classes)
     wrapper = wrapper_cls(trained.model, text, bias, cfg.vocab_mode).eval()
     method_cfg = {**dataclasses.asdict(trained.model_cfg), "image_size": size,
-                  "seen_bias": bias.tolist()}
-    return _build(cfg=cfg, clip=trained.clip, classes=classes, text=text, wrapper=wrapper,
+                  "slide_stride": mcfg.slide_stride, "seen_bias": bias.tolist()}
+    return _build(cfg=cfg, size=size, templates=templates, clip=trained.clip, classes=classes, text=text, wrapper=wrapper,
                   preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
                                            trained.model.feature_stride),
                   method_cfg=method_cfg, t0=t0,
@@ -164,11 +195,11 @@ def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
     _check_text_encoder_cfg(cfg)
     trained = _load_student(cfg)
     scfg: StudentCfg = trained.model_cfg
-    size = cfg.image_size or trained.crop_size
+    size = cfg.options.get("image_size", trained.crop_size)
     if size % 32:
-        raise ExportError(f"--image-size {size} is not a multiple of 32 (the students' deepest stride)")
-    cfg = dataclasses.replace(cfg, image_size=size,
-                              templates=cfg.templates or trained.templates or "maskclip85")
+        raise ConfigError(f"--image-size {size} is not a multiple of 32 (the students' deepest stride)")
+    templates = cfg.method_cfg().templates if cfg.given("templates") or not trained.templates \
+        else trained.templates
     classes = resolve_classes(cfg.classes)
     if trained.background:
         if BACKGROUND in classes[1:]:
@@ -183,10 +214,10 @@ def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
     named = classes[1:] if trained.background else classes
     if not named:
         raise VocabularyError("the vocabulary needs at least one class besides the background")
-    text = class_text(trained, named, cfg.templates, cfg.text_embeddings)
+    text = class_text(trained, named, templates, cfg.text_embeddings)
     method_cfg = {**dataclasses.asdict(scfg), "image_size": size, "output_stride":
                   trained.model.output_stride}
-    return _build(cfg=cfg, clip=trained.clip, classes=classes, text=text,
+    return _build(cfg=cfg, size=size, templates=templates, clip=trained.clip, classes=classes, text=text,
                   wrapper=LogitsOnnxModel(trained.model, text, cfg.vocab_mode).eval(),
                   preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
                                            trained.model.output_stride),
@@ -198,20 +229,24 @@ def _load_student(cfg: ExportCfg) -> Trained:
     encoded with ``cfg.pretrained`` CLIP text weights."""
     if cfg.checkpoint:
         trained = load_trained(cfg.checkpoint, "maskclip_plus")
-        if cfg.student and cfg.student != trained.model_cfg.name:
+        student = cfg.options.get("student")
+        if student and student != trained.model_cfg.name:
             raise CheckpointError(f"{cfg.checkpoint} holds a {trained.model_cfg.name} student, but "
-                                  f"--student is {cfg.student}")
+                                  f"--student is {student}")
         clip = dataclasses.replace(trained.clip, source=cfg.checkpoint,
                                    weights_sha256=sha256_file(cfg.checkpoint))
         return dataclasses.replace(trained, clip=clip)
-    if not cfg.student:
-        raise CheckpointError("maskclip_plus export needs --checkpoint, or --student for a random one")
+    student = cfg.method_cfg().student
+    if not student:
+        raise ConfigError("maskclip_plus export needs --checkpoint, or --student for a random one")
+    if student not in STUDENTS:
+        raise UnknownNameError(f"unknown student {student!r}; students: {sorted(STUDENTS)}")
     clip = load_clip_for_export(cfg)
-    log.warning("no --checkpoint: the %s student is RANDOM-INIT (outputs are meaningless)", cfg.student)
+    log.warning("no --checkpoint: the %s student is RANDOM-INIT (outputs are meaningless)", student)
     torch.manual_seed(cfg.seed)
-    scfg = StudentCfg(cfg.student, text_dim(clip), dropout=0.0)
+    scfg = StudentCfg(student, text_dim(clip), dropout=0.0)
     model = build_student(scfg).eval()
-    clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {cfg.student}")
+    clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {student}")
     return Trained("maskclip_plus", model, clip, scfg, None, None, (), False, clip.source,
                    crop_size=512)
 
@@ -223,8 +258,8 @@ def _check_text_encoder_cfg(cfg: ExportCfg) -> None:
                           "has no text input for on-device class names to feed")
 
 
-def _text_encoder(cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: torch.Tensor,
-                  text_tower: bool) -> TextExport | None:
+def _text_encoder(cfg: ExportCfg, templates: str, clip: LoadedClip, classes: tuple[str, ...],
+                  text: torch.Tensor, text_tower: bool) -> TextExport | None:
     """Export and check the text encoder in memory (``--text-encoder``), or None."""
     if not cfg.text_encoder:
         return None
@@ -236,12 +271,13 @@ def _text_encoder(cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], te
     if export.embed_dim != text.shape[1]:
         raise ExportError(f"the text tower gives {export.embed_dim}-d features but the model's "
                           f"text input is {text.shape[1]}-d")
-    check_against_classifier(export, classes, TEMPLATE_SETS[cfg.templates], text.float().numpy())
+    check_against_classifier(export, classes, TEMPLATE_SETS[templates], text.float().numpy())
     return export
 
 
 def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int):
-    s, f = cfg.image_size, cfg.image_size // pre.feature_stride
+    s = pre.input_size[0]
+    f = s // pre.feature_stride
     c = "num_classes" if cfg.vocab_mode == "input" else num_classes
     inputs = [TensorSpec(io_names.IMAGE, "float32", (1, 3, s, s), io_names.MEANINGS[io_names.IMAGE])]
     if cfg.vocab_mode == "input":
@@ -251,7 +287,7 @@ def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int
     return tuple(inputs), tuple(outputs)
 
 
-def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: torch.Tensor,
+def _build(*, cfg: ExportCfg, size: int, templates: str, clip: LoadedClip, classes: tuple[str, ...], text: torch.Tensor,
            wrapper: torch.nn.Module, preprocess: PreprocessCfg, method_cfg: dict, t0: float,
            text_tower: bool = True) -> ExportResult:
     """Export, validate and write ``model.onnx`` (+ text embeddings, + text encoder) and
@@ -260,16 +296,18 @@ def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: 
 
     ``text_tower``: whether ``clip``'s text tower is the model's own (``--text-encoder`` needs it).
     """
-    dummy = {io_names.IMAGE: parity_image(cfg.image_size, preprocess.mean, preprocess.std, cfg.seed)}
+    if templates not in TEMPLATE_SETS:
+        raise UnknownNameError(f"unknown template set {templates!r}; sets: {sorted(TEMPLATE_SETS)}")
+    dummy = {io_names.IMAGE: parity_image(size, preprocess.mean, preprocess.std, cfg.seed)}
     axes = {}
     if cfg.vocab_mode == "input":
         dummy[io_names.TEXT_EMBEDDINGS] = text.float().contiguous()
         axes = {io_names.TEXT_EMBEDDINGS: {0: "num_classes"}, io_names.LOGITS: {1: "num_classes"}}
-    log.info("exporting %s %s at %d px (%d classes)", cfg.method, cfg.backbone, cfg.image_size, len(classes))
+    log.info("exporting %s %s at %d px (%d classes)", cfg.method, cfg.backbone, size, len(classes))
     result = run_export(model=wrapper, dummy_inputs=dummy, output_names=[io_names.LOGITS, io_names.LABELS],
                         dynamic_axes=axes, opset=cfg.opset, simplify=cfg.simplify, atol=cfg.atol,
                         min_label_agreement=cfg.min_label_agreement)
-    text_export = _text_encoder(cfg, clip, classes, text, text_tower)
+    text_export = _text_encoder(cfg, templates, clip, classes, text, text_tower)
     inputs, outputs = _tensor_specs(cfg, preprocess, len(classes), text.shape[1])
     manifest = Manifest(
         method=cfg.method, backbone=cfg.backbone,
@@ -277,7 +315,7 @@ def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: 
         classes=classes, vocab_mode=cfg.vocab_mode, preprocess=preprocess, inputs=inputs,
         outputs=outputs, opset=cfg.opset, package_version=__version__, model_file=MODEL_FILE,
         text_embeddings_file=TEXT_FILE if cfg.vocab_mode == "input" else None,
-        method_cfg={**method_cfg, "templates": cfg.templates},
+        method_cfg={**method_cfg, "templates": templates},
         parity={"max_abs_diff": result.parity.max_abs_diff, "atol": result.parity.atol,
                 "rtol": result.parity.rtol,
                 "label_agreement": result.parity.label_agreement,
@@ -286,7 +324,7 @@ def _build(*, cfg: ExportCfg, clip: LoadedClip, classes: tuple[str, ...], text: 
     )
     out = Path(cfg.output)
     if text_export is not None:
-        info = write_text_encoder(out, text_export, TEMPLATE_SETS[cfg.templates])
+        info = write_text_encoder(out, text_export, TEMPLATE_SETS[templates])
         manifest = dataclasses.replace(manifest, text_encoder=info)
     # LABELS is checked above (parity) but not deployed: the runtime reads LOGITS only, and
     # onnxruntime would compute the C x S x S label map on every call anyway.

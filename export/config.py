@@ -1,15 +1,22 @@
-"""Flat export configuration shared by every method's builder."""
+"""Flat export configuration: the general job fields, plus the method's own options by name."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.errors import ConfigError
 
 VOCAB_MODES = ("fixed", "input")
 
 
 @dataclass(frozen=True)
 class ExportCfg:
-    """One export job. MaskCLIP-specific switches sit flat beside the general ones.
+    """One export job. Method options (``image_size``, ``templates``, MaskCLIP's ``ks_thresh``,
+    SCLIP's ``logit_scale``, ...) are not fields here: ``options`` holds only those the user set,
+    and the method's config (``training.methods``) holds every default, so nothing states a
+    method's default twice and a checkpoint's values win over the defaults but not over the user.
 
     Attributes:
         method, backbone: registry method name and open_clip backbone name.
@@ -17,24 +24,16 @@ class ExportCfg:
         classes: vocabulary spec (built-in name, text file, or "a,b,c").
         pretrained: ``none`` (random), an open_clip tag, or a checkpoint path.
         fallback_random: if the weights cannot be obtained, continue with random ones (loudly).
-        templates: prompt template set; None = the method's own (MaskCLIP ``maskclip85``,
-            ZegCLIP / CLIP-RC ``zegclip``).
-        image_size: fixed square input side, pixels; None = the method's default (MaskCLIP 448,
-            ZegCLIP / CLIP-RC the checkpoint's training size, 512 for ViT-B/16).
-        checkpoint: ZegCLIP / CLIP-RC weights (our training checkpoint or an official release), or
-            our MaskCLIP+ training checkpoint.
-        seen: classes seen in training (names, comma-separated) that get ``seen_bias`` subtracted;
-            None = from our checkpoint by name (official checkpoints carry no names: pass it).
-        seen_bias: None = the model's 0.1 for inductive models or whenever ``seen`` is given,
-            else 0 (transductive models).
-        text_embeddings: an .npy [C,D] classifier to use as it is (e.g. the official float16).
-        num_tokens: VPT prompts when building without a checkpoint (random head).
-        student: MaskCLIP+ target network (a ``training.students.STUDENTS`` name); read from the
-            checkpoint when one is given.
         vocab_mode: ``fixed`` (classifier baked in) or ``input`` (classifier is a graph input).
         text_encoder: also write CLIP's text tower (``text_encoder.onnx``) and BPE vocabulary so
             the device can encode new class names without torch; needs ``vocab_mode='input'``.
         atol, min_label_agreement: parity gates between PyTorch and onnxruntime.
+        checkpoint: ZegCLIP / CLIP-RC weights (ours or an official release), or our MaskCLIP+
+            training checkpoint.
+        seen: classes seen in training (names, comma-separated) that get ``seen_bias`` subtracted;
+            None = from our checkpoint by name (official checkpoints carry no names: pass it).
+        text_embeddings: an .npy [C,D] classifier to use as it is (e.g. the official float16).
+        options: {method config field: value} set explicitly (see ``create``).
     """
 
     method: str
@@ -44,8 +43,6 @@ class ExportCfg:
     pretrained: str = "none"
     fallback_random: bool = False
     seed: int = 0
-    templates: str | None = None
-    image_size: int | None = None
     vocab_mode: str = "fixed"
     text_encoder: bool = False
     opset: int = 17
@@ -55,21 +52,43 @@ class ExportCfg:
     cache_dir: str | None = None
     checkpoint: str | None = None
     seen: str | None = None
-    seen_bias: float | None = None
     text_embeddings: str | None = None
-    num_tokens: int = 10
-    student: str | None = None
-    residual: bool = True
-    ffn: bool = True
-    numerics: str = "official"
-    key_smoothing: bool = True
-    ks_thresh: float = 1.0
-    ks_norm: str = "spatial"
-    prompt_denoising: bool = True
-    pd_thresh: float = 0.5
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.vocab_mode not in VOCAB_MODES:
-            raise ValueError(f"vocab_mode must be one of {VOCAB_MODES}, got {self.vocab_mode!r}")
+            raise ConfigError(f"vocab_mode must be one of {VOCAB_MODES}, got {self.vocab_mode!r}")
         if self.opset < 17:
-            raise ValueError(f"opset must be >= 17 (LayerNormalization), got {self.opset}")
+            raise ConfigError(f"opset must be >= 17 (LayerNormalization), got {self.opset}")
+        spec = self.spec
+        names = {f.name for f in spec.fields()}
+        unknown = sorted(set(self.options) - names)
+        if unknown:
+            raise ConfigError(f"option(s) {unknown} do not apply to --method {self.method} (its "
+                              f"options: {sorted(names)})")
+
+    @classmethod
+    def create(cls, **kwargs) -> ExportCfg:
+        """Split keyword arguments into the general fields and the method's ``options``; a
+        method option given as None means the method's default (as an absent flag)."""
+        general = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        options = {k: v for k, v in kwargs.items() if k not in general and v is not None}
+        return cls(**{k: v for k, v in kwargs.items() if k in general}, options=options)
+
+    @property
+    def spec(self):
+        from training.methods import get_method
+
+        return get_method(self.method)
+
+    def method_cfg(self, base: Any = None) -> Any:
+        """The method's config: ``base`` (default: the method's defaults, or e.g. a checkpoint's
+        values) with the user's ``options`` on top. Invalid values raise ConfigError."""
+        try:
+            return self.spec.make_config(base, **self.options)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--method {self.method}: {e}") from e
+
+    def given(self, name: str) -> bool:
+        """Whether the user set method option ``name``."""
+        return name in self.options

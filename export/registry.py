@@ -1,10 +1,28 @@
-"""The one registry from method name to builder."""
+"""Method name -> exporter, read from the one registry (``training.methods.METHODS``)."""
 
-from export.builders import build_cliprc, build_maskclip, build_maskclip_plus, build_zegclip
+from __future__ import annotations
 
-BUILDERS = {
-    "maskclip": build_maskclip,
-    "maskclip_plus": build_maskclip_plus,
-    "zegclip": build_zegclip,
-    "cliprc": build_cliprc,
-}
+from collections.abc import Mapping
+
+from training.methods import METHODS, get_method
+
+
+class _Exporters(Mapping):
+    """``BUILDERS[name](cfg)``: each method's exporter, imported on first use."""
+
+    def __getitem__(self, name: str):
+        return get_method(name).load("exporter")
+
+    def __iter__(self):
+        return iter(METHODS)
+
+    def __len__(self) -> int:
+        return len(METHODS)
+
+
+BUILDERS = _Exporters()
+
+
+def build(cfg):
+    """Run ``cfg.method``'s exporter on ``cfg`` (an ``export.config.ExportCfg``)."""
+    return BUILDERS[cfg.method](cfg)

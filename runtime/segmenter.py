@@ -61,8 +61,10 @@ class Segmenter:
         backend: "auto" (a TensorRT engine that fits this GPU, else onnxruntime with the best
             provider this machine offers), "onnxruntime" or "tensorrt" (see ``runtime.backends``).
         mode: "auto" (whole image when it fits in the input, else slide), "whole" or "slide".
-        stride: slide step in pixels (default two thirds of the input size).
-        short_side: rescale images so the short side has this length first (aspect kept).
+        stride: slide step in pixels (default: the method's ``slide_stride`` recorded in the
+            manifest, else two thirds of the input size).
+        short_side: rescale images so the short side has this length first (aspect kept;
+            default: the method's ``short_side`` from the manifest, else none).
         verify: check the model file's sha256 against the manifest.
         precision: which graph to run: ``fp32`` (``model.onnx``), or an ``fp16`` / ``int8``
             variant recorded in the manifest by ``calibration.calibrate``.
@@ -85,8 +87,12 @@ class Segmenter:
         size = self.manifest.preprocess.input_size
         if size[0] != size[1]:
             raise ModelFolderError(f"only square inputs are supported, manifest has {size}")
-        self.mode, self.short_side, self.precision = mode, short_side, precision
-        self.stride = stride or default_stride(size[0], self.manifest.preprocess.feature_stride)
+        # The method's own slide step and short side (recorded by the exporter) are the defaults.
+        method = self.manifest.method_cfg
+        self.mode, self.precision = mode, precision
+        self.short_side = short_side or method.get("short_side") or None
+        self.stride = (stride or method.get("slide_stride")
+                       or default_stride(size[0], self.manifest.preprocess.feature_stride))
         model_path = self._model_path(verify)
         ref = ModelRef(model_path, self.folder, precision, self.manifest.model_for(precision)[1],
                        manifest_input_shapes(self.manifest.inputs))

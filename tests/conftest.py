@@ -35,7 +35,7 @@ def export_folder(tmp_path_factory, name: str, **overrides) -> Path:
     kw = dict(method="maskclip", backbone="ovss-tiny-vit", output=str(out), classes="cat,dog,car,tree",
               image_size=224, templates="single")
     kw.update(overrides)
-    build_maskclip(ExportCfg(**kw))
+    build_maskclip(ExportCfg.create(**kw))
     return out
 
 

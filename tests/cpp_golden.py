@@ -116,8 +116,8 @@ def export_folders(out: Path) -> dict[str, Path]:
     folders = {name: out / "folders" / name for name in ("vit_fixed", "vit_input", "rn_fixed")}
     base = dict(method="maskclip", backbone="ovss-tiny-vit", classes=CLASSES, image_size=224,
                 templates="single")
-    build_maskclip(ExportCfg(**base, output=str(folders["vit_fixed"])))
-    build_maskclip(ExportCfg(**base, output=str(folders["vit_input"]), vocab_mode="input"))
+    build_maskclip(ExportCfg.create(**base, output=str(folders["vit_fixed"])))
+    build_maskclip(ExportCfg.create(**base, output=str(folders["vit_input"]), vocab_mode="input"))
     emb_path = folders["vit_input"] / "text_embeddings.npy"
     emb = np.load(emb_path)
     scales = np.array([0.5, 2.0, 3.7, 0.9], dtype=np.float32)[:, None]
@@ -129,7 +129,7 @@ def export_folders(out: Path) -> dict[str, Path]:
     np.save(rows_path, rows / np.linalg.norm(rows, axis=1, keepdims=True))
     # Random ResNet features saturate key smoothing (every class ties): plain dense logits here.
     rn = {**base, "backbone": "ovss-tiny-rn"}
-    build_maskclip(ExportCfg(**rn, output=str(folders["rn_fixed"]), text_embeddings=str(rows_path),
+    build_maskclip(ExportCfg.create(**rn, output=str(folders["rn_fixed"]), text_embeddings=str(rows_path),
                              key_smoothing=False, prompt_denoising=False))
     return folders
 

@@ -167,10 +167,10 @@ def test_cliprc_rejects_other_size(monkeypatch):
     from export import builders
     from export.config import ExportCfg
     base = dict(method="cliprc", backbone="ovss-tiny-vit", output="/nonexistent/x", classes="a,b")
-    trained = builders._load_zero_shot(ExportCfg(**base, image_size=64))
+    trained = builders._load_zero_shot(ExportCfg.create(**base, image_size=64))
     monkeypatch.setattr(builders, "_load_zero_shot", lambda _cfg: trained)
     with pytest.raises(ExportError, match="region mask"):
-        builders.build_cliprc(ExportCfg(**base, image_size=128))
+        builders.build_cliprc(ExportCfg.create(**base, image_size=128))
 
 
 def test_seen_names_must_be_in_vocabulary(tmp_path):

@@ -48,7 +48,7 @@ def tiny_zeg_folder(tmp_path_factory) -> Path:
     from export.config import ExportCfg
 
     out = tmp_path_factory.mktemp("tiny_zeg_fp16")
-    build_zegclip(ExportCfg(method="zegclip", backbone="ovss-tiny-vit", output=str(out),
+    build_zegclip(ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out),
                             classes="cat,dog,car", image_size=64))
     return out
 

@@ -60,7 +60,7 @@ def tiny_zegclip_folder(tmp_path_factory):
     from export.config import ExportCfg
 
     out = tmp_path_factory.mktemp("tiny_zegclip")
-    build_zegclip(ExportCfg(method="zegclip", backbone="ovss-tiny-vit", output=str(out),
+    build_zegclip(ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out),
                             classes="cat,dog,car", image_size=64))
     return out
 

@@ -244,7 +244,7 @@ def test_evaluate_whole_image(trained_ckpt, data6, tmp_path):
 @pytest.mark.parametrize("student", ["deeplabv3plus_r18", "deeplabv3plus_mbv3",
                                      pytest.param("deeplabv2_r101", marks=pytest.mark.slow)])
 def test_random_student_export_parity_and_runtime(student, tmp_path):
-    res = build_maskclip_plus(ExportCfg(method="maskclip_plus", backbone="ovss-tiny-vit",
+    res = build_maskclip_plus(ExportCfg.create(method="maskclip_plus", backbone="ovss-tiny-vit",
                                         output=str(tmp_path / "m"), classes="cat,dog,car",
                                         student=student, image_size=64, templates="single"))
     m = res.manifest
@@ -265,7 +265,7 @@ def test_trained_export_matches_pytorch_and_keeps_background(data6, tmp_path):
                     setting="zero_shot", unseen="yellow")).checkpoint
     trained = load_trained(ckpt)
     assert trained.background and trained.text.shape[0] == 3
-    res = build_maskclip_plus(ExportCfg(method="maskclip_plus", backbone="ovss-tiny-vit",
+    res = build_maskclip_plus(ExportCfg.create(method="maskclip_plus", backbone="ovss-tiny-vit",
                                         output=str(tmp_path / "m"), classes="green,blue,yellow",
                                         checkpoint=str(ckpt), image_size=64))
     assert res.manifest.classes == ("background", "green", "blue", "yellow")

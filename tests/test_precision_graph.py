@@ -30,7 +30,7 @@ def deployed(request, tmp_path_factory) -> tuple[str, onnx.ModelProto]:
     kw = dict(backbone="ovss-tiny-vit", classes="cat,dog,car", image_size=64,
               output=str(tmp_path_factory.mktemp(request.param)))
     kw.update(CASES[request.param])
-    BUILDERS[kw["method"]](ExportCfg(**kw))
+    BUILDERS[kw["method"]](ExportCfg.create(**kw))
     return request.param, onnx.load(str(Path(kw["output"]) / "model.onnx"))
 
 

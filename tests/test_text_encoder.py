@@ -120,8 +120,8 @@ def test_set_classes_matches_reexport(tmp_path_factory, one_thread, method, temp
     kw = dict(method=method, backbone="ovss-tiny-vit", image_size=224, templates=templates)
     device = tmp_path_factory.mktemp(f"{method}_device")
     fresh = tmp_path_factory.mktemp(f"{method}_fresh")
-    build_fn(ExportCfg(output=str(device), classes=A, vocab_mode="input", text_encoder=True, **kw))
-    build_fn(ExportCfg(output=str(fresh), classes=",".join(B), **kw))
+    build_fn(ExportCfg.create(output=str(device), classes=A, vocab_mode="input", text_encoder=True, **kw))
+    build_fn(ExportCfg.create(output=str(fresh), classes=",".join(B), **kw))
     img = _image()
     with Segmenter(device) as seg, Segmenter(fresh) as ref:
         seg.set_classes(list(B))
@@ -210,7 +210,7 @@ def test_text_encoder_needs_the_text_tower(tmp_path, monkeypatch, one_thread):
     out, emb = tmp_path / "z", tmp_path / "emb.npy"
     np.save(emb, np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32))
     # With its text tower missing, such a model can still be exported with given embeddings...
-    cfg = ExportCfg(method="zegclip", backbone="ovss-tiny-vit", output=str(out), classes="a,b",
+    cfg = ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out), classes="a,b",
                     image_size=224, vocab_mode="input", text_embeddings=str(emb), text_encoder=True)
     with pytest.raises(ExportError, match="text tower"):  # ...but not with a text encoder
         builders.build_zegclip(cfg)
@@ -228,7 +228,7 @@ def test_official_checkpoint_text_tower(tmp_path, one_thread, with_text):
         sd = {k: v for k, v in sd.items() if not k.startswith("text_encoder.")}
     ckpt = _save_mmcv(tmp_path / "zegclip_voc.pth", sd)
     out = tmp_path / "z"
-    cfg = ExportCfg(method="zegclip", backbone="ovss-tiny-vit", output=str(out), classes="road,car",
+    cfg = ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out), classes="road,car",
                     checkpoint=str(ckpt), vocab_mode="input", text_encoder=True)
     if not with_text:
         with pytest.raises(VocabularyError, match="CLIP text weights"):  # cannot even encode classes

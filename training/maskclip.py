@@ -9,55 +9,16 @@ no attnpool positional embedding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from training.clip_loader import LoadedClip, visual_kind
+from training.methods.maskclip import IMAGENET_MEAN, IMAGENET_STD, KS_NORMS, NUMERICS, MaskClipCfg
 from training.refine import classify, key_smooth, prompt_denoise
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-NUMERICS = ("official", "clip")
-KS_NORMS = ("spatial", "token")
-
-
-@dataclass(frozen=True)
-class MaskClipCfg:
-    """MaskCLIP switches; defaults reproduce the official implementation.
-
-    Attributes:
-        image_size: fixed square input side (multiple of the feature stride).
-        residual, ffn: keep the last block's residual / FFN on the value path (official: both).
-        numerics: ``official`` = exact GELU and LayerNorm eps 1e-6 in the visual tower (MaskCLIP's
-            mmseg ViT); ``clip`` = the tower as open_clip built it (QuickGELU, eps 1e-5 for OpenAI).
-        key_smoothing, ks_thresh, ks_norm: key smoothing, its threshold and k normalisation axis.
-        prompt_denoising, pd_thresh: prompt denoising and its threshold.
-        mean, std: input normalisation, RGB on 0..255 (ImageNet, as the official configs).
-    """
-
-    image_size: int = 448
-    residual: bool = True
-    ffn: bool = True
-    numerics: str = "official"
-    key_smoothing: bool = True
-    ks_thresh: float = 1.0
-    ks_norm: str = "spatial"
-    prompt_denoising: bool = True
-    pd_thresh: float = 0.5
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __post_init__(self):
-        if self.numerics not in NUMERICS:
-            raise ValueError(f"numerics must be one of {NUMERICS}, got {self.numerics!r}")
-        if self.ks_norm not in KS_NORMS:
-            raise ValueError(f"ks_norm must be one of {KS_NORMS}, got {self.ks_norm!r}")
-        if self.image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "KS_NORMS", "NUMERICS", "MaskClipCfg", "MaskClip",
+           "build_maskclip_model"]
 
 def apply_official_numerics(visual: nn.Module) -> None:
     """Exact GELU and LayerNorm eps 1e-6 throughout a ViT visual tower (in place)."""

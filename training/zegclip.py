@@ -8,33 +8,15 @@ official checkpoint maps by name (see ``training.official``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.methods.zegclip import ZegClipCfg
 from training.vpt import VPTViT
 
-
-@dataclass(frozen=True)
-class ZegClipCfg:
-    """ZegCLIP (and CLIP-RC) model switches; defaults are the official VOC config.
-
-    Attributes:
-        image_size: training crop / export side (official 512; CLIP-RC must use its grid size).
-        num_tokens: VPT prompt tokens per layer (10 VOC, 100 COCO and cross-dataset configs).
-        total_d_layer: layers with deep prompts; None = every block after the first (11 for ViT-B).
-        decoder_layers, decoder_heads: TPN decoder depth and heads.
-        seen_bias: subtracted from seen-class probabilities at inference (0.1 inductive, 0 ST).
-    """
-
-    image_size: int = 512
-    num_tokens: int = 10
-    total_d_layer: int | None = None
-    decoder_layers: int = 3
-    decoder_heads: int = 8
-    seen_bias: float = 0.1
+__all__ = ["ZegClipCfg", "ZegClip", "bias_vector", "seen_scores", "zero_shot_labels"]
 
 
 class CrossAttention(nn.Module):

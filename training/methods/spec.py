@@ -1,0 +1,101 @@
+"""What a registered method is: its config, its defaults and where its pieces live.
+
+Torch-free: a spec names its builders as ``"module:attribute"`` strings that are imported only
+when used, so ``--help`` and argument errors never pay for torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("training_free", "zero_shot", "student")
+EVAL_MODES = ("whole", "slide")
+
+
+def option(default: Any, help: str, **kw) -> Any:  # noqa: A002 - mirrors argparse's name
+    """A method config field with its one CLI help line (``export.build`` generates the flag)."""
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published result: dataset, metric value (mIoU %), backbone and note (where from)."""
+
+    dataset: str
+    miou: float
+    backbone: str = "ViT-B/16"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method's home.
+
+    Attributes:
+        name: registry key and ``--method`` value.
+        summary: one line for ``--help``.
+        config: flat frozen dataclass holding every model/inference default of the method
+            (input size, templates, slide crop/stride, logit scale, seen bias, ...); each field
+            becomes a ``python -m export.build`` flag.
+        kind: ``training_free`` (a CLIP surgery, no weights of its own), ``zero_shot`` (a trained
+            head over CLIP, ZegCLIP-style) or ``student`` (MaskCLIP+).
+        exporter: ``"module:function"``; ``function(cfg: ExportCfg, spec) -> ExportResult``.
+        model_builder: ``"module:function"`` building the torch model (``(clip, method_cfg)``).
+        wrapper: ``"module:Class"`` of the ONNX wrapper (used only for export).
+        settings: training settings, the first the default; empty = not trainable.
+        train_loop: ``"module:function"`` making the training loop, or None.
+        eval_mode: ``whole`` or ``slide`` (with the config's ``slide_crop`` / ``slide_stride``).
+        published: the method's own published numbers (README table).
+    """
+
+    name: str
+    summary: str
+    config: type
+    kind: str
+    exporter: str
+    model_builder: str
+    wrapper: str
+    settings: tuple[str, ...] = ()
+    train_loop: str | None = None
+    eval_mode: str = "whole"
+    published: tuple[Published, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.eval_mode not in EVAL_MODES:
+            raise ValueError(f"{self.name}: eval_mode must be one of {EVAL_MODES}")
+        if not dataclasses.is_dataclass(self.config):
+            raise TypeError(f"{self.name}: config must be a dataclass, got {self.config!r}")
+        if bool(self.settings) != bool(self.train_loop):
+            raise ValueError(f"{self.name}: settings and train_loop go together")
+
+    @property
+    def trainable(self) -> bool:
+        return self.train_loop is not None
+
+    def defaults(self) -> Any:
+        """The config with every default (the method's own values)."""
+        return self.config()
+
+    def fields(self) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(self.config)
+
+    def make_config(self, base: Any = None, **overrides) -> Any:
+        """``base`` (default: the defaults) with ``overrides``; unknown names are an error."""
+        names = {f.name for f in self.fields()}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"{self.name} has no option(s) {unknown}; its options: {sorted(names)}")
+        return dataclasses.replace(base if base is not None else self.defaults(), **overrides)
+
+    def load(self, attribute: str) -> Any:
+        """Import one of the ``"module:attribute"`` references (``exporter``, ``wrapper``, ...)."""
+        ref = getattr(self, attribute)
+        if not ref:
+            raise AttributeError(f"{self.name} has no {attribute}")
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module), name)
