@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def export_model(args: argparse.Namespace, folder: str) -> ExportResult:
     """Export with the registry's builder (parity-gated, simplified) into ``folder``."""
-    cfg = ExportCfg(method=args.method, backbone=args.backbone, output=folder,
+    cfg = ExportCfg.create(method=args.method, backbone=args.backbone, output=folder,
                     classes=args.classes, pretrained=args.pretrained, templates=args.templates,
                     image_size=args.image_size)
     return BUILDERS[args.method](cfg)
