@@ -24,11 +24,13 @@ import numpy as np
 from benchmarks.machine import publish
 from runtime.backends import BACKENDS
 from runtime.camera import peak_rss_mb, rss_mb
+from runtime.cli import (ArgumentParser, add_segmenter_args, add_verbose_arg, cli_main,
+                         nonneg_int, positive_int, segmenter_kwargs, setup_logging)
 from runtime.errors import OvssError
 from runtime.fsutil import atomic_write
 from runtime.image import load_image
 from runtime.manifest import PRECISIONS
-from runtime.segmenter import MODES, Segmenter
+from runtime.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 STAGES = ("preprocess", "h2d", "compute", "d2h", "postprocess")
@@ -36,20 +38,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.stages", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="deployable folder")
+    p = ArgumentParser(prog="python -m benchmarks.stages", description=__doc__.splitlines()[0])
+    add_segmenter_args(p, skip={"--backend", "--precision", "--classes"},
+                       help={"--threads": "onnxruntime intra-op threads (default: all cores)"})
     p.add_argument("--backends", default="auto", help=f"comma-separated, from {list(BACKENDS)}")
     p.add_argument("--precisions", default="fp32", help=f"comma-separated, from {list(PRECISIONS)}")
     p.add_argument("--images", default="sample:astronaut",
                    help="an image file, sample:NAME, or a folder of frames (cycled)")
-    p.add_argument("--frames", type=int, default=10, help="frames taken from an image folder")
-    p.add_argument("--mode", default="auto", choices=MODES, help="whole: resize each frame to the input")
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
-    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay a captured CUDA graph")
+    p.add_argument("--frames", type=positive_int, default=10,
+                   help="frames taken from an image folder")
+    p.add_argument("--runs", type=positive_int, default=20)
+    p.add_argument("--warmup", type=nonneg_int, default=3)
     p.add_argument("--json", help="write the report here too")
     p.add_argument("--png", help="stacked stage bars as a PNG (needs matplotlib)")
+    add_verbose_arg(p)
     return p.parse_args(argv)
 
 
@@ -113,9 +115,10 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         for b in backends:
             for p in precisions:
                 name = f"{b}/{p}"
-                opts = {"cuda_graph": True} if args.cuda_graph and b != "onnxruntime" else {}
-                segs[name] = Segmenter(args.model, b, precision=p, mode=args.mode, threads=args.threads,
-                                       **opts)
+                kwargs = segmenter_kwargs(args, backend=b, precision=p)
+                if b == "onnxruntime":
+                    kwargs.pop("cuda_graph", None)
+                segs[name] = Segmenter(**kwargs)
                 rss[name] = rss_mb()
                 log.info("%s runs on %s %s", name, segs[name].backend.name, list(segs[name].backend.providers))
         for i in range(args.warmup):
@@ -163,15 +166,12 @@ def plot(report: dict, path: str) -> None:
     plt.close(fig)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    try:
-        report = run_benchmark(args)
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    setup_logging(args.verbose)
+    report = run_benchmark(args)
     if args.png:
         plot(report, args.png)
     publish(report, "benchmarks.stages", argv, args.json)

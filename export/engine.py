@@ -9,12 +9,12 @@ only where TensorRT needs them: DLA on TensorRT 10 (JetPack 6) accepts only weak
 networks with the FP16 / INT8 flags. The engine is cached under a key of GPU, compute capability,
 TensorRT version, precision, input shapes and ONNX sha256 (``runtime.engine_cache``), and the
 timing cache is reused across builds on the same GPU and TensorRT version. Needs a GPU and the
-full ``tensorrt`` package (Builder + OnnxParser); exits 2 with one message otherwise.
+full ``tensorrt`` package (Builder + OnnxParser); exits 2 with one message otherwise
+(``runtime.cli``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import io_names
+from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, positive_int, setup_logging
 from runtime.engine_cache import EngineKey, EngineRecord, engine_dir, find_engine, manifest_input_shapes, \
     write_record
 from runtime.errors import ModelFolderError, OvssError
@@ -274,31 +275,36 @@ def _build(trt, cfg: EngineCfg, manifest: Manifest, key: EngineKey, onnx_path: P
     return record
 
 
-def parse_args(argv: list[str] | None = None) -> EngineCfg:
-    p = argparse.ArgumentParser(prog="python -m export.engine", description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool]:
+    """The EngineCfg for the command line, and whether ``--verbose`` was given."""
+    p = ArgumentParser(prog="python -m export.engine", description=__doc__.splitlines()[0])
     p.add_argument("folder", help="deployable folder (export.build output)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="graph to build from: fp32 (model.onnx) or a calibration.calibrate variant")
-    p.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MB, help="workspace pool, MiB")
-    p.add_argument("--dla", type=int, default=-1, help="DLA core (Jetson AGX/NX); GPU fallback on")
+    p.add_argument("--workspace", type=positive_int, default=DEFAULT_WORKSPACE_MB,
+                   help="workspace pool, MiB")
+    p.add_argument("--dla", type=int, default=-1,
+                   help="DLA core (Jetson AGX/NX), -1: GPU only; GPU fallback on")
     p.add_argument("--version-compatible", action="store_true",
                    help="engine runs on later TensorRT versions of the same major, and on the "
                    "lean runtime (tensorrt_lean), which runs only such engines")
-    p.add_argument("--max-classes", type=int, default=DEFAULT_MAX_CLASSES,
+    p.add_argument("--max-classes", type=positive_int, default=DEFAULT_MAX_CLASSES,
                    help="vocabulary-as-input graphs: largest vocabulary the engine accepts")
     p.add_argument("--timing-cache", help="timing cache file (default: one per GPU and TensorRT version)")
     p.add_argument("--force", action="store_true", help="rebuild even when a cached engine fits")
-    return EngineCfg(**vars(p.parse_args(argv)))
+    add_verbose_arg(p)
+    args = vars(p.parse_args(argv))
+    if args["dla"] < -1:
+        p.error(f"--dla must be a DLA core index >= 0, or -1 for the GPU, got {args['dla']}")
+    verbose = args.pop("verbose")
+    return EngineCfg(**args), verbose
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = parse_args(argv)
-    try:
-        result = build_engine(cfg)
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg, verbose = parse_args(argv)
+    setup_logging(verbose)
+    result = build_engine(cfg)
     print(json.dumps({"engine": str(result.engine), "cached": result.cached,
                       "seconds": round(result.seconds, 1), "key": dataclasses.asdict(result.record.key),
                       "build": result.record.build}))

@@ -10,7 +10,8 @@ when the queue is full and are reopened with exponential backoff when they fail;
 (files, folders) by default wait for room, so every frame is processed, and end the loop when they
 end. ``--sequential`` reads, segments and writes in one thread instead, for comparison.
 SIGINT/SIGTERM stop cleanly: the capture thread joins, the video is finalised, the stats JSON is
-written and the exit status is 0. Prints one JSON line of stats; exit status 2 on bad input.
+written and the exit status is 0. Prints one JSON line of stats; exit status 2 on bad input
+(``runtime.cli``), 130 on a forced stop (a second signal).
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.backends import BACKENDS
-from runtime.errors import ConfigError, OvssError, SourceError
+from runtime.cli import (ArgumentParser, add_segmenter_args, add_verbose_arg, cli_main,
+                         nonneg_float, nonneg_int, positive_float, positive_int, segmenter_kwargs,
+                         setup_logging, unit_float)
+from runtime.errors import ConfigError, SourceError
 from runtime.fsutil import atomic_write_text
 from runtime.frame_queue import CaptureThread, FrameQueue, QueueClosed, Reader, Ring
-from runtime.manifest import PRECISIONS
-from runtime.segmenter import MODES, SegResult, Segmenter
+from runtime.segmenter import SegResult, Segmenter
 from runtime.sources import Frame, FrameSource, SourceCfg, open_source, parse_size
-from runtime.vocab import read_classes
 from runtime.video_out import DEFAULT_FPS, Painter, Sink, open_sink
 
 log = logging.getLogger(__name__)
@@ -303,51 +304,43 @@ def _stats(source: FrameSource, reader: Reader, step: _Step, cfg: LoopCfg,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runtime.camera",
-                                description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="deployable folder (manifest.json + model.onnx)")
+    p = ArgumentParser(prog="python -m runtime.camera", description=__doc__.splitlines()[0])
+    add_segmenter_args(p)
     p.add_argument("--source", required=True,
                    help="camera INDEX or /dev/videoN, video FILE, rtsp:// or http(s):// URL, "
                         "gst:PIPELINE (ending in appsink), or a folder of images")
     p.add_argument("--out", help="overlay video FILE.mp4 (mp4v) / FILE.avi (MJPG), or a PNG folder")
-    p.add_argument("--max-frames", type=int, help="stop after this many processed frames")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many processed frames")
     p.add_argument("--json", help="also write the stats here (atomically)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="auto: a TensorRT engine that fits this GPU, else onnxruntime")
-    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay a captured CUDA graph")
-    p.add_argument("--classes", help="set the vocabulary on the device: 'a,b,c' or a file, one per "
-                   "line (folders exported with --vocab-mode input --text-encoder)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
-    p.add_argument("--mode", default="auto", choices=MODES)
-    p.add_argument("--short-side", type=int, help="rescale so the short side has this length first")
     p.add_argument("--show", action="store_true", help="display in a window (OpenCV GUI build)")
-    p.add_argument("--queue", type=int, default=2, help="capture queue size (default 2)")
+    p.add_argument("--queue", type=positive_int, default=2, help="capture queue size (default 2)")
     p.add_argument("--sequential", action="store_true", help="no capture thread (for comparison)")
     p.add_argument("--drop", default="auto", choices=DROP_POLICIES,
                    help="full queue: drop the oldest frame, or make capture wait (never); auto: "
                         "oldest for cameras/streams, never for files/folders")
     p.add_argument("--realtime", action="store_true",
                    help="deliver a file/folder at its frame rate (else --fps), like a camera")
-    p.add_argument("--fps", type=float, help="output video rate (default: the source's, else 30)")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0,1]")
+    p.add_argument("--fps", type=positive_float,
+                   help="output video rate (default: the source's, else 30)")
+    p.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0,1]")
     p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
     p.add_argument("--fourcc", help="camera pixel format to request, e.g. MJPG")
     p.add_argument("--capture-size", type=parse_size, help="camera capture size WIDTHxHEIGHT")
-    p.add_argument("--reconnect-delay", type=float, default=0.5, help="first reopen delay, seconds")
-    p.add_argument("--reconnect-max-delay", type=float, default=8.0, help="backoff cap, seconds")
-    p.add_argument("--reconnect-attempts", type=int, default=0, help="per outage; 0: unlimited")
-    p.add_argument("--log-every", type=float, default=10.0, help="progress log period, seconds")
+    p.add_argument("--reconnect-delay", type=positive_float, default=0.5,
+                   help="first reopen delay, seconds")
+    p.add_argument("--reconnect-max-delay", type=positive_float, default=8.0,
+                   help="backoff cap, seconds")
+    p.add_argument("--reconnect-attempts", type=nonneg_int, default=0,
+                   help="per outage; 0: unlimited")
+    p.add_argument("--log-every", type=nonneg_float, default=10.0,
+                   help="progress log period, seconds (0: off)")
+    add_verbose_arg(p)
     args = p.parse_args(argv)
-    positive = {"--queue": args.queue, "--max-frames": args.max_frames, "--threads": args.threads,
-                "--short-side": args.short_side, "--fps": args.fps}
-    for flag, value in positive.items():
-        if value is not None and value <= 0:
-            p.error(f"{flag} must be > 0, got {value}")
-    if not 0.0 <= args.alpha <= 1.0:
-        p.error(f"--alpha must be in [0, 1], got {args.alpha}")
     if args.fourcc is not None and len(args.fourcc) != 4:
         p.error(f"--fourcc must be 4 characters, e.g. MJPG, got {args.fourcc!r}")
+    if args.reconnect_delay > args.reconnect_max_delay:
+        p.error(f"--reconnect-delay ({args.reconnect_delay}) must be <= --reconnect-max-delay "
+                f"({args.reconnect_max_delay})")
     return args
 
 
@@ -388,12 +381,10 @@ def stop_on_signals(stop: threading.Event):
 def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
     """Load the model, open the source and the output, run the loop; returns the report."""
     cfg = loop_cfg(args)
-    seg = Segmenter(args.model, args.backend, mode=args.mode, short_side=args.short_side,
-                    precision=args.precision, threads=args.threads,
-                    **({"cuda_graph": True} if args.cuda_graph else {}))
+    seg = Segmenter(**segmenter_kwargs(args))
     with seg:
         if args.classes:
-            seg.set_classes(read_classes(args.classes))
+            seg.set_classes(args.classes)
         width, height = args.capture_size or (None, None)
         source = open_source(args.source, SourceCfg(fourcc=args.fourcc, width=width, height=height))
         try:
@@ -409,18 +400,12 @@ def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
     return {**dataclasses.asdict(stats), **model}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("runtime", "__main__"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    args = parse_args(argv)  # a bad --classes fails here, before any model is loaded
+    setup_logging(args.verbose)
     with stop_on_signals(threading.Event()) as stop:
-        try:
-            report = run_cli(args, stop)
-        except (OvssError, ImportError) as e:  # ImportError: a missing extra, named in the message
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        report = run_cli(args, stop)
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     if report["error"]:

@@ -1,6 +1,6 @@
 """What this machine offers for inference, found without risking the caller's process.
 
-    python -m runtime.probe            # prints one JSON object, always exits 0
+    python -m runtime.probe [--timeout S]   # prints one JSON object, always exits 0
 
 The checks that can crash (CUDA driver calls, importing TensorRT: without a GPU tensorrt-lean
 segfaults on engine deserialisation) run in a child interpreter, so a crash there becomes an
@@ -9,6 +9,7 @@ segfaults on engine deserialisation) run in a child interpreter, so a crash ther
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
@@ -20,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+
+from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, positive_float, setup_logging
 
 log = logging.getLogger(__name__)
 CHILD_FLAG = "--child"
@@ -201,13 +204,26 @@ def cached_probe() -> ProbeResult:
     return result
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = ArgumentParser(prog="python -m runtime.probe", description=__doc__.splitlines()[0])
+    p.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)  # the child side
+    p.add_argument("--timeout", type=positive_float, default=60.0,
+                   help="seconds before the probing child is killed (default 60)")
+    add_verbose_arg(p)
+    return p.parse_args(argv)
+
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if CHILD_FLAG in argv:
+    """Probe and print one JSON object; exit 0 whatever the probe finds or suffers (a bad argument
+    still exits 2, as in every program)."""
+    args = parse_args(argv)
+    if args.child:
         print(json.dumps(collect()))
         return 0
+    setup_logging(args.verbose)
     try:
-        print(json.dumps(run_probe().to_dict(), indent=2))
+        print(json.dumps(run_probe(args.timeout).to_dict(), indent=2))
     except Exception as e:  # the probe's promise: never crash, always exit 0
         print(json.dumps({"error": f"probe failed: {e}", "gpu_usable": False}))
     return 0

@@ -330,7 +330,7 @@ def test_clear_errors(tiny_vit_folder, tmp_path, capsys):
         assert rc == 2 and message in err, err
     with pytest.raises(SystemExit) as e:
         camera.main([*base, str(tmp_path), "--queue", "0"])
-    assert e.value.code == 2 and "--queue must be > 0" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --queue: must be an integer > 0" in capsys.readouterr().err
     if not gui_available():
         from PIL import Image
 

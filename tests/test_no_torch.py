@@ -102,7 +102,7 @@ def test_infer_cli_sets_classes_without_torch(text_folder, tiny_vit_input_folder
     assert proc.returncode == 2 and "no text encoder" in proc.stderr
     proc = _run(["--model", str(text_folder), "--image", str(tmp_path / "in.png"),
                  "--out", str(tmp_path / "o3.png"), "--classes", "sky,,road"], ROOT)
-    assert proc.returncode == 2 and "blank" in proc.stderr
+    assert proc.returncode == 2 and "empty entry between commas" in proc.stderr
 
 
 def test_camera_cli_sets_classes_without_torch(text_folder, tmp_path):

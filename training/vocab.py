@@ -1,16 +1,13 @@
-"""Turn a ``--classes`` argument into a validated vocabulary."""
+"""Turn a ``--classes`` argument into a validated vocabulary: ``runtime.vocab.parse_vocabulary``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from runtime.errors import VocabularyError
-from runtime.vocab import validate_classes
-from training.class_names import BUILTIN
+from runtime.vocab import parse_vocabulary
 
 
 def resolve_classes(spec: str) -> tuple[str, ...]:
-    """Resolve a vocabulary spec.
+    """Resolve a vocabulary spec with the runtime's parser (one parser for export, training and
+    runtime; see ``runtime.vocab.parse_vocabulary`` for the accepted forms).
 
     Args:
         spec: a built-in list name (``voc``, ``context``, ``coco_stuff``, ``ade20k``, ``cityscapes``,
@@ -19,18 +16,7 @@ def resolve_classes(spec: str) -> tuple[str, ...]:
     Returns:
         tuple of stripped, unique class names.
     Raises:
-        VocabularyError: empty, blank or duplicate names, or a missing ``.txt`` file.
+        VocabularyError: empty, blank or duplicate names, a missing ``.txt`` file, a non-UTF-8
+            file, or a near-miss of a built-in list name.
     """
-    spec = spec.strip()
-    path = Path(spec)
-    if spec and path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return validate_classes(ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
-    if spec.lower() in BUILTIN:
-        return BUILTIN[spec.lower()]
-    if spec.endswith(".txt"):
-        raise VocabularyError(f"class file {spec!r} does not exist")
-    names = spec.split(",")
-    if len(names) > 1 and any(not n.strip() for n in names):
-        raise VocabularyError(f"class list {spec!r} has an empty entry between commas")
-    return validate_classes(names if spec else [])
+    return parse_vocabulary(spec)
