@@ -39,4 +39,5 @@ SPEC = register(MethodSpec(
     train_loop="training.train:maskclip_plus_loop",
     published=(Published("VOC20", 58.0, "R50", "annotation-free"),
                Published("VOC (15/5) hIoU", 87.4, "R101", "transductive, ZegCLIP's table")),
+    smoke_options=(("image_size", 64), ("student", "deeplabv3plus_mbv3")),
 ))

@@ -49,6 +49,8 @@ class MethodSpec:
         train_loop: ``"module:function"`` making the training loop, or None.
         eval_mode: ``whole`` or ``slide`` (with the config's ``slide_crop`` / ``slide_stride``).
         published: the method's own published numbers (README table).
+        smoke_options: options for the smallest export that exercises the method on the tiny
+            test ViT (``ovss-tiny-vit``); the registry-wide tests export every method with them.
     """
 
     name: str
@@ -62,6 +64,7 @@ class MethodSpec:
     train_loop: str | None = None
     eval_mode: str = "whole"
     published: tuple[Published, ...] = ()
+    smoke_options: tuple[tuple[str, Any], ...] = (("image_size", 64),)
 
     def __post_init__(self):
         if self.kind not in KINDS:
