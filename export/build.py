@@ -17,7 +17,8 @@ import json
 import sys
 import typing
 
-from runtime.cli import ArgumentParser, cli_main, setup_logging
+from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
+from runtime.vocab import parse_vocabulary
 from training.methods import METHODS, get_method
 
 GENERAL_HELP = "general"
@@ -100,6 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, kw in method_flags().items():
         g.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS,
                        **{k: v for k, v in kw.items() if v is not None})
+    add_verbose_arg(p)
     args = p.parse_args(argv)
     spec = get_method(args.method)
     own = {f.name for f in spec.fields()}
@@ -119,7 +121,8 @@ def _options(args: argparse.Namespace, spec) -> dict:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging()
+    setup_logging(args.verbose)
+    parse_vocabulary(args.classes)  # bad vocabularies fail before any model is loaded
     from export.config import ExportCfg  # torch-free; the exporter below imports torch
     from export.registry import build
 

@@ -67,8 +67,8 @@ def build_maskclip(cfg: ExportCfg) -> ExportResult:
     mcfg = cfg.method_cfg()
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
-    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
     model = _checked(build_maskclip_model, clip, mcfg)
+    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
     return _build(
         cfg=cfg, size=mcfg.image_size, templates=mcfg.templates, clip=clip, classes=classes,
         text=text, wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
@@ -87,8 +87,8 @@ def build_surgery(cfg: ExportCfg) -> ExportResult:
     mcfg = cfg.method_cfg()
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
-    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
     model = _checked(cfg.spec.load("model_builder"), clip, mcfg)
+    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
     return _build(
         cfg=cfg, size=mcfg.image_size, templates=mcfg.templates, clip=clip, classes=classes,
         text=text, wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),

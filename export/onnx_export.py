@@ -141,14 +141,13 @@ def name_text_classifier(proto: onnx.ModelProto, text: np.ndarray, atol: float =
     for init in proto.graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) != text.size:
             continue
-        flat = np.squeeze(onnx.numpy_helper.to_array(init))  # [1,C,D], [C,D,1,1] -> [C,D]
-        if flat.ndim != 2:
+        array = onnx.numpy_helper.to_array(init)
+        if np.squeeze(array).ndim > 2:  # [1,C,D], [C,D,1,1] -> [C,D]; [D] when C = 1
             continue
-        if flat.shape == text.shape and np.allclose(flat, text, rtol=0, atol=atol):
-            pass
-        elif flat.shape == text.shape[::-1] and np.allclose(flat.T, text, rtol=0, atol=atol):
-            pass
-        else:
+        as_is = array.reshape(text.shape)
+        transposed = array.reshape(text.shape[::-1]).T
+        if not (np.allclose(as_is, text, rtol=0, atol=atol)
+                or np.allclose(transposed, text, rtol=0, atol=atol)):
             continue
         new = io_names.TEXT_CLASSIFIER + (f".{len(renames)}" if renames else "")
         renames[init.name] = new

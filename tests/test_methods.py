@@ -31,6 +31,17 @@ def test_spec_references_resolve_and_defaults_build(name):
     assert set(dict(spec.smoke_options)) <= {f.name for f in spec.fields()}
 
 
+def test_template_names_match_the_template_sets():
+    from training.methods.spec import TEMPLATE_NAMES
+    from training.text_classifier import TEMPLATE_SETS
+
+    assert TEMPLATE_NAMES == tuple(sorted(TEMPLATE_SETS))
+    for spec in METHODS.values():
+        assert spec.defaults().templates in TEMPLATE_SETS
+    with pytest.raises(ValueError, match="templates must be one of"):
+        METHODS["maskclip"].make_config(templates="imagenet81")
+
+
 def test_unknown_method_suggests_the_closest():
     with pytest.raises(UnknownNameError, match="did you mean sclip"):
         get_method("sclipp")

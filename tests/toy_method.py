@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from training.methods import MethodSpec, option
+from training.methods.spec import templates_option
 
 NAME = "toy_boxclip"
 
@@ -16,7 +17,7 @@ class ToyCfg:
     """Toy options: input side, templates, the box filter's side and a logit scale."""
 
     image_size: int = option(224, "square input side in pixels")
-    templates: str = option("single", "prompt template set")
+    templates: str = templates_option("single")
     box: int = option(3, "box filter side in feature cells (odd)")
     logit_scale: float = option(10.0, "scale on the cosine logits")
     mean: tuple[float, float, float] = option((122.771, 116.746, 104.094), "input mean")

@@ -28,6 +28,8 @@ SCENE_TEMPLATES = (
 )
 TEMPLATE_SETS = {
     "maskclip85": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES,
+    # CLIP's 80 ImageNet templates (SCLIP / ClearCLIP / NACLIP prompts/imagenet_template.py).
+    "imagenet80": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES),
     "single": ("a photo of a {}.",),
     # ZegCLIP / CLIP-RC VOC embeddings (get_embedding.ipynb): one template, no full stop.
     "zegclip": ("a photo of a {}",),

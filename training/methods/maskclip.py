@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from training.methods import MethodSpec, Published, option, register
+from training.methods.spec import templates_option
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -29,7 +30,7 @@ class MaskClipCfg:
     """
 
     image_size: int = option(448, "square input side in pixels (multiple of the patch size)")
-    templates: str = option("maskclip85", "prompt template set")
+    templates: str = templates_option("maskclip85", "prompt template set")
     residual: bool = option(True, "keep the last block's residual on the value path")
     ffn: bool = option(True, "keep the last block's FFN on the value path")
     numerics: str = option("official", "official (GELU, LN eps 1e-6) or clip (as open_clip)",

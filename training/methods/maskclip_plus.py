@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from training.methods import MethodSpec, Published, option, register
+from training.methods.spec import templates_option
 
 SETTINGS = ("annotation_free", "zero_shot")
 
@@ -22,7 +23,7 @@ class MaskClipPlusCfg:
 
     image_size: int = option(512, "square input side, a multiple of 32 (default: the "
                              "checkpoint's crop)")
-    templates: str = option("maskclip85", "prompt template set (default: the checkpoint's)")
+    templates: str = templates_option("maskclip85", "prompt template set (default: the checkpoint's)")
     student: str | None = option(None, "target network (default: the checkpoint's; required "
                                  "without --checkpoint)")
 

@@ -12,12 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("training_free", "zero_shot", "student")
+# Names of training.text_classifier.TEMPLATE_SETS (kept here torch-free; a test checks they agree).
+TEMPLATE_NAMES = ("imagenet80", "maskclip85", "single", "zegclip")
 EVAL_MODES = ("whole", "slide")
 
 
 def option(default: Any, help: str, **kw) -> Any:  # noqa: A002 - mirrors argparse's name
-    """A method config field with its one CLI help line (``export.build`` generates the flag)."""
+    """A method config field with its one CLI help line (``export.build`` generates the flag);
+    ``choices=`` restricts its values there and in ``make_config``."""
     return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def templates_option(default: str, help: str = "prompt template set") -> Any:
+    """The ``templates`` field every method has: a ``TEMPLATE_SETS`` name."""
+    return option(default, help, choices=TEMPLATE_NAMES)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,11 @@ class MethodSpec:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise TypeError(f"{self.name} has no option(s) {unknown}; its options: {sorted(names)}")
+        for f in self.fields():
+            choices = f.metadata.get("choices")
+            if f.name in overrides and choices and overrides[f.name] not in choices:
+                raise ValueError(f"{f.name} must be one of {list(choices)}, got "
+                                 f"{overrides[f.name]!r}")
         return dataclasses.replace(base if base is not None else self.defaults(), **overrides)
 
     def load(self, attribute: str) -> Any:

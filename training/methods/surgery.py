@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from training.methods.spec import option
+from training.methods.spec import option, templates_option
 
 # OpenAI CLIP's normalisation on 0..255 (the configs of SCLIP, ClearCLIP and NACLIP).
 CLIP_MEAN = (122.771, 116.746, 104.094)
@@ -36,7 +36,7 @@ def surgery_config(name: str, doc: str, *, attention: str, residual: bool, ffn: 
     fields = [
         ("image_size", int, option(image_size, "square window side in pixels (multiple of the "
                                    "patch size)")),
-        ("templates", str, option(templates, "prompt template set")),
+        ("templates", str, templates_option(templates, "prompt template set")),
         ("attention", str, option(attention, "last-block attention", choices=ATTENTIONS)),
         ("residual", bool, option(residual, "keep the last block's residual")),
         ("ffn", bool, option(ffn, "keep the last block's FFN")),

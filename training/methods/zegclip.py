@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from training.methods import MethodSpec, Published, option, register
+from training.methods.spec import templates_option
 
 SETTINGS = ("inductive", "transductive")
 
@@ -31,7 +32,7 @@ class ZegClipCfg:
     decoder_heads: int = option(8, "decoder heads (random head only)")
     seen_bias: float = option(0.1, "subtracted from seen-class scores (default: 0.1 inductive, "
                               "0 transductive)")
-    templates: str = option("zegclip", "prompt template set (default: the checkpoint's)")
+    templates: str = templates_option("zegclip", "prompt template set (default: the checkpoint's)")
     slide_stride: int = option(426, "slide inference step in pixels (official 426 at crop 512)")
 
 
