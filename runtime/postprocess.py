@@ -36,7 +36,7 @@ def bilinear_matrix(out_len: int, in_len: int, span: int | None = None,
 
 def upsample_argmax(
     logits: np.ndarray, out_hw: tuple[int, int], span_hw: tuple[int, int] | None = None,
-    block_rows: int = 64,
+    block_rows: int = 64, background_thd: float = 0.0,
 ) -> np.ndarray:
     """Argmax over classes of bilinearly upsampled logits.
 
@@ -45,6 +45,9 @@ def upsample_argmax(
         out_hw: (H, W) output size, pixels.
         span_hw: (Hp, Wp) size the logits span when they cover a padded image (default out_hw).
         block_rows: output rows computed per block (bounds memory to C x block_rows x W).
+        background_thd: in [0, 1); where the top class's softmax probability (over the upsampled
+            logits) is below it, the label is 0 (the vocabulary's first class, "background"), as
+            SCLIP / ClearCLIP / NACLIP's ``prob_thd``. 0 = off.
     Returns:
         np.ndarray: int32 [H, W] class indices in [0, C).
     """
@@ -58,7 +61,11 @@ def upsample_argmax(
     labels = np.empty(out_hw, dtype=np.int32)
     for r0 in range(0, out_hw[0], block_rows):
         block = np.matmul(a_h[r0:r0 + block_rows], cols)  # [C, r, W]
-        labels[r0:r0 + block_rows] = block.argmax(axis=0)
+        top = block.argmax(axis=0)
+        if background_thd > 0:  # p_top = 1 / sum_c exp(s_c - s_top)
+            p_top = 1.0 / np.exp(block - block.max(axis=0, keepdims=True)).sum(axis=0)
+            top[p_top < background_thd] = 0
+        labels[r0:r0 + block_rows] = top
     return labels
 
 

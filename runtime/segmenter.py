@@ -91,6 +91,8 @@ class Segmenter:
         method = self.manifest.method_cfg
         self.mode, self.precision = mode, precision
         self.short_side = short_side or method.get("short_side") or None
+        # SCLIP-style background threshold: low-confidence pixels go to class 0.
+        self.background_thd = float(method.get("prob_thd") or 0.0)
         self.stride = (stride or method.get("slide_stride")
                        or default_stride(size[0], self.manifest.preprocess.feature_stride))
         model_path = self._model_path(verify)
@@ -235,7 +237,7 @@ class Segmenter:
             scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
             span = (padded[0] * scale[0], padded[1] * scale[1])
         t2 = time.perf_counter()
-        labels = upsample_argmax(logits, out_hw, span)
+        labels = upsample_argmax(logits, out_hw, span, background_thd=self.background_thd)
         present = tuple(self.classes[i] for i in np.unique(labels))
         t3 = time.perf_counter()
         ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}

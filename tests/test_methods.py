@@ -50,3 +50,37 @@ def test_unknown_method_suggests_the_closest():
 def test_unknown_option_is_refused():
     with pytest.raises(TypeError, match="ks_thresh"):
         METHODS["sclip"].make_config(ks_thresh=0.5)
+
+
+def test_background_threshold_sends_unsure_pixels_to_class_0():
+    import numpy as np
+
+    from runtime.postprocess import upsample_argmax
+
+    # left column: class 2 sure (p ~ 0.98); right column: class 1 at p = 0.5 (tie-free, unsure)
+    logits = np.array([[[0.0, 0.0]], [[0.0, np.log(2.0)]], [[4.0, 0.0]]], dtype=np.float32)
+    logits[1, 0, 1] = np.log(2.0)
+    p_right = 2.0 / (1.0 + 2.0 + 1.0)
+    plain = upsample_argmax(logits, (1, 2))
+    assert plain.tolist() == [[2, 1]]
+    assert upsample_argmax(logits, (1, 2), background_thd=p_right + 0.01).tolist() == [[2, 0]]
+    assert upsample_argmax(logits, (1, 2), background_thd=p_right - 0.01).tolist() == [[2, 1]]
+    assert upsample_argmax(logits, (1, 2), background_thd=0.99).tolist() == [[0, 0]]
+
+
+def test_segmenter_applies_the_methods_background_threshold(tmp_path):
+    import numpy as np
+
+    from method_contract import export_method, smooth_image
+    from runtime.segmenter import Segmenter
+
+    folder = export_method("sclip", tmp_path / "bg", prob_thd=0.6)
+    img = smooth_image((64, 64), seed=4)
+    with Segmenter(folder, backend="onnxruntime") as seg:
+        assert seg.background_thd == 0.6
+        seg.short_side = None
+        on = seg(img)
+        seg.background_thd = 0.0
+        off = seg(img)
+    changed = on.labels != off.labels
+    assert changed.any() and (on.labels[changed] == 0).all()

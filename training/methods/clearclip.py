@@ -3,7 +3,7 @@ residual and the FFN removed. Training-free."""
 
 from __future__ import annotations
 
-from training.methods import MethodSpec, Published, register
+from training.methods import MethodSpec, register
 from training.methods.surgery import surgery_config
 
 ClearClipCfg = surgery_config(
