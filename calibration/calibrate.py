@@ -32,7 +32,9 @@ from calibration.data import calibration_batch, iter_frames
 from calibration.report import AccuracyReport, compare_variant, to_table
 from runtime import io_names
 from runtime.backends.ort import OrtBackend
-from runtime.errors import CalibrationError, ModelFolderError, OvssError
+from runtime.cli import (ArgumentParser, add_verbose_arg, cli_main, nonneg_int, positive_int,
+                         setup_logging)
+from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import atomic_write_text, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, Variant, load_manifest
 
@@ -228,15 +230,15 @@ def _record(folder: Path, manifest: Manifest, precision: str, variant: Variant,
 
 
 def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
-    p = argparse.ArgumentParser(prog="python -m calibration.calibrate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m calibration.calibrate", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="deployable folder (export.build output)")
     p.add_argument("--precision", required=True, help="fp16 | int8")
     p.add_argument("--images", help="calibration frames: a folder of images or a video file")
-    p.add_argument("--num", type=int, default=256, help="calibration frames (INT8)")
+    p.add_argument("--num", type=positive_int, default=256, help="calibration frames (INT8)")
     p.add_argument("--method", default="entropy", help="entropy | percentile | minmax (INT8)")
     p.add_argument("--eval-images", help="held-out frames (default: --images after the first --num)")
-    p.add_argument("--eval-num", type=int, default=32, help="held-out frames to compare on")
+    p.add_argument("--eval-num", type=positive_int, default=32, help="held-out frames to compare on")
     p.add_argument("--labels", help="ground-truth label PNGs named like the held-out frames (mIoU)")
     p.add_argument("--ignore-label", type=int, help="raw label value to ignore (CamVid: 11)")
     p.add_argument("--exclude", default="", help="node names kept float (from the sensitivity report)")
@@ -247,29 +249,29 @@ def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
     p.add_argument("--attention-int8", action="store_true",
                    help="also quantise the attention-score MatMuls (default: kept float)")
     p.add_argument("--no-per-channel", dest="per_channel", action="store_false")
-    p.add_argument("--sensitivity", type=int, default=4,
+    p.add_argument("--sensitivity", type=nonneg_int, default=4,
                    help="frames for the per-layer sensitivity report (INT8; 0 = skip)")
     p.add_argument("--cache-dir", help="where calibration tensors are cached (npz)")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
+    add_verbose_arg(p)
     a = vars(p.parse_args(argv))
+    setup_logging(a.pop("verbose"))
     for key in ("exclude", "exclude_op_types"):
         a[key] = tuple(x.strip() for x in a[key].split(",") if x.strip())
     return CalibrateCfg(**a)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        result = calibrate(parse_args(argv))
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(to_table([result.report]))
+    result = calibrate(parse_args(argv))
+    # Tables for people on stderr; stdout carries only the JSON line (``| jq .`` parses it).
+    print(to_table([result.report]), file=sys.stderr)
     if result.sensitivity:
         from calibration.sensitivity import to_table as sens_table
-        print("\nmost sensitive quantised layers (lowest SQNR first):")
-        print(sens_table(list(result.sensitivity), top=15))
+        print("\nmost sensitive quantised layers (lowest SQNR first):", file=sys.stderr)
+        print(sens_table(list(result.sensitivity), top=15), file=sys.stderr)
     print(json.dumps({"variant": str(result.path), "precision": result.report.precision,
+                      "label_agreement_pct": result.report.label_agreement,
                       "seconds": round(result.seconds, 1)}))
     return 0
 
