@@ -9,7 +9,7 @@ DEMO_OUT ?= demo_out
 PYTEST_ARGS ?= -n 2
 CPP_BUILD ?= build/cpp
 
-.PHONY: venv demo test bench clean cpp cpp-test
+.PHONY: venv demo test test-fast lint format bench clean cpp cpp-test
 
 venv: $(STAMP)
 
@@ -33,6 +33,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -q
 	@$(MAKE) --no-print-directory cpp-test
+
+# The inner loop: everything but the full-size backbones (ViT-B/16, RN50).
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # C++ runtime: onnxruntime headers (fetched) + the wheel's library, configure, build.
 cpp: $(STAMP)
