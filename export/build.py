@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
@@ -31,7 +32,7 @@ def _flag(name: str) -> str:
 def _argparse_kind(hint) -> dict:
     """argparse keywords for a config field's type hint (bool, int, float, str, tuples, Optional)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return _argparse_kind(args[0])
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
