@@ -80,12 +80,12 @@ def stage_times(seg: Segmenter, frame: np.ndarray) -> dict[str, float | None]:
     result = seg(frame)
     total = (time.perf_counter() - t0) * 1e3
     t = result.timings_ms
-    split = getattr(seg.backend, "last_timings_ms", None)
-    if split:
+    split = seg.backend.last_timings
+    if split is not None and split.h2d is not None and split.d2h is not None:
         # TensorRT's events time the last window; whole-image mode runs one window per frame.
-        copies = (split["h2d"] + split["d2h"]) * result.windows
-        row = {"h2d": split["h2d"] * result.windows, "compute": t["inference"] - copies,
-               "d2h": split["d2h"] * result.windows}
+        copies = (split.h2d + split.d2h) * result.windows
+        row = {"h2d": split.h2d * result.windows, "compute": t["inference"] - copies,
+               "d2h": split.d2h * result.windows}
     else:
         row = {"h2d": None, "compute": t["inference"], "d2h": None}
     return {"preprocess": t["preprocess"], **row, "postprocess": t["postprocess"], "total": total}

@@ -223,7 +223,8 @@ def test_tensorrt_backend_matches_onnxruntime(fake, tiny_vit_folder, tmp_path, c
         got = trt({io_names.IMAGE: x}, [io_names.LOGITS])[io_names.LOGITS]
         want = ort({io_names.IMAGE: x}, [io_names.LOGITS])[io_names.LOGITS]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert set(trt.last_timings_ms) == {"h2d", "compute", "d2h"}
+    t = trt.last_timings
+    assert min(t.h2d, t.compute, t.d2h) >= 0
     kinds = [c[1] for c in _calls("cudaMemcpyAsync")]
     assert kinds == ["cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"] * 3
     assert len(_calls("cudaStreamSynchronize")) == 3  # one sync per call

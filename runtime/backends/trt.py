@@ -3,7 +3,7 @@
 Per call: feeds are copied into pinned host buffers, sent to the device asynchronously, the
 engine runs with ``execute_async_v3`` (or as a replayed CUDA graph), the requested outputs come
 back to pinned memory, and the stream is synchronised once. CUDA events time each stage
-(``last_timings``: h2d, compute, d2h; also as the dict ``last_timings_ms``).
+(``last_timings``: h2d, compute, d2h).
 
 TensorRT is imported lazily: ``tensorrt`` (full) or ``tensorrt_lean`` (runtime only). Never
 construct this without a GPU: ``runtime.backends.open_backend`` checks with ``runtime.probe``
@@ -167,12 +167,6 @@ class TrtBackend:
     def providers(self) -> tuple[str, ...]:
         """``("TensorRT <version>", <GPU name>)``."""
         return tuple(p for p in (f"TensorRT {self.trt.__version__}", self.device_name) if p)
-
-    @property
-    def last_timings_ms(self) -> dict[str, float]:
-        """``last_timings`` as ``{"h2d", "compute", "d2h": ms}`` ({} before the first call)."""
-        t = self.last_timings
-        return {} if t is None else {"h2d": t.h2d, "compute": t.compute, "d2h": t.d2h}
 
     @property
     def input_names(self) -> tuple[str, ...]:
