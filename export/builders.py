@@ -23,7 +23,7 @@ from runtime.fsutil import atomic_save_npy, atomic_write, sha256_file
 from runtime.manifest import METADATA_KEY, Manifest, PreprocessCfg, TensorSpec, WeightsInfo
 from training.clip_loader import LoadedClip, load_clip
 from training.loading import Trained, class_text, load_trained
-from training.maskclip import IMAGENET_MEAN, IMAGENET_STD, build_maskclip_model
+from training.maskclip import IMAGENET_MEAN, IMAGENET_STD
 from training.maskclip_plus import BACKGROUND
 from training.models import build_model, text_dim
 from training.students import STUDENTS, StudentCfg, build_student
@@ -62,26 +62,14 @@ def load_clip_for_export(cfg: ExportCfg) -> LoadedClip:
 
 def build_maskclip(cfg: ExportCfg) -> ExportResult:
     """Export MaskCLIP (key smoothing and prompt denoising fused) to ``cfg.output``."""
-    t0 = time.perf_counter()
-    _check_text_encoder_cfg(cfg)
-    mcfg = cfg.method_cfg()
-    clip = load_clip_for_export(cfg)
-    classes = resolve_classes(cfg.classes)
-    model = _checked(build_maskclip_model, clip, mcfg)
-    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
-    return _build(
-        cfg=cfg, size=mcfg.image_size, templates=mcfg.templates, clip=clip, classes=classes,
-        text=text, wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
-        preprocess=PreprocessCfg((mcfg.image_size,) * 2, mcfg.mean, mcfg.std,
-                                 model.feature_stride),
-        method_cfg=dataclasses.asdict(mcfg), t0=t0,
-    )
+    return build_training_free(cfg)
 
 
-def build_surgery(cfg: ExportCfg) -> ExportResult:
-    """Export a training-free last-block-surgery method (SCLIP, ClearCLIP, NACLIP, ...): the
-    method's ``model_builder`` over CLIP, its text classifier baked in or a graph input, the
-    logit scale (and PAMR when on) in the graph."""
+def build_training_free(cfg: ExportCfg) -> ExportResult:
+    """Export a training-free method (MaskCLIP, SCLIP, ClearCLIP, NACLIP, ...): the method's
+    ``model_builder(clip, method_cfg)`` over CLIP (a module ``(image, text) -> logits`` with a
+    ``feature_stride``), its text classifier baked in or a graph input, whatever the method
+    fuses (refinement, logit scale, PAMR) in the graph."""
     t0 = time.perf_counter()
     _check_text_encoder_cfg(cfg)
     mcfg = cfg.method_cfg()

@@ -51,7 +51,7 @@ SPEC = MethodSpec(
     summary="toy: box-filtered bare value path",
     config=ToyCfg,
     kind="training_free",
-    exporter="export.builders:build_surgery",
+    exporter="export.builders:build_training_free",
     model_builder="toy_method:build_toy",
     wrapper="export.wrappers:LogitsOnnxModel",
 )

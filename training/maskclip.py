@@ -40,6 +40,20 @@ def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     return torch.cat([cls, patches])[None]
 
 
+def tokens_before_last_block(visual: nn.Module, image: torch.Tensor,
+                             pos_embed: torch.Tensor) -> torch.Tensor:
+    """The unchanged part of a dense CLIP ViT: patch embedding, [CLS] + ``pos_embed`` [1,1+N,W],
+    ``ln_pre`` and blocks 0..L-2. image [B,3,S,S] -> tokens [B,1+N,W] (batch first, CLS first)."""
+    x = visual.conv1(image).flatten(2).transpose(1, 2)  # [B, N, width]
+    cls = visual.class_embedding.reshape(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+    x = visual.ln_pre(torch.cat([cls, x], dim=1) + pos_embed)
+    batch_first = getattr(visual.transformer, "batch_first", True)
+    x = x if batch_first else x.transpose(0, 1)
+    for block in visual.transformer.resblocks[:-1]:
+        x = block(x)
+    return x if batch_first else x.transpose(0, 1)
+
+
 class DenseViT(nn.Module):
     """Dense features from an open_clip VisionTransformer at a fixed input size.
 
@@ -56,17 +70,8 @@ class DenseViT(nn.Module):
         self.register_buffer("pos_embed", pos, persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v = self.visual
-        x = v.conv1(image).flatten(2).transpose(1, 2)  # [B, N, width]
-        cls = v.class_embedding.reshape(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-        x = v.ln_pre(torch.cat([cls, x], dim=1) + self.pos_embed)
-        blocks = v.transformer.resblocks
-        batch_first = getattr(v.transformer, "batch_first", True)
-        x = x if batch_first else x.transpose(0, 1)
-        for block in blocks[:-1]:
-            x = block(x)
-        x = (x if batch_first else x.transpose(0, 1))[:, 1:]
-        return self._value_path(blocks[-1], x)
+        x = tokens_before_last_block(self.visual, image, self.pos_embed)[:, 1:]
+        return self._value_path(self.visual.transformer.resblocks[-1], x)
 
     def _value_path(self, last: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         attn, width = last.attn, x.shape[-1]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.clip_loader import LoadedClip
+from training.maskclip import tokens_before_last_block
 from training.pamr import Pamr
 from training.refine import classify
 
@@ -99,16 +100,8 @@ class SurgeryViT(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         v = self.visual
-        x = v.conv1(image).flatten(2).transpose(1, 2)
-        cls = v.class_embedding.reshape(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-        x = v.ln_pre(torch.cat([cls, x], dim=1) + self.pos_embed)
-        blocks = v.transformer.resblocks
-        batch_first = getattr(v.transformer, "batch_first", True)
-        x = x if batch_first else x.transpose(0, 1)
-        for block in blocks[:-1]:
-            x = block(x)
-        x = x if batch_first else x.transpose(0, 1)
-        x = self._last_block(blocks[-1], x)
+        x = tokens_before_last_block(v, image, self.pos_embed)
+        x = self._last_block(v.transformer.resblocks[-1], x)
         feat = v.ln_post(x[:, 1:]) @ v.proj  # [B, N, D]
         return feat.transpose(1, 2).reshape(x.shape[0], -1, *self.grid)
 

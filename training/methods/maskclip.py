@@ -57,7 +57,7 @@ SPEC = register(MethodSpec(
     summary="MaskCLIP: training-free dense CLIP (value path, key smoothing, prompt denoising)",
     config=MaskClipCfg,
     kind="training_free",
-    exporter="export.builders:build_maskclip",
+    exporter="export.builders:build_training_free",
     model_builder="training.maskclip:build_maskclip_model",
     wrapper="export.wrappers:LogitsOnnxModel",
     published=(Published("VOC20", 49.5, note="annotation-free, KS/PD off (repo README)"),

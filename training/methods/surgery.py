@@ -1,7 +1,7 @@
 """Configs of the training-free "last-block surgery" methods (SCLIP, ClearCLIP, NACLIP, ...).
 
 One factory, so each method module states only its published defaults; the model lives in
-``training.surgery`` and the exporter is the shared ``export.builders:build_surgery``.
+``training.surgery`` and the exporter is the shared ``export.builders:build_training_free``.
 """
 
 from __future__ import annotations
