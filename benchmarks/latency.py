@@ -11,7 +11,6 @@ pytorch, ...), each impl on the same number of threads. Prints one JSON line; ex
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import logging
@@ -20,7 +19,7 @@ import shlex
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -33,14 +32,13 @@ from export.builders import MODEL_FILE, ExportResult
 from export.config import ExportCfg
 from export.onnx_export import parity_image
 from export.registry import BUILDERS
-from export.wrappers import LogitsOnnxModel
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.errors import OvssError, UnknownNameError
 from runtime.fsutil import atomic_write_text
 from runtime.manifest import Manifest
 from training.clip_loader import load_clip
-from training.maskclip import MaskClipCfg, build_maskclip_model
+from training.methods import METHODS, get_method
 from training.text_classifier import TEMPLATE_SETS, build_text_classifier
 
 log = logging.getLogger(__name__)
@@ -84,22 +82,47 @@ def export_model(args: argparse.Namespace, folder: str) -> ExportResult:
     return BUILDERS[args.method](cfg)
 
 
-def maskclip_eager(m: Manifest, pretrained: str) -> torch.nn.Module:
-    """The export wrapper over a fresh MaskCLIP configured as exported: (image) -> (logits, labels).
+def training_free_eager(m: Manifest, pretrained: str) -> torch.nn.Module:
+    """The export wrapper over a fresh model of a training-free method (MaskCLIP, SCLIP, ...)
+    configured as exported: the method's ``model_builder`` and ``wrapper`` from the registry,
+    its config from the manifest. (image) -> (logits, labels).
 
     Raises RuntimeError if the reloaded weights differ from the exported ones (sha256).
     """
+    spec = get_method(m.method)
     clip = load_clip(m.backbone, pretrained)
     if clip.weights_sha256 != m.weights.sha256:
         raise RuntimeError(f"eager weights {clip.weights_sha256[:12]} differ from the exported "
                            f"{m.weights.sha256[:12]}")
-    names = {f.name for f in dataclasses.fields(MaskClipCfg)}
-    cfg = MaskClipCfg(**{k: v for k, v in m.method_cfg.items() if k in names})
-    text = build_text_classifier(clip, m.classes, m.method_cfg["templates"])  # cache hit
-    return LogitsOnnxModel(build_maskclip_model(clip, cfg), text, m.vocab_mode).eval()
+    names = {f.name for f in spec.fields()}
+    # JSON gives lists where the config holds tuples (mean, std, dilations)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in m.method_cfg.items()
+              if k in names}
+    cfg = spec.make_config(**values)
+    text = build_text_classifier(clip, m.classes, cfg.templates)  # cache hit
+    model = spec.load("model_builder")(clip, cfg)
+    return spec.load("wrapper")(model, text, m.vocab_mode).eval()
 
 
-EAGER = {"maskclip": maskclip_eager}
+class _Eager(Mapping):
+    """``EAGER[method](manifest, pretrained)``: the eager twin of an export, for every registered
+    method of kind ``training_free`` (the trained kinds need their checkpoint)."""
+
+    def __getitem__(self, name: str) -> Callable[[Manifest, str], torch.nn.Module]:
+        spec = METHODS.get(name)
+        if spec is None or spec.kind != "training_free":
+            raise KeyError(name)
+        return training_free_eager
+
+    def __iter__(self):
+        return iter(sorted(n for n, s in METHODS.items() if s.kind == "training_free"))
+
+    def __len__(self) -> int:
+        return sum(s.kind == "training_free" for s in METHODS.values())
+
+
+EAGER = _Eager()
+maskclip_eager = training_free_eager  # the name it had when MaskCLIP was the only one
 
 
 def ort_variant(path: str, name: str, threads: int) -> OrtBackend:

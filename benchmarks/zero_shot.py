@@ -16,6 +16,7 @@ is the timed one. For every (method, part, C): warm-up rounds, then ``--runs`` i
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
@@ -33,22 +34,21 @@ from torch import nn
 
 from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from export.onnx_export import OnnxExport, keep_outputs, parity_image, run_export
-from export.wrappers import ClipRcOnnxModel, ZegClipOnnxModel
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.errors import UnknownNameError
 from runtime.fsutil import atomic_write
 from training.clip_loader import load_clip
 from training.maskclip import IMAGENET_MEAN, IMAGENET_STD
+from training.methods import METHODS, get_method
 from training.models import build_model, text_dim
-from training.zegclip import ZegClipCfg, bias_vector
+from training.zegclip import bias_vector
 
 log = logging.getLogger(__name__)
 # Exported with LABELS (parity-checked), timed as deployed: LOGITS = sigmoid - bias scores only.
 EXPORT_OUTPUTS = [io_names.LOGITS, io_names.LABELS]
 OUTPUTS = [io_names.LOGITS]
 CPU = ["CPUExecutionProvider"]
-WRAPPERS = {"zegclip": ZegClipOnnxModel, "cliprc": ClipRcOnnxModel}
 PARTS = ("full", "decoder")
 SEEN_SHARE, SEEN_BIAS = 0.75, 0.1
 
@@ -68,7 +68,25 @@ class DecoderOnly(nn.Module):
         return self.wrapper.decode(*feats)
 
 
-FEATURE_NAMES = {"zegclip": ("patches", "cls"), "cliprc": ("patches", "cls", "regions")}
+def zero_shot_methods() -> list[str]:
+    """The registered methods of kind ``zero_shot`` (``training.methods``), the ones timed here."""
+    return sorted(n for n, s in METHODS.items() if s.kind == "zero_shot")
+
+
+def decoder_feeds(wrapper: nn.Module, feats: tuple) -> dict[str, torch.Tensor]:
+    """The backbone outputs named by the wrapper's ``decode`` parameters (ZegCLIP: patches, cls;
+    CLIP-RC: patches, cls, regions); trailing outputs a method does not produce (None, ZegCLIP's
+    regions) are left out, so the feeds stay positional for ``DecoderOnly``."""
+    params = list(inspect.signature(wrapper.decode).parameters)
+    if len(params) < len(feats):
+        raise TypeError(f"{type(wrapper).__name__}.decode takes fewer inputs than the backbone's "
+                        f"{len(feats)} outputs")
+    feeds = {}
+    for name, f in zip(params, feats):
+        if f is None:
+            break
+        feeds[name] = f
+    return feeds
 
 
 def _csv(text: str) -> list[str]:
@@ -80,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 description=__doc__.splitlines()[0])
     p.add_argument("--backbone", required=True, help="open_clip ViT name: ViT-B-16, ovss-tiny-vit")
     p.add_argument("--image-size", type=int, default=512)
-    p.add_argument("--methods", default="zegclip,cliprc", help="comma-separated")
+    p.add_argument("--methods", default=",".join(zero_shot_methods()),
+                   help="comma-separated zero-shot methods (default: all of them)")
     p.add_argument("--classes", default="20,171,500", help="comma-separated class counts C")
     p.add_argument("--parts", default="full,decoder", help="comma-separated: full, decoder")
     p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds per case")
@@ -115,13 +134,15 @@ def text_and_bias(num_classes: int, dim: int, seed: int) -> tuple[torch.Tensor, 
 
 def build_wrappers(method: str, args: argparse.Namespace) -> tuple[dict[int, nn.Module], bool]:
     """{C: export wrapper} over one random-init ``method`` model; and whether weights are random."""
+    spec = get_method(method)
     clip = load_clip(args.backbone, "none", args.seed)
     torch.manual_seed(args.seed)
-    model = build_model(method, clip, ZegClipCfg(image_size=args.image_size)).eval()
+    model = build_model(method, clip, spec.make_config(image_size=args.image_size)).eval()
+    wrapper_cls = spec.load("wrapper")
     wrappers = {}
     for c in args.classes:
         text, bias = text_and_bias(c, text_dim(clip), args.seed)
-        wrappers[c] = WRAPPERS[method](model, text, bias, vocab_mode="fixed").eval()
+        wrappers[c] = wrapper_cls(model, text, bias, vocab_mode="fixed").eval()
     return wrappers, clip.random
 
 
@@ -186,10 +207,10 @@ def time_case(key: dict, module: nn.Module, feeds: dict[str, torch.Tensor], args
 def method_cases(method: str, args, threads: int, image: torch.Tensor):
     """Rows and cases of every (part, C) of one method; and whether its weights are random."""
     wrappers, random = build_wrappers(method, args)
+    first = next(iter(wrappers.values()))
     with torch.no_grad():
-        feats = next(iter(wrappers.values())).backbone(image)  # the backbone is shared by every C
-    names = FEATURE_NAMES[method]
-    feats = dict(zip(names, feats))
+        feats = first.backbone(image)  # the backbone is shared by every C
+    feats = decoder_feeds(first, feats)
     rows, cases = [], []
     for c, wrapper in wrappers.items():
         for part in args.parts:
@@ -207,10 +228,10 @@ def method_cases(method: str, args, threads: int, image: torch.Tensor):
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     """Every (method, C, part) case in turn; returns the report (without the command)."""
-    unknown = [m for m in args.methods if m not in WRAPPERS]
+    known = zero_shot_methods()
+    unknown = [m for m in args.methods if m not in known]
     if unknown:
-        raise UnknownNameError(f"unknown method(s) {unknown}; zero-shot methods: "
-                               f"{sorted(WRAPPERS)}")
+        raise UnknownNameError(f"unknown method(s) {unknown}; zero-shot methods: {known}")
     load_start = os.getloadavg()
     log.info("load average at start %s on %d cpu(s); weights are RANDOM (timings only)",
              load_start, os.cpu_count())

@@ -133,7 +133,7 @@ def test_zero_shot_phases_switch_and_never_overwrite_labelled_pixels(data6, tmp_
         teacher.register_forward_hook(lambda m, args, out: seen_inputs.append(args[0].clone()))
         return teacher
 
-    monkeypatch.setattr(train_cli, "build_teacher", spy_teacher)
+    monkeypatch.setattr(mcp, "build_teacher", spy_teacher)  # training.train imports it per call
     cfg = mcfg(data6, tmp_path, setting="zero_shot", unseen="yellow", max_iters=5, st_start=3)
     result = run(cfg)
     assert [r.phase for r in result.records] == ["teacher"] * 3 + ["st"] * 2

@@ -453,13 +453,13 @@ def test_ddp_two_processes_train_and_evaluate(data6, tmp_path):
     ckpt = work / f"iter_{iters}.pt"
     assert ckpt.is_file()
     rank_logs = [_rank_logs(logs, r) for r in (0, 1)]
-    for text in rank_logs:
-        assert f"done: {iters} iterations" in text, text[-3000:]
-    losses = [_logged_losses(text) for text in rank_logs]
-    assert sorted(losses[0]) == sorted(losses[1]) == list(range(1, iters + 1))
+    assert f"done: {iters} iterations" in rank_logs[0], rank_logs[0][-3000:]
+    # runtime.cli.setup_logging: under torchrun only rank 0 logs at INFO
+    assert "done:" not in rank_logs[1] and not _logged_losses(rank_logs[1]), rank_logs[1][-3000:]
+    losses = [_logged_losses(rank_logs[0])]
+    assert sorted(losses[0]) == list(range(1, iters + 1))
     logged = [json.loads(ln)["loss"] for ln in (work / "train_log.jsonl").read_text().splitlines()]
     assert [round(x, 4) for x in logged] == [losses[0][i] for i in range(1, iters + 1)]
-    assert losses[0][1] != losses[1][1]  # rank 1 trained on other samples
 
     # rank 0's first step = a single-process run's first step (same samples, same dropout
     # stream), rescaled by the rank-averaged number of present (image, class) masks

@@ -4,11 +4,14 @@ A checkpoint holds everything exact resume needs: model and optimizer state, the
 iteration, and the flat training config. Data order and augmentation are functions of
 (seed, sample counter) and the dropout RNG is reseeded per step, so no RNG state is stored.
 Layout: {"format": "ovss-train", "method", "iteration", "cfg": dict, "classes", "seen", "unseen",
-"state_dict", "optimizer", "scaler", "text" (the [C,D] classifier of ``classes``)}.
+"state_dict", "optimizer", "scaler", "text" (the [C,D] classifier of ``classes``), "model_cfg"
+(``dataclasses.asdict`` of the model config: ZegClipCfg for ZegCLIP / CLIP-RC, StudentCfg for
+MaskCLIP+; absent in older checkpoints)}.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +38,21 @@ class TrainState:
     optimizer: dict | None
     scaler: dict | None
     text: torch.Tensor | None = None
+    model_cfg: Any = None  # the model config: a dataclass when saving, its dict when loaded
 
 
 def save_checkpoint(path: str | Path, state: TrainState) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file + rename)."""
+    """Write ``state`` to ``path`` atomically (temp file + rename); ``state.model_cfg`` (a
+    dataclass or its dict) is stored as a plain dict."""
+    model_cfg = state.model_cfg
+    if dataclasses.is_dataclass(model_cfg) and not isinstance(model_cfg, type):
+        model_cfg = dataclasses.asdict(model_cfg)
     payload = {"format": FORMAT, "method": state.method, "iteration": state.iteration,
                "cfg": state.cfg, "classes": list(state.classes), "seen": list(state.seen),
                "unseen": list(state.unseen), "state_dict": state.state_dict,
                "optimizer": state.optimizer, "scaler": state.scaler, "text": state.text}
+    if model_cfg is not None:
+        payload["model_cfg"] = dict(model_cfg)
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -72,4 +82,5 @@ def load_checkpoint(path: str | Path) -> TrainState:
     return TrainState(method=obj["method"], iteration=int(obj["iteration"]), cfg=dict(obj["cfg"]),
                       classes=tuple(obj["classes"]), seen=tuple(obj["seen"]),
                       unseen=tuple(obj["unseen"]), state_dict=obj["state_dict"],
-                      optimizer=obj.get("optimizer"), scaler=obj.get("scaler"), text=obj.get("text"))
+                      optimizer=obj.get("optimizer"), scaler=obj.get("scaler"), text=obj.get("text"),
+                      model_cfg=obj.get("model_cfg"))

@@ -1,11 +1,13 @@
 """``python -m training.evaluate``: mIoU(seen), mIoU(unseen), hIoU, pAcc and per-class IoU of a
 ZegCLIP / CLIP-RC / MaskCLIP+ checkpoint, with the official inference of each.
 
-The image is resized so its short side equals the training crop (512). ZegCLIP / CLIP-RC
-(official ``slide_inference``): crops of 512 at stride 426 each give sigmoid(mask logits upsampled
-to the crop) - bias (0.1 on seen classes for inductive models); overlapping crops are averaged.
-MaskCLIP+ (official ``mode='whole'``): the student sees the whole resized image; its logits are
-upsampled to it and soft-maxed. The scores are resized bilinearly to the label's size and
+The image is resized so its short side equals the training crop (512). Each method's
+``eval_mode`` (``training.methods``) picks the inference. ``slide``, ZegCLIP / CLIP-RC (official
+``slide_inference``): crops of 512 at the config's ``slide_stride`` (426 at crop 512, scaled with
+the crop) each give sigmoid(mask logits upsampled to the crop) - bias (0.1 on seen classes for
+inductive models); overlapping crops are averaged. ``whole``, MaskCLIP+ (official
+``mode='whole'``): the student sees the whole resized image; its logits are upsampled to it and
+soft-maxed. The scores are resized bilinearly to the label's size and
 arg-maxed. Under torchrun each rank takes a shard of the images and the confusion matrices are
 summed.
 """
@@ -19,20 +21,17 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
+from runtime.cli import ArgumentParser, cli_main, setup_logging
+from training.methods import get_method, trainable
 
-from runtime.errors import OvssError
-from runtime.fsutil import atomic_write_text
-from training.data import build_dataset
-from training.distributed import DistInfo, cleanup, init_distributed
-from training.loading import Trained, class_text, load_trained
-from training.maskclip_plus import text_classes
-from training.metrics import ConfusionMatrix, SegMetrics, summarize
-from training.train_config import data_cfg_of
-from training.zegclip import bias_vector, seen_scores
+if TYPE_CHECKING:  # torch is imported only once the arguments are parsed
+    import torch
+
+    from training.distributed import DistInfo
+    from training.loading import Trained
+    from training.metrics import SegMetrics
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,20 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
     return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
 
 
-@torch.no_grad()
 def slide_scores(model, image: torch.Tensor, text: torch.Tensor, bias: torch.Tensor, crop: int,
                  stride: int) -> torch.Tensor:
     """image [1,3,H,W] -> averaged official scores [1,C,H,W] (sigmoid - bias per crop)."""
+    import torch
+
+    with torch.no_grad():
+        return _slide_scores(model, image, text, bias, crop, stride)
+
+
+def _slide_scores(model, image, text, bias, crop: int, stride: int):
+    import torch.nn.functional as F
+
+    from training.zegclip import seen_scores
+
     _, _, h, w = image.shape
     out = image.new_zeros(1, text.shape[0], h, w)
     count = image.new_zeros(1, 1, h, w)
@@ -84,18 +93,45 @@ def slide_scores(model, image: torch.Tensor, text: torch.Tensor, bias: torch.Ten
     return out / count
 
 
-@torch.no_grad()
 def whole_scores(model, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """image [1,3,H,W] -> class probabilities [1,C,H,W] of a whole-image forward (MaskCLIP+)."""
-    logits = F.interpolate(model(image, text), size=image.shape[-2:], mode="bilinear",
-                           align_corners=False)
-    return logits.softmax(dim=1)
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        logits = F.interpolate(model(image, text), size=image.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        return logits.softmax(dim=1)
+
+
+# ZegCLIP's official step at its 512 crop: the reported stride of whole-image methods, as before.
+OFFICIAL_STRIDE, OFFICIAL_CROP = 426, 512
+
+
+def slide_stride(trained: Trained) -> int:
+    """The method's slide step for this model's crop: the config's ``slide_stride`` (ZegCLIP:
+    426), given at the method's default input side (512), scaled to the training crop. Methods
+    without one (``eval_mode`` whole: unused) get ZegCLIP's ratio."""
+    ref = get_method(trained.method).defaults()
+    step = getattr(trained.model_cfg, "slide_stride", getattr(ref, "slide_stride", None))
+    if step is None:
+        step, side = OFFICIAL_STRIDE, OFFICIAL_CROP
+    else:
+        side = ref.image_size
+    return max(1, round(trained.crop_size * step / side))
 
 
 def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Tensor,
                    info: DistInfo, stride: int, limit: int = 0) -> SegMetrics:
-    """Confusion over this rank's shard, summed across ranks, summarised on the dataset's split."""
+    """Confusion over this rank's shard, summed across ranks, summarised on the dataset's split.
+    The method's ``eval_mode`` picks whole-image or sliding-window inference."""
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from training.metrics import ConfusionMatrix, summarize
+
     crop = trained.crop_size
+    whole = get_method(trained.method).eval_mode == "whole"
     model = trained.model.to(info.device).eval()
     text, bias = text.to(info.device), bias.to(info.device)
     conf = ConfusionMatrix(len(dataset.classes), device=info.device)
@@ -104,7 +140,7 @@ def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Te
     for i in tqdm(shard, disable=not info.is_main, desc="evaluate"):
         sample = dataset[i]
         image = sample.image[None].to(info.device)
-        if trained.method == "maskclip_plus":
+        if whole:
             scores = whole_scores(model, image, text)
         else:
             scores = slide_scores(model, image, text, bias, crop, stride)
@@ -116,6 +152,14 @@ def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Te
 
 def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetrics:
     """Load, evaluate on the val split, write ``cfg.json`` and a Markdown table beside it (rank 0)."""
+    from runtime.fsutil import atomic_write_text
+    from training.data import build_dataset
+    from training.distributed import init_distributed
+    from training.loading import class_text, load_trained
+    from training.maskclip_plus import text_classes
+    from training.train_config import data_cfg_of
+    from training.zegclip import bias_vector
+
     info = info or init_distributed(cfg.device)
     trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone, cfg.seen_bias)
     crop = trained.crop_size
@@ -129,7 +173,7 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
                       cfg.templates or _templates(trained), cfg.text_embeddings)
     bias = bias_vector(len(dataset.classes), dataset.seen,
                        trained.model_cfg.seen_bias if trained.inductive else 0.0)
-    stride = cfg.stride or int(round(crop * 426 / 512))
+    stride = cfg.stride or slide_stride(trained)
     metrics = evaluate_model(trained, dataset, text, bias, info, stride, cfg.limit)
     if info.is_main:
         payload = {"checkpoint": cfg.checkpoint, "method": trained.method,
@@ -146,7 +190,7 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
 
 def _templates(trained: Trained) -> str:
     """The run's own template set, else the method's default."""
-    return trained.templates or ("maskclip85" if trained.method == "maskclip_plus" else "zegclip")
+    return trained.templates or get_method(trained.method).defaults().templates
 
 
 def _fmt(x) -> str:
@@ -154,8 +198,8 @@ def _fmt(x) -> str:
 
 
 def parse_args(argv=None) -> EvalCfg:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="our checkpoint or an official .pth")
     p.add_argument("--dataset", required=True)
     p.add_argument("--json", required=True, help="metrics JSON (a .md table is written beside it)")
@@ -164,17 +208,19 @@ def parse_args(argv=None) -> EvalCfg:
                        ("seen_bias", float), ("stride", int), ("templates", str),
                        ("text_embeddings", str), ("device", str), ("limit", int)):
         default = EvalCfg.__dataclass_fields__[name].default
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default)
+        extra = {"choices": trainable()} if name == "method" else {}
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, **extra)
     return EvalCfg(**vars(p.parse_args(argv)))
 
 
+@cli_main
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = parse_args(argv)
+    setup_logging()
+    from training.distributed import cleanup
+
     try:
-        evaluate_checkpoint(parse_args(argv))
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        evaluate_checkpoint(cfg)
     finally:
         cleanup()
     return 0

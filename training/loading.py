@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.errors import CheckpointError, VocabularyError
+from runtime.errors import CheckpointError, OvssError, VocabularyError
 from training.checkpoint import FORMAT, read_raw
 from training.clip_loader import LoadedClip, load_clip, tensors_sha256
+from training.methods import get_method
 from training.models import build_model, text_dim
 from training.official import load_official, official_layout, split_official, unwrap
 from training.students import StudentCfg, build_student
@@ -59,10 +60,26 @@ class Trained:
 
 
 def model_cfg_of(cfg: TrainCfg) -> ZegClipCfg:
-    """The model switches of a (resolved) training config."""
+    """The model switches of a (resolved) training config of a zero-shot method."""
+    templates = {"templates": cfg.templates} if cfg.templates else {}
     return ZegClipCfg(image_size=cfg.crop_size, num_tokens=cfg.num_tokens,
                       decoder_layers=cfg.decoder_layers, decoder_heads=cfg.decoder_heads,
-                      seen_bias=cfg.seen_bias)
+                      seen_bias=cfg.seen_bias, **templates)
+
+
+def stored_model_cfg(cls: type, stored: dict, source: str, **overrides):
+    """``cls`` (a config dataclass) from a checkpoint's ``model_cfg`` dict: keys this version does
+    not know are dropped with a warning, missing ones take their defaults, ``overrides`` win."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(stored) - names)
+    if unknown:
+        log.warning("%s: model config keys %s are unknown to this version: ignored", source,
+                    unknown)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in names}
+    try:
+        return cls(**{**values, **overrides})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: its model config does not fit this version: {e}") from e
 
 
 def load_trained(checkpoint: str | Path, method: str | None = None, backbone: str = "ViT-B-16",
@@ -82,15 +99,22 @@ def load_trained(checkpoint: str | Path, method: str | None = None, backbone: st
 def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -> Trained:
     if method is not None and raw["method"] != method:
         raise CheckpointError(f"{source} is a {raw['method']} checkpoint, but --method is {method}")
+    stored = raw.get("model_cfg")
     try:
         fields = {f.name for f in dataclasses.fields(TrainCfg)}
-        cfg = resolve_defaults(TrainCfg(**{k: v for k, v in raw["cfg"].items() if k in fields}))
+        cfg = TrainCfg(**{k: v for k, v in raw["cfg"].items() if k in fields})
+        if stored is None:  # older checkpoints: the model switches come from the schedule defaults
+            cfg = resolve_defaults(cfg)
     except TypeError as e:
         raise CheckpointError(f"{source}: its training config does not fit this version: {e}") from e
+    spec = get_method(cfg.method)
     clip, text_tower = _run_clip(cfg)
-    if cfg.method == "maskclip_plus":
+    if spec.kind == "student":
         return _student(raw, cfg, clip, text_tower, source)
-    mcfg = model_cfg_of(cfg)
+    if stored is not None:
+        mcfg = stored_model_cfg(spec.config, stored, source)
+    else:
+        mcfg = model_cfg_of(cfg)
     if seen_bias is not None:
         mcfg = dataclasses.replace(mcfg, seen_bias=seen_bias)
     model = build_model(cfg.method, clip, mcfg)
@@ -116,12 +140,16 @@ def _run_clip(cfg: TrainCfg) -> tuple[LoadedClip, bool]:
 
 
 def _student(raw: dict, cfg: TrainCfg, clip: LoadedClip, text_tower: bool, source: str) -> Trained:
-    scfg = StudentCfg(cfg.student, text_dim(clip), background=cfg.background,
-                      output_stride=cfg.output_stride, dropout=0.0)
+    stored = raw.get("model_cfg")
+    if stored is not None:  # the trained weights are all in the state dict: no backbone file
+        scfg = stored_model_cfg(StudentCfg, stored, source, weights="none")
+    else:
+        scfg = StudentCfg(cfg.student, text_dim(clip), background=cfg.background,
+                          output_stride=cfg.output_stride, dropout=0.0)
     model = build_student(scfg)
     _load_student_state(model, raw["state_dict"], source)
     return Trained(cfg.method, model.eval(), clip, scfg, tuple(raw["classes"]), raw.get("text"),
-                   tuple(raw["seen"]), False, source, text_tower, cfg.crop_size, cfg.background,
+                   tuple(raw["seen"]), False, source, text_tower, cfg.crop_size, scfg.background,
                    cfg.templates)
 
 
@@ -136,10 +164,18 @@ def _load_student_state(model: nn.Module, state: dict, source: str) -> None:
 def load_student_weights(student: nn.Module, path: str) -> None:
     """``--init-from`` for MaskCLIP+: the student weights of one of our maskclip_plus checkpoints."""
     raw = read_raw(path)
-    if raw.get("format") != FORMAT or raw.get("method") != "maskclip_plus":
+    if raw.get("format") != FORMAT or _kind(raw.get("method")) != "student":
         raise CheckpointError(f"{path} is not a maskclip_plus training checkpoint (student backbone "
                               "files go to --student-weights)")
     _load_student_state(student, raw["state_dict"], path)
+
+
+def _kind(method) -> str | None:
+    """The registry kind of a checkpoint's method name (None when it is not registered)."""
+    try:
+        return get_method(str(method)).kind
+    except OvssError:
+        return None
 
 
 def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | None,

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runtime.errors import ConfigError
-from training.data import DataCfg
+from training.methods import METHODS, get_method, trainable
 from training.vocab import resolve_classes
 
-SETTINGS = {"zegclip": ("inductive", "transductive"), "cliprc": ("inductive", "transductive"),
-            "maskclip_plus": ("annotation_free", "zero_shot")}
+if TYPE_CHECKING:
+    from training.data import DataCfg
+
+# Torch-free (``--help`` imports this module): the data config is imported where it is used.
+# Settings per trainable method, the first the default (``MethodSpec.settings``).
+SETTINGS = {name: METHODS[name].settings for name in trainable()}
 ALL_SETTINGS = tuple(sorted({s for v in SETTINGS.values() for s in v}))
 AMP_MODES = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "sgd")
@@ -81,18 +86,35 @@ class TrainCfg:
     eval_after: bool = False
 
     def __post_init__(self):
-        if self.method not in SETTINGS:
-            raise ConfigError(f"unknown method {self.method!r}; trainable methods: {sorted(SETTINGS)}")
-        if self.setting is not None and self.setting not in SETTINGS[self.method]:
-            raise ConfigError(f"{self.method} settings are {SETTINGS[self.method]}, got {self.setting!r}")
+        settings = settings_of(self.method)
+        if self.setting is not None and self.setting not in settings:
+            raise ConfigError(f"{self.method} settings are {settings}, got {self.setting!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if (self.method == "maskclip_plus") != (self.student is not None):
-            raise ConfigError("--student is required for maskclip_plus and only valid for it")
+        if is_student(self.method) != (self.student is not None):
+            students = sorted(n for n in trainable() if is_student(n))
+            raise ConfigError(f"--student is required for {', '.join(students)} and only valid "
+                              "for it")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.accum < 1:
             raise ConfigError(f"accum must be >= 1, got {self.accum}")
+
+
+def settings_of(method: str) -> tuple[str, ...]:
+    """The training settings of a trainable ``method`` (the registry's), the first the default;
+    ConfigError for an unknown or training-free method."""
+    spec = METHODS.get(method)
+    if spec is None or not spec.trainable:
+        what = "a training-free method" if spec is not None else "unknown"
+        raise ConfigError(f"{method!r} is {what}: nothing to train (trainable methods: "
+                          f"{', '.join(trainable())})")
+    return spec.settings
+
+
+def is_student(method: str) -> bool:
+    """True for a method that trains a student network on pseudo-labels (MaskCLIP+)."""
+    return get_method(method).kind == "student"
 
 
 def official_defaults(method: str, dataset: str, setting: str) -> dict:
@@ -103,7 +125,7 @@ def official_defaults(method: str, dataset: str, setting: str) -> dict:
     self-training on a fresh schedule for the remaining iterations. A zero-shot MaskCLIP+ run
     switches from teacher labels to self-training at the official iteration of one schedule.
     """
-    if method == "maskclip_plus":
+    if is_student(method):
         return _maskclip_plus_defaults(dataset, setting)
     coco = dataset == "coco_stuff"
     d = {"num_tokens": 100 if dataset in ("coco_stuff", "context59", "context60") else 10,
@@ -141,14 +163,14 @@ def resolve_defaults(cfg: TrainCfg) -> TrainCfg:
     """``cfg`` with every None default replaced by the official value; a transductive ZegCLIP /
     CLIP-RC run's st_start = half schedule."""
     if cfg.setting is None:
-        cfg = dataclasses.replace(cfg, setting=SETTINGS[cfg.method][0])
+        cfg = dataclasses.replace(cfg, setting=settings_of(cfg.method)[0])
     d = official_defaults(cfg.method, cfg.dataset, cfg.setting)
     st_default = d.pop("st_start", None)
     filled = {k: v for k, v in d.items() if getattr(cfg, k) is None}
     cfg = dataclasses.replace(cfg, **filled)
     if cfg.setting == "transductive" and cfg.st_start is None:
         cfg = dataclasses.replace(cfg, st_start=cfg.max_iters // 2)
-    if cfg.method == "maskclip_plus" and cfg.st_start is None and st_default is not None:
+    if is_student(cfg.method) and cfg.st_start is None and st_default is not None:
         cfg = dataclasses.replace(cfg, st_start=min(st_default, cfg.max_iters - 1))
     if cfg.setting == "inductive":
         cfg = dataclasses.replace(cfg, st_start=None)
@@ -161,6 +183,8 @@ def data_cfg_of(cfg, crop_size: int) -> DataCfg:
     """The dataset half of a training or evaluation config (fields ``dataset``, ``root``,
     ``images``, ``masks``, ``classes``, ``ignore_label``, ``unseen``); the test/train resize scale
     is (4*crop, crop) like the official (2048, 512)."""
+    from training.data import DataCfg  # imports torch: not at module level
+
     classes = resolve_classes(cfg.classes) if cfg.classes else ()
     unseen = None if cfg.unseen is None else tuple(
         n.strip() for n in cfg.unseen.split(",") if n.strip())

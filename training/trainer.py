@@ -116,6 +116,8 @@ class Loop:
         restart_at_st: the self-training phase is a new run (ZegCLIP / CLIP-RC: the official ST
             config loads weights only): fresh optimizer state and a fresh lr schedule.
         teacher: frozen model the objective may use (MaskCLIP+'s MaskCLIP); not trained, not saved.
+        model_cfg: the dataclass ``model`` was built from (ZegClipCfg, StudentCfg); saved in every
+            checkpoint, so loading rebuilds the model without the training schedule.
     """
 
     cfg: TrainCfg
@@ -134,6 +136,7 @@ class Loop:
     restart_at_st: bool = True
     teacher: nn.Module | None = None
     start: int = 0
+    model_cfg: Any = None
 
 
 def phase_of(loop: Loop, it: int) -> str:
@@ -161,7 +164,8 @@ def _save(loop: Loop, it: int) -> Path:
     state = TrainState(method=loop.cfg.method, iteration=it, cfg=cfg,
                        classes=loop.classes, seen=loop.seen, unseen=loop.unseen,
                        state_dict=loop.model.state_dict(), optimizer=loop.optimizer.state_dict(),
-                       scaler=loop.scaler.state_dict(), text=loop.text.detach().cpu())
+                       scaler=loop.scaler.state_dict(), text=loop.text.detach().cpu(),
+                       model_cfg=loop.model_cfg)
     path = save_checkpoint(work / f"iter_{it}.pt", state)
     link_latest(path, work / "latest.pt")
     return path
