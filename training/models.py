@@ -39,3 +39,13 @@ def build_model(method: str, clip: LoadedClip, cfg: ZegClipCfg) -> nn.Module:
 def trainable_names(model: nn.Module) -> list[str]:
     """Names of the parameters that train."""
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def build_zegclip(clip: LoadedClip, cfg: ZegClipCfg) -> nn.Module:
+    """ZegCLIP over ``clip`` (the registry's ``model_builder(clip, method_cfg)`` form)."""
+    return build_model("zegclip", clip, cfg)
+
+
+def build_cliprc(clip: LoadedClip, cfg: ZegClipCfg) -> nn.Module:
+    """CLIP-RC over ``clip`` (the registry's ``model_builder(clip, method_cfg)`` form)."""
+    return build_model("cliprc", clip, cfg)

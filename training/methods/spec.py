@@ -51,7 +51,8 @@ class MethodSpec:
         kind: ``training_free`` (a CLIP surgery, no weights of its own), ``zero_shot`` (a trained
             head over CLIP, ZegCLIP-style) or ``student`` (MaskCLIP+).
         exporter: ``"module:function"``; ``function(cfg: ExportCfg, spec) -> ExportResult``.
-        model_builder: ``"module:function"`` building the torch model (``(clip, method_cfg)``).
+        model_builder: ``"module:function"`` building the torch model: ``(clip, method_cfg)`` for
+            training-free and zero-shot methods, ``(StudentCfg)`` for students.
         wrapper: ``"module:Class"`` of the ONNX wrapper (used only for export).
         settings: training settings, the first the default; empty = not trainable.
         train_loop: ``"module:function"`` making the training loop, or None.
