@@ -39,13 +39,15 @@ BITS = 10  # frame index bits drawn by synthetic_video
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.camera",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.camera", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--model", required=True, help="deployable folder")
     p.add_argument("--source", help="finite source (video file or image folder); else synthetic")
     p.add_argument("--frames", type=int, default=100, help="frames processed per run")
-    p.add_argument("--size", type=parse_size, default=(320, 240),
-                   help="synthetic video WIDTHxHEIGHT")
+    p.add_argument(
+        "--size", type=parse_size, default=(320, 240), help="synthetic video WIDTHxHEIGHT"
+    )
     p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     p.add_argument("--queue", type=int, default=2, help="pipelined queue size")
@@ -62,8 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def synthetic_video(path: str | os.PathLike, frames: int, width: int, height: int,
-                    fps: float = 30.0) -> Path:
+def synthetic_video(
+    path: str | os.PathLike, frames: int, width: int, height: int, fps: float = 30.0
+) -> Path:
     """Write an mp4v video: a moving colour gradient, and frame ``i``'s index as ``BITS`` black or
     white blocks (``width // BITS`` px wide, ``height // 4`` px high) along the top edge, most
     significant bit first, coarse enough to survive compression.
@@ -83,7 +86,7 @@ def synthetic_video(path: str | os.PathLike, frames: int, width: int, height: in
         rgb = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, (xx + yy) % 256], -1)
         rgb = rgb.astype(np.uint8)
         for b in range(BITS):
-            rgb[:height // 4, b * block:(b + 1) * block] = 255 * ((i >> (BITS - 1 - b)) & 1)
+            rgb[: height // 4, b * block : (b + 1) * block] = 255 * ((i >> (BITS - 1 - b)) & 1)
         writer.write(rgb[:, :, ::-1].copy())
     writer.release()
     return Path(path)
@@ -91,22 +94,29 @@ def synthetic_video(path: str | os.PathLike, frames: int, width: int, height: in
 
 def one_run(seg: Segmenter, spec: str, loop: str, frames: int, queue: int, out: Path) -> LoopStats:
     """One loop over ``frames`` frames of ``spec`` into the mp4 ``out``."""
-    cfg = LoopCfg(queue_size=queue, sequential=loop == "sequential", drop="never",
-                  max_frames=frames, log_every_s=0)
+    cfg = LoopCfg(
+        queue_size=queue,
+        sequential=loop == "sequential",
+        drop="never",
+        max_frames=frames,
+        log_every_s=0,
+    )
     source = open_source(spec)
     return run_loop(source, seg, VideoSink(out, source.fps or 30.0), cfg)
 
 
-def time_interleaved(seg: Segmenter, spec: str, args: argparse.Namespace,
-                     tmp: str) -> dict[str, list[LoopStats]]:
+def time_interleaved(
+    seg: Segmenter, spec: str, args: argparse.Namespace, tmp: str
+) -> dict[str, list[LoopStats]]:
     """``--warmup`` untimed rounds, then ``--runs`` rounds of both loops, alternating the order."""
     runs: dict[str, list[LoopStats]] = {name: [] for name in LOOPS}
     for r in range(args.warmup + args.runs):
-        for name in (LOOPS if r % 2 == 0 else LOOPS[::-1]):
+        for name in LOOPS if r % 2 == 0 else LOOPS[::-1]:
             stats = one_run(seg, spec, name, args.frames, args.queue, Path(tmp) / f"{name}.mp4")
             if stats.frames_processed < args.frames:
-                raise OvssError(f"source {spec!r} has only {stats.frames_processed} frames; "
-                                f"lower --frames")
+                raise OvssError(
+                    f"source {spec!r} has only {stats.frames_processed} frames; lower --frames"
+                )
             if r >= args.warmup:
                 runs[name].append(stats)
         log.info("round %d/%d done", r + 1, args.warmup + args.runs)
@@ -117,12 +127,16 @@ def summarize(name: str, runs: list[LoopStats]) -> dict:
     """One result row: frames/s and latency p50 over runs (median, p10, p90)."""
     fps = np.array([s.fps for s in runs])
     lat = np.array([s.latency_p50_ms for s in runs])
-    return {"loop": name, "runs": len(runs), "median_fps": round(float(np.median(fps)), 3),
-            "p10_fps": round(float(np.percentile(fps, 10)), 3),
-            "p90_fps": round(float(np.percentile(fps, 90)), 3),
-            "median_latency_p50_ms": round(float(np.median(lat)), 3),
-            "fps_per_run": [round(float(f), 3) for f in fps],
-            "stage_median_ms": runs[len(runs) // 2].stage_median_ms}
+    return {
+        "loop": name,
+        "runs": len(runs),
+        "median_fps": round(float(np.median(fps)), 3),
+        "p10_fps": round(float(np.percentile(fps, 10)), 3),
+        "p90_fps": round(float(np.percentile(fps, 90)), 3),
+        "median_latency_p50_ms": round(float(np.median(lat)), 3),
+        "fps_per_run": [round(float(f), 3) for f in fps],
+        "stage_median_ms": runs[len(runs) // 2].stage_median_ms,
+    }
 
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
@@ -132,18 +146,29 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
         spec = args.source or str(synthetic_video(Path(tmp) / "in.mp4", args.frames, *args.size))
         frame_hw = first_frame_hw(spec)
         runs = time_interleaved(seg, spec, args, tmp)
-        facts = {"model": str(args.model), "weights_random": seg.manifest.weights.random,
-                 "providers": list(seg.backend.providers),
-                 "input_size": seg.manifest.preprocess.input_size}
+        facts = {
+            "model": str(args.model),
+            "weights_random": seg.manifest.weights.random,
+            "providers": list(seg.backend.providers),
+            "input_size": seg.manifest.preprocess.input_size,
+        }
     rows = [summarize(name, runs[name]) for name in LOOPS]
     fps = {r["loop"]: r["median_fps"] for r in rows}
     ratio = fps["pipelined"] / fps["sequential"]
-    return {"results": rows, "ratio_pipelined_over_sequential": round(ratio, 3),
-            "source": args.source or f"synthetic {args.size[0]}x{args.size[1]} mp4v",
-            "frame_hw": list(frame_hw),
-            "frames": args.frames, "queue": args.queue, "threads": threads, "cpu": cpu_model(),
-            "peak_rss_mb": round(peak_rss_mb(), 2), "opencv_version": require_cv2().__version__,
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()], **facts}
+    return {
+        "results": rows,
+        "ratio_pipelined_over_sequential": round(ratio, 3),
+        "source": args.source or f"synthetic {args.size[0]}x{args.size[1]} mp4v",
+        "frame_hw": list(frame_hw),
+        "frames": args.frames,
+        "queue": args.queue,
+        "threads": threads,
+        "cpu": cpu_model(),
+        "peak_rss_mb": round(peak_rss_mb(), 2),
+        "opencv_version": require_cv2().__version__,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        **facts,
+    }
 
 
 def first_frame_hw(spec: str) -> tuple[int, int]:
@@ -174,10 +199,12 @@ def write_plot(report: dict, path: Path) -> str | None:
         ax.annotate(f"{r['median_fps']:.3g} fps", (x + 0.27, r["median_fps"]), va="center")
     ax.set_xticks(range(len(rows)), [r["loop"] for r in rows])
     ax.set_xlim(-0.6, len(rows) - 0.1)
-    ax.set(ylabel="frames/s (dots: runs, line: median)",
-           title=f"camera loop, {report['source']}, {report['frames']} frames/run\n"
-                 f"pipelined/sequential = {report['ratio_pipelined_over_sequential']:.2f}x, "
-                 f"{report['threads']} thread(s)")
+    ax.set(
+        ylabel="frames/s (dots: runs, line: median)",
+        title=f"camera loop, {report['source']}, {report['frames']} frames/run\n"
+        f"pipelined/sequential = {report['ratio_pipelined_over_sequential']:.2f}x, "
+        f"{report['threads']} thread(s)",
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
@@ -186,8 +213,9 @@ def write_plot(report: dict, path: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("benchmarks").setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)

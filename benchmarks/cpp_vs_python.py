@@ -36,14 +36,19 @@ DEFAULT_BINARY = Path(__file__).resolve().parents[1] / "build" / "cpp" / "ovss_i
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cpp_vs_python",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.cpp_vs_python", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--model", required=True, help="deployable folder")
     p.add_argument("--images", required=True, nargs="+", help="image files (PNG/JPEG)")
     p.add_argument("--runs", type=int, default=10, help="interleaved rounds (>= 1)")
     p.add_argument("--calls", type=int, default=3, help="timed calls per image per round and side")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                   help="onnxruntime intra-op threads, both sides (default: all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="onnxruntime intra-op threads, both sides (default: all cores)",
+    )
     p.add_argument("--mode", default="auto", choices=("auto", "whole", "slide"))
     p.add_argument("--binary", default=str(DEFAULT_BINARY), help="the ovss_infer program")
     p.add_argument("--json", help="also write the result here")
@@ -53,14 +58,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def cpp_calls(args: argparse.Namespace, image: str,
-              labels_png: str | None) -> tuple[list[float], dict]:
+def cpp_calls(
+    args: argparse.Namespace, image: str, labels_png: str | None
+) -> tuple[list[float], dict]:
     """One ovss_infer process: its per-call times (first call dropped) and its JSON line."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [args.binary, "--model", args.model, "--image", image,
-               "--out", str(Path(tmp) / "overlay.png"), "--threads", str(args.threads),
-               "--mode", args.mode, "--repeat", str(args.calls + 1), "--backend", "onnxruntime",
-               "--no-legend"] + (["--labels-out", labels_png] if labels_png else [])
+        cmd = [
+            args.binary,
+            "--model",
+            args.model,
+            "--image",
+            image,
+            "--out",
+            str(Path(tmp) / "overlay.png"),
+            "--threads",
+            str(args.threads),
+            "--mode",
+            args.mode,
+            "--repeat",
+            str(args.calls + 1),
+            "--backend",
+            "onnxruntime",
+            "--no-legend",
+        ] + (["--labels-out", labels_png] if labels_png else [])
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise OvssError(f"{args.binary} failed ({done.returncode}): {done.stderr.strip()}")
@@ -81,8 +101,12 @@ def python_calls(seg: Segmenter, image: np.ndarray, calls: int) -> tuple[list[fl
 
 def summary(values: list[float]) -> dict:
     v = np.asarray(values, dtype=np.float64)
-    return {"median": round(float(np.median(v)), 3), "p10": round(float(np.percentile(v, 10)), 3),
-            "p90": round(float(np.percentile(v, 90)), 3), "n": int(v.size)}
+    return {
+        "median": round(float(np.median(v)), 3),
+        "p10": round(float(np.percentile(v, 10)), 3),
+        "p90": round(float(np.percentile(v, 90)), 3),
+        "n": int(v.size),
+    }
 
 
 def stage_medians(rows: list[dict]) -> dict:
@@ -117,12 +141,18 @@ def bench_image(args: argparse.Namespace, seg: Segmenter, path: str) -> dict:
                     py += times
                     py_stages += stages
         same = labels_match(seg, image, png) if len(seg.classes) <= 256 else None
-    return {"image": path, "image_hw": list(image.shape[:2]), "mode": line["mode"],
-            "windows": line["windows"], "labels_identical": same,
-            "cpp_ms": summary(cpp), "python_ms": summary(py),
-            "cpp_stage_median_ms": stage_medians(cpp_stages),
-            "python_stage_median_ms": stage_medians(py_stages),
-            "ratio_cpp_over_python": round(float(np.median(cpp) / np.median(py)), 4)}
+    return {
+        "image": path,
+        "image_hw": list(image.shape[:2]),
+        "mode": line["mode"],
+        "windows": line["windows"],
+        "labels_identical": same,
+        "cpp_ms": summary(cpp),
+        "python_ms": summary(py),
+        "cpp_stage_median_ms": stage_medians(cpp_stages),
+        "python_stage_median_ms": stage_medians(py_stages),
+        "ratio_cpp_over_python": round(float(np.median(cpp) / np.median(py)), 4),
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -135,15 +165,22 @@ def run(args: argparse.Namespace) -> dict:
         manifest = seg.manifest
     cpp = [row["cpp_ms"]["median"] for row in per_image]
     py = [row["python_ms"]["median"] for row in per_image]
-    return {"benchmark": "cpp_vs_python", "model": str(args.model), "backbone": manifest.backbone,
-            "input_size": list(manifest.preprocess.input_size),
-            "weights_random": manifest.weights.random,
-            "threads": args.threads, "runs": args.runs, "calls_per_run": args.calls,
-            "onnxruntime": onnxruntime.__version__, "cpu": cpu_model(),
-            "cpp_median_ms_mean_over_images": round(float(np.mean(cpp)), 3),
-            "python_median_ms_mean_over_images": round(float(np.mean(py)), 3),
-            "ratio_cpp_over_python": round(float(np.mean(cpp) / np.mean(py)), 4),
-            "per_image": per_image}
+    return {
+        "benchmark": "cpp_vs_python",
+        "model": str(args.model),
+        "backbone": manifest.backbone,
+        "input_size": list(manifest.preprocess.input_size),
+        "weights_random": manifest.weights.random,
+        "threads": args.threads,
+        "runs": args.runs,
+        "calls_per_run": args.calls,
+        "onnxruntime": onnxruntime.__version__,
+        "cpu": cpu_model(),
+        "cpp_median_ms_mean_over_images": round(float(np.mean(cpp)), 3),
+        "python_median_ms_mean_over_images": round(float(np.mean(py)), 3),
+        "ratio_cpp_over_python": round(float(np.mean(cpp) / np.mean(py)), 4),
+        "per_image": per_image,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

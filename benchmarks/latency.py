@@ -53,20 +53,30 @@ VARIANTS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--method", required=True, choices=sorted(BUILDERS))
     p.add_argument("--backbone", required=True, help="open_clip name: ViT-B-16, RN50, ...")
     p.add_argument("--pretrained", default="none", help="none | open_clip tag | checkpoint path")
     p.add_argument("--classes", default="voc", help="vocabulary spec, as for export.build")
-    p.add_argument("--templates", default="single", choices=sorted(TEMPLATE_SETS),
-                   help="prompt set; latency does not depend on it (the classifier is a constant)")
+    p.add_argument(
+        "--templates",
+        default="single",
+        choices=sorted(TEMPLATE_SETS),
+        help="prompt set; latency does not depend on it (the classifier is a constant)",
+    )
     p.add_argument("--image-size", type=int, default=448)
     p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
-    p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
-                   help="extra onnxruntime sessions timed in the same loop")
+    p.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        choices=sorted(VARIANTS),
+        help="extra onnxruntime sessions timed in the same loop",
+    )
     p.add_argument("--json", help="also write the report here (atomically)")
     args = p.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
@@ -76,9 +86,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def export_model(args: argparse.Namespace, folder: str) -> ExportResult:
     """Export with the registry's builder (parity-gated, simplified) into ``folder``."""
-    cfg = ExportCfg.create(method=args.method, backbone=args.backbone, output=folder,
-                    classes=args.classes, pretrained=args.pretrained, templates=args.templates,
-                    image_size=args.image_size)
+    cfg = ExportCfg.create(
+        method=args.method,
+        backbone=args.backbone,
+        output=folder,
+        classes=args.classes,
+        pretrained=args.pretrained,
+        templates=args.templates,
+        image_size=args.image_size,
+    )
     return BUILDERS[args.method](cfg)
 
 
@@ -92,12 +108,15 @@ def training_free_eager(m: Manifest, pretrained: str) -> torch.nn.Module:
     spec = get_method(m.method)
     clip = load_clip(m.backbone, pretrained)
     if clip.weights_sha256 != m.weights.sha256:
-        raise RuntimeError(f"eager weights {clip.weights_sha256[:12]} differ from the exported "
-                           f"{m.weights.sha256[:12]}")
+        raise RuntimeError(
+            f"eager weights {clip.weights_sha256[:12]} differ from the exported "
+            f"{m.weights.sha256[:12]}"
+        )
     names = {f.name for f in spec.fields()}
     # JSON gives lists where the config holds tuples (mean, std, dilations)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in m.method_cfg.items()
-              if k in names}
+    values = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in m.method_cfg.items() if k in names
+    }
     cfg = spec.make_config(**values)
     text = build_text_classifier(clip, m.classes, cfg.templates)  # cache hit
     model = spec.load("model_builder")(clip, cfg)
@@ -131,8 +150,9 @@ def ort_variant(path: str, name: str, threads: int) -> OrtBackend:
     return OrtBackend(path, providers=CPU, threads=n or threads, optimization=level)
 
 
-def make_impls(model: torch.nn.Module, image: torch.Tensor, path: str, threads: int,
-               variants: list[str]) -> dict[str, Callable[[], object]]:
+def make_impls(
+    model: torch.nn.Module, image: torch.Tensor, path: str, threads: int, variants: list[str]
+) -> dict[str, Callable[[], object]]:
     """{impl name: zero-argument callable running one batch-1 forward of the deployed output}.
 
     PyTorch runs the wrapped model's logits only, as the deployed graph does (no label map)."""
@@ -171,8 +191,9 @@ def count_gflop(model: torch.nn.Module, image: torch.Tensor) -> float:
     return fc.get_total_flops() / 1e9
 
 
-def time_interleaved(impls: dict[str, Callable[[], object]], warmup: int,
-                     runs: int) -> dict[str, list[float]]:
+def time_interleaved(
+    impls: dict[str, Callable[[], object]], warmup: int, runs: int
+) -> dict[str, list[float]]:
     """Wall-clock milliseconds per impl: ``warmup`` untimed rounds, then ``runs`` timed rounds."""
     log.info("warm-up: %d round(s) of %s", warmup, ", ".join(impls))
     for _ in range(warmup):
@@ -190,9 +211,14 @@ def time_interleaved(impls: dict[str, Callable[[], object]], warmup: int,
 def summarize(name: str, ms: list[float], image_size: int, gflop: float) -> dict:
     """One result row: median/p90 in ms and achieved GFLOP/s at the median."""
     median, p90 = float(np.median(ms)), float(np.percentile(ms, 90))
-    return {"impl": name, "image_size": image_size, "median_ms": round(median, 3),
-            "p90_ms": round(p90, 3), "gflops_per_s": round(gflop / (median / 1e3), 2),
-            "runs": len(ms)}
+    return {
+        "impl": name,
+        "image_size": image_size,
+        "median_ms": round(median, 3),
+        "p90_ms": round(p90, 3),
+        "gflops_per_s": round(gflop / (median / 1e3), 2),
+        "runs": len(ms),
+    }
 
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
@@ -215,19 +241,33 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     rows = [summarize(name, ms, args.image_size, gflop) for name, ms in times.items()]
     median = {r["impl"]: r["median_ms"] for r in rows}
     ratio = median["pytorch"] / median["onnxruntime"]
-    return {"results": rows, "ratio_pytorch_over_onnxruntime": round(ratio, 3),
-            "backbone": m.backbone, "method": m.method, "weights_random": m.weights.random,
-            "gflop": round(gflop, 3), "threads": threads, "cpu": cpu_model(),
-            "torch_version": torch.__version__, "onnxruntime_version": require_ort().__version__,
-            "max_abs_logit_diff": diff}
+    return {
+        "results": rows,
+        "ratio_pytorch_over_onnxruntime": round(ratio, 3),
+        "backbone": m.backbone,
+        "method": m.method,
+        "weights_random": m.weights.random,
+        "gflop": round(gflop, 3),
+        "threads": threads,
+        "cpu": cpu_model(),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": require_ort().__version__,
+        "max_abs_logit_diff": diff,
+    }
 
 
-def bench_main(prog: str, parse: Callable, bench: Callable, argv: list[str] | None,
-               finish: Callable[[dict, argparse.Namespace], None] | None = None) -> int:
+def bench_main(
+    prog: str,
+    parse: Callable,
+    bench: Callable,
+    argv: list[str] | None,
+    finish: Callable[[dict, argparse.Namespace], None] | None = None,
+) -> int:
     """Shared CLI body of the benchmarks: logging, thread count, exit 2 on OvssError, the command
     recorded in the report, ``finish(report, args)`` hook, atomic --json, one JSON line."""
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for name in ("benchmarks", "export", "training", "runtime", "__main__"):
         logging.getLogger(name).setLevel(logging.INFO)  # open_clip's INFO chatter stays quiet
     argv = sys.argv[1:] if argv is None else list(argv)

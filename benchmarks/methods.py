@@ -23,8 +23,14 @@ import numpy as np
 from benchmarks.machine import cpu_model, publish
 from runtime import io_names
 from runtime.backends import ModelRef, open_backend
-from runtime.cli import (ArgumentParser, add_verbose_arg, cli_main, nonneg_int, positive_int,
-                         setup_logging)
+from runtime.cli import (
+    ArgumentParser,
+    add_verbose_arg,
+    cli_main,
+    nonneg_int,
+    positive_int,
+    setup_logging,
+)
 from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ConfigError
 from runtime.fsutil import atomic_write
@@ -82,7 +88,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     times: dict[str, list[float]] = {n: [] for n in names}
     try:
         for r in range(args.warmup + args.runs):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 backend, feeds, _ = opened[name]
                 t0 = time.perf_counter()
@@ -93,14 +99,29 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         for backend, _, _ in opened.values():
             backend.close()
     med = {n: statistics.median(v) for n, v in times.items()}
-    rows = [{"name": n, "method": opened[n][2].method, "folder": models[n],
-             "input_size": opened[n][2].preprocess.input_size[0],
-             "classes": len(opened[n][2].classes), "providers": providers[n],
-             "median_ms": round(med[n], 2), "min_ms": round(min(times[n]), 2),
-             "ratio_to_baseline": round(med[n] / med[baseline], 3)} for n in names]
-    return {"baseline": baseline, "runs": args.runs, "warmup": args.warmup,
-            "threads": args.threads, "cpu": cpu_model(), "results": rows,
-            "weights_random": any(o[2].weights.random for o in opened.values())}
+    rows = [
+        {
+            "name": n,
+            "method": opened[n][2].method,
+            "folder": models[n],
+            "input_size": opened[n][2].preprocess.input_size[0],
+            "classes": len(opened[n][2].classes),
+            "providers": providers[n],
+            "median_ms": round(med[n], 2),
+            "min_ms": round(min(times[n]), 2),
+            "ratio_to_baseline": round(med[n] / med[baseline], 3),
+        }
+        for n in names
+    ]
+    return {
+        "baseline": baseline,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "threads": args.threads,
+        "cpu": cpu_model(),
+        "results": rows,
+        "weights_random": any(o[2].weights.random for o in opened.values()),
+    }
 
 
 def plot(report: dict, path: str) -> None:
@@ -113,10 +134,17 @@ def plot(report: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 1.5 + 0.5 * len(rows)))
     ax.barh([r["name"] for r in rows], [r["median_ms"] for r in rows], color="tab:blue")
     for i, r in enumerate(rows):
-        ax.text(r["median_ms"], i, f" {r['median_ms']:.0f} ms (x{r['ratio_to_baseline']:.2f})",
-                va="center", fontsize=8)
+        ax.text(
+            r["median_ms"],
+            i,
+            f" {r['median_ms']:.0f} ms (x{r['ratio_to_baseline']:.2f})",
+            va="center",
+            fontsize=8,
+        )
     ax.set_xlabel(f"median network ms, {report['runs']} interleaved runs")
-    ax.set_title(f"vs {report['baseline']}" + (" (random weights)" if report["weights_random"] else ""))
+    ax.set_title(
+        f"vs {report['baseline']}" + (" (random weights)" if report["weights_random"] else "")
+    )
     ax.set_xlim(0, max(r["median_ms"] for r in rows) * 1.35)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

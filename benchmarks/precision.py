@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.latency import bench_main, cpu_model, time_interleaved
+from calibration.calibrate import text_feeds
 from export.onnx_export import parity_image
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
-from calibration.calibrate import text_feeds
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import sha256_file
 from runtime.manifest import PRECISIONS, load_manifest
@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.precision",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.precision", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--model", required=True, help="deployable folder with variants")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated, fp32 first")
     p.add_argument("--runs", type=int, default=10)
@@ -72,18 +73,37 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     rows = []
     for p, ms in times.items():
         median = float(np.median(ms))
-        rows.append({"precision": p, "file": files[p], "median_ms": round(median, 2),
-                     "p90_ms": round(float(np.percentile(ms, 90)), 2), "runs": len(ms),
-                     f"speedup_vs_{base}": round(float(np.median(times[base])) / median, 3),
-                     "argmax_agreement_on_timed_input": round(float(
-                         (outs[p][0].argmax(0) == outs[base][0].argmax(0)).mean()), 4)})
+        rows.append(
+            {
+                "precision": p,
+                "file": files[p],
+                "median_ms": round(median, 2),
+                "p90_ms": round(float(np.percentile(ms, 90)), 2),
+                "runs": len(ms),
+                f"speedup_vs_{base}": round(float(np.median(times[base])) / median, 3),
+                "argmax_agreement_on_timed_input": round(
+                    float((outs[p][0].argmax(0) == outs[base][0].argmax(0)).mean()), 4
+                ),
+            }
+        )
     report_file = folder / "precision_report.json"
     accuracy = json.loads(report_file.read_text()) if report_file.is_file() else {}
-    return {"results": rows, "method": m.method, "backbone": m.backbone, "input_size": size,
-            "classes": len(m.classes), "weights_random": m.weights.random, "threads": threads,
-            "cpu": cpu_model(), "onnxruntime_version": ort.__version__,
-            "accuracy": {p: {k: v for k, v in accuracy[p].items() if k != "sensitivity"}
-                         for p in wanted if p in accuracy}}
+    return {
+        "results": rows,
+        "method": m.method,
+        "backbone": m.backbone,
+        "input_size": size,
+        "classes": len(m.classes),
+        "weights_random": m.weights.random,
+        "threads": threads,
+        "cpu": cpu_model(),
+        "onnxruntime_version": ort.__version__,
+        "accuracy": {
+            p: {k: v for k, v in accuracy[p].items() if k != "sensitivity"}
+            for p in wanted
+            if p in accuracy
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,16 @@ import numpy as np
 from benchmarks.machine import publish
 from runtime.backends import BACKENDS
 from runtime.camera import peak_rss_mb, rss_mb
-from runtime.cli import (ArgumentParser, add_segmenter_args, add_verbose_arg, cli_main,
-                         nonneg_int, positive_int, segmenter_kwargs, setup_logging)
+from runtime.cli import (
+    ArgumentParser,
+    add_segmenter_args,
+    add_verbose_arg,
+    cli_main,
+    nonneg_int,
+    positive_int,
+    segmenter_kwargs,
+    setup_logging,
+)
 from runtime.errors import OvssError
 from runtime.fsutil import atomic_write
 from runtime.image import load_image
@@ -39,14 +47,21 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m benchmarks.stages", description=__doc__.splitlines()[0])
-    add_segmenter_args(p, skip={"--backend", "--precision", "--classes"},
-                       help={"--threads": "onnxruntime intra-op threads (default: all cores)"})
+    add_segmenter_args(
+        p,
+        skip={"--backend", "--precision", "--classes"},
+        help={"--threads": "onnxruntime intra-op threads (default: all cores)"},
+    )
     p.add_argument("--backends", default="auto", help=f"comma-separated, from {list(BACKENDS)}")
     p.add_argument("--precisions", default="fp32", help=f"comma-separated, from {list(PRECISIONS)}")
-    p.add_argument("--images", default="sample:astronaut",
-                   help="an image file, sample:NAME, or a folder of frames (cycled)")
-    p.add_argument("--frames", type=positive_int, default=10,
-                   help="frames taken from an image folder")
+    p.add_argument(
+        "--images",
+        default="sample:astronaut",
+        help="an image file, sample:NAME, or a folder of frames (cycled)",
+    )
+    p.add_argument(
+        "--frames", type=positive_int, default=10, help="frames taken from an image folder"
+    )
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument("--warmup", type=nonneg_int, default=3)
     p.add_argument("--json", help="write the report here too")
@@ -59,7 +74,9 @@ def load_frames(source: str, count: int) -> list[np.ndarray]:
     """Frames to cycle through: one image, or the first ``count`` images of a folder (sorted)."""
     path = Path(source)
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:max(1, count)]
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[
+            : max(1, count)
+        ]
         if not files:
             raise OvssError(f"no images in {source!r}")
         return [load_image(f) for f in files]
@@ -84,8 +101,11 @@ def stage_times(seg: Segmenter, frame: np.ndarray) -> dict[str, float | None]:
     if split is not None and split.h2d is not None and split.d2h is not None:
         # TensorRT's events time the last window; whole-image mode runs one window per frame.
         copies = (split.h2d + split.d2h) * result.windows
-        row = {"h2d": split.h2d * result.windows, "compute": t["inference"] - copies,
-               "d2h": split.d2h * result.windows}
+        row = {
+            "h2d": split.h2d * result.windows,
+            "compute": t["inference"] - copies,
+            "d2h": split.d2h * result.windows,
+        }
     else:
         row = {"h2d": None, "compute": t["inference"], "d2h": None}
     return {"preprocess": t["preprocess"], **row, "postprocess": t["postprocess"], "total": total}
@@ -97,11 +117,18 @@ def summarize(name: str, seg: Segmenter, rows: list[dict], rss_after_load: float
         vals = [r[k] for r in rows if r[k] is not None]
         med[k] = round(float(np.median(vals)), 3) if vals else None
     totals = [r["total"] for r in rows]
-    return {"config": name, "backend": seg.backend.name, "providers": list(seg.backend.providers),
-            "backend_reasons": list(getattr(seg, "backend_reasons", ())), "precision": seg.precision,
-            "median_ms": med, "p90_total_ms": round(float(np.percentile(totals, 90)), 3),
-            "fps_at_median": round(1e3 / med["total"], 2), "runs": len(rows),
-            "rss_after_load_mib": None if rss_after_load is None else round(rss_after_load, 1)}
+    return {
+        "config": name,
+        "backend": seg.backend.name,
+        "providers": list(seg.backend.providers),
+        "backend_reasons": list(getattr(seg, "backend_reasons", ())),
+        "precision": seg.precision,
+        "median_ms": med,
+        "p90_total_ms": round(float(np.percentile(totals, 90)), 3),
+        "fps_at_median": round(1e3 / med["total"], 2),
+        "runs": len(rows),
+        "rss_after_load_mib": None if rss_after_load is None else round(rss_after_load, 1),
+    }
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
@@ -120,12 +147,19 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                     kwargs.pop("cuda_graph", None)
                 segs[name] = Segmenter(**kwargs)
                 rss[name] = rss_mb()
-                log.info("%s runs on %s %s", name, segs[name].backend.name, list(segs[name].backend.providers))
+                log.info(
+                    "%s runs on %s %s",
+                    name,
+                    segs[name].backend.name,
+                    list(segs[name].backend.providers),
+                )
         for i in range(args.warmup):
             for seg in segs.values():
                 seg(frames[i % len(frames)])
         rows = {name: [] for name in segs}
-        for i in range(args.runs):  # interleaved: every config sees the same frame in the same round
+        for i in range(
+            args.runs
+        ):  # interleaved: every config sees the same frame in the same round
             for name, seg in segs.items():
                 rows[name].append(stage_times(seg, frames[i % len(frames)]))
         m = next(iter(segs.values())).manifest
@@ -136,11 +170,21 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from runtime.probe import cached_probe
 
     probe = cached_probe()
-    return {"results": results, "method": m.method, "backbone": m.backbone,
-            "input_size": m.preprocess.input_size[0], "classes": len(m.classes),
-            "weights_random": m.weights.random, "mode": args.mode, "frames": len(frames), "frame_hw": list(frames[0].shape[:2]),
-            "peak_rss_mib": round(peak_rss_mb(), 1),
-            "gpus": [g.name for g in probe.gpus], "tensorrt": probe.tensorrt, "onnxruntime": probe.ort_version}
+    return {
+        "results": results,
+        "method": m.method,
+        "backbone": m.backbone,
+        "input_size": m.preprocess.input_size[0],
+        "classes": len(m.classes),
+        "weights_random": m.weights.random,
+        "mode": args.mode,
+        "frames": len(frames),
+        "frame_hw": list(frames[0].shape[:2]),
+        "peak_rss_mib": round(peak_rss_mb(), 1),
+        "gpus": [g.name for g in probe.gpus],
+        "tensorrt": probe.tensorrt,
+        "onnxruntime": probe.ort_version,
+    }
 
 
 def plot(report: dict, path: str) -> None:
@@ -158,8 +202,10 @@ def plot(report: dict, path: str) -> None:
         ax.barh([r["config"] for r in rows], vals, left=left, label=stage)
         left += vals
     ax.set_xlabel("median ms per frame")
-    ax.set_title(f"{report['method']} {report['backbone']} @ {report['input_size']} px"
-                 + (" (random weights)" if report["weights_random"] else ""))
+    ax.set_title(
+        f"{report['method']} {report['backbone']} @ {report['input_size']} px"
+        + (" (random weights)" if report["weights_random"] else "")
+    )
     ax.legend(ncol=len(STAGES), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

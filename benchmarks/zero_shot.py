@@ -22,9 +22,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -79,8 +79,10 @@ def decoder_feeds(wrapper: nn.Module, feats: tuple) -> dict[str, torch.Tensor]:
     regions) are left out, so the feeds stay positional for ``DecoderOnly``."""
     params = list(inspect.signature(wrapper.decode).parameters)
     if len(params) < len(feats):
-        raise TypeError(f"{type(wrapper).__name__}.decode takes fewer inputs than the backbone's "
-                        f"{len(feats)} outputs")
+        raise TypeError(
+            f"{type(wrapper).__name__}.decode takes fewer inputs than the backbone's "
+            f"{len(feats)} outputs"
+        )
     feeds = {}
     for name, f in zip(params, feats):
         if f is None:
@@ -94,19 +96,27 @@ def _csv(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.zero_shot",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.zero_shot", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--backbone", required=True, help="open_clip ViT name: ViT-B-16, ovss-tiny-vit")
     p.add_argument("--image-size", type=int, default=512)
-    p.add_argument("--methods", default=",".join(zero_shot_methods()),
-                   help="comma-separated zero-shot methods (default: all of them)")
+    p.add_argument(
+        "--methods",
+        default=",".join(zero_shot_methods()),
+        help="comma-separated zero-shot methods (default: all of them)",
+    )
     p.add_argument("--classes", default="20,171,500", help="comma-separated class counts C")
     p.add_argument("--parts", default="full,decoder", help="comma-separated: full, decoder")
     p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds per case")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first, per case")
     p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
-    p.add_argument("--atol", type=float, default=1e-3,
-                   help="export parity gate on the scores (sigmoid - bias, in [-0.1, 1])")
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=1e-3,
+        help="export parity gate on the scores (sigmoid - bias, in [-0.1, 1])",
+    )
     p.add_argument("--seed", type=int, default=0, help="weights, text and image")
     p.add_argument("--json", help="also write the report here (atomically), and a PNG beside it")
     args = p.parse_args(argv)
@@ -146,16 +156,26 @@ def build_wrappers(method: str, args: argparse.Namespace) -> tuple[dict[int, nn.
     return wrappers, clip.random
 
 
-def export_part(module: nn.Module, dummy: dict[str, torch.Tensor], atol: float,
-                image_size: int) -> OnnxExport:
+def export_part(
+    module: nn.Module, dummy: dict[str, torch.Tensor], atol: float, image_size: int
+) -> OnnxExport:
     """``run_export`` with the exporter's defaults: opset 17, simplified, parity-gated."""
-    return run_export(model=module, dummy_inputs=dummy, output_names=EXPORT_OUTPUTS, dynamic_axes={},
-                      opset=17, simplify=True, atol=atol, min_label_agreement=0.999,
-                      label_size=(image_size, image_size))
+    return run_export(
+        model=module,
+        dummy_inputs=dummy,
+        output_names=EXPORT_OUTPUTS,
+        dynamic_axes={},
+        opset=17,
+        simplify=True,
+        atol=atol,
+        min_label_agreement=0.999,
+        label_size=(image_size, image_size),
+    )
 
 
-def make_impls(module: nn.Module, feeds: dict[str, torch.Tensor], path: str,
-               threads: int) -> dict[str, Callable[[], object]]:
+def make_impls(
+    module: nn.Module, feeds: dict[str, torch.Tensor], path: str, threads: int
+) -> dict[str, Callable[[], object]]:
     """{impl: zero-argument callable running one batch-1 forward of the deployed output}."""
     tensors, arrays = tuple(feeds.values()), {k: v.numpy() for k, v in feeds.items()}
     ort = OrtBackend(path, providers=CPU, threads=threads)
@@ -169,10 +189,17 @@ def make_impls(module: nn.Module, feeds: dict[str, torch.Tensor], path: str,
 
 def parity_summary(export: OnnxExport) -> dict:
     p = export.parity
-    return {"max_abs_diff": p.max_abs_diff, "atol": p.atol, "rtol": p.rtol, "passed": p.passed,
-            "label_agreement": p.label_agreement, "decided_label_agreement": p.decided_agreement,
-            "tie_fraction": p.tie_fraction, "simplified": export.simplified,
-            "onnx_nodes": export.nodes_final}
+    return {
+        "max_abs_diff": p.max_abs_diff,
+        "atol": p.atol,
+        "rtol": p.rtol,
+        "passed": p.passed,
+        "label_agreement": p.label_agreement,
+        "decided_label_agreement": p.decided_agreement,
+        "tie_fraction": p.tie_fraction,
+        "simplified": export.simplified,
+        "onnx_nodes": export.nodes_final,
+    }
 
 
 def time_case(key: dict, module: nn.Module, feeds: dict[str, torch.Tensor], args, threads: int):
@@ -191,16 +218,36 @@ def time_case(key: dict, module: nn.Module, feeds: dict[str, torch.Tensor], args
             times = time_interleaved(impls, args.warmup, args.runs)
         finally:
             wrapper.output = "scores"
-    rows = [{**key, "impl": impl, "runs": len(ms), "median_ms": round(float(np.median(ms)), 3),
-             "p90_ms": round(float(np.percentile(ms, 90)), 3)} for impl, ms in times.items()]
+    rows = [
+        {
+            **key,
+            "impl": impl,
+            "runs": len(ms),
+            "median_ms": round(float(np.median(ms)), 3),
+            "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        }
+        for impl, ms in times.items()
+    ]
     med = {r["impl"]: r["median_ms"] for r in rows}
     paired = np.median(np.array(times["pytorch"]) / np.array(times["onnxruntime"]))
-    case = {**key, "ratio_pytorch_over_onnxruntime": round(med["pytorch"] / med["onnxruntime"], 3),
-            "ratio_paired_median": round(float(paired), 3), "parity": parity_summary(export),
-            "export_s": round(export_s, 1), "loadavg_1m_before_timing": round(load, 2)}
-    log.info("%s %s C=%d: pytorch %.1f ms, onnxruntime %.1f ms, ratio %.3f (parity %.3g)",
-             key["method"], key["part"], key["num_classes"], med["pytorch"], med["onnxruntime"],
-             case["ratio_pytorch_over_onnxruntime"], export.parity.max_abs_diff)
+    case = {
+        **key,
+        "ratio_pytorch_over_onnxruntime": round(med["pytorch"] / med["onnxruntime"], 3),
+        "ratio_paired_median": round(float(paired), 3),
+        "parity": parity_summary(export),
+        "export_s": round(export_s, 1),
+        "loadavg_1m_before_timing": round(load, 2),
+    }
+    log.info(
+        "%s %s C=%d: pytorch %.1f ms, onnxruntime %.1f ms, ratio %.3f (parity %.3g)",
+        key["method"],
+        key["part"],
+        key["num_classes"],
+        med["pytorch"],
+        med["onnxruntime"],
+        case["ratio_pytorch_over_onnxruntime"],
+        export.parity.max_abs_diff,
+    )
     return rows, case
 
 
@@ -233,20 +280,31 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     if unknown:
         raise UnknownNameError(f"unknown method(s) {unknown}; zero-shot methods: {known}")
     load_start = os.getloadavg()
-    log.info("load average at start %s on %d cpu(s); weights are RANDOM (timings only)",
-             load_start, os.cpu_count())
+    log.info(
+        "load average at start %s on %d cpu(s); weights are RANDOM (timings only)",
+        load_start,
+        os.cpu_count(),
+    )
     image = parity_image(args.image_size, IMAGENET_MEAN, IMAGENET_STD, args.seed)
     rows, cases, random = [], [], True
     for method in args.methods:
         r, c, rnd = method_cases(method, args, threads, image)
         rows, cases, random = rows + r, cases + c, random and rnd
-    return {"results": rows, "cases": cases, "backbone": args.backbone,
-            "image_size": args.image_size, "weights_random": random, "threads": threads,
-            "cpu_count": os.cpu_count(), "cpus_available": len(os.sched_getaffinity(0)),
-            "cpu": cpu_model(), "torch_version": torch.__version__,
-            "onnxruntime_version": require_ort().__version__,
-            "loadavg_start": [round(x, 2) for x in load_start],
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "results": rows,
+        "cases": cases,
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "weights_random": random,
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        "cpu": cpu_model(),
+        "torch_version": torch.__version__,
+        "onnxruntime_version": require_ort().__version__,
+        "loadavg_start": [round(x, 2) for x in load_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def write_plot(report: dict, path: Path) -> str | None:
@@ -265,13 +323,25 @@ def write_plot(report: dict, path: Path) -> str | None:
     for ax, part in zip(axes[0], parts):
         lines = sorted({(r["method"], r["impl"]) for r in report["results"] if r["part"] == part})
         for method, impl in lines:
-            pts = sorted((r["num_classes"], r["median_ms"]) for r in report["results"]
-                         if (r["part"], r["method"], r["impl"]) == (part, method, impl))
-            ax.plot(*zip(*pts), marker="o", linestyle="-" if impl == "pytorch" else "--",
-                    label=f"{method} {impl}")
-        ax.set(title=f"{part}: {report['backbone']} {report['image_size']} px, "
-                     f"{report['threads']} thread(s)", xlabel="classes C", ylabel="median ms",
-               xscale="log", yscale="log")
+            pts = sorted(
+                (r["num_classes"], r["median_ms"])
+                for r in report["results"]
+                if (r["part"], r["method"], r["impl"]) == (part, method, impl)
+            )
+            ax.plot(
+                *zip(*pts),
+                marker="o",
+                linestyle="-" if impl == "pytorch" else "--",
+                label=f"{method} {impl}",
+            )
+        ax.set(
+            title=f"{part}: {report['backbone']} {report['image_size']} px, "
+            f"{report['threads']} thread(s)",
+            xlabel="classes C",
+            ylabel="median ms",
+            xscale="log",
+            yscale="log",
+        )
         ax.set_xticks(sorted({r["num_classes"] for r in report["results"]}))
         ax.set_xticklabels([str(c) for c in ax.get_xticks()])
         ax.minorticks_off()

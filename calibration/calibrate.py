@@ -32,8 +32,14 @@ from calibration.data import calibration_batch, iter_frames
 from calibration.report import AccuracyReport, compare_variant, to_table
 from runtime import io_names
 from runtime.backends.ort import OrtBackend
-from runtime.cli import (ArgumentParser, add_verbose_arg, cli_main, nonneg_int, positive_int,
-                         setup_logging)
+from runtime.cli import (
+    ArgumentParser,
+    add_verbose_arg,
+    cli_main,
+    nonneg_int,
+    positive_int,
+    setup_logging,
+)
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import atomic_write_text, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, Variant, load_manifest
@@ -84,27 +90,38 @@ class CalibrateResult:
 
 def _check(cfg: CalibrateCfg) -> None:
     if cfg.precision not in PRECISIONS[1:]:
-        raise CalibrationError(f"unknown precision {cfg.precision!r}: choose one of {PRECISIONS[1:]}")
+        raise CalibrationError(
+            f"unknown precision {cfg.precision!r}: choose one of {PRECISIONS[1:]}"
+        )
     if cfg.method not in METHODS:
-        raise CalibrationError(f"unknown calibration method {cfg.method!r}: choose one of {METHODS}")
+        raise CalibrationError(
+            f"unknown calibration method {cfg.method!r}: choose one of {METHODS}"
+        )
     if cfg.layout not in LAYOUTS:
         raise CalibrationError(f"unknown Q/DQ layout {cfg.layout!r}: choose one of {LAYOUTS}")
     if not cfg.images:
         raise CalibrationError("--images is required (calibration and held-out frames)")
     if cfg.num < 1 or cfg.eval_num < 1:
         raise CalibrationError("--num and --eval-num must be >= 1")
-    if (cfg.precision == "int8" and cfg.eval_images
-            and Path(cfg.eval_images).resolve() == Path(cfg.images).resolve()):
-        raise CalibrationError("--eval-images is the calibration source: held-out frames must "
-                               "differ (leave --eval-images out to use the frames after --num)")
+    if (
+        cfg.precision == "int8"
+        and cfg.eval_images
+        and Path(cfg.eval_images).resolve() == Path(cfg.images).resolve()
+    ):
+        raise CalibrationError(
+            "--eval-images is the calibration source: held-out frames must "
+            "differ (leave --eval-images out to use the frames after --num)"
+        )
 
 
 def fp32_graph(folder: Path, manifest: Manifest) -> Path:
     """The folder's FP32 graph, verified against the manifest's hash."""
     path = folder / manifest.model_file
     if not path.is_file():
-        raise CalibrationError(f"{folder} has no FP32 graph ({manifest.model_file} is missing): "
-                               "export the folder again")
+        raise CalibrationError(
+            f"{folder} has no FP32 graph ({manifest.model_file} is missing): "
+            "export the folder again"
+        )
     if manifest.model_sha256 and sha256_file(path) != manifest.model_sha256:
         raise CalibrationError(f"{path} does not match the manifest's sha256: corrupt or modified")
     return path
@@ -126,32 +143,51 @@ def _runner(path: Path, threads: int | None):
     return lambda feeds: backend(feeds, [io_names.LOGITS])[io_names.LOGITS]
 
 
-def build_variant(cfg: CalibrateCfg, proto: onnx.ModelProto, manifest: Manifest,
-                  text: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict, list]:
+def build_variant(
+    cfg: CalibrateCfg, proto: onnx.ModelProto, manifest: Manifest, text: dict[str, np.ndarray]
+) -> tuple[onnx.ModelProto, dict, list]:
     """(variant graph, its settings, the calibration feeds) for ``cfg.precision``."""
     if cfg.precision == "fp16":
         from calibration.fp16 import to_fp16
+
         return to_fp16(proto), {"kept_fp32": "head, LayerNormalization, Softmax, L2 norms"}, []
     from calibration.int8 import Int8Cfg, check_qdq_rules, quantize_int8
-    batch = calibration_batch(cfg.images, manifest.preprocess, cfg.num,
-                              cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+
+    batch = calibration_batch(
+        cfg.images,
+        manifest.preprocess,
+        cfg.num,
+        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None,
+    )
     feeds = [{io_names.IMAGE: t[None], **text} for t in batch.tensors]
-    icfg = Int8Cfg(method=cfg.method, per_channel=cfg.per_channel, exclude_nodes=cfg.exclude,
-                   exclude_op_types=cfg.exclude_op_types, keep_attention=not cfg.attention_int8,
-                   quantize_outputs=cfg.layout == "outputs")
+    icfg = Int8Cfg(
+        method=cfg.method,
+        per_channel=cfg.per_channel,
+        exclude_nodes=cfg.exclude,
+        exclude_op_types=cfg.exclude_op_types,
+        keep_attention=not cfg.attention_int8,
+        quantize_outputs=cfg.layout == "outputs",
+    )
     result = quantize_int8(proto, feeds, icfg)
-    problems = check_qdq_rules(result.model, keep_attention=icfg.keep_attention,
-                               per_channel=icfg.per_channel)
+    problems = check_qdq_rules(
+        result.model, keep_attention=icfg.keep_attention, per_channel=icfg.per_channel
+    )
     if problems:
         raise CalibrationError("the INT8 graph breaks the Q/DQ rules: " + "; ".join(problems[:5]))
-    settings = {"method": cfg.method, "num": len(feeds), "images": str(cfg.images),
-                "calibration_frames": [batch.names[0], batch.names[-1]],
-                "per_channel": cfg.per_channel, "attention_int8": cfg.attention_int8,
-                "layout": cfg.layout, "quantized_nodes": len(result.quantized_nodes),
-                "excluded_nodes": {k: len(v) for k, v in result.excluded_nodes.items()},
-                "user_exclude": list(cfg.exclude),
-                "exclude_op_types": list(cfg.exclude_op_types),
-                "seconds": round(result.seconds, 1)}
+    settings = {
+        "method": cfg.method,
+        "num": len(feeds),
+        "images": str(cfg.images),
+        "calibration_frames": [batch.names[0], batch.names[-1]],
+        "per_channel": cfg.per_channel,
+        "attention_int8": cfg.attention_int8,
+        "layout": cfg.layout,
+        "quantized_nodes": len(result.quantized_nodes),
+        "excluded_nodes": {k: len(v) for k, v in result.excluded_nodes.items()},
+        "user_exclude": list(cfg.exclude),
+        "exclude_op_types": list(cfg.exclude_op_types),
+        "seconds": round(result.seconds, 1),
+    }
     return result.model, settings, feeds
 
 
@@ -178,14 +214,24 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
     tmp = folder / f".{final.name}.{os.getpid()}.tmp"
     try:
         onnx.save(proto, str(tmp))
-        report = compare_variant(cfg.precision, _runner(src, cfg.threads), _runner(tmp, cfg.threads),
-                                 held_out(cfg), manifest, text,
-                                 Path(cfg.labels) if cfg.labels else None, cfg.ignore_label)
+        report = compare_variant(
+            cfg.precision,
+            _runner(src, cfg.threads),
+            _runner(tmp, cfg.threads),
+            held_out(cfg),
+            manifest,
+            text,
+            Path(cfg.labels) if cfg.labels else None,
+            cfg.ignore_label,
+        )
         rows = ()
         if cfg.precision == "int8" and cfg.sensitivity > 0:
             from calibration.sensitivity import sensitivity
-            log.info("per-layer sensitivity on %d calibration frame(s)", min(cfg.sensitivity, len(feeds)))
-            rows = tuple(sensitivity(onnx.load(str(src)), proto, feeds[:cfg.sensitivity]))
+
+            log.info(
+                "per-layer sensitivity on %d calibration frame(s)", min(cfg.sensitivity, len(feeds))
+            )
+            rows = tuple(sensitivity(onnx.load(str(src)), proto, feeds[: cfg.sensitivity]))
         variant = Variant(final.name, sha256_file(tmp), settings, dataclasses.asdict(report))
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -214,8 +260,9 @@ def _install(tmp: Path, final: Path, record) -> None:
         backup.unlink(missing_ok=True)
 
 
-def _record(folder: Path, manifest: Manifest, precision: str, variant: Variant,
-            report: AccuracyReport, rows) -> None:
+def _record(
+    folder: Path, manifest: Manifest, precision: str, variant: Variant, report: AccuracyReport, rows
+) -> None:
     """Manifest entry, then the report file (both atomic)."""
     dataclasses.replace(manifest, variants={**manifest.variants, precision: variant}).write(folder)
     path = folder / REPORT_FILE
@@ -224,33 +271,56 @@ def _record(folder: Path, manifest: Manifest, precision: str, variant: Variant,
     except (OSError, json.JSONDecodeError):
         log.warning("%s is unreadable: starting it afresh", path)
         old = {}
-    entry = {**dataclasses.asdict(report), "settings": variant.settings,
-             "sensitivity": [dataclasses.asdict(r) for r in rows[:30]]}
+    entry = {
+        **dataclasses.asdict(report),
+        "settings": variant.settings,
+        "sensitivity": [dataclasses.asdict(r) for r in rows[:30]],
+    }
     atomic_write_text(path, json.dumps({**old, precision: entry}, indent=2) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
-    p = ArgumentParser(prog="python -m calibration.calibrate", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="python -m calibration.calibrate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="deployable folder (export.build output)")
     p.add_argument("--precision", required=True, help="fp16 | int8")
     p.add_argument("--images", help="calibration frames: a folder of images or a video file")
     p.add_argument("--num", type=positive_int, default=256, help="calibration frames (INT8)")
     p.add_argument("--method", default="entropy", help="entropy | percentile | minmax (INT8)")
-    p.add_argument("--eval-images", help="held-out frames (default: --images after the first --num)")
-    p.add_argument("--eval-num", type=positive_int, default=32, help="held-out frames to compare on")
+    p.add_argument(
+        "--eval-images", help="held-out frames (default: --images after the first --num)"
+    )
+    p.add_argument(
+        "--eval-num", type=positive_int, default=32, help="held-out frames to compare on"
+    )
     p.add_argument("--labels", help="ground-truth label PNGs named like the held-out frames (mIoU)")
     p.add_argument("--ignore-label", type=int, help="raw label value to ignore (CamVid: 11)")
-    p.add_argument("--exclude", default="", help="node names kept float (from the sensitivity report)")
+    p.add_argument(
+        "--exclude", default="", help="node names kept float (from the sensitivity report)"
+    )
     p.add_argument("--exclude-op-types", default="", help="op types kept float, e.g. Gemm")
-    p.add_argument("--layout", default="outputs", choices=LAYOUTS,
-                   help="INT8 Q/DQ placement: outputs (also on GEMM outputs: fused integer kernels "
-                   "on onnxruntime CPU, default) | inputs (TensorRT's recommended placement)")
-    p.add_argument("--attention-int8", action="store_true",
-                   help="also quantise the attention-score MatMuls (default: kept float)")
+    p.add_argument(
+        "--layout",
+        default="outputs",
+        choices=LAYOUTS,
+        help="INT8 Q/DQ placement: outputs (also on GEMM outputs: fused integer kernels "
+        "on onnxruntime CPU, default) | inputs (TensorRT's recommended placement)",
+    )
+    p.add_argument(
+        "--attention-int8",
+        action="store_true",
+        help="also quantise the attention-score MatMuls (default: kept float)",
+    )
     p.add_argument("--no-per-channel", dest="per_channel", action="store_false")
-    p.add_argument("--sensitivity", type=nonneg_int, default=4,
-                   help="frames for the per-layer sensitivity report (INT8; 0 = skip)")
+    p.add_argument(
+        "--sensitivity",
+        type=nonneg_int,
+        default=4,
+        help="frames for the per-layer sensitivity report (INT8; 0 = skip)",
+    )
     p.add_argument("--cache-dir", help="where calibration tensors are cached (npz)")
     p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
     add_verbose_arg(p)
@@ -268,11 +338,19 @@ def main(argv: list[str] | None = None) -> int:
     print(to_table([result.report]), file=sys.stderr)
     if result.sensitivity:
         from calibration.sensitivity import to_table as sens_table
+
         print("\nmost sensitive quantised layers (lowest SQNR first):", file=sys.stderr)
         print(sens_table(list(result.sensitivity), top=15), file=sys.stderr)
-    print(json.dumps({"variant": str(result.path), "precision": result.report.precision,
-                      "label_agreement_pct": result.report.label_agreement,
-                      "seconds": round(result.seconds, 1)}))
+    print(
+        json.dumps(
+            {
+                "variant": str(result.path),
+                "precision": result.report.precision,
+                "label_agreement_pct": result.report.label_agreement,
+                "seconds": round(result.seconds, 1),
+            }
+        )
+    )
     return 0
 
 

@@ -15,10 +15,11 @@ import json
 import logging
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,8 +65,10 @@ class CalibBatch:
 def require_cv2():
     """Import OpenCV (video input) or raise an ImportError naming the extra."""
     if not CV2_AVAILABLE:
-        raise ImportError("reading videos needs OpenCV: pip install 'ovss-edge[calib]' "
-                          "(or opencv-python-headless)")
+        raise ImportError(
+            "reading videos needs OpenCV: pip install 'ovss-edge[calib]' "
+            "(or opencv-python-headless)"
+        )
     import cv2
 
     return cv2
@@ -84,13 +87,16 @@ def _check_source(source: str | Path) -> Path:
     if not (path.is_dir() or path.is_file()):
         raise CalibrationError(f"calibration source {str(path)!r} is neither a folder nor a file")
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        raise CalibrationError(f"calibration source {str(path)!r} is one image: pass a folder of "
-                               "images or a video file")
+        raise CalibrationError(
+            f"calibration source {str(path)!r} is one image: pass a folder of "
+            "images or a video file"
+        )
     return path
 
 
-def iter_frames(source: str | Path, limit: int | None = None, *,
-                skipped: list[str] | None = None) -> Iterator[Frame]:
+def iter_frames(
+    source: str | Path, limit: int | None = None, *, skipped: list[str] | None = None
+) -> Iterator[Frame]:
     """Stream the readable frames of a folder of images or of a video file.
 
     Args:
@@ -134,7 +140,8 @@ def _video_frames(path: Path) -> Iterator[Frame]:
     try:
         if not cap.isOpened():
             raise CalibrationError(
-                f"{str(path)!r} is not a folder and OpenCV cannot read it as a video")
+                f"{str(path)!r} is not a folder and OpenCV cannot read it as a video"
+            )
         index = 0
         while True:
             ok, bgr = cap.read()
@@ -169,13 +176,27 @@ def cache_key(source: str | Path, pre: PreprocessCfg, num: int, skip: int) -> st
     else:
         st = path.stat()
         files = [(st.st_size, st.st_mtime_ns)]
-    desc = {"version": CACHE_VERSION, "source": str(path), "files": files, "num": num, "skip": skip,
-            "input_size": list(pre.input_size), "mean": list(pre.mean), "std": list(pre.std)}
+    desc = {
+        "version": CACHE_VERSION,
+        "source": str(path),
+        "files": files,
+        "num": num,
+        "skip": skip,
+        "input_size": list(pre.input_size),
+        "mean": list(pre.mean),
+        "std": list(pre.std),
+    }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def calibration_batch(source: str | Path, pre: PreprocessCfg, num: int, *, skip: int = 0,
-                      cache_dir: str | Path | None = None) -> CalibBatch:
+def calibration_batch(
+    source: str | Path,
+    pre: PreprocessCfg,
+    num: int,
+    *,
+    skip: int = 0,
+    cache_dir: str | Path | None = None,
+) -> CalibBatch:
     """``num`` preprocessed frames of ``source``, after skipping its first ``skip`` readable ones.
 
     Args:
@@ -221,8 +242,9 @@ def _compute(path: Path, pre: PreprocessCfg, num: int, skip: int) -> CalibBatch:
     h, w = pre.input_size
     tensors = np.empty((num, 3, h, w), dtype=np.float32)
     names, skipped, found = [], [], 0
-    for i, frame in enumerate(_progress(iter_frames(path, skip + num, skipped=skipped), skip + num,
-                                        "calibration images")):
+    for i, frame in enumerate(
+        _progress(iter_frames(path, skip + num, skipped=skipped), skip + num, "calibration images")
+    ):
         found = i + 1
         if i >= skip:
             tensors[i - skip] = preprocess(frame.rgb, pre)
@@ -233,15 +255,23 @@ def _compute(path: Path, pre: PreprocessCfg, num: int, skip: int) -> CalibBatch:
     if found < skip + num:
         usable = max(0, found - skip)
         after = f" ({usable} after skipping the first {skip})" if skip else ""
-        raise CalibrationError(f"only {found} readable image(s) in {str(path)!r}{after}: "
-                               f"--num must be <= {usable}, got {num}")
-    log.info("calibration: %d frames of %s preprocessed to %s (%d unreadable skipped)",
-             num, path, tuple(tensors.shape), len(skipped))
+        raise CalibrationError(
+            f"only {found} readable image(s) in {str(path)!r}{after}: "
+            f"--num must be <= {usable}, got {num}"
+        )
+    log.info(
+        "calibration: %d frames of %s preprocessed to %s (%d unreadable skipped)",
+        num,
+        path,
+        tuple(tensors.shape),
+        len(skipped),
+    )
     return CalibBatch(tensors, tuple(names), tuple(skipped), cache_hit=False)
 
 
-def feeds(batch: CalibBatch, extra: dict[str, np.ndarray] | None = None,
-          input_name: str = io_names.IMAGE) -> Iterator[dict[str, np.ndarray]]:
+def feeds(
+    batch: CalibBatch, extra: dict[str, np.ndarray] | None = None, input_name: str = io_names.IMAGE
+) -> Iterator[dict[str, np.ndarray]]:
     """One ``{input_name: float32 [1,3,H,W], **extra}`` feed dict per frame (what quantisers
     consume).
 
@@ -251,14 +281,18 @@ def feeds(batch: CalibBatch, extra: dict[str, np.ndarray] | None = None,
             graphs).
     """
     for i in range(len(batch.names)):
-        yield {input_name: batch.tensors[i:i + 1], **(extra or {})}
+        yield {input_name: batch.tensors[i : i + 1], **(extra or {})}
 
 
 def _save_cache(path: Path, batch: CalibBatch) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, tensors=batch.tensors, names=np.asarray(batch.names, dtype=str),
-                                skipped=np.asarray(batch.skipped, dtype=str))
+            np.savez_compressed(
+                f,
+                tensors=batch.tensors,
+                names=np.asarray(batch.names, dtype=str),
+                skipped=np.asarray(batch.skipped, dtype=str),
+            )
 
     try:
         atomic_write(path, write)
@@ -278,8 +312,14 @@ def _load_cache(path: Path, pre: PreprocessCfg, num: int) -> CalibBatch | None:
         return None
     want = (num, 3) + tuple(pre.input_size)
     if tensors.dtype != np.float32 or tensors.shape != want or names.shape != (num,):
-        log.warning("ignoring calibration cache %s: holds %s %s, expected float32 %s: recomputing",
-                    path, tensors.dtype, tensors.shape, want)
+        log.warning(
+            "ignoring calibration cache %s: holds %s %s, expected float32 %s: recomputing",
+            path,
+            tensors.dtype,
+            tensors.shape,
+            want,
+        )
         return None
-    return CalibBatch(tensors, tuple(str(n) for n in names), tuple(str(s) for s in skipped),
-                      cache_hit=True)
+    return CalibBatch(
+        tensors, tuple(str(n) for n in names), tuple(str(s) for s in skipped), cache_hit=True
+    )

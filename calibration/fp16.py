@@ -38,8 +38,9 @@ from runtime.errors import CalibrationError, ModelFolderError
 
 log = logging.getLogger(__name__)
 
-FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16,
-                         TensorProto.DOUBLE})
+FLOAT_TYPES = frozenset(
+    {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+)
 REDUCED_TYPES = frozenset({TensorProto.FLOAT16, TensorProto.BFLOAT16})
 # Nodes whose float outputs may differ in type from their float inputs by definition.
 TYPE_CHANGING_OPS = frozenset({"Cast", "CastLike"})
@@ -53,8 +54,11 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     initializers, Constant outputs and inferred intermediate values (``onnx.TensorProto`` enums)."""
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     g = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input, *g.output)
-             if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*g.value_info, *g.input, *g.output)
+        if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type
+    }
     types.update({t.name: t.data_type for t in g.initializer})
     for node in g.node:
         if node.op_type == "Constant":
@@ -73,8 +77,9 @@ def node_float_types(node: onnx.NodeProto, types: dict[str, int]) -> tuple[set[i
     """(float input types, float output types) of one node; parameter inputs (Resize scales)
     left out."""
     skip = PARAMETER_INPUTS.get(node.op_type, ())
-    ins = {types[n] for i, n in enumerate(node.input)
-           if i not in skip and types.get(n) in FLOAT_TYPES}
+    ins = {
+        types[n] for i, n in enumerate(node.input) if i not in skip and types.get(n) in FLOAT_TYPES
+    }
     outs = {types[n] for n in node.output if types.get(n) in FLOAT_TYPES}
     return ins, outs
 
@@ -98,12 +103,14 @@ def type_problems(model: onnx.ModelProto, fp32_names: set[str] = frozenset()) ->
         if len(ins | outs) > 1:
             problems.append(f"{node.name} ({node.op_type}): mixed float types {_names(ins | outs)}")
         if node.name in fp32_names and (ins | outs) - {TensorProto.FLOAT}:
-            problems.append(f"{node.name} ({node.op_type}) must compute in float32, "
-                            f"has {_names(ins | outs)}")
+            problems.append(
+                f"{node.name} ({node.op_type}) must compute in float32, has {_names(ins | outs)}"
+            )
     for v in (*model.graph.input, *model.graph.output):
         if types.get(v.name) in REDUCED_TYPES:
-            problems.append(f"graph input/output {v.name!r} is {_names({types[v.name]})}, "
-                            "not float32")
+            problems.append(
+                f"graph input/output {v.name!r} is {_names({types[v.name]})}, not float32"
+            )
     return problems
 
 
@@ -137,8 +144,13 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         _require_fp16_kernels(model, set(keep))
         _split_shared_initializers(model, set(keep))
         log.info("FP16: keeping %d of %d nodes in FP32", len(keep), len(model.graph.node))
-        out = convert_float_to_float16(model, keep_io_types=True, op_block_list=[],
-                                       node_block_list=keep, force_fp16_initializers=False)
+        out = convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            op_block_list=[],
+            node_block_list=keep,
+            force_fp16_initializers=False,
+        )
         _drop_duplicate_nodes(out.graph)
         _topological_sort(out.graph)
         _drop_round_trips(out)
@@ -159,14 +171,22 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 def _require_fp32(model: onnx.ModelProto) -> None:
     g = model.graph
     reduced = [t.name for t in g.initializer if t.data_type in REDUCED_TYPES]
-    reduced += [v.name for v in (*g.input, *g.output, *g.value_info)
-                if v.type.tensor_type.elem_type in REDUCED_TYPES]
-    reduced += [n.name or n.output[0] for n in g.node if n.op_type == "Cast"
-                and any(a.name == "to" and a.i in REDUCED_TYPES for a in n.attribute)]
+    reduced += [
+        v.name
+        for v in (*g.input, *g.output, *g.value_info)
+        if v.type.tensor_type.elem_type in REDUCED_TYPES
+    ]
+    reduced += [
+        n.name or n.output[0]
+        for n in g.node
+        if n.op_type == "Cast" and any(a.name == "to" and a.i in REDUCED_TYPES for a in n.attribute)
+    ]
     if reduced:
-        raise CalibrationError(f"the graph is not FP32 (already converted?): {len(reduced)} "
-                               f"float16/bfloat16 tensors or casts, e.g. {reduced[:3]}; "
-                               "convert the FP32 model.onnx")
+        raise CalibrationError(
+            f"the graph is not FP32 (already converted?): {len(reduced)} "
+            f"float16/bfloat16 tensors or casts, e.g. {reduced[:3]}; "
+            "convert the FP32 model.onnx"
+        )
 
 
 def _require_fp16_kernels(model: onnx.ModelProto, keep: set[str]) -> None:
@@ -264,9 +284,12 @@ def _drop_round_trips(model: onnx.ModelProto) -> None:
     renames, dropped = {}, set()
     for index, node in enumerate(g.node):
         first = producer.get(node.input[0]) if node.op_type == "Cast" else None
-        if (_cast_to(node) != TensorProto.FLOAT or first is None
-                or _cast_to(first) != TensorProto.FLOAT16
-                or types.get(first.input[0]) != TensorProto.FLOAT):
+        if (
+            _cast_to(node) != TensorProto.FLOAT
+            or first is None
+            or _cast_to(first) != TensorProto.FLOAT16
+            or types.get(first.input[0]) != TensorProto.FLOAT
+        ):
             continue
         src, dst = first.input[0], node.output[0]
         if dst in outputs:
@@ -320,6 +343,7 @@ def _check(model: onnx.ModelProto, keep: set[str]) -> None:
         raise CalibrationError(f"the FP16 graph fails the ONNX checker: {e}") from e
     problems = type_problems(model, keep)
     if problems:
-        raise CalibrationError(f"the FP16 graph is not consistently typed "
-                               f"({len(problems)} problems): " + "; ".join(problems[:5]))
-
+        raise CalibrationError(
+            f"the FP16 graph is not consistently typed "
+            f"({len(problems)} problems): " + "; ".join(problems[:5])
+        )

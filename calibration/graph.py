@@ -64,8 +64,10 @@ def head_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     name_nodes(model)
     sources = text_sources(model.graph)
     if not sources:
-        raise ModelFolderError("the graph has no text_embeddings input and no text_classifier "
-                               "initializer: re-export the folder with this version of ovss-edge")
+        raise ModelFolderError(
+            "the graph has no text_embeddings input and no text_classifier "
+            "initializer: re-export the folder with this version of ovss-edge"
+        )
     return downstream(model.graph, sources)
 
 
@@ -89,8 +91,11 @@ def attention_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """MatMul nodes whose inputs are both activations (attention scores and their weighted sum)."""
     inits = {i.name for i in model.graph.initializer}
     consts = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    return [n for n in model.graph.node if n.op_type == "MatMul"
-            and not any(i in inits or i in consts for i in n.input)]
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul" and not any(i in inits or i in consts for i in n.input)
+    ]
 
 
 def fp32_nodes(model: onnx.ModelProto) -> list[str]:

@@ -42,8 +42,7 @@ from tqdm import tqdm
 
 from calibration import graph
 from calibration.graph import graph_maps
-from calibration.qdq_rules import (Q_OPS, WEIGHTED_OPS, check_qdq_rules, load_named,
-                                   quantized_nodes)
+from calibration.qdq_rules import Q_OPS, WEIGHTED_OPS, check_qdq_rules, load_named, quantized_nodes
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import atomic_write_bytes
 
@@ -60,8 +59,10 @@ def require_quantization():
     try:
         from onnxruntime import quantization
     except ImportError as e:
-        raise ImportError("INT8 needs onnxruntime's quantization tools: "
-                          "pip install 'ovss-edge[calib,ort]' (or [calib,ort-gpu])") from e
+        raise ImportError(
+            "INT8 needs onnxruntime's quantization tools: "
+            "pip install 'ovss-edge[calib,ort]' (or [calib,ort-gpu])"
+        ) from e
     return quantization
 
 
@@ -98,15 +99,17 @@ class Int8Cfg:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise CalibrationError(f"unknown INT8 calibration method {self.method!r}; "
-                                   f"choose one of {sorted(METHODS)}")
+            raise CalibrationError(
+                f"unknown INT8 calibration method {self.method!r}; choose one of {sorted(METHODS)}"
+            )
         if not 0.0 < float(self.percentile) <= 100.0:
             raise CalibrationError(f"percentile must be in (0, 100], got {self.percentile}")
         for name in ("op_types", "exclude_nodes", "exclude_op_types"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
-                raise CalibrationError(f"{name} must be a sequence of non-empty names, "
-                                       f"got {value!r}")
+                raise CalibrationError(
+                    f"{name} must be a sequence of non-empty names, got {value!r}"
+                )
             object.__setattr__(self, name, tuple(value))
         if not self.op_types:
             raise CalibrationError("op_types is empty: nothing would be quantized")
@@ -159,8 +162,9 @@ class FeedReader:
             yield feed
 
 
-def quantize_int8(fp32: onnx.ModelProto | str | Path, feeds: list[dict[str, np.ndarray]],
-                  cfg: Int8Cfg = Int8Cfg()) -> Int8Result:
+def quantize_int8(
+    fp32: onnx.ModelProto | str | Path, feeds: list[dict[str, np.ndarray]], cfg: Int8Cfg = Int8Cfg()
+) -> Int8Result:
     """Calibrate on ``feeds`` and return the explicit Q/DQ INT8 graph (see module docstring).
 
     Args:
@@ -184,8 +188,11 @@ def quantize_int8(fp32: onnx.ModelProto | str | Path, feeds: list[dict[str, np.n
         prep_path = preprocess(model, tmp)
         prepared = onnx.load(str(prep_path))
         excluded = exclusions(model, prepared, cfg)
-        log.info("INT8: %d nodes kept float (%s)", sum(map(len, excluded.values())),
-                 ", ".join(f"{k} {len(v)}" for k, v in excluded.items() if v))
+        log.info(
+            "INT8: %d nodes kept float (%s)",
+            sum(map(len, excluded.values())),
+            ", ".join(f"{k} {len(v)}" for k, v in excluded.items() if v),
+        )
         needed = tensors_to_calibrate(prepared, cfg, excluded)
         ranges = _calibrate(q, prep_path, feeds, cfg, needed, tmp)
         log.info("writing the Q/DQ graph")
@@ -198,20 +205,26 @@ def quantize_int8(fp32: onnx.ModelProto | str | Path, feeds: list[dict[str, np.n
     drop_unused_domains(out)
     quantized = quantized_nodes(out, cfg.op_types)
     if not quantized:
-        raise CalibrationError(f"no node was quantized (op_types={cfg.op_types}, "
-                               f"{sum(map(len, excluded.values()))} nodes excluded)")
+        raise CalibrationError(
+            f"no node was quantized (op_types={cfg.op_types}, "
+            f"{sum(map(len, excluded.values()))} nodes excluded)"
+        )
     problems = check_qdq_rules(out, keep_attention=cfg.keep_attention, per_channel=cfg.per_channel)
     if problems:
-        raise CalibrationError("the Q/DQ graph breaks the TensorRT placement rules:\n  "
-                               + "\n  ".join(problems))
+        raise CalibrationError(
+            "the Q/DQ graph breaks the TensorRT placement rules:\n  " + "\n  ".join(problems)
+        )
     return Int8Result(out, tuple(quantized), excluded, time.perf_counter() - start)
 
 
 def graph_inputs(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     """Non-initializer graph inputs -> static shape (None for symbolic dims)."""
     inits = {i.name for i in model.graph.initializer}
-    return {i.name: tuple(d.dim_value or None for d in i.type.tensor_type.shape.dim)
-            for i in model.graph.input if i.name not in inits}
+    return {
+        i.name: tuple(d.dim_value or None for d in i.type.tensor_type.shape.dim)
+        for i in model.graph.input
+        if i.name not in inits
+    }
 
 
 def check_feeds(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> None:
@@ -229,8 +242,9 @@ def check_feeds(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> N
             if not isinstance(x, np.ndarray) or x.dtype != np.float32:
                 raise CalibrationError(f"feed {i}[{name!r}] must be a float32 ndarray")
             if len(x.shape) != len(want) or any(w and w != s for w, s in zip(want, x.shape)):
-                raise CalibrationError(f"feed {i}[{name!r}] has shape {x.shape}, "
-                                       f"graph wants {want}")
+                raise CalibrationError(
+                    f"feed {i}[{name!r}] has shape {x.shape}, graph wants {want}"
+                )
             if not np.isfinite(x).all():
                 raise CalibrationError(f"feed {i}[{name!r}] holds NaN or inf")
 
@@ -265,8 +279,9 @@ def _rule(fn, *models: onnx.ModelProto) -> set[str]:
     return names
 
 
-def exclusions(original: onnx.ModelProto, prepared: onnx.ModelProto,
-               cfg: Int8Cfg) -> dict[str, tuple[str, ...]]:
+def exclusions(
+    original: onnx.ModelProto, prepared: onnx.ModelProto, cfg: Int8Cfg
+) -> dict[str, tuple[str, ...]]:
     """Reason -> names (in graph order) of the ``prepared`` nodes kept float.
 
     Rules run on both graphs, because ORT's pre-processing renames a few nodes (transpose
@@ -279,8 +294,9 @@ def exclusions(original: onnx.ModelProto, prepared: onnx.ModelProto,
     before = {n.name: n.op_type for n in original.graph.node}
     for name in cfg.exclude_nodes:
         if name not in present and (name not in before or before[name] in cfg.op_types):
-            raise CalibrationError(f"exclude_nodes names {name!r}, which is not a node of the "
-                                   "(pre-processed) graph")
+            raise CalibrationError(
+                f"exclude_nodes names {name!r}, which is not a node of the (pre-processed) graph"
+            )
     both = (original, prepared)
     picks = {
         "head": _rule(graph.head_nodes, *both),
@@ -325,9 +341,13 @@ def _calibrate(q, prep_path: Path, feeds, cfg: Int8Cfg, needed: set[str], tmp: P
         extra.update(num_bins=HIST_BINS, percentile=float(cfg.percentile))
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
-            calibrator = q.create_calibrator(prep_path, list(cfg.op_types),
-                                             augmented_model_path=str(tmp / "augmented.onnx"),
-                                             calibrate_method=method, extra_options=extra)
+            calibrator = q.create_calibrator(
+                prep_path,
+                list(cfg.op_types),
+                augmented_model_path=str(tmp / "augmented.onnx"),
+                calibrate_method=method,
+                extra_options=extra,
+            )
             for feed in tqdm(feeds, desc="INT8 calibration", unit="img"):
                 calibrator.collect_data(FeedReader([feed]))
             histograms = getattr(getattr(calibrator, "collector", None), "histogram_dict", None)
@@ -342,8 +362,9 @@ def _calibrate(q, prep_path: Path, feeds, cfg: Int8Cfg, needed: set[str], tmp: P
     return path
 
 
-def _quantize(q, prep_path: Path, ranges: Path, excluded: dict, cfg: Int8Cfg,
-              tmp: Path) -> onnx.ModelProto:
+def _quantize(
+    q, prep_path: Path, ranges: Path, excluded: dict, cfg: Int8Cfg, tmp: Path
+) -> onnx.ModelProto:
     """``quantize_static`` with the TensorRT placement options, ranges from the cache."""
     out = tmp / "int8.onnx"
     extra = {
@@ -356,17 +377,27 @@ def _quantize(q, prep_path: Path, ranges: Path, excluded: dict, cfg: Int8Cfg,
     }
     method = getattr(q.CalibrationMethod, METHODS[cfg.method])
     if "calibration_cache_path" not in inspect.signature(q.quantize_static).parameters:
-        raise CalibrationError("this onnxruntime's quantize_static takes no calibration cache: "
-                               "upgrade onnxruntime (1.31 works)")
+        raise CalibrationError(
+            "this onnxruntime's quantize_static takes no calibration cache: "
+            "upgrade onnxruntime (1.31 works)"
+        )
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            q.quantize_static(str(prep_path), str(out), None, quant_format=q.QuantFormat.QDQ,
-                              op_types_to_quantize=list(cfg.op_types),
-                              per_channel=cfg.per_channel, reduce_range=False,
-                              activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                              nodes_to_exclude=sorted({n for v in excluded.values() for n in v}),
-                              calibrate_method=method, extra_options=extra,
-                              calibration_cache_path=str(ranges))
+            q.quantize_static(
+                str(prep_path),
+                str(out),
+                None,
+                quant_format=q.QuantFormat.QDQ,
+                op_types_to_quantize=list(cfg.op_types),
+                per_channel=cfg.per_channel,
+                reduce_range=False,
+                activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8,
+                nodes_to_exclude=sorted({n for v in excluded.values() for n in v}),
+                calibrate_method=method,
+                extra_options=extra,
+                calibration_cache_path=str(ranges),
+            )
     except Exception as e:
         raise CalibrationError(f"onnxruntime quantize_static failed: {e}") from e
     return onnx.load(str(out))
@@ -401,8 +432,9 @@ def drop_unused_domains(model: onnx.ModelProto) -> None:
     """Remove opset imports no node uses (ORT's optimiser adds a dozen; TensorRT knows only the
     default domain), in place."""
     used = {n.domain or "" for n in model.graph.node}
-    keep = [o for o in model.opset_import
-            if (o.domain or "") in used or o.domain in ("", "ai.onnx")]
+    keep = [
+        o for o in model.opset_import if (o.domain or "") in used or o.domain in ("", "ai.onnx")
+    ]
     del model.opset_import[:]
     model.opset_import.extend(keep)
 
@@ -412,8 +444,11 @@ def _drop_dead_nodes(model: onnx.ModelProto) -> None:
     while True:
         _, consumers = graph_maps(model)
         outputs = {o.name for o in model.graph.output}
-        dead = [n for n in model.graph.node if n.op_type in Q_OPS
-                and not any(consumers.get(o) or o in outputs for o in n.output)]
+        dead = [
+            n
+            for n in model.graph.node
+            if n.op_type in Q_OPS and not any(consumers.get(o) or o in outputs for o in n.output)
+        ]
         if not dead:
             return
         for node in dead:

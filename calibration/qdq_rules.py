@@ -58,8 +58,9 @@ class GraphIndex:
         return any(self.op(i) == "DequantizeLinear" for i in node.input)
 
     def feeds_q(self, node: onnx.NodeProto) -> bool:
-        return any(c.op_type == "QuantizeLinear"
-                   for o in node.output for c in self.consumers.get(o, ()))
+        return any(
+            c.op_type == "QuantizeLinear" for o in node.output for c in self.consumers.get(o, ())
+        )
 
     def op(self, name: str) -> str | None:
         node = self.producer.get(name)
@@ -68,9 +69,9 @@ class GraphIndex:
     def is_weight(self, name: str) -> bool:
         """A constant, or the DQ of a constant."""
         node = self.producer.get(name)
-        return self.is_const(name) or (node is not None and node.op_type == "DequantizeLinear"
-                                       and self.is_const(node.input[0]))
-
+        return self.is_const(name) or (
+            node is not None and node.op_type == "DequantizeLinear" and self.is_const(node.input[0])
+        )
 
 
 def quantized_nodes(model: onnx.ModelProto, op_types=WEIGHTED_OPS) -> list[str]:
@@ -93,8 +94,9 @@ def _check_qdq_node(index: GraphIndex, node: onnx.NodeProto) -> list[str]:
     if zp.dtype != np.int8:
         found.append(f"{where}: zero point dtype {zp.dtype}, expected int8 (signed, symmetric)")
     if np.any(zp != 0):
-        found.append(f"{where}: non-zero zero point {zp.ravel()[:4].tolist()} "
-                     "(TensorRT is symmetric)")
+        found.append(
+            f"{where}: non-zero zero point {zp.ravel()[:4].tolist()} (TensorRT is symmetric)"
+        )
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         found.append(f"{where}: scale must be finite and > 0")
     return found
@@ -131,13 +133,16 @@ def _check_weight_dq(index: GraphIndex, dq: onnx.NodeProto, per_channel: bool) -
         if scale is None or scale.size == 1:
             found.append(f"{where}: per-tensor scale, expected per-channel along axis {want}")
         elif scale.shape != (weight.shape[want],) or axis != want:
-            found.append(f"{where}: scale {scale.shape} on axis {axis}, expected "
-                         f"({weight.shape[want]},) on axis {want}")
+            found.append(
+                f"{where}: scale {scale.shape} on axis {axis}, expected "
+                f"({weight.shape[want]},) on axis {want}"
+            )
     return found
 
 
-def check_qdq_rules(model: onnx.ModelProto, *, keep_attention: bool = True,
-                    per_channel: bool = True) -> list[str]:
+def check_qdq_rules(
+    model: onnx.ModelProto, *, keep_attention: bool = True, per_channel: bool = True
+) -> list[str]:
     """TensorRT explicit-quantization rules this package promises; [] when all hold.
 
     Checks: every Q/DQ has an int8 zero point equal to 0 and a positive scale; weight DQs (int8
@@ -166,10 +171,16 @@ def check_qdq_rules(model: onnx.ModelProto, *, keep_attention: bool = True,
         where = f"{node.name} ({node.op_type})"
         if (node.name in head or node.op_type in graph.FP32_OP_TYPES) and index.reads_dq(node):
             found.append(f"{where}: must stay float but reads a DequantizeLinear output")
-        if (node.name in head or (node.op_type == "Softmax" and keep_attention)) \
-                and index.feeds_q(node):
+        if (node.name in head or (node.op_type == "Softmax" and keep_attention)) and index.feeds_q(
+            node
+        ):
             found.append(f"{where}: must stay float but its output feeds a QuantizeLinear")
-        if keep_attention and node.op_type == "MatMul" and node.name not in head \
-                and not any(index.is_weight(i) for i in node.input) and index.reads_dq(node):
+        if (
+            keep_attention
+            and node.op_type == "MatMul"
+            and node.name not in head
+            and not any(index.is_weight(i) for i in node.input)
+            and index.reads_dq(node)
+        ):
             found.append(f"{where}: attention MatMul (two activations) is quantized")
     return found

@@ -48,13 +48,17 @@ class AccuracyReport:
 
     def row(self) -> str:
         f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-        return (f"| {self.precision} | {self.images} | {self.label_agreement:.2f} | "
-                f"{self.decided_agreement:.2f} | {self.mean_abs_logit_error:.4g} | "
-                f"{self.max_abs_logit_error:.4g} | {f(self.miou_fp32)} | {f(self.miou_variant)} |")
+        return (
+            f"| {self.precision} | {self.images} | {self.label_agreement:.2f} | "
+            f"{self.decided_agreement:.2f} | {self.mean_abs_logit_error:.4g} | "
+            f"{self.max_abs_logit_error:.4g} | {f(self.miou_fp32)} | {f(self.miou_variant)} |"
+        )
 
 
-HEADER = ("| precision | images | label agreement % | decided agreement % | mean abs logit err | "
-          "max abs logit err | mIoU FP32 | mIoU variant |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = (
+    "| precision | images | label agreement % | decided agreement % | mean abs logit err | "
+    "max abs logit err | mIoU FP32 | mIoU variant |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+)
 
 
 def to_table(reports: Iterable[AccuracyReport]) -> str:
@@ -78,7 +82,9 @@ class _Confusion:
         return float(100 * np.mean(tp[present] / np.maximum(union[present], 1)))
 
 
-def load_gt(labels: Path, name: str, num_classes: int, ignore_label: int | None) -> np.ndarray | None:
+def load_gt(
+    labels: Path, name: str, num_classes: int, ignore_label: int | None
+) -> np.ndarray | None:
     """The label map for frame ``name`` (same stem, .png) as uint8 class ids, 255 = ignore; None
     when there is none."""
     path = labels / (Path(name.split("#")[0]).stem + ".png")
@@ -95,14 +101,24 @@ def load_gt(labels: Path, name: str, num_classes: int, ignore_label: int | None)
         gt[gt == ignore_label] = IGNORE
     bad = (gt >= num_classes) & (gt != IGNORE)
     if bad.any():
-        raise CalibrationError(f"{path} holds label values {sorted(np.unique(gt[bad]).tolist())[:5]} "
-                               f"outside the model's {num_classes} classes (use --ignore-label)")
+        raise CalibrationError(
+            f"{path} holds label values {sorted(np.unique(gt[bad]).tolist())[:5]} "
+            f"outside the model's {num_classes} classes (use --ignore-label)"
+        )
     return gt.astype(np.uint8)
 
 
-def compare_variant(precision: str, fp32, variant, frames, manifest: Manifest,
-                    extra_feeds: dict[str, np.ndarray] | None = None, labels: Path | None = None,
-                    ignore_label: int | None = None, margin: float = 1e-3) -> AccuracyReport:
+def compare_variant(
+    precision: str,
+    fp32,
+    variant,
+    frames,
+    manifest: Manifest,
+    extra_feeds: dict[str, np.ndarray] | None = None,
+    labels: Path | None = None,
+    ignore_label: int | None = None,
+    margin: float = 1e-3,
+) -> AccuracyReport:
     """Run ``fp32`` and ``variant`` (callables: feeds -> LOGITS [1,C,h,w]) on ``frames``
     (iterable of (name, rgb uint8 HxWx3)) and summarise the differences."""
     pre, n_cls = manifest.preprocess, len(manifest.classes)
@@ -111,12 +127,21 @@ def compare_variant(precision: str, fp32, variant, frames, manifest: Manifest,
     abs_sum = cells = 0.0
     max_err, lo, hi, labelled = 0.0, np.inf, -np.inf, 0
     for name, rgb in tqdm(frames, desc=f"{precision} vs fp32", unit="img"):
-        feeds = {io_names.IMAGE: normalize(resize_rgb(rgb, pre.input_size), pre), **(extra_feeds or {})}
+        feeds = {
+            io_names.IMAGE: normalize(resize_rgb(rgb, pre.input_size), pre),
+            **(extra_feeds or {}),
+        }
         ref, got = fp32(feeds)[0].astype(np.float64), variant(feeds)[0].astype(np.float64)
         err = np.abs(got - ref)
-        abs_sum, cells, max_err = abs_sum + err.sum(), cells + err.size, max(max_err, float(err.max()))
+        abs_sum, cells, max_err = (
+            abs_sum + err.sum(),
+            cells + err.size,
+            max(max_err, float(err.max())),
+        )
         lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
-        top2 = np.sort(ref, axis=0)[-2:] if ref.shape[0] > 1 else np.stack([ref[0] - np.inf, ref[0]])
+        top2 = (
+            np.sort(ref, axis=0)[-2:] if ref.shape[0] > 1 else np.stack([ref[0] - np.inf, ref[0]])
+        )
         sure = (top2[1] - top2[0]) > margin
         same = ref.argmax(0) == got.argmax(0)
         n, agree = n + 1, agree + int(same.sum())
@@ -124,7 +149,9 @@ def compare_variant(precision: str, fp32, variant, frames, manifest: Manifest,
         gt = load_gt(labels, name, n_cls, ignore_label) if labels is not None else None
         if gt is not None:
             if gt.shape != rgb.shape[:2]:
-                raise CalibrationError(f"the label map of {name} is {gt.shape}, its frame {rgb.shape[:2]}")
+                raise CalibrationError(
+                    f"the label map of {name} is {gt.shape}, its frame {rgb.shape[:2]}"
+                )
             labelled += 1
             conf32.add(upsample_argmax(ref.astype(np.float32), gt.shape), gt)
             conf_v.add(upsample_argmax(got.astype(np.float32), gt.shape), gt)
@@ -132,6 +159,15 @@ def compare_variant(precision: str, fp32, variant, frames, manifest: Manifest,
         raise CalibrationError("no held-out frames to compare on")
     total = cells / max(n_cls, 1)
     return AccuracyReport(
-        precision, n, 100 * agree / total, 100 * agree_decided / max(decided, 1),
-        100 * decided / total, abs_sum / cells, max_err, hi - lo,
-        conf32.miou() if labelled else None, conf_v.miou() if labelled else None, labelled)
+        precision,
+        n,
+        100 * agree / total,
+        100 * agree_decided / max(decided, 1),
+        100 * decided / total,
+        abs_sum / cells,
+        max_err,
+        hi - lo,
+        conf32.miou() if labelled else None,
+        conf_v.miou() if labelled else None,
+        labelled,
+    )

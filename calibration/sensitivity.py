@@ -26,8 +26,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from calibration.int8 import Q_OPS, WEIGHTED_OPS, FeedReader, check_feeds, load_named, \
-    preprocess, require_quantization
+from calibration.int8 import (
+    Q_OPS,
+    WEIGHTED_OPS,
+    FeedReader,
+    check_feeds,
+    load_named,
+    preprocess,
+    require_quantization,
+)
 from runtime.errors import CalibrationError
 
 SAVED_SUFFIX = "_ReshapedSavedOutput"  # qdq_loss_debug's name for a saved tensor
@@ -70,8 +77,11 @@ def _qdq_inputs(model: onnx.ModelProto, op_types) -> dict[str, list[tuple[str, s
 def _keep_outputs(path: Path, wanted: set[str]) -> None:
     """Keep only the saved outputs (and their Reshape nodes) of ``wanted`` tensors, in place."""
     model = onnx.load(str(path))
-    drop = {o.name for o in model.graph.output
-            if o.name.endswith(SAVED_SUFFIX) and o.name[: -len(SAVED_SUFFIX)] not in wanted}
+    drop = {
+        o.name
+        for o in model.graph.output
+        if o.name.endswith(SAVED_SUFFIX) and o.name[: -len(SAVED_SUFFIX)] not in wanted
+    }
     kept = [o for o in model.graph.output if o.name not in drop]
     del model.graph.output[:]
     model.graph.output.extend(kept)
@@ -83,15 +93,20 @@ def _keep_outputs(path: Path, wanted: set[str]) -> None:
 
 def _activations(debug, model_path: Path, aug_path: Path, op_types, wanted: set[str], feeds):
     """``{tensor: [array per feed]}`` for the ``wanted`` inputs/outputs of ``op_types`` nodes."""
-    debug.modify_model_output_intermediate_tensors(str(model_path), str(aug_path),
-                                                   op_types_for_saving=op_types)
+    debug.modify_model_output_intermediate_tensors(
+        str(model_path), str(aug_path), op_types_for_saving=op_types
+    )
     _keep_outputs(aug_path, wanted)
     return debug.collect_activations(str(aug_path), FeedReader(feeds))
 
 
-def sensitivity(fp32_model: onnx.ModelProto | str | Path, int8_model: onnx.ModelProto | str | Path,
-                feeds: list[dict[str, np.ndarray]], max_feeds: int = 2,
-                op_types=WEIGHTED_OPS) -> list[LayerSensitivity]:
+def sensitivity(
+    fp32_model: onnx.ModelProto | str | Path,
+    int8_model: onnx.ModelProto | str | Path,
+    feeds: list[dict[str, np.ndarray]],
+    max_feeds: int = 2,
+    op_types=WEIGHTED_OPS,
+) -> list[LayerSensitivity]:
     """Quantization error per quantized node of ``int8_model``, worst (lowest ``sqnr_db``) first.
 
     Args:
@@ -108,26 +123,32 @@ def sensitivity(fp32_model: onnx.ModelProto | str | Path, int8_model: onnx.Model
 
     int8 = load_named(int8_model)
     check_feeds(int8, feeds)
-    feeds = list(feeds)[:max(1, max_feeds)]
+    feeds = list(feeds)[: max(1, max_feeds)]
     inputs = _qdq_inputs(int8, op_types)
     if not inputs:
         raise CalibrationError("int8_model has no quantized node (no DequantizeLinear input)")
     wanted = {t for pairs in inputs.values() for t, _ in pairs if t}
     quantize_outputs = {n.output[0] for n in int8.graph.node if n.op_type == "QuantizeLinear"}
-    post = {n.output[0] for n in int8.graph.node
-            if n.op_type == "DequantizeLinear" and n.input[0] in quantize_outputs}
+    post = {
+        n.output[0]
+        for n in int8.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in quantize_outputs
+    }
     op_types = sorted({n.op_type for n in int8.graph.node if n.name in inputs})
     with tempfile.TemporaryDirectory(prefix="ovss_sens_") as tmp:
         tmp = Path(tmp)
         float_path = preprocess(load_named(fp32_model), tmp)
         int8_path = tmp / "int8.onnx"
         onnx.save(int8, str(int8_path))
-        qdq_acts = _activations(debug, int8_path, tmp / "int8_aug.onnx", list(Q_OPS),
-                                wanted | post, feeds)
-        float_acts = _activations(debug, float_path, tmp / "float_aug.onnx", op_types, wanted,
-                                  feeds)
-        weights = debug.compute_weight_error(debug.create_weight_matching(str(float_path),
-                                                                          str(int8_path)))
+        qdq_acts = _activations(
+            debug, int8_path, tmp / "int8_aug.onnx", list(Q_OPS), wanted | post, feeds
+        )
+        float_acts = _activations(
+            debug, float_path, tmp / "float_aug.onnx", op_types, wanted, feeds
+        )
+        weights = debug.compute_weight_error(
+            debug.create_weight_matching(str(float_path), str(int8_path))
+        )
     matched = debug.create_activation_matching(qdq_acts, float_acts)
     for match in matched.values():
         match.setdefault("float", [])  # compute_activation_error indexes it unconditionally
@@ -138,20 +159,31 @@ def sensitivity(fp32_model: onnx.ModelProto | str | Path, int8_model: onnx.Model
 
 def _row(model: onnx.ModelProto, name: str, pairs, errors: dict, weights: dict) -> LayerSensitivity:
     op_type = next(n.op_type for n in model.graph.node if n.name == name)
-    acts = [(errors[t]["qdq_err"], errors[t].get("xmodel_err", math.nan), t)
-            for t, _ in pairs if t and t in errors]
+    acts = [
+        (errors[t]["qdq_err"], errors[t].get("xmodel_err", math.nan), t)
+        for t, _ in pairs
+        if t and t in errors
+    ]
     sqnr, xmodel, tensor = min(acts) if acts else (math.nan, math.nan, "")
-    w = [weights[w[: -len(WEIGHT_SUFFIX)]] for _, w in pairs
-         if w and w.endswith(WEIGHT_SUFFIX) and w[: -len(WEIGHT_SUFFIX)] in weights]
-    return LayerSensitivity(name, op_type, tensor, float(sqnr), float(xmodel),
-                            float(min(w)) if w else math.nan)
+    w = [
+        weights[w[: -len(WEIGHT_SUFFIX)]]
+        for _, w in pairs
+        if w and w.endswith(WEIGHT_SUFFIX) and w[: -len(WEIGHT_SUFFIX)] in weights
+    ]
+    return LayerSensitivity(
+        name, op_type, tensor, float(sqnr), float(xmodel), float(min(w)) if w else math.nan
+    )
 
 
 def to_table(rows: list[LayerSensitivity], top: int = 15) -> str:
     """The ``top`` rows as a markdown table."""
-    lines = ["| # | node | op | tensor | SQNR dB | x-model dB | weight dB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| # | node | op | tensor | SQNR dB | x-model dB | weight dB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(rows[:top], 1):
-        lines.append(f"| {i} | {r.node} | {r.op_type} | {r.tensor} | {r.sqnr_db:.1f} | "
-                     f"{r.xmodel_db:.1f} | {r.weight_sqnr_db:.1f} |")
+        lines.append(
+            f"| {i} | {r.node} | {r.op_type} | {r.tensor} | {r.sqnr_db:.1f} | "
+            f"{r.xmodel_db:.1f} | {r.weight_sqnr_db:.1f} |"
+        )
     return "\n".join(lines)

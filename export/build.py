@@ -54,8 +54,10 @@ def method_flags() -> dict[str, dict]:
         hints = typing.get_type_hints(spec.config)
         for f in spec.fields():
             kind = _argparse_kind(hints[f.name])
-            known = flags.setdefault(f.name, {**kind, "help": f.metadata.get("help", ""),
-                                              "choices": f.metadata.get("choices")})
+            known = flags.setdefault(
+                f.name,
+                {**kind, "help": f.metadata.get("help", ""), "choices": f.metadata.get("choices")},
+            )
             if {k: known.get(k) for k in kind} != kind:
                 raise TypeError(f"option {f.name!r} has different types in different methods")
             defaults.setdefault(f.name, []).append(f"{name} {_shown(f.default)}")
@@ -71,45 +73,76 @@ def _shown(value) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m export.build", description=__doc__.splitlines()[0],
-                       epilog="methods: " + "; ".join(f"{n}: {METHODS[n].summary}"
-                                                      for n in sorted(METHODS)))
+    p = ArgumentParser(
+        prog="python -m export.build",
+        description=__doc__.splitlines()[0],
+        epilog="methods: " + "; ".join(f"{n}: {METHODS[n].summary}" for n in sorted(METHODS)),
+    )
     p.add_argument("--method", required=True, choices=sorted(METHODS))
-    p.add_argument("--backbone", required=True, help="open_clip name: ViT-B-16, RN50, ovss-tiny-vit, ...")
-    p.add_argument("--pretrained", default="none", help="none | open_clip tag (openai) | checkpoint path")
-    p.add_argument("--fallback-random", action="store_true",
-                   help="use random weights (with a loud warning) if the weights cannot be obtained")
+    p.add_argument(
+        "--backbone", required=True, help="open_clip name: ViT-B-16, RN50, ovss-tiny-vit, ..."
+    )
+    p.add_argument(
+        "--pretrained", default="none", help="none | open_clip tag (openai) | checkpoint path"
+    )
+    p.add_argument(
+        "--fallback-random",
+        action="store_true",
+        help="use random weights (with a loud warning) if the weights cannot be obtained",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--classes", required=True, help="voc|context|coco_stuff|ade20k|cityscapes|camvid, "
-                   "a text file (one class per line), or 'a,b,c'")
+    p.add_argument(
+        "--classes",
+        required=True,
+        help="voc|context|coco_stuff|ade20k|cityscapes|camvid, "
+        "a text file (one class per line), or 'a,b,c'",
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--vocab-mode", default="fixed", choices=("fixed", "input"))
-    p.add_argument("--text-encoder", action="store_true",
-                   help="also export CLIP's text tower + BPE vocabulary (text_encoder.onnx) so the "
-                   "device can set new class names without torch; needs --vocab-mode input")
+    p.add_argument(
+        "--text-encoder",
+        action="store_true",
+        help="also export CLIP's text tower + BPE vocabulary (text_encoder.onnx) so the "
+        "device can set new class names without torch; needs --vocab-mode input",
+    )
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-simplify", dest="simplify", action="store_false")
     p.add_argument("--atol", type=float, default=1e-4, help="parity gate on max |logit diff|")
     p.add_argument("--cache-dir", help="text-classifier cache folder")
-    p.add_argument("--checkpoint", help="ZegCLIP / CLIP-RC: our training checkpoint or an official "
-                   ".pth; MaskCLIP+: our checkpoint (without it the head / student is random)")
-    p.add_argument("--seen", help="ZegCLIP / CLIP-RC: training-seen class names (comma-separated) "
-                   "for the seen-class bias; default: from our checkpoint")
-    p.add_argument("--text-embeddings", help="ZegCLIP / CLIP-RC / MaskCLIP+: .npy [C,D] "
-                   "classifier used as it is")
-    g = p.add_argument_group("method options (generated from each method's config; "
-                             "[method default] in brackets)")
+    p.add_argument(
+        "--checkpoint",
+        help="ZegCLIP / CLIP-RC: our training checkpoint or an official "
+        ".pth; MaskCLIP+: our checkpoint (without it the head / student is random)",
+    )
+    p.add_argument(
+        "--seen",
+        help="ZegCLIP / CLIP-RC: training-seen class names (comma-separated) "
+        "for the seen-class bias; default: from our checkpoint",
+    )
+    p.add_argument(
+        "--text-embeddings",
+        help="ZegCLIP / CLIP-RC / MaskCLIP+: .npy [C,D] classifier used as it is",
+    )
+    g = p.add_argument_group(
+        "method options (generated from each method's config; [method default] in brackets)"
+    )
     for name, kw in method_flags().items():
-        g.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS,
-                       **{k: v for k, v in kw.items() if v is not None})
+        g.add_argument(
+            _flag(name),
+            dest=name,
+            default=argparse.SUPPRESS,
+            **{k: v for k, v in kw.items() if v is not None},
+        )
     add_verbose_arg(p)
     args = p.parse_args(argv)
     spec = get_method(args.method)
     own = {f.name for f in spec.fields()}
     foreign = sorted(_flag(n) for n in vars(args) if n in method_flags() and n not in own)
     if foreign:
-        p.error(f"{', '.join(foreign)} do(es) not apply to --method {args.method} (its options: "
-                f"{', '.join(_flag(n) for n in sorted(own))})")
+        p.error(
+            f"{', '.join(foreign)} do(es) not apply to --method {args.method} (its options: "
+            f"{', '.join(_flag(n) for n in sorted(own))})"
+        )
     return args
 
 
@@ -129,18 +162,28 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = get_method(args.method)
     general = {f.name for f in dataclasses.fields(ExportCfg)} - {"options"}
-    cfg = ExportCfg(**{k: v for k, v in vars(args).items() if k in general},
-                    options=_options(args, spec))
+    cfg = ExportCfg(
+        **{k: v for k, v in vars(args).items() if k in general}, options=_options(args, spec)
+    )
     result = build(cfg)
     m = result.manifest
-    print(json.dumps({
-        "output": str(result.output), "method": m.method, "backbone": m.backbone,
-        "weights": m.weights.source, "weights_random": m.weights.random, "classes": len(m.classes),
-        "parity": m.parity, "simplified": result.export.simplified,
-        "text_encoder": m.text_encoder is not None,
-        "nodes": [result.export.nodes_traced, result.export.nodes_final],
-        "seconds": round(result.seconds, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "output": str(result.output),
+                "method": m.method,
+                "backbone": m.backbone,
+                "weights": m.weights.source,
+                "weights_random": m.weights.random,
+                "classes": len(m.classes),
+                "parity": m.parity,
+                "simplified": result.export.simplified,
+                "text_encoder": m.text_encoder is not None,
+                "nodes": [result.export.nodes_traced, result.export.nodes_final],
+                "seconds": round(result.seconds, 1),
+            }
+        )
+    )
     return 0
 
 

@@ -12,10 +12,20 @@ import onnx
 import torch
 
 from export.config import ExportCfg
-from export.onnx_export import (ExportError, OnnxExport, keep_outputs, name_text_classifier,
-                                parity_image, run_export)
-from export.text_export import (TextExport, check_against_classifier, export_text_encoder,
-                                write_text_encoder)
+from export.onnx_export import (
+    ExportError,
+    OnnxExport,
+    keep_outputs,
+    name_text_classifier,
+    parity_image,
+    run_export,
+)
+from export.text_export import (
+    TextExport,
+    check_against_classifier,
+    export_text_encoder,
+    write_text_encoder,
+)
 from export.wrappers import ClipRcOnnxModel, LogitsOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
 from runtime.errors import CheckpointError, ConfigError, UnknownNameError, VocabularyError
@@ -78,11 +88,16 @@ def build_training_free(cfg: ExportCfg) -> ExportResult:
     model = _checked(cfg.spec.load("model_builder"), clip, mcfg)
     text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
     return _build(
-        cfg=cfg, size=mcfg.image_size, templates=mcfg.templates, clip=clip, classes=classes,
-        text=text, wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
-        preprocess=PreprocessCfg((mcfg.image_size,) * 2, mcfg.mean, mcfg.std,
-                                 model.feature_stride),
-        method_cfg=dataclasses.asdict(mcfg), t0=t0,
+        cfg=cfg,
+        size=mcfg.image_size,
+        templates=mcfg.templates,
+        clip=clip,
+        classes=classes,
+        text=text,
+        wrapper=LogitsOnnxModel(model, text, cfg.vocab_mode).eval(),
+        preprocess=PreprocessCfg((mcfg.image_size,) * 2, mcfg.mean, mcfg.std, model.feature_stride),
+        method_cfg=dataclasses.asdict(mcfg),
+        t0=t0,
     )
 
 
@@ -108,19 +123,24 @@ def build_cliprc(cfg: ExportCfg) -> ExportResult:
 def _load_zero_shot(cfg: ExportCfg) -> Trained:
     """A checkpoint (ours or official), or a random head on ``cfg.pretrained`` CLIP weights."""
     if cfg.checkpoint:
-        trained = load_trained(cfg.checkpoint, cfg.method, cfg.backbone,
-                               cfg.options.get("seen_bias"))
-        clip = dataclasses.replace(trained.clip, source=cfg.checkpoint,
-                                   weights_sha256=sha256_file(cfg.checkpoint))
+        trained = load_trained(
+            cfg.checkpoint, cfg.method, cfg.backbone, cfg.options.get("seen_bias")
+        )
+        clip = dataclasses.replace(
+            trained.clip, source=cfg.checkpoint, weights_sha256=sha256_file(cfg.checkpoint)
+        )
         return dataclasses.replace(trained, clip=clip)
     clip = load_clip_for_export(cfg)
     log.warning("no --checkpoint: the %s head is RANDOM-INIT (outputs are meaningless)", cfg.method)
     mcfg = cfg.method_cfg()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.method, clip, mcfg).eval()
-    clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {cfg.method} head")
-    return Trained(cfg.method, model, clip, mcfg, None, None, (), False, clip.source,
-                   crop_size=mcfg.image_size)
+    clip = dataclasses.replace(
+        clip, random=True, source=f"{clip.source} + random {cfg.method} head"
+    )
+    return Trained(
+        cfg.method, model, clip, mcfg, None, None, (), False, clip.source, crop_size=mcfg.image_size
+    )
 
 
 def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> torch.Tensor:
@@ -132,9 +152,12 @@ def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> to
     else:
         seen_names = ()
         if trained.inductive:
-            log.warning("%s carries no class names: without --seen no seen-class bias is applied "
-                        "(the official inductive inference subtracts %.2f on seen classes)",
-                        trained.source, trained.model_cfg.seen_bias)
+            log.warning(
+                "%s carries no class names: without --seen no seen-class bias is applied "
+                "(the official inductive inference subtracts %.2f on seen classes)",
+                trained.source,
+                trained.model_cfg.seen_bias,
+            )
     unknown = sorted(set(seen_names) - set(classes)) if cfg.seen is not None else []
     if unknown:
         raise VocabularyError(f"--seen names {unknown} are not in the export vocabulary")
@@ -142,8 +165,10 @@ def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> to
     if cfg.given("seen_bias"):
         value = cfg.options["seen_bias"]
     if cfg.vocab_mode == "input" and seen_names and value:
-        log.warning("vocab-mode input: the seen-class bias is dropped (runtime vocabularies have no "
-                    "seen/unseen split)")
+        log.warning(
+            "vocab-mode input: the seen-class bias is dropped (runtime vocabularies have no "
+            "seen/unseen split)"
+        )
         return torch.zeros(len(classes))
     return bias_vector(len(classes), [classes.index(n) for n in seen_names if n in classes], value)
 
@@ -153,27 +178,46 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
     _check_text_encoder_cfg(cfg)
     trained = _load_zero_shot(cfg)
     # The checkpoint's values are the base; the user's options go on top.
-    base = dataclasses.replace(trained.model_cfg,
-                               templates=trained.templates or trained.model_cfg.templates)
+    base = dataclasses.replace(
+        trained.model_cfg, templates=trained.templates or trained.model_cfg.templates
+    )
     mcfg = cfg.method_cfg(base)
     size, templates = mcfg.image_size, mcfg.templates
     if trained.method == "cliprc" and size != trained.model_cfg.image_size:
-        raise ExportError(f"CLIP-RC's region mask is fixed for {trained.model_cfg.image_size} px; "
-                          f"--image-size {size} is not possible")
+        raise ExportError(
+            f"CLIP-RC's region mask is fixed for {trained.model_cfg.image_size} px; "
+            f"--image-size {size} is not possible"
+        )
     if size % trained.model.feature_stride:
-        raise ConfigError(f"--image-size {size} is not a multiple of the patch size "
-                          f"{trained.model.feature_stride}")
+        raise ConfigError(
+            f"--image-size {size} is not a multiple of the patch size "
+            f"{trained.model.feature_stride}"
+        )
     classes = resolve_classes(cfg.classes)
     text = class_text(trained, classes, templates, cfg.text_embeddings)
     bias = _seen_bias(cfg, trained, classes)
     wrapper = wrapper_cls(trained.model, text, bias, cfg.vocab_mode).eval()
-    method_cfg = {**dataclasses.asdict(trained.model_cfg), "image_size": size,
-                  "slide_stride": mcfg.slide_stride, "seen_bias": bias.tolist()}
-    return _build(cfg=cfg, size=size, templates=templates, clip=trained.clip, classes=classes, text=text, wrapper=wrapper,
-                  preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
-                                           trained.model.feature_stride),
-                  method_cfg=method_cfg, t0=t0,
-                  text_tower=trained.text_tower)
+    method_cfg = {
+        **dataclasses.asdict(trained.model_cfg),
+        "image_size": size,
+        "slide_stride": mcfg.slide_stride,
+        "seen_bias": bias.tolist(),
+    }
+    return _build(
+        cfg=cfg,
+        size=size,
+        templates=templates,
+        clip=trained.clip,
+        classes=classes,
+        text=text,
+        wrapper=wrapper,
+        preprocess=PreprocessCfg(
+            (size, size), IMAGENET_MEAN, IMAGENET_STD, trained.model.feature_stride
+        ),
+        method_cfg=method_cfg,
+        t0=t0,
+        text_tower=trained.text_tower,
+    )
 
 
 def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
@@ -185,31 +229,52 @@ def build_maskclip_plus(cfg: ExportCfg) -> ExportResult:
     scfg: StudentCfg = trained.model_cfg
     size = cfg.options.get("image_size", trained.crop_size)
     if size % 32:
-        raise ConfigError(f"--image-size {size} is not a multiple of 32 (the students' deepest stride)")
-    templates = cfg.method_cfg().templates if cfg.given("templates") or not trained.templates \
+        raise ConfigError(
+            f"--image-size {size} is not a multiple of 32 (the students' deepest stride)"
+        )
+    templates = (
+        cfg.method_cfg().templates
+        if cfg.given("templates") or not trained.templates
         else trained.templates
+    )
     classes = resolve_classes(cfg.classes)
     if trained.background:
         if BACKGROUND in classes[1:]:
-            raise VocabularyError(f"{BACKGROUND!r} must come first for a student with a learned "
-                                  "background embedding")
+            raise VocabularyError(
+                f"{BACKGROUND!r} must come first for a student with a learned background embedding"
+            )
         if classes[0] != BACKGROUND:
             log.info("the student scores %r with its learned embedding: output class 0", BACKGROUND)
             classes = (BACKGROUND,) + classes
     if trained.background and cfg.vocab_mode == "input":
-        raise ExportError("--vocab-mode input is not available for a student with a learned "
-                          "background (its output has one class more than the text input)")
+        raise ExportError(
+            "--vocab-mode input is not available for a student with a learned "
+            "background (its output has one class more than the text input)"
+        )
     named = classes[1:] if trained.background else classes
     if not named:
         raise VocabularyError("the vocabulary needs at least one class besides the background")
     text = class_text(trained, named, templates, cfg.text_embeddings)
-    method_cfg = {**dataclasses.asdict(scfg), "image_size": size, "output_stride":
-                  trained.model.output_stride}
-    return _build(cfg=cfg, size=size, templates=templates, clip=trained.clip, classes=classes, text=text,
-                  wrapper=LogitsOnnxModel(trained.model, text, cfg.vocab_mode).eval(),
-                  preprocess=PreprocessCfg((size, size), IMAGENET_MEAN, IMAGENET_STD,
-                                           trained.model.output_stride),
-                  method_cfg=method_cfg, t0=t0, text_tower=trained.text_tower)
+    method_cfg = {
+        **dataclasses.asdict(scfg),
+        "image_size": size,
+        "output_stride": trained.model.output_stride,
+    }
+    return _build(
+        cfg=cfg,
+        size=size,
+        templates=templates,
+        clip=trained.clip,
+        classes=classes,
+        text=text,
+        wrapper=LogitsOnnxModel(trained.model, text, cfg.vocab_mode).eval(),
+        preprocess=PreprocessCfg(
+            (size, size), IMAGENET_MEAN, IMAGENET_STD, trained.model.output_stride
+        ),
+        method_cfg=method_cfg,
+        t0=t0,
+        text_tower=trained.text_tower,
+    )
 
 
 def _load_student(cfg: ExportCfg) -> Trained:
@@ -219,10 +284,13 @@ def _load_student(cfg: ExportCfg) -> Trained:
         trained = load_trained(cfg.checkpoint, "maskclip_plus")
         student = cfg.options.get("student")
         if student and student != trained.model_cfg.name:
-            raise CheckpointError(f"{cfg.checkpoint} holds a {trained.model_cfg.name} student, but "
-                                  f"--student is {student}")
-        clip = dataclasses.replace(trained.clip, source=cfg.checkpoint,
-                                   weights_sha256=sha256_file(cfg.checkpoint))
+            raise CheckpointError(
+                f"{cfg.checkpoint} holds a {trained.model_cfg.name} student, but "
+                f"--student is {student}"
+            )
+        clip = dataclasses.replace(
+            trained.clip, source=cfg.checkpoint, weights_sha256=sha256_file(cfg.checkpoint)
+        )
         return dataclasses.replace(trained, clip=clip)
     student = cfg.method_cfg().student
     if not student:
@@ -235,30 +303,43 @@ def _load_student(cfg: ExportCfg) -> Trained:
     scfg = StudentCfg(student, text_dim(clip), dropout=0.0)
     model = build_student(scfg).eval()
     clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {student}")
-    return Trained("maskclip_plus", model, clip, scfg, None, None, (), False, clip.source,
-                   crop_size=512)
+    return Trained(
+        "maskclip_plus", model, clip, scfg, None, None, (), False, clip.source, crop_size=512
+    )
 
 
 def _check_text_encoder_cfg(cfg: ExportCfg) -> None:
     """``--text-encoder`` only makes sense when the text classifier is a graph input."""
     if cfg.text_encoder and cfg.vocab_mode != "input":
-        raise ExportError("--text-encoder needs --vocab-mode input: a fixed-vocabulary graph "
-                          "has no text input for on-device class names to feed")
+        raise ExportError(
+            "--text-encoder needs --vocab-mode input: a fixed-vocabulary graph "
+            "has no text input for on-device class names to feed"
+        )
 
 
-def _text_encoder(cfg: ExportCfg, templates: str, clip: LoadedClip, classes: tuple[str, ...],
-                  text: torch.Tensor, text_tower: bool) -> TextExport | None:
+def _text_encoder(
+    cfg: ExportCfg,
+    templates: str,
+    clip: LoadedClip,
+    classes: tuple[str, ...],
+    text: torch.Tensor,
+    text_tower: bool,
+) -> TextExport | None:
     """Export and check the text encoder in memory (``--text-encoder``), or None."""
     if not cfg.text_encoder:
         return None
     if not text_tower:
-        raise ExportError(f"--text-encoder: the CLIP text tower of {clip.source} is not available "
-                          "here (its weights could not be loaded, or the checkpoint carries none): "
-                          "exporting it would encode new class names with random weights")
+        raise ExportError(
+            f"--text-encoder: the CLIP text tower of {clip.source} is not available "
+            "here (its weights could not be loaded, or the checkpoint carries none): "
+            "exporting it would encode new class names with random weights"
+        )
     export = export_text_encoder(clip=clip, opset=cfg.opset, atol=cfg.atol)
     if export.embed_dim != text.shape[1]:
-        raise ExportError(f"the text tower gives {export.embed_dim}-d features but the model's "
-                          f"text input is {text.shape[1]}-d")
+        raise ExportError(
+            f"the text tower gives {export.embed_dim}-d features but the model's "
+            f"text input is {text.shape[1]}-d"
+        )
     check_against_classifier(export, classes, TEMPLATE_SETS[templates], text.float().numpy())
     return export
 
@@ -267,17 +348,38 @@ def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int
     s = pre.input_size[0]
     f = s // pre.feature_stride
     c = "num_classes" if cfg.vocab_mode == "input" else num_classes
-    inputs = [TensorSpec(io_names.IMAGE, "float32", (1, 3, s, s), io_names.MEANINGS[io_names.IMAGE])]
+    inputs = [
+        TensorSpec(io_names.IMAGE, "float32", (1, 3, s, s), io_names.MEANINGS[io_names.IMAGE])
+    ]
     if cfg.vocab_mode == "input":
-        inputs.append(TensorSpec(io_names.TEXT_EMBEDDINGS, "float32", (c, dim),
-                                 io_names.MEANINGS[io_names.TEXT_EMBEDDINGS]))
-    outputs = [TensorSpec(io_names.LOGITS, "float32", (1, c, f, f), io_names.MEANINGS[io_names.LOGITS])]
+        inputs.append(
+            TensorSpec(
+                io_names.TEXT_EMBEDDINGS,
+                "float32",
+                (c, dim),
+                io_names.MEANINGS[io_names.TEXT_EMBEDDINGS],
+            )
+        )
+    outputs = [
+        TensorSpec(io_names.LOGITS, "float32", (1, c, f, f), io_names.MEANINGS[io_names.LOGITS])
+    ]
     return tuple(inputs), tuple(outputs)
 
 
-def _build(*, cfg: ExportCfg, size: int, templates: str, clip: LoadedClip, classes: tuple[str, ...], text: torch.Tensor,
-           wrapper: torch.nn.Module, preprocess: PreprocessCfg, method_cfg: dict, t0: float,
-           text_tower: bool = True) -> ExportResult:
+def _build(
+    *,
+    cfg: ExportCfg,
+    size: int,
+    templates: str,
+    clip: LoadedClip,
+    classes: tuple[str, ...],
+    text: torch.Tensor,
+    wrapper: torch.nn.Module,
+    preprocess: PreprocessCfg,
+    method_cfg: dict,
+    t0: float,
+    text_tower: bool = True,
+) -> ExportResult:
     """Export, validate and write ``model.onnx`` (+ text embeddings, + text encoder) and
     ``manifest.json`` atomically. Every graph is checked before the first file is written, and
     ``manifest.json`` (the folder's claim to its files) comes last.
@@ -292,23 +394,40 @@ def _build(*, cfg: ExportCfg, size: int, templates: str, clip: LoadedClip, class
         dummy[io_names.TEXT_EMBEDDINGS] = text.float().contiguous()
         axes = {io_names.TEXT_EMBEDDINGS: {0: "num_classes"}, io_names.LOGITS: {1: "num_classes"}}
     log.info("exporting %s %s at %d px (%d classes)", cfg.method, cfg.backbone, size, len(classes))
-    result = run_export(model=wrapper, dummy_inputs=dummy, output_names=[io_names.LOGITS, io_names.LABELS],
-                        dynamic_axes=axes, opset=cfg.opset, simplify=cfg.simplify, atol=cfg.atol,
-                        min_label_agreement=cfg.min_label_agreement)
+    result = run_export(
+        model=wrapper,
+        dummy_inputs=dummy,
+        output_names=[io_names.LOGITS, io_names.LABELS],
+        dynamic_axes=axes,
+        opset=cfg.opset,
+        simplify=cfg.simplify,
+        atol=cfg.atol,
+        min_label_agreement=cfg.min_label_agreement,
+    )
     text_export = _text_encoder(cfg, templates, clip, classes, text, text_tower)
     inputs, outputs = _tensor_specs(cfg, preprocess, len(classes), text.shape[1])
     manifest = Manifest(
-        method=cfg.method, backbone=cfg.backbone,
+        method=cfg.method,
+        backbone=cfg.backbone,
         weights=WeightsInfo(clip.source, clip.weights_sha256, clip.random),
-        classes=classes, vocab_mode=cfg.vocab_mode, preprocess=preprocess, inputs=inputs,
-        outputs=outputs, opset=cfg.opset, package_version=__version__, model_file=MODEL_FILE,
+        classes=classes,
+        vocab_mode=cfg.vocab_mode,
+        preprocess=preprocess,
+        inputs=inputs,
+        outputs=outputs,
+        opset=cfg.opset,
+        package_version=__version__,
+        model_file=MODEL_FILE,
         text_embeddings_file=TEXT_FILE if cfg.vocab_mode == "input" else None,
         method_cfg={**method_cfg, "templates": templates},
-        parity={"max_abs_diff": result.parity.max_abs_diff, "atol": result.parity.atol,
-                "rtol": result.parity.rtol,
-                "label_agreement": result.parity.label_agreement,
-                "decided_label_agreement": result.parity.decided_agreement,
-                "tie_fraction": result.parity.tie_fraction},
+        parity={
+            "max_abs_diff": result.parity.max_abs_diff,
+            "atol": result.parity.atol,
+            "rtol": result.parity.rtol,
+            "label_agreement": result.parity.label_agreement,
+            "decided_label_agreement": result.parity.decided_agreement,
+            "tie_fraction": result.parity.tie_fraction,
+        },
     )
     out = Path(cfg.output)
     if text_export is not None:
@@ -318,15 +437,19 @@ def _build(*, cfg: ExportCfg, size: int, templates: str, clip: LoadedClip, class
     # onnxruntime would compute the C x S x S label map on every call anyway.
     deployed = keep_outputs(result.model, [io_names.LOGITS])
     if cfg.vocab_mode == "fixed" and not name_text_classifier(deployed, text.float().numpy()):
-        log.warning("the baked text classifier was not found in the graph: precision variants "
-                    "cannot tell the final similarity from the backbone")
+        log.warning(
+            "the baked text classifier was not found in the graph: precision variants "
+            "cannot tell the final similarity from the backbone"
+        )
     _write_folder(out, deployed, manifest, text if cfg.vocab_mode == "input" else None)
     final = dataclasses.replace(manifest, model_sha256=sha256_file(out / MODEL_FILE))
     final.write(out)
     return ExportResult(out, final, result, time.perf_counter() - t0)
 
 
-def _write_folder(out: Path, proto: onnx.ModelProto, manifest: Manifest, text: torch.Tensor | None) -> None:
+def _write_folder(
+    out: Path, proto: onnx.ModelProto, manifest: Manifest, text: torch.Tensor | None
+) -> None:
     """model.onnx (manifest in its metadata_props, without the file's own hash), then embeddings."""
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()

@@ -64,8 +64,10 @@ class ExportCfg:
         names = {f.name for f in spec.fields()}
         unknown = sorted(set(self.options) - names)
         if unknown:
-            raise ConfigError(f"option(s) {unknown} do not apply to --method {self.method} (its "
-                              f"options: {sorted(names)})")
+            raise ConfigError(
+                f"option(s) {unknown} do not apply to --method {self.method} (its "
+                f"options: {sorted(names)})"
+            )
 
     @classmethod
     def create(cls, **kwargs) -> ExportCfg:

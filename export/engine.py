@@ -27,8 +27,14 @@ from pathlib import Path
 
 from runtime import io_names
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, positive_int, setup_logging
-from runtime.engine_cache import EngineKey, EngineRecord, engine_dir, find_engine, manifest_input_shapes, \
-    write_record
+from runtime.engine_cache import (
+    EngineKey,
+    EngineRecord,
+    engine_dir,
+    find_engine,
+    manifest_input_shapes,
+    write_record,
+)
 from runtime.errors import ModelFolderError, OvssError
 from runtime.fsutil import atomic_write_bytes, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, load_manifest
@@ -86,15 +92,19 @@ def network_flags(trt, dla: int) -> tuple[int, bool]:
         raise EngineBuildError(f"TensorRT {trt.__version__} is too old: TensorRT >= 10 is needed")
     if major >= 11:
         if dla >= 0 and _version(trt) < (11, 4, 1):
-            raise EngineBuildError(f"TensorRT {trt.__version__} has no DLA support (TensorRT 11 "
-                                   "supports DLA from 11.4.1, on Jetson AGX Orin with JetPack 7.2.2+)")
+            raise EngineBuildError(
+                f"TensorRT {trt.__version__} has no DLA support (TensorRT 11 "
+                "supports DLA from 11.4.1, on Jetson AGX Orin with JetPack 7.2.2+)"
+            )
         return 0, True
     if dla >= 0:
         return 0, False
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED), True
 
 
-def builder_flags(trt, precision: str, strongly_typed: bool, dla: int, version_compatible: bool) -> list:
+def builder_flags(
+    trt, precision: str, strongly_typed: bool, dla: int, version_compatible: bool
+) -> list:
     """Builder flags: precision flags only for weakly typed (DLA on TensorRT 10) networks."""
     flags = []
     if dla >= 0 and precision == "fp32":
@@ -119,8 +129,10 @@ def parse_onnx(trt, network, logger, onnx_path: Path):
     for i, e in enumerate(errors):
         log.error("ONNX parser error %d/%d: %s", i + 1, len(errors), e)
     first = errors[0] if errors else "no error recorded"
-    raise EngineBuildError(f"TensorRT's ONNX parser rejected {str(onnx_path)!r}: {len(errors)} error(s), "
-                           f"first: {first}")
+    raise EngineBuildError(
+        f"TensorRT's ONNX parser rejected {str(onnx_path)!r}: {len(errors)} error(s), "
+        f"first: {first}"
+    )
 
 
 def add_profile(trt, builder, network, config, manifest: Manifest, max_classes: int) -> dict:
@@ -133,8 +145,10 @@ def add_profile(trt, builder, network, config, manifest: Manifest, max_classes: 
         if -1 not in dims:
             continue
         if t.name != io_names.TEXT_EMBEDDINGS or dims[1:].count(-1):
-            raise EngineBuildError(f"input {t.name!r} has dynamic shape {dims}: only the class axis "
-                                   f"of {io_names.TEXT_EMBEDDINGS!r} may be dynamic")
+            raise EngineBuildError(
+                f"input {t.name!r} has dynamic shape {dims}: only the class axis "
+                f"of {io_names.TEXT_EMBEDDINGS!r} may be dynamic"
+            )
         opt = min(len(manifest.classes), max_classes)
         shapes[t.name] = ((1,) + dims[1:], (opt,) + dims[1:], (max_classes,) + dims[1:])
     if shapes:
@@ -169,11 +183,15 @@ def save_timing_cache(config, path: Path) -> None:
 
 def _require_builder(probe):
     if not probe.gpu_usable:
-        raise EngineBuildError(f"building an engine needs a CUDA GPU; none here "
-                               f"({probe.cuda_error or probe.error or 'no device'})")
+        raise EngineBuildError(
+            f"building an engine needs a CUDA GPU; none here "
+            f"({probe.cuda_error or probe.error or 'no device'})"
+        )
     if not probe.tensorrt_builder:
-        raise EngineBuildError("building an engine needs the full tensorrt package (Builder, "
-                               f"OnnxParser); found {probe.tensorrt_module or 'none'} {probe.tensorrt}")
+        raise EngineBuildError(
+            "building an engine needs the full tensorrt package (Builder, "
+            f"OnnxParser); found {probe.tensorrt_module or 'none'} {probe.tensorrt}"
+        )
     from runtime.backends.trt import require_trt
 
     return require_trt()
@@ -187,8 +205,16 @@ def _key(cfg: EngineCfg, manifest: Manifest, probe) -> tuple[EngineKey, Path]:
     if sha and sha256_file(onnx_path) != sha:
         raise ModelFolderError(f"{str(onnx_path)!r} does not match the manifest's sha256")
     gpu = probe.gpus[0]
-    key = EngineKey(gpu.name, gpu.compute_capability, probe.tensorrt, cfg.precision,
-                    manifest_input_shapes(manifest.inputs), sha, cfg.dla, cfg.version_compatible)
+    key = EngineKey(
+        gpu.name,
+        gpu.compute_capability,
+        probe.tensorrt,
+        cfg.precision,
+        manifest_input_shapes(manifest.inputs),
+        sha,
+        cfg.dla,
+        cfg.version_compatible,
+    )
     return key, onnx_path
 
 
@@ -228,12 +254,18 @@ def build_engine(cfg: EngineCfg, probe=None) -> EngineResult:
     hit = _cached(cfg, key)
     if hit is not None:
         log.info("engine cache hit: %s", hit.engine_file)
-        return EngineResult(engine_dir(cfg.folder) / hit.engine_file, hit, True, time.perf_counter() - t0)
+        return EngineResult(
+            engine_dir(cfg.folder) / hit.engine_file, hit, True, time.perf_counter() - t0
+        )
     record = _build(trt, cfg, manifest, key, onnx_path, probe)
-    return EngineResult(engine_dir(cfg.folder) / record.engine_file, record, False, time.perf_counter() - t0)
+    return EngineResult(
+        engine_dir(cfg.folder) / record.engine_file, record, False, time.perf_counter() - t0
+    )
 
 
-def _build(trt, cfg: EngineCfg, manifest: Manifest, key: EngineKey, onnx_path: Path, probe) -> EngineRecord:
+def _build(
+    trt, cfg: EngineCfg, manifest: Manifest, key: EngineKey, onnx_path: Path, probe
+) -> EngineRecord:
     from runtime.backends.trt import make_logger
 
     t0 = time.perf_counter()
@@ -251,27 +283,47 @@ def _build(trt, cfg: EngineCfg, manifest: Manifest, key: EngineKey, onnx_path: P
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = cfg.dla
     profile = add_profile(trt, builder, network, config, manifest, cfg.max_classes)
-    cache_path = Path(cfg.timing_cache) if cfg.timing_cache else default_timing_cache(key.gpu_name,
-                                                                                      key.tensorrt_version)
+    cache_path = (
+        Path(cfg.timing_cache)
+        if cfg.timing_cache
+        else default_timing_cache(key.gpu_name, key.tensorrt_version)
+    )
     load_timing_cache(config, cache_path)
-    log.info("building a %s TensorRT %s engine for %s on %s (this takes minutes)", cfg.precision,
-             trt.__version__, onnx_path.name, key.gpu_name)
+    log.info(
+        "building a %s TensorRT %s engine for %s on %s (this takes minutes)",
+        cfg.precision,
+        trt.__version__,
+        onnx_path.name,
+        key.gpu_name,
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError(f"TensorRT could not build an engine from {str(onnx_path)!r} "
-                               "(see the TensorRT errors logged above)")
+        raise EngineBuildError(
+            f"TensorRT could not build an engine from {str(onnx_path)!r} "
+            "(see the TensorRT errors logged above)"
+        )
     save_timing_cache(config, cache_path)
     engine_path = engine_dir(cfg.folder) / f"{key.stem()}.engine"
     atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
     del parser
-    build = {"strongly_typed": strongly_typed, "flags": [str(f).split(".")[-1] for f in bflags],
-             "workspace_mb": cfg.workspace, "profile": profile, "timing_cache": str(cache_path),
-             "seconds": round(time.perf_counter() - t0, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-             "jetson": probe.jetson}
+    build = {
+        "strongly_typed": strongly_typed,
+        "flags": [str(f).split(".")[-1] for f in bflags],
+        "workspace_mb": cfg.workspace,
+        "profile": profile,
+        "timing_cache": str(cache_path),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "jetson": probe.jetson,
+    }
     record = EngineRecord(key, engine_path.name, sha256_file(engine_path), build)
     write_record(cfg.folder, record)
-    log.info("engine written: %s (%.1f MB, %.1f s)", engine_path, engine_path.stat().st_size / 1e6,
-             build["seconds"])
+    log.info(
+        "engine written: %s (%.1f MB, %.1f s)",
+        engine_path,
+        engine_path.stat().st_size / 1e6,
+        build["seconds"],
+    )
     return record
 
 
@@ -279,18 +331,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool]:
     """The EngineCfg for the command line, and whether ``--verbose`` was given."""
     p = ArgumentParser(prog="python -m export.engine", description=__doc__.splitlines()[0])
     p.add_argument("folder", help="deployable folder (export.build output)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="graph to build from: fp32 (model.onnx) or a calibration.calibrate variant")
-    p.add_argument("--workspace", type=positive_int, default=DEFAULT_WORKSPACE_MB,
-                   help="workspace pool, MiB")
-    p.add_argument("--dla", type=int, default=-1,
-                   help="DLA core (Jetson AGX/NX), -1: GPU only; GPU fallback on")
-    p.add_argument("--version-compatible", action="store_true",
-                   help="engine runs on later TensorRT versions of the same major, and on the "
-                   "lean runtime (tensorrt_lean), which runs only such engines")
-    p.add_argument("--max-classes", type=positive_int, default=DEFAULT_MAX_CLASSES,
-                   help="vocabulary-as-input graphs: largest vocabulary the engine accepts")
-    p.add_argument("--timing-cache", help="timing cache file (default: one per GPU and TensorRT version)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="graph to build from: fp32 (model.onnx) or a calibration.calibrate variant",
+    )
+    p.add_argument(
+        "--workspace", type=positive_int, default=DEFAULT_WORKSPACE_MB, help="workspace pool, MiB"
+    )
+    p.add_argument(
+        "--dla",
+        type=int,
+        default=-1,
+        help="DLA core (Jetson AGX/NX), -1: GPU only; GPU fallback on",
+    )
+    p.add_argument(
+        "--version-compatible",
+        action="store_true",
+        help="engine runs on later TensorRT versions of the same major, and on the "
+        "lean runtime (tensorrt_lean), which runs only such engines",
+    )
+    p.add_argument(
+        "--max-classes",
+        type=positive_int,
+        default=DEFAULT_MAX_CLASSES,
+        help="vocabulary-as-input graphs: largest vocabulary the engine accepts",
+    )
+    p.add_argument(
+        "--timing-cache", help="timing cache file (default: one per GPU and TensorRT version)"
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when a cached engine fits")
     add_verbose_arg(p)
     args = vars(p.parse_args(argv))
@@ -305,9 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg, verbose = parse_args(argv)
     setup_logging(verbose)
     result = build_engine(cfg)
-    print(json.dumps({"engine": str(result.engine), "cached": result.cached,
-                      "seconds": round(result.seconds, 1), "key": dataclasses.asdict(result.record.key),
-                      "build": result.record.build}))
+    print(
+        json.dumps(
+            {
+                "engine": str(result.engine),
+                "cached": result.cached,
+                "seconds": round(result.seconds, 1),
+                "key": dataclasses.asdict(result.record.key),
+                "build": result.record.build,
+            }
+        )
+    )
     return 0
 
 

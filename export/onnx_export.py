@@ -34,18 +34,34 @@ class OnnxExport:
     nodes_final: int
 
 
-def _trace(model, dummy_inputs: dict[str, torch.Tensor], output_names: list[str],
-           dynamic_axes: dict[str, dict[int, str]], opset: int) -> onnx.ModelProto:
+def _trace(
+    model,
+    dummy_inputs: dict[str, torch.Tensor],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+) -> onnx.ModelProto:
     buf = io.BytesIO()
     fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # nn.MultiheadAttention fast path does not export
+    torch.backends.mha.set_fastpath_enabled(
+        False
+    )  # nn.MultiheadAttention fast path does not export
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", (DeprecationWarning, torch.jit.TracerWarning, UserWarning))
-            torch.onnx.export(model, tuple(dummy_inputs.values()), buf, dynamo=False,
-                              input_names=list(dummy_inputs), output_names=output_names,
-                              dynamic_axes=dynamic_axes or None, opset_version=opset,
-                              do_constant_folding=True)
+            warnings.simplefilter(
+                "ignore", (DeprecationWarning, torch.jit.TracerWarning, UserWarning)
+            )
+            torch.onnx.export(
+                model,
+                tuple(dummy_inputs.values()),
+                buf,
+                dynamo=False,
+                input_names=list(dummy_inputs),
+                output_names=output_names,
+                dynamic_axes=dynamic_axes or None,
+                opset_version=opset,
+                do_constant_folding=True,
+            )
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     proto = onnx.load_from_string(buf.getvalue())
@@ -66,9 +82,18 @@ def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
 
 
-def run_export(*, model: torch.nn.Module, dummy_inputs: dict[str, torch.Tensor], output_names: list[str],
-               dynamic_axes: dict[str, dict[int, str]], opset: int, simplify: bool, atol: float,
-               min_label_agreement: float, label_size: tuple[int, int] | None = None) -> OnnxExport:
+def run_export(
+    *,
+    model: torch.nn.Module,
+    dummy_inputs: dict[str, torch.Tensor],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+    simplify: bool,
+    atol: float,
+    min_label_agreement: float,
+    label_size: tuple[int, int] | None = None,
+) -> OnnxExport:
     """Export ``model`` and accept it only if onnxruntime reproduces PyTorch.
 
     Args:
@@ -89,30 +114,55 @@ def run_export(*, model: torch.nn.Module, dummy_inputs: dict[str, torch.Tensor],
     finite_or_raise(ref)
     feeds = {n: t.numpy() for n, t in dummy_inputs.items()}
     proto = _trace(model, dummy_inputs, output_names, dynamic_axes, opset)
-    parity = compare(ref, ort_outputs(proto.SerializeToString(), feeds, output_names), atol,
-                     min_label_agreement, margins)
-    log.info("parity (traced): max|diff| %.3g, labels %.5f (%.5f where decided, %.2f%% ties)",
-             parity.max_abs_diff, parity.label_agreement, parity.decided_agreement,
-             100 * parity.tie_fraction)
+    parity = compare(
+        ref,
+        ort_outputs(proto.SerializeToString(), feeds, output_names),
+        atol,
+        min_label_agreement,
+        margins,
+    )
+    log.info(
+        "parity (traced): max|diff| %.3g, labels %.5f (%.5f where decided, %.2f%% ties)",
+        parity.max_abs_diff,
+        parity.label_agreement,
+        parity.decided_agreement,
+        100 * parity.tie_fraction,
+    )
     if not parity.passed:
-        raise ExportError(f"PyTorch/onnxruntime parity failed: max|diff| {parity.max_abs_diff:.3g} "
-                          f"(excess over {atol} + {parity.rtol}|ref|: {parity.max_excess:.3g}), "
-                          f"decided labels {parity.decided_agreement:.5f} (>= {min_label_agreement})")
+        raise ExportError(
+            f"PyTorch/onnxruntime parity failed: max|diff| {parity.max_abs_diff:.3g} "
+            f"(excess over {atol} + {parity.rtol}|ref|: {parity.max_excess:.3g}), "
+            f"decided labels {parity.decided_agreement:.5f} (>= {min_label_agreement})"
+        )
     if parity.tie_fraction > 0.5:
-        log.warning("%.0f%% of label pixels are ties in PyTorch (typical of random weights, whose text "
-                    "tower embeds every class alike): the label check covers only the rest; the "
-                    "score check still covers every element", 100 * parity.tie_fraction)
+        log.warning(
+            "%.0f%% of label pixels are ties in PyTorch (typical of random weights, whose text "
+            "tower embeds every class alike): the label check covers only the rest; the "
+            "score check still covers every element",
+            100 * parity.tie_fraction,
+        )
     traced_nodes = len(proto.graph.node)
     slim = _simplify(proto) if simplify else None
     if slim is not None:
-        slim_parity = compare(ref, ort_outputs(slim.SerializeToString(), feeds, output_names), atol,
-                              min_label_agreement, margins)
+        slim_parity = compare(
+            ref,
+            ort_outputs(slim.SerializeToString(), feeds, output_names),
+            atol,
+            min_label_agreement,
+            margins,
+        )
         if slim_parity.passed:
-            log.info("simplified %d -> %d nodes; parity max|diff| %.3g", traced_nodes,
-                     len(slim.graph.node), slim_parity.max_abs_diff)
+            log.info(
+                "simplified %d -> %d nodes; parity max|diff| %.3g",
+                traced_nodes,
+                len(slim.graph.node),
+                slim_parity.max_abs_diff,
+            )
             return OnnxExport(slim, slim_parity, True, traced_nodes, len(slim.graph.node))
-        log.warning("simplified graph breaks parity (%.3g); keeping the traced graph",
-                    slim_parity.max_abs_diff)
+        log.warning(
+            "simplified graph breaks parity (%.3g); keeping the traced graph",
+            slim_parity.max_abs_diff,
+        )
     return OnnxExport(proto, parity, False, traced_nodes, traced_nodes)
 
 
@@ -146,8 +196,10 @@ def name_text_classifier(proto: onnx.ModelProto, text: np.ndarray, atol: float =
             continue
         as_is = array.reshape(text.shape)
         transposed = array.reshape(text.shape[::-1]).T
-        if not (np.allclose(as_is, text, rtol=0, atol=atol)
-                or np.allclose(transposed, text, rtol=0, atol=atol)):
+        if not (
+            np.allclose(as_is, text, rtol=0, atol=atol)
+            or np.allclose(transposed, text, rtol=0, atol=atol)
+        ):
             continue
         new = io_names.TEXT_CLASSIFIER + (f".{len(renames)}" if renames else "")
         renames[init.name] = new
@@ -161,7 +213,9 @@ def name_text_classifier(proto: onnx.ModelProto, text: np.ndarray, atol: float =
 
 def label_margins(logits: torch.Tensor, size) -> np.ndarray:
     """Top-2 gap of the bilinearly upsampled scores [1,C,h,w] -> [1,H,W] (inf for one class)."""
-    up = torch.nn.functional.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    up = torch.nn.functional.interpolate(
+        logits, size=tuple(size), mode="bilinear", align_corners=False
+    )
     if up.shape[1] < 2:
         return np.full((1,) + tuple(size), np.inf)
     top = up.topk(2, dim=1).values
@@ -172,7 +226,9 @@ def parity_image(size: int, mean, std, seed: int = 0) -> torch.Tensor:
     """A smooth, image-like normalised input [1,3,S,S]: low-resolution noise upsampled bilinearly."""
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(1, 3, max(2, size // 32), max(2, size // 32), generator=g) * 255.0
-    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    img = torch.nn.functional.interpolate(
+        low, size=(size, size), mode="bilinear", align_corners=False
+    )
     mean_t = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
     std_t = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
     return ((img - mean_t) / std_t).contiguous()

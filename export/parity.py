@@ -39,15 +39,22 @@ class ParityReport:
         return self.max_excess <= 0.0 and self.decided_agreement >= self.min_label_agreement
 
 
-def ort_outputs(model_bytes: bytes, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+def ort_outputs(
+    model_bytes: bytes, feeds: dict[str, np.ndarray], names: list[str]
+) -> dict[str, np.ndarray]:
     """Run a serialised ONNX model once on the CPU provider."""
     with OrtBackend(model_bytes, providers=["CPUExecutionProvider"]) as backend:
         return backend(feeds, names)
 
 
-def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], atol: float,
-            min_label_agreement: float, margins: np.ndarray | None = None,
-            rtol: float = 1e-5) -> ParityReport:
+def compare(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    atol: float,
+    min_label_agreement: float,
+    margins: np.ndarray | None = None,
+    rtol: float = 1e-5,
+) -> ParityReport:
     """Compare LOGITS (|diff| <= atol + rtol |ref|) and LABELS (agreement) of two output dicts.
 
     Args:
@@ -63,5 +70,13 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     same = reference[io_names.LABELS] == candidate[io_names.LABELS]
     decided = np.ones_like(same) if margins is None else margins > 2 * atol
     decided_agree = float(same[decided].mean()) if decided.any() else 1.0
-    return ParityReport(float(diff.max()), excess, float(same.mean()), decided_agree,
-                        float(1.0 - decided.mean()), atol, rtol, min_label_agreement)
+    return ParityReport(
+        float(diff.max()),
+        excess,
+        float(same.mean()),
+        decided_agree,
+        float(1.0 - decided.mean()),
+        atol,
+        rtol,
+        min_label_agreement,
+    )

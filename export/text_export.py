@@ -35,8 +35,12 @@ log = logging.getLogger(__name__)
 TEXT_ENCODER_FILE = "text_encoder.onnx"
 # Traced with the first three; parity on all (another N, HTML, unicode, a prompt cut at 77 tokens).
 PARITY_PROMPTS = (
-    "a photo of a cat.", "there is a traffic light in the scene.", "a bad photo of the dog.",
-    "Fish &amp; Chips, café, 東京, 🙂", "it's a photo of a potted plant", " ".join(["long"] * 120),
+    "a photo of a cat.",
+    "there is a traffic light in the scene.",
+    "a bad photo of the dog.",
+    "Fish &amp; Chips, café, 東京, 🙂",
+    "it's a photo of a potted plant",
+    " ".join(["long"] * 120),
     "a",
 )
 
@@ -90,8 +94,12 @@ def _check_blocks(clip_model: nn.Module) -> None:
     """The written-out forward covers open_clip's plain residual attention blocks only."""
     tr = clip_model.transformer
     ok = getattr(tr, "batch_first", False) and all(
-        isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and b.attn.in_proj_weight is not None
-        and b.attn.batch_first and not hasattr(b, "ln_1_kv") for b in tr.resblocks)
+        isinstance(getattr(b, "attn", None), nn.MultiheadAttention)
+        and b.attn.in_proj_weight is not None
+        and b.attn.batch_first
+        and not hasattr(b, "ln_1_kv")
+        for b in tr.resblocks
+    )
     if not ok:
         raise ExportError("--text-encoder supports open_clip's standard CLIP text transformer only")
 
@@ -121,18 +129,26 @@ def check_tokenizer(clip: LoadedClip) -> ClipTokenizer:
     reproduced; its vocabulary and merges must equal ``runtime.tokenizer``'s exactly.
     """
     ref = clip.tokenizer
-    if (not isinstance(ref, open_clip.tokenizer.SimpleTokenizer) or ref.reduction_fn is not None
-            or ref.clean_fn is not open_clip.tokenizer.get_clean_fn("lower")):
-        raise ExportError(f"--text-encoder supports CLIP's BPE tokenizer (lower-case cleaning, "
-                          f"truncation) only; {clip.backbone} uses {type(ref).__name__}")
+    if (
+        not isinstance(ref, open_clip.tokenizer.SimpleTokenizer)
+        or ref.reduction_fn is not None
+        or ref.clean_fn is not open_clip.tokenizer.get_clean_fn("lower")
+    ):
+        raise ExportError(
+            f"--text-encoder supports CLIP's BPE tokenizer (lower-case cleaning, "
+            f"truncation) only; {clip.backbone} uses {type(ref).__name__}"
+        )
     tok = ClipTokenizer(open_clip.tokenizer.default_bpe(), ref.context_length)
     if tok.encoder != ref.encoder or tok.ranks != ref.bpe_ranks:
-        raise ExportError(f"{clip.backbone}'s tokenizer vocabulary differs from open_clip's "
-                          f"{VOCAB_FILE}: cannot reproduce it on the device")
+        raise ExportError(
+            f"{clip.backbone}'s tokenizer vocabulary differs from open_clip's "
+            f"{VOCAB_FILE}: cannot reproduce it on the device"
+        )
     length = int(clip.model.positional_embedding.shape[0])
     if length != ref.context_length:
-        raise ExportError(f"tokenizer context length {ref.context_length} != the text "
-                          f"tower's {length}")
+        raise ExportError(
+            f"tokenizer context length {ref.context_length} != the text tower's {length}"
+        )
     return tok
 
 
@@ -150,56 +166,81 @@ def export_text_encoder(*, clip: LoadedClip, opset: int, atol: float = 1e-4) -> 
     tokens = tok(PARITY_PROMPTS)
     ref_ids = clip.tokenizer(list(PARITY_PROMPTS)).numpy()
     if not np.array_equal(tokens, ref_ids):
-        raise ExportError("runtime.tokenizer and open_clip disagree on the parity prompts' "
-                          "token ids")
+        raise ExportError(
+            "runtime.tokenizer and open_clip disagree on the parity prompts' token ids"
+        )
     wrapper = TextEncoderOnnxModel(clip.model).eval()
     with torch.no_grad():
         ref = wrapper(torch.from_numpy(tokens)).numpy()
     if not np.all(np.isfinite(ref)):
         raise ExportError("PyTorch text features are not finite")
     # Traced shorter than the context, so the L-slices stay in the graph as dynamic ops.
-    dummy = {io_names.TEXT_TOKENS: torch.from_numpy(tokens[:3, :trimmed_length(tokens[:3])].copy())}
-    axes = {io_names.TEXT_TOKENS: {0: "num_prompts", 1: "num_tokens"},
-            io_names.TEXT_FEATURES: {0: "num_prompts"}}
+    dummy = {
+        io_names.TEXT_TOKENS: torch.from_numpy(tokens[:3, : trimmed_length(tokens[:3])].copy())
+    }
+    axes = {
+        io_names.TEXT_TOKENS: {0: "num_prompts", 1: "num_tokens"},
+        io_names.TEXT_FEATURES: {0: "num_prompts"},
+    }
     proto = _trace(wrapper, dummy, [io_names.TEXT_FEATURES], axes, opset)
     # Parity at the full context and trimmed to the longest prompt (what the runtime feeds).
     diff = 0.0
     for length in (tokens.shape[1], trimmed_length(tokens[:5])):
-        got = ort_outputs(proto.SerializeToString(), {io_names.TEXT_TOKENS: tokens[:, :length]
-                                                      if length == tokens.shape[1] else tokens[:5, :length]},
-                          [io_names.TEXT_FEATURES])[io_names.TEXT_FEATURES]
+        got = ort_outputs(
+            proto.SerializeToString(),
+            {
+                io_names.TEXT_TOKENS: tokens[:, :length]
+                if length == tokens.shape[1]
+                else tokens[:5, :length]
+            },
+            [io_names.TEXT_FEATURES],
+        )[io_names.TEXT_FEATURES]
         want = ref if length == tokens.shape[1] else ref[:5]
         diff = max(diff, float(np.abs(got.astype(np.float64) - want).max()))
-    log.info("text encoder parity: max|diff| %.3g over %d prompts (atol %g)", diff, len(tokens),
-             atol)
+    log.info(
+        "text encoder parity: max|diff| %.3g over %d prompts (atol %g)", diff, len(tokens), atol
+    )
     if not diff <= atol:
-        raise ExportError(f"text encoder PyTorch/onnxruntime parity failed: max|diff| "
-                          f"{diff:.3g} > {atol}")
+        raise ExportError(
+            f"text encoder PyTorch/onnxruntime parity failed: max|diff| {diff:.3g} > {atol}"
+        )
     proto.producer_name, proto.producer_version = "ovss-edge", __version__
-    return TextExport(proto, Path(open_clip.tokenizer.default_bpe()), tokens.shape[1], ref.shape[1],
-                      diff)
+    return TextExport(
+        proto, Path(open_clip.tokenizer.default_bpe()), tokens.shape[1], ref.shape[1], diff
+    )
 
 
-def check_against_classifier(export: TextExport, classes: tuple[str, ...],
-                             templates: tuple[str, ...], text: np.ndarray, limit: int = 1) -> float:
+def check_against_classifier(
+    export: TextExport,
+    classes: tuple[str, ...],
+    templates: tuple[str, ...],
+    text: np.ndarray,
+    limit: int = 1,
+) -> float:
     """Max |difference| between the exported classifier's first ``limit`` rows and the same
     classes encoded through the new graph (ensemble as ``encode_classes``); warns when above 1e-3
     (expected only for classifiers not computed from this text tower, e.g. ``--text-embeddings``).
     """
     names = classes[:limit]
     tok = ClipTokenizer(export.vocab_path, export.context_length)
-    feats = ort_outputs(export.model.SerializeToString(),
-                        {io_names.TEXT_TOKENS: tok(prompts(names, templates))},
-                        [io_names.TEXT_FEATURES])[io_names.TEXT_FEATURES]
-    diff = float(np.abs(prompt_ensemble(feats, len(names)) - text[:len(names)]).max())
+    feats = ort_outputs(
+        export.model.SerializeToString(),
+        {io_names.TEXT_TOKENS: tok(prompts(names, templates))},
+        [io_names.TEXT_FEATURES],
+    )[io_names.TEXT_FEATURES]
+    diff = float(np.abs(prompt_ensemble(feats, len(names)) - text[: len(names)]).max())
     if diff > 1e-3:
-        log.warning("the text encoder does not reproduce the exported classifier (max|diff| %.3g): "
-                    "vocabularies set on the device will differ from re-exported ones", diff)
+        log.warning(
+            "the text encoder does not reproduce the exported classifier (max|diff| %.3g): "
+            "vocabularies set on the device will differ from re-exported ones",
+            diff,
+        )
     return diff
 
 
-def write_text_encoder(folder: str | Path, export: TextExport,
-                       templates: tuple[str, ...]) -> TextEncoderInfo:
+def write_text_encoder(
+    folder: str | Path, export: TextExport, templates: tuple[str, ...]
+) -> TextEncoderInfo:
     """Write ``text_encoder.onnx`` and the BPE vocabulary into ``folder`` atomically.
 
     Returns:
@@ -208,6 +249,12 @@ def write_text_encoder(folder: str | Path, export: TextExport,
     folder = Path(folder)
     graph = atomic_write(folder / TEXT_ENCODER_FILE, lambda tmp: onnx.save(export.model, tmp))
     vocab = atomic_write(folder / VOCAB_FILE, lambda tmp: shutil.copyfile(export.vocab_path, tmp))
-    return TextEncoderInfo(file=TEXT_ENCODER_FILE, sha256=sha256_file(graph), vocab_file=VOCAB_FILE,
-                           vocab_sha256=sha256_file(vocab), context_length=export.context_length,
-                           embed_dim=export.embed_dim, templates=tuple(templates))
+    return TextEncoderInfo(
+        file=TEXT_ENCODER_FILE,
+        sha256=sha256_file(graph),
+        vocab_file=VOCAB_FILE,
+        vocab_sha256=sha256_file(vocab),
+        context_length=export.context_length,
+        embed_dim=export.embed_dim,
+        templates=tuple(templates),
+    )

@@ -91,8 +91,14 @@ class ZegClipOnnxModel(nn.Module):
     bias, labels int64 [1,S,S]).
     """
 
-    def __init__(self, model: nn.Module, text: torch.Tensor, bias: torch.Tensor, vocab_mode: str,
-                 output: str = "scores"):
+    def __init__(
+        self,
+        model: nn.Module,
+        text: torch.Tensor,
+        bias: torch.Tensor,
+        vocab_mode: str,
+        output: str = "scores",
+    ):
         super().__init__()
         self.backbone, self.decoder = model.backbone, model.decode_head.decoder_1
         self.query = _QueryText(model.decode_head.q_proj, text, vocab_mode)
@@ -102,8 +108,13 @@ class ZegClipOnnxModel(nn.Module):
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
         return self.decode(*self.backbone(image), text=text)
 
-    def decode(self, patches: torch.Tensor, cls: torch.Tensor, regions=None,
-               text: torch.Tensor | None = None):
+    def decode(
+        self,
+        patches: torch.Tensor,
+        cls: torch.Tensor,
+        regions=None,
+        text: torch.Tensor | None = None,
+    ):
         """Everything after the backbone: patches [1,D,h,w], cls [1,D] -> (scores, labels)."""
         text, q_text = self.query(text)
         q = (text[None] * cls[:, None]) @ self.query.w_a + q_text
@@ -121,8 +132,14 @@ class ClipRcOnnxModel(nn.Module):
     forward(image [1,3,S,S][, text [C,D]]) -> (scores [1,C,S/16,S/16], labels int64 [1,S,S]).
     """
 
-    def __init__(self, model: nn.Module, text: torch.Tensor, bias: torch.Tensor, vocab_mode: str,
-                 output: str = "scores"):
+    def __init__(
+        self,
+        model: nn.Module,
+        text: torch.Tensor,
+        bias: torch.Tensor,
+        vocab_mode: str,
+        output: str = "scores",
+    ):
         super().__init__()
         head = model.decode_head
         self.backbone, self.lateral_proj = model.backbone, head.lateral_proj
@@ -134,8 +151,13 @@ class ClipRcOnnxModel(nn.Module):
     def forward(self, image: torch.Tensor, text: torch.Tensor | None = None):
         return self.decode(*self.backbone(image), text=text)
 
-    def decode(self, patches: torch.Tensor, cls: torch.Tensor, regions: torch.Tensor,
-               text: torch.Tensor | None = None):
+    def decode(
+        self,
+        patches: torch.Tensor,
+        cls: torch.Tensor,
+        regions: torch.Tensor,
+        text: torch.Tensor | None = None,
+    ):
         """After the backbone: patches [1,D,h,w], cls [1,D], regions [1,D,4,4] -> (scores, labels)."""
         text, q_text = self.query(text)
         bsz, dim, gh, gw = patches.shape
@@ -143,9 +165,16 @@ class ClipRcOnnxModel(nn.Module):
         reg = regions.flatten(2).transpose(1, 2) + cls[:, None]  # [B,16,D]
         q = ((reg[:, :, None] * text[None, None]) @ self.query.w_a + q_text).reshape(bsz, -1, dim)
         reg_up = F.interpolate(regions, size=(gh, gw), mode="bilinear", align_corners=False)
-        lat = self.lateral_proj(torch.cat([reg_up.flatten(2).transpose(1, 2),
-                                           cls[:, None].expand(-1, gh * gw, -1),
-                                           patches.flatten(2).transpose(1, 2)], dim=-1))
+        lat = self.lateral_proj(
+            torch.cat(
+                [
+                    reg_up.flatten(2).transpose(1, 2),
+                    cls[:, None].expand(-1, gh * gw, -1),
+                    patches.flatten(2).transpose(1, 2),
+                ],
+                dim=-1,
+            )
+        )
         for layer_q, layer_v in zip(self.layers_q, self.layers_v):
             q, lat = layer_q(q, lat)[0], layer_v(lat, q)[0]
         q_mean = q.reshape(bsz, n_reg, n_cls, dim).mean(dim=1)

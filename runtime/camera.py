@@ -28,18 +28,28 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from runtime.cli import (ArgumentParser, add_segmenter_args, add_verbose_arg, cli_main,
-                         nonneg_float, nonneg_int, positive_float, positive_int, segmenter_kwargs,
-                         setup_logging, unit_float)
+from runtime.cli import (
+    ArgumentParser,
+    add_segmenter_args,
+    add_verbose_arg,
+    cli_main,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    segmenter_kwargs,
+    setup_logging,
+    unit_float,
+)
 from runtime.errors import ConfigError, SourceError
-from runtime.fsutil import atomic_write_text
 from runtime.frame_queue import CaptureThread, FrameQueue, QueueClosed, Reader, Ring
-from runtime.segmenter import SegResult, Segmenter
+from runtime.fsutil import atomic_write_text
+from runtime.segmenter import Segmenter, SegResult
 from runtime.sources import Frame, FrameSource, SourceCfg, open_source, parse_size
 from runtime.video_out import DEFAULT_FPS, Painter, Sink, open_sink
 
@@ -84,15 +94,19 @@ class LoopCfg:
     join_timeout_s: float = 5.0
 
     def __post_init__(self):
-        checks = [(self.queue_size >= 1, "queue_size must be >= 1"),
-                  (self.drop in DROP_POLICIES, f"drop must be one of {DROP_POLICIES}"),
-                  (self.max_frames is None or self.max_frames >= 1, "max_frames must be >= 1"),
-                  (self.pace_fps > 0, "pace_fps must be > 0"),
-                  (0.0 <= self.alpha <= 1.0, "alpha must be in [0, 1]"),
-                  (0 < self.backoff_initial_s <= self.backoff_max_s,
-                   "need 0 < backoff_initial_s <= backoff_max_s"),
-                  (self.reconnect_attempts >= 0, "reconnect_attempts must be >= 0"),
-                  (self.stats_window >= 1, "stats_window must be >= 1")]
+        checks = [
+            (self.queue_size >= 1, "queue_size must be >= 1"),
+            (self.drop in DROP_POLICIES, f"drop must be one of {DROP_POLICIES}"),
+            (self.max_frames is None or self.max_frames >= 1, "max_frames must be >= 1"),
+            (self.pace_fps > 0, "pace_fps must be > 0"),
+            (0.0 <= self.alpha <= 1.0, "alpha must be in [0, 1]"),
+            (
+                0 < self.backoff_initial_s <= self.backoff_max_s,
+                "need 0 < backoff_initial_s <= backoff_max_s",
+            ),
+            (self.reconnect_attempts >= 0, "reconnect_attempts must be >= 0"),
+            (self.stats_window >= 1, "stats_window must be >= 1"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"{message}: {self}")
@@ -196,8 +210,13 @@ class _Progress:
         now = time.perf_counter()
         if self.period_s and now >= self._next:
             self._next = now + self.period_s
-            log.info("%d frames processed, %d captured, %d dropped, %d reconnects",
-                     step.processed, reader.captured, dropped, reader.reconnects)
+            log.info(
+                "%d frames processed, %d captured, %d dropped, %d reconnects",
+                step.processed,
+                reader.captured,
+                dropped,
+                reader.reconnects,
+            )
 
 
 def _pipelined(capture: CaptureThread, step: _Step, cfg: LoopCfg) -> str:
@@ -234,8 +253,13 @@ def _pct(ring: Ring, q: float) -> float | None:
     return round(float(np.percentile(ring.values(), q)), 3) if len(ring) else None
 
 
-def run_loop(source: FrameSource, segment: Segment, sink: Sink, cfg: LoopCfg = LoopCfg(),
-             stop: threading.Event | None = None) -> LoopStats:
+def run_loop(
+    source: FrameSource,
+    segment: Segment,
+    sink: Sink,
+    cfg: LoopCfg = LoopCfg(),
+    stop: threading.Event | None = None,
+) -> LoopStats:
     """Run the camera loop until the source ends, ``max_frames``, ``stop`` is set, or it fails.
 
     Args:
@@ -250,9 +274,15 @@ def run_loop(source: FrameSource, segment: Segment, sink: Sink, cfg: LoopCfg = L
     is left open only if the capture thread is stuck in a read).
     """
     stop = stop or threading.Event()
-    reader = Reader(source, stop, pace_fps=(source.fps or cfg.pace_fps) if cfg.realtime else None,
-                    backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s,
-                    reconnect_attempts=cfg.reconnect_attempts, window=cfg.stats_window)
+    reader = Reader(
+        source,
+        stop,
+        pace_fps=(source.fps or cfg.pace_fps) if cfg.realtime else None,
+        backoff_initial_s=cfg.backoff_initial_s,
+        backoff_max_s=cfg.backoff_max_s,
+        reconnect_attempts=cfg.reconnect_attempts,
+        window=cfg.stats_window,
+    )
     step = _Step(segment, Painter(cfg.alpha, cfg.legend), sink, cfg.stats_window)
     drop = cfg.drop == "oldest" or (cfg.drop == "auto" and source.live)
     frames = None if cfg.sequential else FrameQueue(cfg.queue_size, drop_oldest=drop)
@@ -273,8 +303,10 @@ def run_loop(source: FrameSource, segment: Segment, sink: Sink, cfg: LoopCfg = L
         try:
             if capture is not None and not capture.join(cfg.join_timeout_s):
                 close_source = False
-                log.warning("capture thread still blocked in a read after %.1f s: leaving the "
-                            "source open", cfg.join_timeout_s)
+                log.warning(
+                    "capture thread still blocked in a read after %.1f s: leaving the source open",
+                    cfg.join_timeout_s,
+                )
         finally:  # even when a forced stop interrupts the join: finalise (or drop) the output
             try:
                 # A crash must not replace a previous good output with a partial one.
@@ -285,72 +317,117 @@ def run_loop(source: FrameSource, segment: Segment, sink: Sink, cfg: LoopCfg = L
     return _stats(source, reader, step, cfg, frames, reason, error, elapsed)
 
 
-def _stats(source: FrameSource, reader: Reader, step: _Step, cfg: LoopCfg,
-           frames: FrameQueue | None, reason: str, error: str | None, elapsed: float) -> LoopStats:
+def _stats(
+    source: FrameSource,
+    reader: Reader,
+    step: _Step,
+    cfg: LoopCfg,
+    frames: FrameQueue | None,
+    reason: str,
+    error: str | None,
+    elapsed: float,
+) -> LoopStats:
     stages = {"read": reader.read_ms, **step.stages}
     lat, now_rss = step.latency_ms, rss_mb()
     return LoopStats(
-        source=source.name, live=source.live, pipelined=not cfg.sequential, stop_reason=reason,
-        error=error, frames_captured=reader.captured, frames_processed=step.processed,
+        source=source.name,
+        live=source.live,
+        pipelined=not cfg.sequential,
+        stop_reason=reason,
+        error=error,
+        frames_captured=reader.captured,
+        frames_processed=step.processed,
         frames_dropped=frames.dropped if frames is not None else 0,
-        frames_skipped=int(getattr(source, "skipped", 0)), reconnects=reader.reconnects,
-        reconnect_attempts=reader.attempts, queue_size=cfg.queue_size,
+        frames_skipped=int(getattr(source, "skipped", 0)),
+        reconnects=reader.reconnects,
+        reconnect_attempts=reader.attempts,
+        queue_size=cfg.queue_size,
         queue_high_water=frames.high_water if frames is not None else 0,
         elapsed_s=round(elapsed, 3),
         fps=round(step.processed / elapsed, 3) if elapsed > 0 else 0.0,
-        latency_p50_ms=_pct(lat, 50), latency_p90_ms=_pct(lat, 90), latency_p99_ms=_pct(lat, 99),
+        latency_p50_ms=_pct(lat, 50),
+        latency_p90_ms=_pct(lat, 90),
+        latency_p99_ms=_pct(lat, 99),
         stage_median_ms={k: _pct(v, 50) for k, v in stages.items() if len(v)},
-        peak_rss_mb=round(peak_rss_mb(), 2), rss_mb=None if now_rss is None else round(now_rss, 2))
+        peak_rss_mb=round(peak_rss_mb(), 2),
+        rss_mb=None if now_rss is None else round(now_rss, 2),
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m runtime.camera", description=__doc__.splitlines()[0])
     add_segmenter_args(p)
-    p.add_argument("--source", required=True,
-                   help="camera INDEX or /dev/videoN, video FILE, rtsp:// or http(s):// URL, "
-                        "gst:PIPELINE (ending in appsink), or a folder of images")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="camera INDEX or /dev/videoN, video FILE, rtsp:// or http(s):// URL, "
+        "gst:PIPELINE (ending in appsink), or a folder of images",
+    )
     p.add_argument("--out", help="overlay video FILE.mp4 (mp4v) / FILE.avi (MJPG), or a PNG folder")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many processed frames")
     p.add_argument("--json", help="also write the stats here (atomically)")
     p.add_argument("--show", action="store_true", help="display in a window (OpenCV GUI build)")
     p.add_argument("--queue", type=positive_int, default=2, help="capture queue size (default 2)")
     p.add_argument("--sequential", action="store_true", help="no capture thread (for comparison)")
-    p.add_argument("--drop", default="auto", choices=DROP_POLICIES,
-                   help="full queue: drop the oldest frame, or make capture wait (never); auto: "
-                        "oldest for cameras/streams, never for files/folders")
-    p.add_argument("--realtime", action="store_true",
-                   help="deliver a file/folder at its frame rate (else --fps), like a camera")
-    p.add_argument("--fps", type=positive_float,
-                   help="output video rate (default: the source's, else 30)")
+    p.add_argument(
+        "--drop",
+        default="auto",
+        choices=DROP_POLICIES,
+        help="full queue: drop the oldest frame, or make capture wait (never); auto: "
+        "oldest for cameras/streams, never for files/folders",
+    )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="deliver a file/folder at its frame rate (else --fps), like a camera",
+    )
+    p.add_argument(
+        "--fps", type=positive_float, help="output video rate (default: the source's, else 30)"
+    )
     p.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0,1]")
     p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
     p.add_argument("--fourcc", help="camera pixel format to request, e.g. MJPG")
     p.add_argument("--capture-size", type=parse_size, help="camera capture size WIDTHxHEIGHT")
-    p.add_argument("--reconnect-delay", type=positive_float, default=0.5,
-                   help="first reopen delay, seconds")
-    p.add_argument("--reconnect-max-delay", type=positive_float, default=8.0,
-                   help="backoff cap, seconds")
-    p.add_argument("--reconnect-attempts", type=nonneg_int, default=0,
-                   help="per outage; 0: unlimited")
-    p.add_argument("--log-every", type=nonneg_float, default=10.0,
-                   help="progress log period, seconds (0: off)")
+    p.add_argument(
+        "--reconnect-delay", type=positive_float, default=0.5, help="first reopen delay, seconds"
+    )
+    p.add_argument(
+        "--reconnect-max-delay", type=positive_float, default=8.0, help="backoff cap, seconds"
+    )
+    p.add_argument(
+        "--reconnect-attempts", type=nonneg_int, default=0, help="per outage; 0: unlimited"
+    )
+    p.add_argument(
+        "--log-every", type=nonneg_float, default=10.0, help="progress log period, seconds (0: off)"
+    )
     add_verbose_arg(p)
     args = p.parse_args(argv)
     if args.fourcc is not None and len(args.fourcc) != 4:
         p.error(f"--fourcc must be 4 characters, e.g. MJPG, got {args.fourcc!r}")
     if args.reconnect_delay > args.reconnect_max_delay:
-        p.error(f"--reconnect-delay ({args.reconnect_delay}) must be <= --reconnect-max-delay "
-                f"({args.reconnect_max_delay})")
+        p.error(
+            f"--reconnect-delay ({args.reconnect_delay}) must be <= --reconnect-max-delay "
+            f"({args.reconnect_max_delay})"
+        )
     return args
 
 
 def loop_cfg(args: argparse.Namespace) -> LoopCfg:
     """The LoopCfg for parsed command-line ``args``."""
-    return LoopCfg(queue_size=args.queue, sequential=args.sequential, drop=args.drop,
-                   max_frames=args.max_frames, realtime=args.realtime,
-                   pace_fps=args.fps or DEFAULT_FPS, alpha=args.alpha, legend=not args.no_legend,
-                   backoff_initial_s=args.reconnect_delay, backoff_max_s=args.reconnect_max_delay,
-                   reconnect_attempts=args.reconnect_attempts, log_every_s=args.log_every)
+    return LoopCfg(
+        queue_size=args.queue,
+        sequential=args.sequential,
+        drop=args.drop,
+        max_frames=args.max_frames,
+        realtime=args.realtime,
+        pace_fps=args.fps or DEFAULT_FPS,
+        alpha=args.alpha,
+        legend=not args.no_legend,
+        backoff_initial_s=args.reconnect_delay,
+        backoff_max_s=args.reconnect_max_delay,
+        reconnect_attempts=args.reconnect_attempts,
+        log_every_s=args.log_every,
+    )
 
 
 @contextlib.contextmanager
@@ -392,10 +469,16 @@ def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
         except BaseException:
             source.close()
             raise
-        model = {"model": str(args.model), "backend": seg.backend.name, "precision": args.precision,
-                 "providers": list(seg.backend.providers),
-                 "backend_reasons": list(seg.backend_reasons), "classes": len(seg.classes),
-                 "weights_random": seg.manifest.weights.random, "out": args.out}
+        model = {
+            "model": str(args.model),
+            "backend": seg.backend.name,
+            "precision": args.precision,
+            "providers": list(seg.backend.providers),
+            "backend_reasons": list(seg.backend_reasons),
+            "classes": len(seg.classes),
+            "weights_random": seg.manifest.weights.random,
+            "out": args.out,
+        }
         stats = run_loop(source, seg, sink, cfg, stop)
     return {**dataclasses.asdict(stats), **model}
 

@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import sys
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from runtime.errors import OvssError
 
@@ -54,6 +54,7 @@ MainFn = Callable[[list[str] | None], "int | None"]
 
 
 # --- error policy ----------------------------------------------------------------------------
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line, ``PROG: error: MESSAGE``, exit 2.
@@ -71,8 +72,12 @@ def one_line(message: object) -> str:
     return "; ".join(lines)
 
 
-def run_main(main_fn: MainFn, argv: list[str] | None = None, *,
-             user_errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:
+def run_main(
+    main_fn: MainFn,
+    argv: list[str] | None = None,
+    *,
+    user_errors: tuple[type[BaseException], ...] = USER_ERRORS,
+) -> int:
     """Call ``main_fn(argv)`` under the error policy; returns the exit status.
 
     Args:
@@ -116,6 +121,7 @@ def cli_main(main_fn: MainFn) -> Callable[[list[str] | None], int]:
 
 
 # --- logging ---------------------------------------------------------------------------------
+
 
 class _Handler(logging.StreamHandler):
     """The handler ``setup_logging`` installs (found again and replaced on a second call). It
@@ -180,6 +186,7 @@ def add_verbose_arg(parser: argparse.ArgumentParser) -> None:
 
 
 # --- argparse types --------------------------------------------------------------------------
+
 
 def _number(text: str, kind: type, what: str):
     try:
@@ -250,15 +257,27 @@ def vocabulary(text: str) -> tuple[str, ...]:
 
 # --- the Segmenter flags ---------------------------------------------------------------------
 
-SEGMENTER_FLAGS = ("--model", "--backend", "--cuda-graph", "--precision", "--mode", "--stride",
-                   "--short-side", "--threads", "--classes")
-CLASSES_HELP = ("vocabulary, encoded on the device: a list name (voc, context, coco_stuff, ade20k, "
-                "cityscapes, camvid), a text file (one class per line, # comments) or 'a,b,c'; "
-                "needs a folder exported with --vocab-mode input --text-encoder")
+SEGMENTER_FLAGS = (
+    "--model",
+    "--backend",
+    "--cuda-graph",
+    "--precision",
+    "--mode",
+    "--stride",
+    "--short-side",
+    "--threads",
+    "--classes",
+)
+CLASSES_HELP = (
+    "vocabulary, encoded on the device: a list name (voc, context, coco_stuff, ade20k, "
+    "cityscapes, camvid), a text file (one class per line, # comments) or 'a,b,c'; "
+    "needs a folder exported with --vocab-mode input --text-encoder"
+)
 
 
-def add_segmenter_args(parser: argparse.ArgumentParser, *, skip: Iterable[str] = (),
-                       help: dict[str, str] | None = None) -> None:
+def add_segmenter_args(
+    parser: argparse.ArgumentParser, *, skip: Iterable[str] = (), help: dict[str, str] | None = None
+) -> None:
     """Add the ``runtime.segmenter.Segmenter`` flags, the same in every program.
 
     Flags (dest in brackets): ``--model DIR`` (required), ``--backend {auto,onnxruntime,tensorrt}``,
@@ -282,19 +301,27 @@ def add_segmenter_args(parser: argparse.ArgumentParser, *, skip: Iterable[str] =
         raise ValueError(f"not Segmenter flags: {sorted(unknown)}; they are {SEGMENTER_FLAGS}")
     flags = {
         "--model": dict(required=True, help="deployable folder (manifest.json + model.onnx)"),
-        "--backend": dict(default="auto", choices=BACKENDS,
-                          help="auto: a TensorRT engine that fits this GPU, else onnxruntime "
-                          "(GPU providers only where the probe finds a GPU)"),
+        "--backend": dict(
+            default="auto",
+            choices=BACKENDS,
+            help="auto: a TensorRT engine that fits this GPU, else onnxruntime "
+            "(GPU providers only where the probe finds a GPU)",
+        ),
         "--cuda-graph": dict(action="store_true", help="TensorRT: replay a captured CUDA graph"),
-        "--precision": dict(default="fp32", choices=PRECISIONS,
-                            help="graph variant: fp32, or fp16 / int8 made by "
-                            "calibration.calibrate"),
-        "--mode": dict(default="auto", choices=MODES,
-                       help="whole: resize to the input; slide: sliding windows; auto: whole "
-                       "if it fits"),
+        "--precision": dict(
+            default="fp32",
+            choices=PRECISIONS,
+            help="graph variant: fp32, or fp16 / int8 made by calibration.calibrate",
+        ),
+        "--mode": dict(
+            default="auto",
+            choices=MODES,
+            help="whole: resize to the input; slide: sliding windows; auto: whole if it fits",
+        ),
         "--stride": dict(type=positive_int, help="slide step in pixels (default: from the model)"),
-        "--short-side": dict(type=positive_int,
-                             help="rescale so the short side has this length first"),
+        "--short-side": dict(
+            type=positive_int, help="rescale so the short side has this length first"
+        ),
         "--threads": dict(type=positive_int, help="intra-op threads (default: all cores)"),
         "--classes": dict(type=vocabulary, metavar="SPEC", help=CLASSES_HELP),
     }
@@ -312,8 +339,15 @@ def segmenter_kwargs(args: argparse.Namespace, **overrides) -> dict:
     ``cuda_graph`` is passed only when set, since only the TensorRT backend takes it.
     ``overrides`` replace or add keyword arguments (e.g. ``backend=`` per benchmark config).
     """
-    names = {"model": "folder", "backend": "backend", "mode": "mode", "stride": "stride",
-             "short_side": "short_side", "precision": "precision", "threads": "threads"}
+    names = {
+        "model": "folder",
+        "backend": "backend",
+        "mode": "mode",
+        "stride": "stride",
+        "short_side": "short_side",
+        "precision": "precision",
+        "threads": "threads",
+    }
     kwargs = {key: getattr(args, dest) for dest, key in names.items() if hasattr(args, dest)}
     if getattr(args, "cuda_graph", False):
         kwargs["cuda_graph"] = True

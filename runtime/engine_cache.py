@@ -97,7 +97,9 @@ def read_record(path: str | Path) -> EngineRecord:
     try:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
         key = EngineKey(**d["key"])
-        return EngineRecord(key, str(d["engine_file"]), str(d["engine_sha256"]), dict(d.get("build", {})))
+        return EngineRecord(
+            key, str(d["engine_file"]), str(d["engine_sha256"]), dict(d.get("build", {}))
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelFolderError(f"engine record {str(path)!r} is unreadable: {e}") from e
 
@@ -116,18 +118,28 @@ def fits(record: EngineKey, wanted: EngineKey) -> bool:
     Everything must be equal, except that a version-compatible engine also serves a later
     TensorRT of the same major version.
     """
-    same = dataclasses.replace(record, tensorrt_version=wanted.tensorrt_version,
-                               version_compatible=wanted.version_compatible) == wanted
+    same = (
+        dataclasses.replace(
+            record,
+            tensorrt_version=wanted.tensorrt_version,
+            version_compatible=wanted.version_compatible,
+        )
+        == wanted
+    )
     if not same:
         return False
     if record.tensorrt_version == wanted.tensorrt_version:
         return True
-    return (record.version_compatible and _major(record.tensorrt_version) == _major(wanted.tensorrt_version)
-            and _version_tuple(record.tensorrt_version) <= _version_tuple(wanted.tensorrt_version))
+    return (
+        record.version_compatible
+        and _major(record.tensorrt_version) == _major(wanted.tensorrt_version)
+        and _version_tuple(record.tensorrt_version) <= _version_tuple(wanted.tensorrt_version)
+    )
 
 
-def find_engine(folder: str | Path, wanted: EngineKey, version_compatible_only: bool = False
-                ) -> EngineRecord | None:
+def find_engine(
+    folder: str | Path, wanted: EngineKey, version_compatible_only: bool = False
+) -> EngineRecord | None:
     """The record of an engine in ``folder/engines`` that fits ``wanted``, or None.
 
     The exact key is preferred; otherwise the newest version-compatible fit. Unreadable
@@ -136,7 +148,9 @@ def find_engine(folder: str | Path, wanted: EngineKey, version_compatible_only: 
     """
     exact = record_path(folder, wanted)
     candidates = [exact] if exact.is_file() else []
-    candidates += sorted(p for p in engine_dir(folder).glob(f"{wanted.precision}-*.json") if p != exact)
+    candidates += sorted(
+        p for p in engine_dir(folder).glob(f"{wanted.precision}-*.json") if p != exact
+    )
     best = None
     for path in candidates:
         try:
@@ -144,11 +158,15 @@ def find_engine(folder: str | Path, wanted: EngineKey, version_compatible_only: 
         except ModelFolderError as e:
             log.warning("%s", e)
             continue
-        if not fits(rec.key, wanted) or (version_compatible_only and not rec.key.version_compatible):
+        if not fits(rec.key, wanted) or (
+            version_compatible_only and not rec.key.version_compatible
+        ):
             continue
         if rec.key == wanted:
             return rec
-        if best is None or _version_tuple(rec.key.tensorrt_version) > _version_tuple(best.key.tensorrt_version):
+        if best is None or _version_tuple(rec.key.tensorrt_version) > _version_tuple(
+            best.key.tensorrt_version
+        ):
             best = rec
     return best
 
@@ -156,4 +174,3 @@ def find_engine(folder: str | Path, wanted: EngineKey, version_compatible_only: 
 def manifest_input_shapes(inputs) -> dict[str, list[int]]:
     """{name: shape} of the manifest's input specs, with named (dynamic) axes as -1."""
     return {t.name: [d if isinstance(d, int) else -1 for d in t.shape] for t in inputs}
-

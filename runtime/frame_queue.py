@@ -114,7 +114,7 @@ class Ring:
 
     def values(self) -> np.ndarray:
         """float64 [len(self)] samples (in no particular order)."""
-        return self._data[:len(self)]
+        return self._data[: len(self)]
 
 
 class Reader:
@@ -132,9 +132,17 @@ class Reader:
         read_ms: the last ``window`` ``source.read()`` durations, ms.
     """
 
-    def __init__(self, source: FrameSource, stop: threading.Event, *, pace_fps: float | None = None,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 8.0,
-                 reconnect_attempts: int = 0, window: int = 10_000):
+    def __init__(
+        self,
+        source: FrameSource,
+        stop: threading.Event,
+        *,
+        pace_fps: float | None = None,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        reconnect_attempts: int = 0,
+        window: int = 10_000,
+    ):
         self.source, self.stop = source, stop
         self.backoff = (backoff_initial_s, backoff_max_s)
         self.reconnect_attempts = reconnect_attempts
@@ -196,12 +204,18 @@ class Reader:
         while not self.stop.is_set():
             attempt, delay = self._outage_attempts, self._delay
             if self.reconnect_attempts and attempt >= self.reconnect_attempts:
-                raise SourceError(f"{self.source.name} failed and {attempt} reconnect attempts "
-                                  "did not bring it back")
+                raise SourceError(
+                    f"{self.source.name} failed and {attempt} reconnect attempts "
+                    "did not bring it back"
+                )
             self._outage_attempts += 1
             self._delay = min(2 * delay, self.backoff[1])
-            log.warning("%s: no frame; reopening in %.2f s (attempt %d)", self.source.name, delay,
-                        attempt + 1)
+            log.warning(
+                "%s: no frame; reopening in %.2f s (attempt %d)",
+                self.source.name,
+                delay,
+                attempt + 1,
+            )
             if self.stop.wait(delay):
                 return
             self.attempts += 1

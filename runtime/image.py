@@ -61,7 +61,7 @@ def load_image(source: str | Path) -> np.ndarray:
     """
     source = str(source)
     if source.startswith(SAMPLE_PREFIX):
-        return _load_sample(source[len(SAMPLE_PREFIX):])
+        return _load_sample(source[len(SAMPLE_PREFIX) :])
     from PIL import Image, UnidentifiedImageError
 
     path = Path(source)

@@ -15,8 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli import (ArgumentParser, add_segmenter_args, add_verbose_arg, cli_main,
-                         segmenter_kwargs, setup_logging, unit_float)
+from runtime.cli import (
+    ArgumentParser,
+    add_segmenter_args,
+    add_verbose_arg,
+    cli_main,
+    segmenter_kwargs,
+    setup_logging,
+    unit_float,
+)
 from runtime.errors import OvssError
 from runtime.fsutil import atomic_write
 from runtime.image import load_image
@@ -27,7 +34,9 @@ from runtime.segmenter import Segmenter
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m runtime.infer", description=__doc__.splitlines()[0])
     add_segmenter_args(p)
-    p.add_argument("--image", required=True, help="image file, or sample:NAME (scikit-image sample)")
+    p.add_argument(
+        "--image", required=True, help="image file, or sample:NAME (scikit-image sample)"
+    )
     p.add_argument("--out", required=True, help="overlay PNG to write")
     p.add_argument("--labels-out", help="also write the label map as an 8-bit PNG")
     p.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0,1]")

@@ -133,8 +133,10 @@ class Manifest:
             return self.model_file, self.model_sha256
         if precision not in self.variants:
             have = ["fp32", *sorted(self.variants)]
-            raise ModelFolderError(f"this folder has no {precision} variant (it has {have}); "
-                                   f"make one with python -m calibration.calibrate --precision {precision}")
+            raise ModelFolderError(
+                f"this folder has no {precision} variant (it has {have}); "
+                f"make one with python -m calibration.calibrate --precision {precision}"
+            )
         v = self.variants[precision]
         return v.file, v.sha256
 
@@ -191,12 +193,19 @@ def manifest_from_dict(d: dict) -> Manifest:
         raise ModelFolderError("manifest must be a JSON object")
     version = _require(d, "format_version", int, "")
     if version != FORMAT_VERSION:
-        raise ModelFolderError(f"manifest format_version {version} is not supported ({FORMAT_VERSION})")
+        raise ModelFolderError(
+            f"manifest format_version {version} is not supported ({FORMAT_VERSION})"
+        )
     pre, w = _require(d, "preprocess", dict, ""), _require(d, "weights", dict, "")
     size = _require(pre, "input_size", list, "preprocess.")
-    mean, std = _require(pre, "mean", list, "preprocess."), _require(pre, "std", list, "preprocess.")
+    mean, std = (
+        _require(pre, "mean", list, "preprocess."),
+        _require(pre, "std", list, "preprocess."),
+    )
     if len(size) != 2 or len(mean) != 3 or len(std) != 3 or min(std) <= 0 or min(size) <= 0:
-        raise ModelFolderError("manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0")
+        raise ModelFolderError(
+            "manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0"
+        )
     classes = _require(d, "classes", list, "")
     if not classes or not all(isinstance(c, str) and c for c in classes):
         raise ModelFolderError("manifest 'classes' must be a non-empty list of names")
@@ -244,8 +253,12 @@ def _variants(d: Any) -> dict[str, Variant]:
         if precision not in PRECISIONS[1:]:
             raise ModelFolderError(f"manifest variant {precision!r} is not one of {PRECISIONS[1:]}")
         where = f"variants.{precision}."
-        out[precision] = Variant(file=_require(v, "file", str, where), sha256=_require(v, "sha256", str, where),
-                                 settings=v.get("settings", {}), accuracy=v.get("accuracy", {}))
+        out[precision] = Variant(
+            file=_require(v, "file", str, where),
+            sha256=_require(v, "sha256", str, where),
+            settings=v.get("settings", {}),
+            accuracy=v.get("accuracy", {}),
+        )
     return out
 
 
@@ -255,7 +268,8 @@ def _text_encoder(d: Any) -> TextEncoderInfo | None:
         return None
     where = "text_encoder."
     info = TextEncoderInfo(
-        file=_require(d, "file", str, where), sha256=_require(d, "sha256", str, where),
+        file=_require(d, "file", str, where),
+        sha256=_require(d, "sha256", str, where),
         vocab_file=_require(d, "vocab_file", str, where),
         vocab_sha256=_require(d, "vocab_sha256", str, where),
         context_length=_require(d, "context_length", int, where),
@@ -263,8 +277,10 @@ def _text_encoder(d: Any) -> TextEncoderInfo | None:
         templates=tuple(_require(d, "templates", list, where)),
     )
     if not info.file or not info.vocab_file or info.context_length < 2 or info.embed_dim < 1:
-        raise ModelFolderError("manifest text_encoder needs file and vocab_file names, "
-                               "context_length >= 2 and embed_dim >= 1")
+        raise ModelFolderError(
+            "manifest text_encoder needs file and vocab_file names, "
+            "context_length >= 2 and embed_dim >= 1"
+        )
     if not info.templates:
         raise ModelFolderError("manifest text_encoder.templates must be a non-empty list")
     for t in info.templates:
@@ -279,8 +295,10 @@ def _check_template(template: Any) -> None:
     except (IndexError, KeyError, ValueError):
         ok = False
     if not ok:
-        raise ModelFolderError(f"manifest text_encoder template {template!r} must be a string with "
-                               "one '{}' for the class name")
+        raise ModelFolderError(
+            f"manifest text_encoder template {template!r} must be a string with "
+            "one '{}' for the class name"
+        )
 
 
 def _check_text_encoder(m: Manifest) -> None:
@@ -291,8 +309,10 @@ def _check_text_encoder(m: Manifest) -> None:
         raise ModelFolderError("manifest has a text_encoder but vocab_mode is not 'input'")
     dim = m.input(io_names.TEXT_EMBEDDINGS).shape[-1]
     if dim != m.text_encoder.embed_dim:
-        raise ModelFolderError(f"manifest text_encoder.embed_dim {m.text_encoder.embed_dim} does "
-                               f"not match the {io_names.TEXT_EMBEDDINGS} input width {dim}")
+        raise ModelFolderError(
+            f"manifest text_encoder.embed_dim {m.text_encoder.embed_dim} does "
+            f"not match the {io_names.TEXT_EMBEDDINGS} input width {dim}"
+        )
 
 
 def load_manifest(folder: str | Path) -> Manifest:
@@ -306,7 +326,9 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise ModelFolderError(f"model folder {str(folder)!r} does not exist or is not a folder")
     path = folder / MANIFEST_FILE
     if not path.is_file():
-        raise ModelFolderError(f"{str(path)!r} is missing: not a deployable folder (run export.build)")
+        raise ModelFolderError(
+            f"{str(path)!r} is missing: not a deployable folder (run export.build)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

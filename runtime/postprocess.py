@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def bilinear_matrix(out_len: int, in_len: int, span: int | None = None,
-                    dtype=np.float32) -> np.ndarray:
+def bilinear_matrix(
+    out_len: int, in_len: int, span: int | None = None, dtype=np.float32
+) -> np.ndarray:
     """Interpolation matrix A (out_len x in_len, ``dtype``) with ``y = A @ x`` bilinear,
     align_corners=False.
 
@@ -35,8 +36,11 @@ def bilinear_matrix(out_len: int, in_len: int, span: int | None = None,
 
 
 def upsample_argmax(
-    logits: np.ndarray, out_hw: tuple[int, int], span_hw: tuple[int, int] | None = None,
-    block_rows: int = 64, background_thd: float = 0.0,
+    logits: np.ndarray,
+    out_hw: tuple[int, int],
+    span_hw: tuple[int, int] | None = None,
+    block_rows: int = 64,
+    background_thd: float = 0.0,
 ) -> np.ndarray:
     """Argmax over classes of bilinearly upsampled logits.
 
@@ -60,12 +64,12 @@ def upsample_argmax(
     cols = np.matmul(logits.astype(np.float64), a_w.T)  # [C, h, W]
     labels = np.empty(out_hw, dtype=np.int32)
     for r0 in range(0, out_hw[0], block_rows):
-        block = np.matmul(a_h[r0:r0 + block_rows], cols)  # [C, r, W]
+        block = np.matmul(a_h[r0 : r0 + block_rows], cols)  # [C, r, W]
         top = block.argmax(axis=0)
         if background_thd > 0:  # p_top = 1 / sum_c exp(s_c - s_top)
             p_top = 1.0 / np.exp(block - block.max(axis=0, keepdims=True)).sum(axis=0)
             top[p_top < background_thd] = 0
-        labels[r0:r0 + block_rows] = top
+        labels[r0 : r0 + block_rows] = top
     return labels
 
 
@@ -79,7 +83,9 @@ def palette(num_classes: int) -> np.ndarray:
     return colours
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.5
+) -> np.ndarray:
     """Blend a colour-coded label map over an image.
 
     Args:

@@ -87,12 +87,17 @@ class ProbeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, with the derived ``gpu_usable`` / ``tensorrt_usable`` flags."""
-        return {**asdict(self), "gpu_usable": self.gpu_usable, "tensorrt_usable": self.tensorrt_usable}
+        return {
+            **asdict(self),
+            "gpu_usable": self.gpu_usable,
+            "tensorrt_usable": self.tensorrt_usable,
+        }
 
 
 def _cuda_facts() -> dict[str, Any]:
     try:
         from runtime.backends.cuda import cudart_module, error_name
+
         cudart = cudart_module()
     except ImportError as e:
         return {"cuda_error": f"cuda-python is not installed ({e}): pip install 'ovss-edge[trt]'"}
@@ -111,10 +116,19 @@ def _cuda_facts() -> dict[str, Any]:
         if int(err) != 0:
             out["cuda_error"] = f"device {i}: {error_name(err)}"
             continue
-        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-        gpus.append({"index": i, "name": name.strip("\x00 "),
-                     "compute_capability": f"{props.major}.{props.minor}",
-                     "memory_mib": int(props.totalGlobalMem) >> 20})
+        name = (
+            props.name.decode(errors="replace")
+            if isinstance(props.name, bytes)
+            else str(props.name)
+        )
+        gpus.append(
+            {
+                "index": i,
+                "name": name.strip("\x00 "),
+                "compute_capability": f"{props.major}.{props.minor}",
+                "memory_mib": int(props.totalGlobalMem) >> 20,
+            }
+        )
     out["gpus"] = gpus
     return out
 
@@ -127,8 +141,11 @@ def _tensorrt_facts() -> dict[str, Any]:
             trt = __import__(module)
         except Exception as e:  # a broken install must not stop the probe
             return {"tensorrt_module": module, "tensorrt_error": f"import {module} failed: {e}"}
-        return {"tensorrt": str(getattr(trt, "__version__", "")), "tensorrt_module": module,
-                "tensorrt_builder": hasattr(trt, "Builder") and hasattr(trt, "OnnxParser")}
+        return {
+            "tensorrt": str(getattr(trt, "__version__", "")),
+            "tensorrt_module": module,
+            "tensorrt_builder": hasattr(trt, "Builder") and hasattr(trt, "OnnxParser"),
+        }
     return {}
 
 
@@ -137,8 +154,10 @@ def _ort_facts() -> dict[str, Any]:
         return {}
     import onnxruntime
 
-    return {"ort_version": onnxruntime.__version__,
-            "ort_providers": list(onnxruntime.get_available_providers())}
+    return {
+        "ort_version": onnxruntime.__version__,
+        "ort_providers": list(onnxruntime.get_available_providers()),
+    }
 
 
 def _jetson() -> str:
@@ -164,10 +183,25 @@ def collect() -> dict[str, Any]:
 def result_from_dict(d: dict[str, Any], error: str = "") -> ProbeResult:
     """A ProbeResult from the child's JSON (unknown keys ignored)."""
     gpus = tuple(GpuInfo(**g) for g in d.get("gpus", ()))
-    keep = {k: d[k] for k in ("cuda_error", "cuda_driver", "cuda_runtime", "tensorrt",
-                              "tensorrt_module", "tensorrt_builder", "tensorrt_error", "ort_version", "jetson",
-                              "pycuda") if k in d}
-    return ProbeResult(gpus=gpus, ort_providers=tuple(d.get("ort_providers", ())), error=error, **keep)
+    keep = {
+        k: d[k]
+        for k in (
+            "cuda_error",
+            "cuda_driver",
+            "cuda_runtime",
+            "tensorrt",
+            "tensorrt_module",
+            "tensorrt_builder",
+            "tensorrt_error",
+            "ort_version",
+            "jetson",
+            "pycuda",
+        )
+        if k in d
+    }
+    return ProbeResult(
+        gpus=gpus, ort_providers=tuple(d.get("ort_providers", ())), error=error, **keep
+    )
 
 
 def run_probe(timeout: float = 60.0, command: list[str] | None = None) -> ProbeResult:
@@ -179,15 +213,21 @@ def run_probe(timeout: float = 60.0, command: list[str] | None = None) -> ProbeR
     """
     cmd = command or [sys.executable, "-m", "runtime.probe", CHILD_FLAG]
     root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except (subprocess.TimeoutExpired, OSError) as e:
         return ProbeResult(cuda_error="probe failed", error=f"probe did not finish: {e}")
     if proc.returncode != 0:
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-        why = f"probe child exited with {proc.returncode} (signal {-proc.returncode})" \
-            if proc.returncode < 0 else f"probe child exited with {proc.returncode}: {tail[0]}"
+        why = (
+            f"probe child exited with {proc.returncode} (signal {-proc.returncode})"
+            if proc.returncode < 0
+            else f"probe child exited with {proc.returncode}: {tail[0]}"
+        )
         return ProbeResult(cuda_error="probe crashed", error=why)
     try:
         return result_from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -199,16 +239,25 @@ def run_probe(timeout: float = 60.0, command: list[str] | None = None) -> ProbeR
 def cached_probe() -> ProbeResult:
     """``run_probe()`` once per process (backend selection asks for it on every model load)."""
     result = run_probe()
-    log.info("probe: gpus=%s tensorrt=%r ort providers=%s%s", [g.name for g in result.gpus],
-             result.tensorrt, list(result.ort_providers), f" ({result.error})" if result.error else "")
+    log.info(
+        "probe: gpus=%s tensorrt=%r ort providers=%s%s",
+        [g.name for g in result.gpus],
+        result.tensorrt,
+        list(result.ort_providers),
+        f" ({result.error})" if result.error else "",
+    )
     return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m runtime.probe", description=__doc__.splitlines()[0])
     p.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)  # the child side
-    p.add_argument("--timeout", type=positive_float, default=60.0,
-                   help="seconds before the probing child is killed (default 60)")
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=60.0,
+        help="seconds before the probing child is killed (default 60)",
+    )
     add_verbose_arg(p)
     return p.parse_args(argv)
 

@@ -12,10 +12,10 @@ import numpy as np
 
 from runtime import io_names
 from runtime.backends import ModelRef, open_backend
+from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ModelFolderError, VocabularyError
 from runtime.fsutil import sha256_file
 from runtime.image import as_rgb_uint8
-from runtime.engine_cache import manifest_input_shapes
 from runtime.manifest import Manifest, load_manifest
 from runtime.postprocess import upsample_argmax
 from runtime.preprocess import normalize, resize_rgb, short_side_size
@@ -76,10 +76,18 @@ class Segmenter:
         backend_reasons: why "auto" skipped the choices before it (empty when the first ran).
     """
 
-    def __init__(self, folder: str | Path, backend: str = "auto", *, mode: str = "auto",
-                 stride: int | None = None, short_side: int | None = None, verify: bool = True,
-                 precision: str = "fp32",
-                 **backend_options):
+    def __init__(
+        self,
+        folder: str | Path,
+        backend: str = "auto",
+        *,
+        mode: str = "auto",
+        stride: int | None = None,
+        short_side: int | None = None,
+        verify: bool = True,
+        precision: str = "fp32",
+        **backend_options,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.folder = Path(folder)
@@ -93,11 +101,19 @@ class Segmenter:
         self.short_side = short_side or method.get("short_side") or None
         # SCLIP-style background threshold: low-confidence pixels go to class 0.
         self.background_thd = float(method.get("prob_thd") or 0.0)
-        self.stride = (stride or method.get("slide_stride")
-                       or default_stride(size[0], self.manifest.preprocess.feature_stride))
+        self.stride = (
+            stride
+            or method.get("slide_stride")
+            or default_stride(size[0], self.manifest.preprocess.feature_stride)
+        )
         model_path = self._model_path(verify)
-        ref = ModelRef(model_path, self.folder, precision, self.manifest.model_for(precision)[1],
-                       manifest_input_shapes(self.manifest.inputs))
+        ref = ModelRef(
+            model_path,
+            self.folder,
+            precision,
+            self.manifest.model_for(precision)[1],
+            manifest_input_shapes(self.manifest.inputs),
+        )
         opened = open_backend(backend, ref, **backend_options)
         self.backend, self.backend_reasons = opened.backend, opened.reasons
         self._text: np.ndarray | None = None
@@ -105,8 +121,10 @@ class Segmenter:
         # this backend's options when it is onnxruntime too (else only its thread count).
         self._text_encoder: TextEncoder | None = None
         ort_keys = ("threads", "providers") if self.backend.name == "onnxruntime" else ("threads",)
-        self._text_encoder_options = {"verify": verify, **{k: backend_options[k] for k in ort_keys
-                                                           if k in backend_options}}
+        self._text_encoder_options = {
+            "verify": verify,
+            **{k: backend_options[k] for k in ort_keys if k in backend_options},
+        }
         self.classes = self.manifest.classes
         try:
             self._check_graph_io()
@@ -124,7 +142,9 @@ class Segmenter:
         if not path.is_file():
             raise ModelFolderError(f"model file {str(path)!r} named by the manifest is missing")
         if verify and sha and sha256_file(path) != sha:
-            raise ModelFolderError(f"{str(path)!r} does not match the manifest's sha256: corrupt or modified")
+            raise ModelFolderError(
+                f"{str(path)!r} does not match the manifest's sha256: corrupt or modified"
+            )
         return path
 
     def _check_graph_io(self) -> None:
@@ -132,8 +152,10 @@ class Segmenter:
         want_out = tuple(t.name for t in self.manifest.outputs)
         got_in, got_out = self.backend.input_names, self.backend.output_names
         if got_in != want_in or not set(want_out) <= set(got_out):
-            raise ModelFolderError(f"model inputs {got_in} / outputs {got_out} do not match the "
-                                   f"manifest's {want_in} / {want_out}")
+            raise ModelFolderError(
+                f"model inputs {got_in} / outputs {got_out} do not match the "
+                f"manifest's {want_in} / {want_out}"
+            )
 
     def _load_default_vocabulary(self) -> None:
         name = self.manifest.text_embeddings_file
@@ -157,13 +179,20 @@ class Segmenter:
             VocabularyError: fixed-vocabulary model, bad names, or a shape/dtype mismatch.
         """
         if self.manifest.vocab_mode != "input":
-            raise VocabularyError("this model was exported with a fixed vocabulary (--vocab-mode fixed)")
+            raise VocabularyError(
+                "this model was exported with a fixed vocabulary (--vocab-mode fixed)"
+            )
         classes = validate_classes(classes)
         dim = self.manifest.input(io_names.TEXT_EMBEDDINGS).shape[-1]
         emb = np.asarray(embeddings)
-        if emb.ndim != 2 or emb.shape != (len(classes), dim) or not np.issubdtype(emb.dtype, np.floating):
+        if (
+            emb.ndim != 2
+            or emb.shape != (len(classes), dim)
+            or not np.issubdtype(emb.dtype, np.floating)
+        ):
             raise VocabularyError(
-                f"embeddings must be float [{len(classes)}, {dim}], got {emb.dtype} {emb.shape}")
+                f"embeddings must be float [{len(classes)}, {dim}], got {emb.dtype} {emb.shape}"
+            )
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         if not np.all(np.isfinite(emb)) or np.any(norms == 0):
             raise VocabularyError("embeddings contain non-finite values or all-zero rows")
@@ -182,12 +211,16 @@ class Segmenter:
             ImportError: the ``text`` extra (regex, ftfy) is not installed.
         """
         if self.manifest.vocab_mode != "input":
-            raise VocabularyError("this model was exported with a fixed vocabulary (--vocab-mode "
-                                  "fixed): re-export with --vocab-mode input --text-encoder")
+            raise VocabularyError(
+                "this model was exported with a fixed vocabulary (--vocab-mode "
+                "fixed): re-export with --vocab-mode input --text-encoder"
+            )
         info = self.manifest.text_encoder
         if info is None:
-            raise ModelFolderError(f"{str(self.folder)!r} has no text encoder: re-export with "
-                                   "--text-encoder, or pass embeddings to set_vocabulary")
+            raise ModelFolderError(
+                f"{str(self.folder)!r} has no text encoder: re-export with "
+                "--text-encoder, or pass embeddings to set_vocabulary"
+            )
         classes = validate_classes(names)
         if self._text_encoder is None:
             self._text_encoder = TextEncoder(self.folder, info, **self._text_encoder_options)
@@ -203,7 +236,7 @@ class Segmenter:
         pre = self.manifest.preprocess
         plan = plan_windows(work.shape[:2], pre.input_size[0], self.stride, pre.feature_stride)
         x = np.zeros((1, 3) + plan.padded_hw, dtype=np.float32)  # zero = mean colour
-        x[:, :, :work.shape[0], :work.shape[1]] = normalize(work, pre)
+        x[:, :, : work.shape[0], : work.shape[1]] = normalize(work, pre)
         return x, plan
 
     def __call__(self, image: np.ndarray) -> SegResult:
@@ -217,7 +250,11 @@ class Segmenter:
         t0 = time.perf_counter()
         rgb = as_rgb_uint8(image)
         out_hw = rgb.shape[:2]
-        work = rgb if self.short_side is None else resize_rgb(rgb, short_side_size(out_hw, self.short_side))
+        work = (
+            rgb
+            if self.short_side is None
+            else resize_rgb(rgb, short_side_size(out_hw, self.short_side))
+        )
         size = self.manifest.preprocess.input_size
         mode = self.mode
         if mode == "auto":
@@ -240,9 +277,22 @@ class Segmenter:
         labels = upsample_argmax(logits, out_hw, span, background_thd=self.background_thd)
         present = tuple(self.classes[i] for i in np.unique(labels))
         t3 = time.perf_counter()
-        ms = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
-        return SegResult(labels, logits, tuple(self.classes), present, mode, runs,
-                         {k: round(v, 3) for k, v in ms.items()}, self.backend.name, self.backend.providers)
+        ms = {
+            "preprocess": (t1 - t0) * 1e3,
+            "inference": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+        }
+        return SegResult(
+            labels,
+            logits,
+            tuple(self.classes),
+            present,
+            mode,
+            runs,
+            {k: round(v, 3) for k, v in ms.items()},
+            self.backend.name,
+            self.backend.providers,
+        )
 
     def close(self) -> None:
         """Release the backend (and the text encoder's)."""
@@ -250,7 +300,7 @@ class Segmenter:
         if self._text_encoder is not None:
             self._text_encoder.close()
 
-    def __enter__(self) -> "Segmenter":
+    def __enter__(self) -> Segmenter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -136,8 +136,15 @@ class CaptureSource:
         SourceError: OpenCV cannot open it.
     """
 
-    def __init__(self, target: int | str, api: int, name: str, live: bool,
-                 params: list[int] | None = None, cfg: SourceCfg | None = None):
+    def __init__(
+        self,
+        target: int | str,
+        api: int,
+        name: str,
+        live: bool,
+        params: list[int] | None = None,
+        cfg: SourceCfg | None = None,
+    ):
         self.target, self.api, self.name, self.live = target, api, name, live
         self._params, self._cfg = params or [], cfg
         self._seq = 0
@@ -245,8 +252,12 @@ def _camera(index: int, spec: str, cfg: SourceCfg) -> CaptureSource:
 
 def _stream(url: str, cfg: SourceCfg) -> CaptureSource:
     cv2 = require_cv2()
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, cfg.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-              cfg.timeout_ms]
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        cfg.timeout_ms,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        cfg.timeout_ms,
+    ]
     source = CaptureSource(url, cv2.CAP_FFMPEG, f"stream {url!r}", live=True, params=params)
     # A file served over http(s) has a frame count and an end: replaying it forever is wrong.
     if source.frame_count > 0 and url.lower().startswith(("http://", "https://")):
@@ -262,15 +273,17 @@ def _gstreamer(pipeline: str) -> CaptureSource:
         raise SourceError(
             f"this OpenCV {cv2.__version__} build has no GStreamer support "
             "(cv2.getBuildInformation() shows 'GStreamer: NO'); use an OpenCV built with "
-            "GStreamer, e.g. JetPack's python3-opencv, instead of the opencv-python wheels")
+            "GStreamer, e.g. JetPack's python3-opencv, instead of the opencv-python wheels"
+        )
     return CaptureSource(pipeline, cv2.CAP_GSTREAMER, f"GStreamer pipeline {pipeline!r}", live=True)
 
 
 def _folder(path: Path) -> ImageFilesSource:
     files = list_images(path)
     if not files:
-        raise SourceError(f"image folder {str(path)!r} has no image files "
-                          f"({', '.join(IMAGE_SUFFIXES)})")
+        raise SourceError(
+            f"image folder {str(path)!r} has no image files ({', '.join(IMAGE_SUFFIXES)})"
+        )
     return ImageFilesSource(files, f"image folder {str(path)!r}")
 
 
@@ -291,7 +304,7 @@ def open_source(spec: str, cfg: SourceCfg | None = None) -> FrameSource:
     cfg = cfg or SourceCfg()
     spec = spec.strip()
     if spec.startswith(GST_PREFIX):
-        return _gstreamer(spec[len(GST_PREFIX):])
+        return _gstreamer(spec[len(GST_PREFIX) :])
     if spec.isdigit():
         return _camera(int(spec), spec, cfg)
     device = _DEVICE.match(spec)
@@ -310,5 +323,7 @@ def open_source(spec: str, cfg: SourceCfg | None = None) -> FrameSource:
         return _video_file(path)
     if "/" in spec or path.suffix:
         raise SourceError(f"source file or folder {spec!r} does not exist")
-    raise SourceError(f"source {spec!r} is not a camera index, /dev/videoN, stream URL, "
-                      "gst: pipeline, or an existing file or folder")
+    raise SourceError(
+        f"source {spec!r} is not a camera index, /dev/videoN, stream URL, "
+        "gst: pipeline, or an existing file or folder"
+    )

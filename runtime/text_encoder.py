@@ -7,8 +7,8 @@ tokens from ``runtime.tokenizer`` and builds the prompt ensemble exactly as the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -71,8 +71,15 @@ class TextEncoder:
         ImportError: the ``text`` extra (regex, ftfy) or onnxruntime is not installed.
     """
 
-    def __init__(self, folder: str | Path, info: TextEncoderInfo, *, verify: bool = True,
-                 batch: int = 64, **backend_options):
+    def __init__(
+        self,
+        folder: str | Path,
+        info: TextEncoderInfo,
+        *,
+        verify: bool = True,
+        batch: int = 64,
+        **backend_options,
+    ):
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.folder, self.info, self.batch = Path(folder), info, batch
@@ -80,22 +87,26 @@ class TextEncoder:
         vocab = _checked(self.folder / info.vocab_file, info.vocab_sha256, verify, "BPE vocabulary")
         self.tokenizer = ClipTokenizer(vocab, info.context_length)
         self.backend = make_backend("onnxruntime", str(graph), **backend_options)
-        if (self.backend.input_names != (io_names.TEXT_TOKENS,)
-                or io_names.TEXT_FEATURES not in self.backend.output_names):
+        if (
+            self.backend.input_names != (io_names.TEXT_TOKENS,)
+            or io_names.TEXT_FEATURES not in self.backend.output_names
+        ):
             names = (self.backend.input_names, self.backend.output_names)
             self.backend.close()
-            raise ModelFolderError(f"{str(graph)!r} has inputs/outputs {names}, expected "
-                                   f"({io_names.TEXT_TOKENS!r},) / {io_names.TEXT_FEATURES!r}")
+            raise ModelFolderError(
+                f"{str(graph)!r} has inputs/outputs {names}, expected "
+                f"({io_names.TEXT_TOKENS!r},) / {io_names.TEXT_FEATURES!r}"
+            )
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Raw text features of N texts, float32 [N, D] (not normalised), ``batch`` per run."""
         tokens = self.tokenizer(texts)
         out = np.zeros((len(tokens), self.info.embed_dim), dtype=np.float32)
         for i in range(0, len(tokens), self.batch):
-            chunk = tokens[i:i + self.batch]
-            feeds = {io_names.TEXT_TOKENS: np.ascontiguousarray(chunk[:, :trimmed_length(chunk)])}
+            chunk = tokens[i : i + self.batch]
+            feeds = {io_names.TEXT_TOKENS: np.ascontiguousarray(chunk[:, : trimmed_length(chunk)])}
             got = self.backend(feeds, [io_names.TEXT_FEATURES])[io_names.TEXT_FEATURES]
-            out[i:i + self.batch] = got
+            out[i : i + self.batch] = got
         return out
 
     def encode(self, classes: Sequence[str]) -> np.ndarray:
@@ -116,7 +127,7 @@ class TextEncoder:
         """Release the backend."""
         self.backend.close()
 
-    def __enter__(self) -> "TextEncoder":
+    def __enter__(self) -> TextEncoder:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -127,6 +138,7 @@ def _checked(path: Path, sha256: str, verify: bool, what: str) -> Path:
     if not path.is_file():
         raise ModelFolderError(f"{what} {str(path)!r} named by the manifest is missing")
     if verify and sha256_file(path) != sha256:
-        raise ModelFolderError(f"{what} {str(path)!r} does not match the manifest's sha256: "
-                               "corrupt or modified")
+        raise ModelFolderError(
+            f"{what} {str(path)!r} does not match the manifest's sha256: corrupt or modified"
+        )
     return path

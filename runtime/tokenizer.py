@@ -19,10 +19,10 @@ from __future__ import annotations
 import gzip
 import html
 import zlib
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -54,8 +54,11 @@ def byte_to_unicode() -> dict[int, str]:
     in byte order, so BPE never sees whitespace or control characters. The dict's order (the
     188 printable bytes, then the 68 others) is the order of the first 256 token ids.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table, extra = {b: chr(b) for b in printable}, 0
     for b in range(256):
         if b not in table:
@@ -77,17 +80,21 @@ def load_merges(path: str | Path) -> list[tuple[str, str]]:
         with gzip.open(path, "rb") as f:
             lines = f.read().decode("utf-8").split("\n")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
-        raise ModelFolderError(f"cannot read BPE vocabulary {str(path)!r} (not a gzipped CLIP "
-                               f"merges file?): {e}") from e
-    body = lines[1:NUM_MERGES + 1]
+        raise ModelFolderError(
+            f"cannot read BPE vocabulary {str(path)!r} (not a gzipped CLIP merges file?): {e}"
+        ) from e
+    body = lines[1 : NUM_MERGES + 1]
     if len(body) < NUM_MERGES:
-        raise ModelFolderError(f"BPE vocabulary {str(path)!r} has {len(body)} merges, CLIP needs "
-                               f"{NUM_MERGES}: truncated or not CLIP's file")
+        raise ModelFolderError(
+            f"BPE vocabulary {str(path)!r} has {len(body)} merges, CLIP needs "
+            f"{NUM_MERGES}: truncated or not CLIP's file"
+        )
     merges = [tuple(line.split()) for line in body]
     bad = [i + 2 for i, m in enumerate(merges) if len(m) != 2]
     if bad:
-        raise ModelFolderError(f"BPE vocabulary {str(path)!r} has malformed merge lines, e.g. "
-                               f"line {bad[0]}")
+        raise ModelFolderError(
+            f"BPE vocabulary {str(path)!r} has malformed merge lines, e.g. line {bad[0]}"
+        )
     return merges
 
 
@@ -171,8 +178,8 @@ class ClipTokenizer:
         for row, text in enumerate(texts):
             ids = [self.sot_id, *self.encode(text), self.eot_id]
             if len(ids) > length:
-                ids = ids[:length - 1] + [self.eot_id]
-            out[row, :len(ids)] = ids
+                ids = ids[: length - 1] + [self.eot_id]
+            out[row, : len(ids)] = ids
         return out
 
 

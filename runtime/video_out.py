@@ -11,8 +11,9 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -72,11 +73,13 @@ class Painter:
         if not CV2_AVAILABLE:
             return overlay(image, labels, colours, self.alpha)
         cv2 = require_cv2()
-        return cv2.addWeighted(image, 1.0 - self.alpha, np.take(colours, labels, axis=0),
-                               self.alpha, 0.0)
+        return cv2.addWeighted(
+            image, 1.0 - self.alpha, np.take(colours, labels, axis=0), self.alpha, 0.0
+        )
 
-    def __call__(self, image: np.ndarray, labels: np.ndarray,
-                 classes: tuple[str, ...]) -> np.ndarray:
+    def __call__(
+        self, image: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
+    ) -> np.ndarray:
         """Render one frame.
 
         Args:
@@ -110,8 +113,9 @@ class VideoSink:
     def __init__(self, path: str | os.PathLike, fps: float = DEFAULT_FPS):
         self.path, self.fps = Path(path), float(fps)
         if self.path.suffix.lower() not in VIDEO_FOURCC:
-            raise ConfigError(f"video output must end in one of {sorted(VIDEO_FOURCC)}: "
-                              f"{str(path)!r}")
+            raise ConfigError(
+                f"video output must end in one of {sorted(VIDEO_FOURCC)}: {str(path)!r}"
+            )
         assert self.fps > 0, f"fps must be > 0, got {fps}"
         self._writer, self._tmp, self._size, self._resized = None, None, None, False
         self.frames = 0
@@ -141,8 +145,9 @@ class VideoSink:
             self._open(w, h)
         if (w, h) != self._size:
             if not self._resized:
-                log.warning("frame size %dx%d differs from the video's %dx%d: resizing", w, h,
-                            *self._size)
+                log.warning(
+                    "frame size %dx%d differs from the video's %dx%d: resizing", w, h, *self._size
+                )
                 self._resized = True
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -187,8 +192,12 @@ class PngFolderSink:
         from PIL import Image
 
         path = self.folder / f"frame_{frame.seq:06d}.png"
-        atomic_write(path, lambda tmp: Image.fromarray(image).save(
-            tmp, format="PNG", compress_level=self.compress_level))
+        atomic_write(
+            path,
+            lambda tmp: Image.fromarray(image).save(
+                tmp, format="PNG", compress_level=self.compress_level
+            ),
+        )
         self.frames += 1
 
     def close(self) -> None:
@@ -211,8 +220,10 @@ class ShowSink:
 
     def __init__(self, stop: threading.Event):
         cv2 = require_cv2()
-        message = ("--show needs an OpenCV build with a GUI (pip install opencv-python, not "
-                   "opencv-python-headless, and a display); write --out instead")
+        message = (
+            "--show needs an OpenCV build with a GUI (pip install opencv-python, not "
+            "opencv-python-headless, and a display); write --out instead"
+        )
         if not gui_available():
             raise ConfigError(message)
         try:

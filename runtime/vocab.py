@@ -9,8 +9,8 @@ from __future__ import annotations
 import difflib
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from runtime.class_names import BUILTIN
 from runtime.errors import VocabularyError
@@ -97,15 +97,19 @@ def _read_class_file(path: Path) -> tuple[str, ...]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise VocabularyError(f"class file {str(path)!r} is not valid UTF-8 (byte {e.start}: "
-                              f"{e.object[e.start:e.start + 1]!r}); save it as UTF-8") from None
+        raise VocabularyError(
+            f"class file {str(path)!r} is not valid UTF-8 (byte {e.start}: "
+            f"{e.object[e.start : e.start + 1]!r}); save it as UTF-8"
+        ) from None
     except OSError as e:
         raise VocabularyError(f"cannot read class file {str(path)!r}: {e.strerror or e}") from None
     lines = (line.strip() for line in text.splitlines())
     names = [line for line in lines if line and not line.startswith("#")]
     if not names:
-        raise VocabularyError(f"class file {str(path)!r} is empty: no class names (blank lines "
-                              "and # comments are skipped)")
+        raise VocabularyError(
+            f"class file {str(path)!r} is empty: no class names (blank lines "
+            "and # comments are skipped)"
+        )
     return validate_classes(names)
 
 
@@ -117,8 +121,10 @@ def _refuse_misspelt_single(spec: str) -> None:
     key = spec.lower().replace("-", "_").replace(" ", "_")
     close = difflib.get_close_matches(key, BUILTIN, n=1, cutoff=0.8)
     if close:
-        raise VocabularyError(f"unknown vocabulary {spec!r}: did you mean {close[0]}? (for a "
-                              "1-class vocabulary of that name, put it in a class file)")
+        raise VocabularyError(
+            f"unknown vocabulary {spec!r}: did you mean {close[0]}? (for a "
+            "1-class vocabulary of that name, put it in a class file)"
+        )
 
 
 def _short(spec: str, limit: int = 80) -> str:

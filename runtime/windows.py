@@ -7,8 +7,8 @@ feature-resolution canvas, where overlaps are averaged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,10 @@ def stitch(plan: WindowPlan, padded, run: Callable, zeros: Callable):
     p, s = plan.feature_stride, plan.window
     canvas, count = None, zeros(plan.feature_hw)
     for y, x in plan.boxes:
-        out = run(padded[:, :, y:y + s, x:x + s])
+        out = run(padded[:, :, y : y + s, x : x + s])
         if canvas is None:
             canvas = zeros((out.shape[0],) + plan.feature_hw)
         cy, cx, h, w = y // p, x // p, out.shape[1], out.shape[2]
-        canvas[:, cy:cy + h, cx:cx + w] += out
-        count[cy:cy + h, cx:cx + w] += 1
+        canvas[:, cy : cy + h, cx : cx + w] += out
+        count[cy : cy + h, cx : cx + w] += 1
     return canvas / count

@@ -32,8 +32,14 @@ def export_folder(tmp_path_factory, name: str, **overrides) -> Path:
     from export.config import ExportCfg
 
     out = tmp_path_factory.mktemp(name)
-    kw = dict(method="maskclip", backbone="ovss-tiny-vit", output=str(out), classes="cat,dog,car,tree",
-              image_size=224, templates="single")
+    kw = dict(
+        method="maskclip",
+        backbone="ovss-tiny-vit",
+        output=str(out),
+        classes="cat,dog,car,tree",
+        image_size=224,
+        templates="single",
+    )
     kw.update(overrides)
     build_maskclip(ExportCfg.create(**kw))
     return out
@@ -58,6 +64,7 @@ def tiny_rn_folder(tmp_path_factory) -> Path:
 def one_thread():
     """Tiny tensors: intra-op threads only add overhead (about 6x the CPU time with 2 threads)."""
     import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -38,10 +38,19 @@ CLASSES = "cat,dog,car,tree"
 # (input HxW, output HxW, channels): up- and down-scaling, odd factors, degenerate sizes, and both
 # pass orders of Pillow 13 (vertical first when the height loses > 2x the pixels the width loses).
 RESIZE_CASES = (
-    ((37, 53), (224, 224), 3), ((300, 410), (224, 224), 3), ((224, 224), (100, 150), 3),
-    ((17, 9), (64, 31), 3), ((360, 480), (224, 224), 3), ((5, 5), (3, 7), 3), ((1, 1), (4, 4), 3),
-    ((500, 20), (7, 300), 3), ((224, 224), (224, 100), 3), ((99, 1000), (99, 77), 3),
-    ((40, 30), (13, 90), 1), ((53, 21), (31, 13), 3), ((60, 46), (26, 20), 3),
+    ((37, 53), (224, 224), 3),
+    ((300, 410), (224, 224), 3),
+    ((224, 224), (100, 150), 3),
+    ((17, 9), (64, 31), 3),
+    ((360, 480), (224, 224), 3),
+    ((5, 5), (3, 7), 3),
+    ((1, 1), (4, 4), 3),
+    ((500, 20), (7, 300), 3),
+    ((224, 224), (224, 100), 3),
+    ((99, 1000), (99, 77), 3),
+    ((40, 30), (13, 90), 1),
+    ((53, 21), (31, 13), 3),
+    ((60, 46), (26, 20), 3),
     ((47, 33), (39, 29), 3),
 )
 
@@ -78,10 +87,15 @@ def write_images(out: Path, camvid: bool) -> list[str]:
     """Write the input PNGs; returns their names (file stems)."""
     from PIL import Image
 
-    specs = {"small_160x200": (160, 200, 3), "exact_224x224": (224, 224, 3),
-             "tall_100x60": (100, 60, 3), "large_300x410": (300, 410, 3),
-             "gray_180x200": (180, 200, 1), "rgba_200x210": (200, 210, 4),
-             "gray_260x300": (260, 300, 1)}
+    specs = {
+        "small_160x200": (160, 200, 3),
+        "exact_224x224": (224, 224, 3),
+        "tall_100x60": (100, 60, 3),
+        "large_300x410": (300, 410, 3),
+        "gray_180x200": (180, 200, 1),
+        "rgba_200x210": (200, 210, 4),
+        "gray_260x300": (260, 300, 1),
+    }
     (out / "images").mkdir(parents=True)
     for seed, (name, (h, w, c)) in enumerate(specs.items()):
         Image.fromarray(smooth_image(h, w, seed, c)).save(out / "images" / f"{name}.png")
@@ -114,8 +128,13 @@ def export_folders(out: Path) -> dict[str, Path]:
     from training.models import text_dim
 
     folders = {name: out / "folders" / name for name in ("vit_fixed", "vit_input", "rn_fixed")}
-    base = dict(method="maskclip", backbone="ovss-tiny-vit", classes=CLASSES, image_size=224,
-                templates="single")
+    base = dict(
+        method="maskclip",
+        backbone="ovss-tiny-vit",
+        classes=CLASSES,
+        image_size=224,
+        templates="single",
+    )
     build_maskclip(ExportCfg.create(**base, output=str(folders["vit_fixed"])))
     build_maskclip(ExportCfg.create(**base, output=str(folders["vit_input"]), vocab_mode="input"))
     emb_path = folders["vit_input"] / "text_embeddings.npy"
@@ -129,16 +148,25 @@ def export_folders(out: Path) -> dict[str, Path]:
     np.save(rows_path, rows / np.linalg.norm(rows, axis=1, keepdims=True))
     # Random ResNet features saturate key smoothing (every class ties): plain dense logits here.
     rn = {**base, "backbone": "ovss-tiny-rn"}
-    build_maskclip(ExportCfg.create(**rn, output=str(folders["rn_fixed"]), text_embeddings=str(rows_path),
-                             key_smoothing=False, prompt_denoising=False))
+    build_maskclip(
+        ExportCfg.create(
+            **rn,
+            output=str(folders["rn_fixed"]),
+            text_embeddings=str(rows_path),
+            key_smoothing=False,
+            prompt_denoising=False,
+        )
+    )
     return folders
 
 
 def cases_for(images: list[str]) -> list[Case]:
     """Every image on the fixed ViT; a subset (plus forced modes) on the others."""
     cases = [Case("vit_fixed", name) for name in images]
-    cases += [Case("vit_fixed", "small_160x200", "slide"),
-              Case("vit_fixed", "large_300x410", "whole")]
+    cases += [
+        Case("vit_fixed", "small_160x200", "slide"),
+        Case("vit_fixed", "large_300x410", "whole"),
+    ]
     wanted = ("small_160x200", "large_300x410", "gray_260x300", "camvid0")
     subset = [n for n in wanted if n in images]
     cases += [Case("vit_input", n) for n in subset] + [Case("rn_fixed", n) for n in subset]
@@ -166,12 +194,20 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
             res = seg(read_png(out / "images" / f"{case.image}.png"))
         np.save(out / "seg" / f"{case.name}.labels.npy", res.labels.astype(np.int32))
         np.save(out / "seg" / f"{case.name}.logits.npy", res.logits.astype(np.float32))
-        rows.append({"name": case.name, "folder": f"folders/{case.folder}",
-                     "image": f"images/{case.image}.png", "mode_arg": case.mode, "mode": res.mode,
-                     "windows": res.windows, "image_hw": list(res.labels.shape),
-                     "classes_present": list(res.classes_present),
-                     "labels": f"seg/{case.name}.labels.npy",
-                     "logits": f"seg/{case.name}.logits.npy"})
+        rows.append(
+            {
+                "name": case.name,
+                "folder": f"folders/{case.folder}",
+                "image": f"images/{case.image}.png",
+                "mode_arg": case.mode,
+                "mode": res.mode,
+                "windows": res.windows,
+                "image_hw": list(res.labels.shape),
+                "classes_present": list(res.classes_present),
+                "labels": f"seg/{case.name}.labels.npy",
+                "logits": f"seg/{case.name}.logits.npy",
+            }
+        )
     return rows
 
 
@@ -183,16 +219,18 @@ def write_resize(out: Path) -> list[dict]:
     (out / "resize").mkdir(parents=True)
     rng = np.random.default_rng(123)
     sizes = rng.integers(1, 80, size=(24, 4))
-    cases = RESIZE_CASES + tuple(((int(h), int(w)), (int(oh), int(ow)), 3)
-                                 for h, w, oh, ow in sizes)
+    cases = RESIZE_CASES + tuple(
+        ((int(h), int(w)), (int(oh), int(ow)), 3) for h, w, oh, ow in sizes
+    )
     rows = []
     for i, ((h, w), (oh, ow), c) in enumerate(cases):
         img = rng.integers(0, 256, size=(h, w, c) if c > 1 else (h, w), dtype=np.uint8)
         res = np.asarray(Image.fromarray(img).resize((ow, oh), Image.BILINEAR))
         np.save(out / "resize" / f"{i}.in.npy", img)
         np.save(out / "resize" / f"{i}.out.npy", res)
-        rows.append({"input": f"resize/{i}.in.npy", "output": f"resize/{i}.out.npy",
-                     "size_hw": [oh, ow]})
+        rows.append(
+            {"input": f"resize/{i}.in.npy", "output": f"resize/{i}.out.npy", "size_hw": [oh, ow]}
+        )
     return rows
 
 
@@ -205,7 +243,7 @@ def write_video(out: Path, frames: int = 20, hw: tuple[int, int] = (96, 128)) ->
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (hw[1], hw[0]))
     base = smooth_image(hw[0] + frames, hw[1] + frames, seed=99)
     for i in range(frames):
-        crop = np.ascontiguousarray(base[i:i + hw[0], i:i + hw[1]])
+        crop = np.ascontiguousarray(base[i : i + hw[0], i : i + hw[1]])
         writer.write(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     writer.release()
     return {"path": "video/clip.mp4", "frames": frames, "hw": list(hw)}
@@ -219,16 +257,22 @@ def write_golden(out: str | Path, camvid: bool = True) -> Path:
     out.mkdir(parents=True)
     images = write_images(out, camvid)
     folders = export_folders(out)
-    index = {"cases": run_cases(out, folders, cases_for(images)), "resize": write_resize(out),
-             "video": write_video(out), "bad_images": write_bad_images(out), "logit_atol": 1e-5}
+    index = {
+        "cases": run_cases(out, folders, cases_for(images)),
+        "resize": write_resize(out),
+        "video": write_video(out),
+        "bad_images": write_bad_images(out),
+        "logit_atol": 1e-5,
+    }
     path = out / "index.json"
     path.write_text(json.dumps(index, indent=1) + "\n")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.cpp_golden",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tests.cpp_golden", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", required=True, help="folder to (re)create")
     p.add_argument("--no-camvid", action="store_true", help="synthetic images only")
     args = p.parse_args(argv)

@@ -59,7 +59,11 @@ class _Handle:
 class FakeCudart(types.ModuleType):
     """The ``cuda.bindings.runtime`` calls used, with ``devices`` GPUs (0 = no GPU)."""
 
-    cudaError_t, cudaMemcpyKind, cudaStreamCaptureMode = cudaError_t, cudaMemcpyKind, cudaStreamCaptureMode
+    cudaError_t, cudaMemcpyKind, cudaStreamCaptureMode = (
+        cudaError_t,
+        cudaMemcpyKind,
+        cudaStreamCaptureMode,
+    )
 
     def __init__(self, devices: int = 1, name: str = "Fake GPU", cc: tuple[int, int] = (8, 7)):
         super().__init__("cuda.bindings.runtime")
@@ -83,8 +87,12 @@ class FakeCudart(types.ModuleType):
         return cudaError_t.cudaSuccess, self.devices
 
     def cudaGetDeviceProperties(self, i):
-        props = types.SimpleNamespace(name=self.gpu_name.encode() + b"\x00" * 8, major=self.cc[0],
-                                      minor=self.cc[1], totalGlobalMem=8 << 30)
+        props = types.SimpleNamespace(
+            name=self.gpu_name.encode() + b"\x00" * 8,
+            major=self.cc[0],
+            minor=self.cc[1],
+            totalGlobalMem=8 << 30,
+        )
         return cudaError_t.cudaSuccess, props
 
     def _alloc(self, kind, n):
@@ -236,14 +244,23 @@ def _onnx_io(onnx_bytes: bytes):
 
     model = onnx.load_from_string(onnx_bytes)
     inits = {i.name for i in model.graph.initializer}
-    elem = {onnx.TensorProto.FLOAT: DataType.FLOAT, onnx.TensorProto.FLOAT16: DataType.HALF,
-            onnx.TensorProto.INT64: DataType.INT64}
+    elem = {
+        onnx.TensorProto.FLOAT: DataType.FLOAT,
+        onnx.TensorProto.FLOAT16: DataType.HALF,
+        onnx.TensorProto.INT64: DataType.INT64,
+    }
 
     def spec(v):
-        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+        dims = [
+            d.dim_value if d.HasField("dim_value") else d.dim_param
+            for d in v.type.tensor_type.shape.dim
+        ]
         return v.name, elem[v.type.tensor_type.elem_type], dims
 
-    return ([spec(v) for v in model.graph.input if v.name not in inits], [spec(v) for v in model.graph.output])
+    return (
+        [spec(v) for v in model.graph.input if v.name not in inits],
+        [spec(v) for v in model.graph.output],
+    )
 
 
 class _Tensor:
@@ -362,9 +379,13 @@ class Builder:
         if dynamic and not config.profiles:
             self.logger.log(_Severity.ERROR, f"dynamic inputs {dynamic} without a profile")
             return None
-        header = {"version": __version__, "profile": config.profiles[0].shapes if config.profiles else {},
-                  "strongly_typed": bool(network.flags), "flags": sorted(f.name for f in config.flags),
-                  "version_compatible": BuilderFlag.VERSION_COMPATIBLE in config.flags}
+        header = {
+            "version": __version__,
+            "profile": config.profiles[0].shapes if config.profiles else {},
+            "strongly_typed": bool(network.flags),
+            "flags": sorted(f.name for f in config.flags),
+            "version_compatible": BuilderFlag.VERSION_COMPATIBLE in config.flags,
+        }
         return MAGIC + json.dumps(header).encode() + b"\n" + network.onnx
 
 
@@ -374,8 +395,9 @@ class _Engine:
 
         self.header, self.onnx = header, onnx_bytes
         ins, outs = _onnx_io(onnx_bytes)
-        self.io = [(n, TensorIOMode.INPUT, d, s) for n, d, s in ins] + \
-                  [(n, TensorIOMode.OUTPUT, d, s) for n, d, s in outs]
+        self.io = [(n, TensorIOMode.INPUT, d, s) for n, d, s in ins] + [
+            (n, TensorIOMode.OUTPUT, d, s) for n, d, s in outs
+        ]
         self.session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
         self.shape_cache = {}
 
@@ -429,8 +451,11 @@ class _Context:
         """Output shapes for the current input shapes (TensorRT infers them; we run the graph)."""
         key = tuple(sorted(self.shapes.items()))
         if key not in self.engine.shape_cache:
-            feeds = {n: np.zeros(self.shapes[n], np.dtype(d.value))
-                     for n, m, d, _ in self.engine.io if m == TensorIOMode.INPUT}
+            feeds = {
+                n: np.zeros(self.shapes[n], np.dtype(d.value))
+                for n, m, d, _ in self.engine.io
+                if m == TensorIOMode.INPUT
+            }
             names = [n for n, m, _, _ in self.engine.io if m == TensorIOMode.OUTPUT]
             outs = self.engine.session.run(names, feeds)
             self.engine.shape_cache[key] = {n: tuple(o.shape) for n, o in zip(names, outs)}
@@ -445,10 +470,14 @@ class _Context:
         shape = self.get_tensor_shape(name)
         dtype = np.dtype(self.engine.get_tensor_dtype(name).value)
         n = int(np.prod(shape)) * dtype.itemsize
-        return np.frombuffer((ctypes.c_uint8 * n).from_address(self.addresses[name]), dtype=dtype).reshape(shape)
+        return np.frombuffer(
+            (ctypes.c_uint8 * n).from_address(self.addresses[name]), dtype=dtype
+        ).reshape(shape)
 
     def _run(self):
-        feeds = {n: self._array(n).copy() for n, m, _, _ in self.engine.io if m == TensorIOMode.INPUT}
+        feeds = {
+            n: self._array(n).copy() for n, m, _, _ in self.engine.io if m == TensorIOMode.INPUT
+        }
         names = [n for n, m, _, _ in self.engine.io if m == TensorIOMode.OUTPUT]
         for name, value in zip(names, self.engine.session.run(names, feeds)):
             self._array(name)[...] = value
@@ -480,9 +509,11 @@ class Runtime:
         if not data.startswith(MAGIC):
             self.logger.log(_Severity.ERROR, "Serialization assertion failed: magic tag mismatch")
             return None
-        head, onnx_bytes = data[len(MAGIC):].split(b"\n", 1)
+        head, onnx_bytes = data[len(MAGIC) :].split(b"\n", 1)
         header = json.loads(head)
-        if header["version"] != __version__ and not (header["version_compatible"] and self.engine_host_code_allowed):
+        if header["version"] != __version__ and not (
+            header["version_compatible"] and self.engine_host_code_allowed
+        ):
             self.logger.log(_Severity.ERROR, "engine built by another TensorRT version")
             return None
         return _Engine(header, onnx_bytes)
@@ -499,8 +530,19 @@ def tensorrt_module(version: str = "10.3.0") -> types.ModuleType:
     __version__ = version
     mod = types.ModuleType("tensorrt")
     mod.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
-    for name in ("ILogger", "TensorIOMode", "DataType", "NetworkDefinitionCreationFlag", "BuilderFlag",
-                 "MemoryPoolType", "DeviceType", "nptype", "OnnxParser", "Builder", "Runtime"):
+    for name in (
+        "ILogger",
+        "TensorIOMode",
+        "DataType",
+        "NetworkDefinitionCreationFlag",
+        "BuilderFlag",
+        "MemoryPoolType",
+        "DeviceType",
+        "nptype",
+        "OnnxParser",
+        "Builder",
+        "Runtime",
+    ):
         setattr(mod, name, globals()[name])
     mod.__version__ = version
     return mod

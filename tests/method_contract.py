@@ -37,8 +37,14 @@ def export_method(name: str, out: Path, **overrides) -> Path:
     from export.registry import build
     from training.methods import get_method
 
-    kw = dict(method=name, backbone="ovss-tiny-vit", output=str(out), classes=",".join(CLASSES),
-              templates="single", **dict(get_method(name).smoke_options))
+    kw = dict(
+        method=name,
+        backbone="ovss-tiny-vit",
+        output=str(out),
+        classes=",".join(CLASSES),
+        templates="single",
+        **dict(get_method(name).smoke_options),
+    )
     kw.update(overrides)
     build(ExportCfg.create(**kw))
     return out
@@ -47,11 +53,14 @@ def export_method(name: str, out: Path, **overrides) -> Path:
 def smooth_image(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
     """HxWx3 uint8: a few blurred colour blobs."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:hw[0], 0:hw[1]]
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]]
     img = np.zeros(hw + (3,))
     for _ in range(5):
         cy, cx, r = rng.uniform(0, hw[0]), rng.uniform(0, hw[1]), rng.uniform(8, 30)
-        img += rng.uniform(0, 255, 3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+        img += (
+            rng.uniform(0, 255, 3)
+            * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+        )
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -66,8 +75,9 @@ class MethodContract:
     @pytest.fixture(scope="class")
     @classmethod
     def text_input(cls, method_name, tmp_path_factory) -> Path:
-        return export_method(method_name, tmp_path_factory.mktemp(f"{method_name}_input"),
-                             vocab_mode="input")
+        return export_method(
+            method_name, tmp_path_factory.mktemp(f"{method_name}_input"), vocab_mode="input"
+        )
 
     def test_export_records_parity(self, method_name, fixed, text_input):
         from runtime.manifest import load_manifest
@@ -136,14 +146,24 @@ class MethodContract:
         frames.mkdir()
         for i in range(6):
             Image.fromarray(smooth_image((72, 96), seed=10 + i)).save(frames / f"f{i}.png")
-        res = calibrate(CalibrateCfg(model=str(folder), precision=precision, images=str(frames),
-                                     num=4, eval_num=2, sensitivity=0,
-                                     cache_dir=str(tmp_path / "cache")))
+        res = calibrate(
+            CalibrateCfg(
+                model=str(folder),
+                precision=precision,
+                images=str(frames),
+                num=4,
+                eval_num=2,
+                sensitivity=0,
+                cache_dir=str(tmp_path / "cache"),
+            )
+        )
         # percentages; FP16 must agree almost everywhere, INT8 of a random tiny net need not
         assert (95.0 if precision == "fp16" else 0.0) <= res.report.label_agreement <= 100.0
         img = smooth_image((72, 96), seed=3)
-        with (Segmenter(folder, backend="onnxruntime") as s32,
-              Segmenter(folder, precision=precision, backend="onnxruntime") as sv):
+        with (
+            Segmenter(folder, backend="onnxruntime") as s32,
+            Segmenter(folder, precision=precision, backend="onnxruntime") as sv,
+        ):
             a, b = s32(img), sv(img)
         assert b.labels.shape == (72, 96) and np.isfinite(b.logits).all()
         assert not np.array_equal(a.logits, b.logits)  # really another graph
@@ -154,9 +174,23 @@ class MethodContract:
 
         Image.fromarray(smooth_image((60, 80))).save(tmp_path / "in.png")
         proc = subprocess.run(
-            [sys.executable, "-c", NO_TORCH, "runtime.infer", "--model", str(fixed), "--image",
-             str(tmp_path / "in.png"), "--out", str(tmp_path / "o.png")],
-            cwd=ROOT, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                NO_TORCH,
+                "runtime.infer",
+                "--model",
+                str(fixed),
+                "--image",
+                str(tmp_path / "in.png"),
+                "--out",
+                str(tmp_path / "o.png"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         line = json.loads(proc.stdout.strip().splitlines()[-1])
         assert line["classes"] == len(CLASSES) and (tmp_path / "o.png").is_file()

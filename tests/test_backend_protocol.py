@@ -27,12 +27,20 @@ def _graph(batch="N") -> bytes:
     """The graph above; ``batch`` is the batch axis: a symbolic name, None (unnamed) or an int.
     IR 10 and opset 17 are pinned (onnx's newer defaults are rejected by onnxruntime)."""
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
-    nodes = [helper.make_node("Mul", ["x", "two"], ["y"]),
-             helper.make_node("ArgMax", ["x"], ["labels"], axis=1, keepdims=0)]
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["y"]),
+        helper.make_node("ArgMax", ["x"], ["labels"], axis=1, keepdims=0),
+    ]
     graph = helper.make_graph(
-        nodes, "protocol", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3, 4, 4]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, 4, 4])], [two])
+        nodes,
+        "protocol",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 4, 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3, 4, 4]),
+            helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, 4, 4]),
+        ],
+        [two],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     return model.SerializeToString()
 
@@ -56,7 +64,9 @@ def test_ort_specs_name_dtype_and_symbolic_axis(onnx_path):
         assert b.output_specs[1].dynamic_axes == (0,)
 
 
-@pytest.mark.parametrize("batch, shape, dynamic", [(None, (-1, 3, 4, 4), (0,)), (2, (2, 3, 4, 4), ())])
+@pytest.mark.parametrize(
+    "batch, shape, dynamic", [(None, (-1, 3, 4, 4), (0,)), (2, (2, 3, 4, 4), ())]
+)
 def test_ort_specs_unnamed_dynamic_and_fixed_axes(batch, shape, dynamic):
     b = make_backend("onnxruntime", _graph(batch), providers=CPU)  # serialised bytes work too
     spec = b.input_specs[0]
@@ -125,7 +135,9 @@ def test_fake_trt_reports_the_same_specs_as_onnxruntime(trt_engine, onnx_path):
 
     with TrtBackend(trt_engine[0]) as trt, OrtBackend(onnx_path, providers=CPU) as ort:
         for got, want in ((trt.input_specs, ort.input_specs), (trt.output_specs, ort.output_specs)):
-            assert [(s.name, s.dtype, s.dims) for s in got] == [(s.name, s.dtype, s.dims) for s in want]
+            assert [(s.name, s.dtype, s.dims) for s in got] == [
+                (s.name, s.dtype, s.dims) for s in want
+            ]
         assert trt.input_specs[0] == TensorInfo("x", "float32", (-1, 3, 4, 4))  # no symbolic names
         assert trt.output_specs[1].dtype == "int64"
 
@@ -163,6 +175,10 @@ def test_only_the_ort_backend_opens_onnxruntime_sessions():
     """Library code runs ONNX through the protocol; tests and the TensorRT fake may not."""
     packages = [p.parent for p in ROOT.glob("*/__init__.py") if p.parent.name != "tests"]
     assert {"runtime", "export", "calibration", "benchmarks"} <= {p.name for p in packages}
-    offenders = [str(f.relative_to(ROOT)) for pkg in packages for f in pkg.rglob("*.py")
-                 if f != ROOT / "runtime/backends/ort.py" and "InferenceSession(" in f.read_text()]
+    offenders = [
+        str(f.relative_to(ROOT))
+        for pkg in packages
+        for f in pkg.rglob("*.py")
+        if f != ROOT / "runtime/backends/ort.py" and "InferenceSession(" in f.read_text()
+    ]
     assert not offenders, f"use runtime.backends.ort.OrtBackend instead in {offenders}"

@@ -4,8 +4,18 @@ import json
 
 from benchmarks.latency import main
 
-ARGS = ["--method", "maskclip", "--backbone", "ovss-tiny-vit", "--image-size", "224", "--runs", "3",
-        "--warmup", "1"]
+ARGS = [
+    "--method",
+    "maskclip",
+    "--backbone",
+    "ovss-tiny-vit",
+    "--image-size",
+    "224",
+    "--runs",
+    "3",
+    "--warmup",
+    "1",
+]
 
 
 def test_latency_report(tmp_path, monkeypatch, capsys):

@@ -9,9 +9,28 @@ from benchmarks import stages
 
 def test_stages_cli_writes_report_and_png(tiny_vit_folder, tmp_path, camvid):
     out, png = tmp_path / "s.json", tmp_path / "s.png"
-    rc = stages.main(["--model", str(tiny_vit_folder), "--backends", "auto,onnxruntime", "--images",
-                      str(camvid / "test"), "--frames", "3", "--runs", "3", "--warmup", "1",
-                      "--threads", "1", "--json", str(out), "--png", str(png)])
+    rc = stages.main(
+        [
+            "--model",
+            str(tiny_vit_folder),
+            "--backends",
+            "auto,onnxruntime",
+            "--images",
+            str(camvid / "test"),
+            "--frames",
+            "3",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+            "--png",
+            str(png),
+        ]
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     assert [r["config"] for r in report["results"]] == ["auto/fp32", "onnxruntime/fp32"]
@@ -29,5 +48,7 @@ def test_stages_cli_writes_report_and_png(tiny_vit_folder, tmp_path, camvid):
 def test_stages_bad_arguments_exit_2(tiny_vit_folder, capsys):
     assert stages.main(["--model", str(tiny_vit_folder), "--backends", "tflite"]) == 2
     assert "unknown backends" in capsys.readouterr().err
-    assert stages.main(["--model", str(tiny_vit_folder), "--precisions", "int8", "--runs", "1"]) == 2
+    assert (
+        stages.main(["--model", str(tiny_vit_folder), "--precisions", "int8", "--runs", "1"]) == 2
+    )
     assert "no int8 variant" in capsys.readouterr().err

@@ -8,8 +8,20 @@ import pytest
 from benchmarks.students import main
 
 STUDENTS = ["deeplabv3plus_r18", "deeplabv3plus_mbv3"]
-ARGS = ["--backbone", "ovss-tiny-vit", "--image-size", "64", "--students", ",".join(STUDENTS),
-        "--runs", "2", "--warmup", "1", "--threads", "1"]
+ARGS = [
+    "--backbone",
+    "ovss-tiny-vit",
+    "--image-size",
+    "64",
+    "--students",
+    ",".join(STUDENTS),
+    "--runs",
+    "2",
+    "--warmup",
+    "1",
+    "--threads",
+    "1",
+]
 # 64 px: tiny ViT patch 16 -> 4x4 MaskCLIP logits; v3+ students at stride 4 -> 16x16; CamVid C=11.
 SHAPES = {"maskclip": [1, 11, 4, 4], **{s: [1, 11, 16, 16] for s in STUDENTS}}
 STRIDES = {"maskclip": 16, **{s: 4 for s in STUDENTS}}
@@ -45,10 +57,17 @@ def test_students_report(tmp_path, capsys):
         assert report["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--students", "deeplabv3plus_r18,nope"], "error: unknown student"),
-    (["--students", "deeplabv3plus_r18", "--image-size", "72"], "not a positive multiple of 32"),
-], ids=["unknown_student", "size_72"])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--students", "deeplabv3plus_r18,nope"], "error: unknown student"),
+        (
+            ["--students", "deeplabv3plus_r18", "--image-size", "72"],
+            "not a positive multiple of 32",
+        ),
+    ],
+    ids=["unknown_student", "size_72"],
+)
 def test_bad_input_exits_2(extra, message, tmp_path, capsys):
     out = tmp_path / "s.json"
     assert main(["--backbone", "ovss-tiny-vit", *extra, "--json", str(out)]) == 2

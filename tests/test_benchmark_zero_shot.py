@@ -8,9 +8,24 @@ from benchmarks.zero_shot import main
 from training.methods import METHODS
 
 ZERO_SHOT = sorted(n for n, s in METHODS.items() if s.kind == "zero_shot")
-ARGS = ["--backbone", "ovss-tiny-vit", "--image-size", "64", "--methods", ",".join(ZERO_SHOT),
-        "--classes", "3,7", "--parts", "full,decoder", "--runs", "3", "--warmup", "1",
-        "--threads", "1"]  # one thread: eager PyTorch on 2 threads stalls on a busy machine
+ARGS = [
+    "--backbone",
+    "ovss-tiny-vit",
+    "--image-size",
+    "64",
+    "--methods",
+    ",".join(ZERO_SHOT),
+    "--classes",
+    "3,7",
+    "--parts",
+    "full,decoder",
+    "--runs",
+    "3",
+    "--warmup",
+    "1",
+    "--threads",
+    "1",
+]  # one thread: eager PyTorch on 2 threads stalls on a busy machine
 CASES = set(itertools.product(ZERO_SHOT, ["full", "decoder"], [3, 7]))
 
 

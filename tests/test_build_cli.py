@@ -31,8 +31,22 @@ def test_folder_contents(tiny_vit_folder, tiny_vit_input_folder):
 
 def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "m"
-    rc = build.main(["--method", "maskclip", "--backbone", "ovss-tiny-rn", "--classes", "camvid",
-                     "--image-size", "224", "--templates", "single", "--output", str(out)])
+    rc = build.main(
+        [
+            "--method",
+            "maskclip",
+            "--backbone",
+            "ovss-tiny-rn",
+            "--classes",
+            "camvid",
+            "--image-size",
+            "224",
+            "--templates",
+            "single",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["weights_random"] is True and line["classes"] == 11
@@ -41,16 +55,24 @@ def test_cli_end_to_end(tmp_path, capsys):
 
 def test_unknown_method_is_rejected(capsys):
     with pytest.raises(SystemExit) as e:
-        build.parse_args(["--method", "segformer", "--backbone", "x", "--classes", "a", "--output", "o"])
+        build.parse_args(
+            ["--method", "segformer", "--backbone", "x", "--classes", "a", "--output", "o"]
+        )
     assert e.value.code == 2 and "invalid choice: 'segformer'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--backbone", "ViT-Q-99", "--classes", "a,b"], "unknown backbone"),
-    (["--backbone", "ovss-tiny-vit", "--classes", "a,a"], "duplicate"),
-    (["--backbone", "ovss-tiny-vit", "--classes", ""], "empty"),
-    (["--backbone", "ovss-tiny-vit", "--classes", "a", "--pretrained", "/no/such.pt"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--backbone", "ViT-Q-99", "--classes", "a,b"], "unknown backbone"),
+        (["--backbone", "ovss-tiny-vit", "--classes", "a,a"], "duplicate"),
+        (["--backbone", "ovss-tiny-vit", "--classes", ""], "empty"),
+        (
+            ["--backbone", "ovss-tiny-vit", "--classes", "a", "--pretrained", "/no/such.pt"],
+            "does not exist",
+        ),
+    ],
+)
 def test_bad_requests_exit_2_and_write_nothing(tmp_path, capsys, args, match):
     out = tmp_path / "m"
     rc = build.main(["--method", "maskclip", "--image-size", "224", "--output", str(out), *args])
@@ -59,9 +81,25 @@ def test_bad_requests_exit_2_and_write_nothing(tmp_path, capsys, args, match):
 
 
 def test_fallback_random(tmp_path, capsys):
-    rc = build.main(["--method", "maskclip", "--backbone", "ovss-tiny-vit", "--classes", "a,b",
-                     "--pretrained", str(tmp_path / "absent.safetensors"), "--fallback-random",
-                     "--image-size", "224", "--templates", "single", "--output", str(tmp_path / "m")])
+    rc = build.main(
+        [
+            "--method",
+            "maskclip",
+            "--backbone",
+            "ovss-tiny-vit",
+            "--classes",
+            "a,b",
+            "--pretrained",
+            str(tmp_path / "absent.safetensors"),
+            "--fallback-random",
+            "--image-size",
+            "224",
+            "--templates",
+            "single",
+            "--output",
+            str(tmp_path / "m"),
+        ]
+    )
     assert rc == 0 and load_manifest(tmp_path / "m").weights.random
 
 
@@ -72,25 +110,54 @@ def _run_build(args, block_torch=False):
 
     pre = "import sys; sys.modules['torch'] = None\n" if block_torch else "import sys\n"
     code = pre + "from export.build import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
 
 
 def test_help_and_argument_errors_never_import_torch():
     proc = _run_build(["--help"], block_torch=True)
     assert proc.returncode == 0 and "--logit-scale" in proc.stdout and "sclip" in proc.stdout
-    proc = _run_build(["--method", "sclip", "--backbone", "x", "--classes", "camvidd", "--output",
-                       "/nonexistent/o"], block_torch=True)
+    proc = _run_build(
+        [
+            "--method",
+            "sclip",
+            "--backbone",
+            "x",
+            "--classes",
+            "camvidd",
+            "--output",
+            "/nonexistent/o",
+        ],
+        block_torch=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown vocabulary 'camvidd': did you mean camvid? (for a 1-class vocabulary of "
-        "that name, put it in a class file)"]
+        "that name, put it in a class file)"
+    ]
 
 
 @pytest.mark.parametrize("method", ["maskclip", "sclip"])
 def test_image_size_not_a_multiple_of_the_patch_exits_2_with_one_line(method, tmp_path):
-    proc = _run_build(["--method", method, "--backbone", "ovss-tiny-vit", "--classes", "a,b",
-                       "--image-size", "225", "--output", str(tmp_path / "o")])
+    proc = _run_build(
+        [
+            "--method",
+            method,
+            "--backbone",
+            "ovss-tiny-vit",
+            "--classes",
+            "a,b",
+            "--image-size",
+            "225",
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert errors == [errors[-1]] and "225" in errors[0] and "Traceback" not in proc.stderr
@@ -99,15 +166,44 @@ def test_image_size_not_a_multiple_of_the_patch_exits_2_with_one_line(method, tm
 
 def test_option_of_another_method_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
-        build.parse_args(["--method", "sclip", "--backbone", "x", "--classes", "a", "--output", "o",
-                          "--ks-thresh", "0.5"])
+        build.parse_args(
+            [
+                "--method",
+                "sclip",
+                "--backbone",
+                "x",
+                "--classes",
+                "a",
+                "--output",
+                "o",
+                "--ks-thresh",
+                "0.5",
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--ks-thresh" in err and "--logit-scale" in err
 
 
 def test_one_class_vocabulary_names_the_text_classifier(tmp_path, capsys):
     out = tmp_path / "one"
-    assert build.main(["--method", "maskclip", "--backbone", "ovss-tiny-vit", "--classes", "person",
-                       "--image-size", "64", "--templates", "single", "--output", str(out)]) == 0
+    assert (
+        build.main(
+            [
+                "--method",
+                "maskclip",
+                "--backbone",
+                "ovss-tiny-vit",
+                "--classes",
+                "person",
+                "--image-size",
+                "64",
+                "--templates",
+                "single",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     names = [i.name for i in onnx.load(str(out / "model.onnx")).graph.initializer]
     assert "text_classifier" in names

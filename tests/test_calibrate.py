@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import export_folder
 from PIL import Image
 
 from calibration import calibrate as cal
@@ -20,19 +21,20 @@ from runtime.errors import CalibrationError, ModelFolderError
 from runtime.manifest import load_manifest
 from runtime.segmenter import Segmenter
 
-from conftest import export_folder
-
 
 def smooth_frames(folder: Path, n: int, size=(72, 96), seed: int = 0) -> Path:
     """``n`` natural-looking frames: blurred colour blobs (not pure noise)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
     for i in range(n):
         img = np.zeros(size + (3,), np.float64)
         for _ in range(4):
             cy, cx, r = rng.uniform(0, size[0]), rng.uniform(0, size[1]), rng.uniform(10, 40)
-            img += rng.uniform(0, 255, 3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+            img += (
+                rng.uniform(0, 255, 3)
+                * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
+            )
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"f{i:03d}.png")
     return folder
 
@@ -53,8 +55,17 @@ def frames(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_variant_recorded_and_selected_by_the_runtime(precision, folder, frames, tmp_path):
-    res = calibrate(CalibrateCfg(model=str(folder), precision=precision, images=str(frames), num=6,
-                                 eval_num=4, sensitivity=2, cache_dir=str(tmp_path / "cache")))
+    res = calibrate(
+        CalibrateCfg(
+            model=str(folder),
+            precision=precision,
+            images=str(frames),
+            num=6,
+            eval_num=4,
+            sensitivity=2,
+            cache_dir=str(tmp_path / "cache"),
+        )
+    )
     assert res.path == folder / f"model.{precision}.onnx" and res.path.is_file()
     m = load_manifest(folder)
     assert m.variants[precision].file == res.path.name
@@ -74,22 +85,48 @@ def test_variant_recorded_and_selected_by_the_runtime(precision, folder, frames,
     assert not np.array_equal(a.logits, b.logits)  # really another graph
     np.testing.assert_allclose(a.logits, b.logits, atol=0.25 * float(np.ptp(a.logits)) + 1e-3)
     out = tmp_path / "o.png"
-    assert infer_cli.main(["--model", str(folder), "--image", str(frames / "f009.png"),
-                           "--out", str(out), "--precision", precision]) == 0
+    assert (
+        infer_cli.main(
+            [
+                "--model",
+                str(folder),
+                "--image",
+                str(frames / "f009.png"),
+                "--out",
+                str(out),
+                "--precision",
+                precision,
+            ]
+        )
+        == 0
+    )
 
 
 def test_runtime_refuses_a_missing_variant(folder, frames, tmp_path, capsys):
     with pytest.raises(ModelFolderError, match="no int8 variant"):
         Segmenter(folder, precision="int8")
-    rc = infer_cli.main(["--model", str(folder), "--image", str(frames / "f000.png"),
-                         "--out", str(tmp_path / "o.png"), "--precision", "fp16"])
+    rc = infer_cli.main(
+        [
+            "--model",
+            str(folder),
+            "--image",
+            str(frames / "f000.png"),
+            "--out",
+            str(tmp_path / "o.png"),
+            "--precision",
+            "fp16",
+        ]
+    )
     assert rc == 2 and "calibration.calibrate" in capsys.readouterr().err
 
 
 def test_both_variants_coexist_in_the_report(folder, frames):
     for p in ("fp16", "int8"):
-        calibrate(CalibrateCfg(model=str(folder), precision=p, images=str(frames), num=4,
-                               eval_num=2, sensitivity=0))
+        calibrate(
+            CalibrateCfg(
+                model=str(folder), precision=p, images=str(frames), num=4, eval_num=2, sensitivity=0
+            )
+        )
     assert set(json.loads((folder / "precision_report.json").read_text())) == {"fp16", "int8"}
     assert set(load_manifest(folder).variants) == {"fp16", "int8"}
 
@@ -102,8 +139,16 @@ def test_labels_give_miou(folder, frames, tmp_path):
         gt[:, 48:] = 2
         gt[:8] = 11  # ignored
         Image.fromarray(gt).save(labels / f"f{i:03d}.png")
-    res = calibrate(CalibrateCfg(model=str(folder), precision="fp16", images=str(frames),
-                                 eval_num=3, labels=str(labels), ignore_label=11))
+    res = calibrate(
+        CalibrateCfg(
+            model=str(folder),
+            precision="fp16",
+            images=str(frames),
+            eval_num=3,
+            labels=str(labels),
+            ignore_label=11,
+        )
+    )
     assert res.report.labelled_images == 3
     # FP32 mIoU recomputed independently from the runtime's own labels on the same 3 frames
     tp, union = {0: 0, 2: 0}, {0: 0, 2: 0}  # the ground-truth classes
@@ -121,6 +166,7 @@ def test_labels_give_miou(folder, frames, tmp_path):
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def test_no_readable_images(folder, tmp_path):
     bad = tmp_path / "bad"
@@ -171,10 +217,20 @@ def test_camvid_frames_with_ground_truth(camvid, tmp_path_factory, tmp_path):
     """Real frames and labels: calibrate on CamVid test frames, report on val frames with their
     ground truth (the tiny random model's mIoU is meaningless; the plumbing is what is checked)."""
     folder = export_folder(tmp_path_factory, "camvid_tiny", classes="camvid")
-    res = calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(camvid / "test"),
-                                 num=4, eval_images=str(camvid / "val"), eval_num=3,
-                                 labels=str(camvid / "valannot"), ignore_label=11, sensitivity=0,
-                                 cache_dir=str(tmp_path)))
+    res = calibrate(
+        CalibrateCfg(
+            model=str(folder),
+            precision="int8",
+            images=str(camvid / "test"),
+            num=4,
+            eval_images=str(camvid / "val"),
+            eval_num=3,
+            labels=str(camvid / "valannot"),
+            ignore_label=11,
+            sensitivity=0,
+            cache_dir=str(tmp_path),
+        )
+    )
     assert res.report.images == 3 and res.report.labelled_images == 3
     assert res.report.miou_fp32 is not None and res.report.miou_variant is not None
     assert res.variant.settings["calibration_frames"][0].startswith("0001TP")
@@ -184,10 +240,20 @@ def test_int8_layouts(folder, frames):
     """``outputs`` adds Q/DQ after the quantized GEMMs (onnxruntime fuses integer kernels);
     ``inputs`` is TensorRT's placement. Both pass the Q/DQ rules (checked inside calibrate)."""
     import onnx
+
     counts = {}
     for layout in ("inputs", "outputs"):
-        res = calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=4,
-                                     eval_num=2, sensitivity=0, layout=layout))
+        res = calibrate(
+            CalibrateCfg(
+                model=str(folder),
+                precision="int8",
+                images=str(frames),
+                num=4,
+                eval_num=2,
+                sensitivity=0,
+                layout=layout,
+            )
+        )
         assert res.variant.settings["layout"] == layout
         assert sum(res.variant.settings["excluded_nodes"].values()) > 0
         model = onnx.load(str(res.path))
@@ -199,8 +265,16 @@ def test_int8_layouts(folder, frames):
 
 def test_failed_record_restores_the_previous_variant(folder, frames, monkeypatch):
     """A variant already in the folder survives a later calibration whose manifest write fails."""
-    calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=4,
-                           eval_num=2, sensitivity=0))
+    calibrate(
+        CalibrateCfg(
+            model=str(folder),
+            precision="int8",
+            images=str(frames),
+            num=4,
+            eval_num=2,
+            sensitivity=0,
+        )
+    )
     before = snapshot(folder)
 
     def boom(*a, **k):
@@ -208,12 +282,29 @@ def test_failed_record_restores_the_previous_variant(folder, frames, monkeypatch
 
     monkeypatch.setattr(cal, "_record", boom)
     with pytest.raises(OSError, match="simulated"):
-        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=5,
-                               eval_num=2, sensitivity=0, method="minmax"))
+        calibrate(
+            CalibrateCfg(
+                model=str(folder),
+                precision="int8",
+                images=str(frames),
+                num=5,
+                eval_num=2,
+                sensitivity=0,
+                method="minmax",
+            )
+        )
     assert snapshot(folder) == before
 
 
 def test_eval_images_must_differ_from_calibration_images(folder, frames):
     with pytest.raises(CalibrationError, match="held-out"):
-        calibrate(CalibrateCfg(model=str(folder), precision="int8", images=str(frames), num=4,
-                               eval_images=str(frames), sensitivity=0))
+        calibrate(
+            CalibrateCfg(
+                model=str(folder),
+                precision="int8",
+                images=str(frames),
+                num=4,
+                eval_images=str(frames),
+                sensitivity=0,
+            )
+        )

@@ -15,11 +15,17 @@ from runtime.errors import CalibrationError
 from runtime.manifest import PreprocessCfg
 from runtime.preprocess import normalize, resize_rgb
 
-PRE = PreprocessCfg(input_size=(32, 32), mean=(122.8, 116.7, 104.1), std=(68.5, 66.6, 70.3),
-                    feature_stride=16)
+PRE = PreprocessCfg(
+    input_size=(32, 32), mean=(122.8, 116.7, 104.1), std=(68.5, 66.6, 70.3), feature_stride=16
+)
 # name -> HxW; one image already at the input size (no resize), one grayscale, one upper-case suffix
-SIZES = {"a.png": (40, 30), "b.png": (32, 32), "c.PNG": (21, 50), "d.bmp": (64, 48),
-         "e.png": (33, 33)}
+SIZES = {
+    "a.png": (40, 30),
+    "b.png": (32, 32),
+    "c.PNG": (21, 50),
+    "d.bmp": (64, 48),
+    "e.png": (33, 33),
+}
 
 
 def _images() -> dict[str, np.ndarray]:

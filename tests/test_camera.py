@@ -20,7 +20,7 @@ from runtime import camera  # noqa: E402
 from runtime.camera import LoopCfg, rss_mb, run_loop  # noqa: E402
 from runtime.errors import ConfigError, SourceError  # noqa: E402
 from runtime.frame_queue import FrameQueue, QueueClosed  # noqa: E402
-from runtime.segmenter import SegResult, Segmenter  # noqa: E402
+from runtime.segmenter import Segmenter, SegResult  # noqa: E402
 from runtime.sources import Frame, gstreamer_available, open_source  # noqa: E402
 from runtime.video_out import NullSink, VideoSink, gui_available  # noqa: E402
 
@@ -44,8 +44,10 @@ def read_video(path: Path) -> list[np.ndarray]:
 def decode_index(bgr: np.ndarray) -> int:
     """The frame index synthetic_video drew along the top edge (block centres, threshold 128)."""
     block, rows = W // BITS, H // 4
-    bits = [bgr[rows // 2 - 4:rows // 2 + 4, b * block + 4:(b + 1) * block - 4].mean() > 128
-            for b in range(BITS)]
+    bits = [
+        bgr[rows // 2 - 4 : rows // 2 + 4, b * block + 4 : (b + 1) * block - 4].mean() > 128
+        for b in range(BITS)
+    ]
     return int("".join("1" if x else "0" for x in bits), 2)
 
 
@@ -59,8 +61,17 @@ class FakeSeg:
         self.calls += 1
         time.sleep(self.delay_s)
         labels = np.zeros(image.shape[:2], np.int32)
-        return SegResult(labels, np.zeros((2, 2, 2), np.float32), ("a", "b"), ("a",), "whole", 1,
-                         {"inference": self.delay_s * 1e3}, "fake", ())
+        return SegResult(
+            labels,
+            np.zeros((2, 2, 2), np.float32),
+            ("a", "b"),
+            ("a",),
+            "whole",
+            1,
+            {"inference": self.delay_s * 1e3},
+            "fake",
+            (),
+        )
 
 
 class RecordingSink(NullSink):
@@ -144,9 +155,23 @@ def test_frame_queue_drops_oldest_and_stays_bounded():
 @pytest.mark.parametrize("extra", [[], ["--sequential"], ["--drop", "oldest"]])
 def test_video_file_in_order(tiny_vit_folder, video, tmp_path, capsys, extra):
     out = tmp_path / "out.mp4"
-    rc, stats, err = run_cli(["--model", str(tiny_vit_folder), "--source", str(video),
-                              "--out", str(out), "--alpha", "0", "--no-legend", "--threads", "1",
-                              *extra], capsys)
+    rc, stats, err = run_cli(
+        [
+            "--model",
+            str(tiny_vit_folder),
+            "--source",
+            str(video),
+            "--out",
+            str(out),
+            "--alpha",
+            "0",
+            "--no-legend",
+            "--threads",
+            "1",
+            *extra,
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert stats["stop_reason"] == "end" and stats["frames_captured"] == 30
     assert stats["pipelined"] == ("--sequential" not in extra)
@@ -158,14 +183,28 @@ def test_video_file_in_order(tiny_vit_folder, video, tmp_path, capsys, extra):
         assert order == list(range(30)) and stats["frames_dropped"] == 0
     assert stats["frames_processed"] + stats["frames_dropped"] == 30
     assert stats["latency_p50_ms"] > 0 and {"read", "segment", "inference", "write"} <= set(
-        stats["stage_median_ms"])
+        stats["stage_median_ms"]
+    )
     assert stats["weights_random"] is True and stats["peak_rss_mb"] > 0
 
 
 def test_camvid_image_folder(tiny_vit_folder, camvid, tmp_path, capsys):
     out = tmp_path / "pngs"
-    rc, stats, err = run_cli(["--model", str(tiny_vit_folder), "--source", str(camvid / "test"),
-                              "--out", str(out), "--max-frames", "20", "--threads", "1"], capsys)
+    rc, stats, err = run_cli(
+        [
+            "--model",
+            str(tiny_vit_folder),
+            "--source",
+            str(camvid / "test"),
+            "--out",
+            str(out),
+            "--max-frames",
+            "20",
+            "--threads",
+            "1",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert stats["stop_reason"] == "max_frames" and stats["frames_processed"] == 20
     pngs = sorted(out.glob("frame_*.png"))
@@ -190,8 +229,13 @@ def test_slow_segment_drops_oldest_bounded_queue():
 @pytest.mark.parametrize("sequential", [False, True])
 def test_reconnect_after_failure(sequential):
     sink, source = RecordingSink(), FakeLive(fail_after=5, reopen_failures=1)
-    cfg = LoopCfg(sequential=sequential, drop="never", max_frames=10, backoff_initial_s=0.01,
-                  backoff_max_s=0.04)
+    cfg = LoopCfg(
+        sequential=sequential,
+        drop="never",
+        max_frames=10,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.04,
+    )
     stats = run_loop(source, FakeSeg(), sink, cfg)
     assert stats.stop_reason == "max_frames" and stats.reconnects == 1
     assert stats.reconnect_attempts == 2  # the first reopen failed, the second worked
@@ -212,8 +256,13 @@ class EmptyAfterReopen(FakeLive):
 
 def test_backoff_grows_and_gives_up_when_reopen_brings_no_frames():
     source = EmptyAfterReopen()
-    cfg = LoopCfg(sequential=True, max_frames=10, backoff_initial_s=0.02, backoff_max_s=0.08,
-                  reconnect_attempts=5)
+    cfg = LoopCfg(
+        sequential=True,
+        max_frames=10,
+        backoff_initial_s=0.02,
+        backoff_max_s=0.08,
+        reconnect_attempts=5,
+    )
     stats = run_loop(source, FakeSeg(), RecordingSink(), cfg)
     assert stats.stop_reason == "source_failed" and "5 reconnect attempts" in stats.error
     assert stats.frames_processed == 3 and len(source.reopen_times) == 5
@@ -243,10 +292,27 @@ def test_signal_stops_cleanly(tiny_vit_folder, tmp_path, sig):
     src = synthetic_video(tmp_path / "long.mp4", 600, W, H, fps=30)  # 20 s at --realtime
     out, stats_path = tmp_path / "out.mp4", tmp_path / "stats.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.camera", "--model", str(tiny_vit_folder),
-         "--source", str(src), "--out", str(out), "--json", str(stats_path), "--realtime",
-         "--threads", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "runtime.camera",
+            "--model",
+            str(tiny_vit_folder),
+            "--source",
+            str(src),
+            "--out",
+            str(out),
+            "--json",
+            str(stats_path),
+            "--realtime",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stderr:  # wait until frames are being written
             if "first frame out" in line:
@@ -293,7 +359,9 @@ def test_timing_buffers_stay_bounded():
     original = cam._stats
 
     def spy(source, reader, step, *rest):
-        kept.extend([len(reader.read_ms), len(step.latency_ms), *(len(r) for r in step.stages.values())])
+        kept.extend(
+            [len(reader.read_ms), len(step.latency_ms), *(len(r) for r in step.stages.values())]
+        )
         return original(source, reader, step, *rest)
 
     cam._stats = spy
@@ -321,8 +389,10 @@ def test_image_folder_skips_unreadable(tmp_path):
 def test_clear_errors(tiny_vit_folder, tmp_path, capsys):
     base = ["--model", str(tiny_vit_folder), "--source"]
     (tmp_path / "empty").mkdir()
-    cases = {str(tmp_path / "missing.mp4"): "does not exist",
-             str(tmp_path / "empty"): "has no image files"}
+    cases = {
+        str(tmp_path / "missing.mp4"): "does not exist",
+        str(tmp_path / "empty"): "has no image files",
+    }
     if not gstreamer_available():
         cases["gst:videotestsrc ! appsink"] = "no GStreamer support"
     for spec, message in cases.items():
@@ -330,7 +400,9 @@ def test_clear_errors(tiny_vit_folder, tmp_path, capsys):
         assert rc == 2 and message in err, err
     with pytest.raises(SystemExit) as e:
         camera.main([*base, str(tmp_path), "--queue", "0"])
-    assert e.value.code == 2 and "argument --queue: must be an integer > 0" in capsys.readouterr().err
+    assert (
+        e.value.code == 2 and "argument --queue: must be an integer > 0" in capsys.readouterr().err
+    )
     if not gui_available():
         from PIL import Image
 
@@ -346,9 +418,24 @@ def test_benchmark_report(tiny_vit_folder, tmp_path, capsys):
     from benchmarks.camera import main
 
     out = tmp_path / "bench.json"
-    args = ["--model", str(tiny_vit_folder), "--frames", "5", "--runs", "2", "--warmup", "0",
-            "--size", "96x64", "--threads", "1", "--json", str(out),
-            "--plot", str(tmp_path / "b.png")]
+    args = [
+        "--model",
+        str(tiny_vit_folder),
+        "--frames",
+        "5",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--size",
+        "96x64",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+        "--plot",
+        str(tmp_path / "b.png"),
+    ]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report

@@ -30,10 +30,24 @@ def data(tmp_path_factory) -> Path:
 
 
 def _cfg(data: Path, work: Path, method: str, **kw) -> TrainCfg:
-    base = dict(method=method, backbone="ovss-tiny-vit", work_dir=str(work), dataset="folder",
-                images=str(data / "img"), masks=str(data / "ann"), classes=CLASSES,
-                crop_size=64, max_iters=1, batch_size=2, warmup_iters=1, num_workers=0,
-                device="cpu", log_interval=10_000, ckpt_interval=10_000, unseen="yellow")
+    base = dict(
+        method=method,
+        backbone="ovss-tiny-vit",
+        work_dir=str(work),
+        dataset="folder",
+        images=str(data / "img"),
+        masks=str(data / "ann"),
+        classes=CLASSES,
+        crop_size=64,
+        max_iters=1,
+        batch_size=2,
+        warmup_iters=1,
+        num_workers=0,
+        device="cpu",
+        log_interval=10_000,
+        ckpt_interval=10_000,
+        unseen="yellow",
+    )
     base.update(kw)
     return TrainCfg(**base)
 
@@ -49,12 +63,21 @@ def zeg_ckpt(data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def student_ckpt(data, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("student")
-    return run(_cfg(data, work, "maskclip_plus", student="deeplabv3plus_mbv3",
-                    templates="single", unseen=None)).checkpoint
+    return run(
+        _cfg(
+            data,
+            work,
+            "maskclip_plus",
+            student="deeplabv3plus_mbv3",
+            templates="single",
+            unseen=None,
+        )
+    ).checkpoint
 
 
 def _no_schedule(monkeypatch):
     """Make any use of the training-schedule resolver during loading an error."""
+
     def boom(*_a, **_k):
         raise AssertionError("loading resolved the training schedule despite model_cfg")
 
@@ -65,8 +88,16 @@ def _no_schedule(monkeypatch):
 def test_zero_shot_checkpoint_holds_its_model_config(zeg_ckpt):
     raw = read_raw(zeg_ckpt)
     assert raw["format"] == FORMAT and raw["method"] == "zegclip"
-    want = dataclasses.asdict(ZegClipCfg(image_size=64, num_tokens=3, decoder_layers=2,
-                                         decoder_heads=8, seen_bias=0.1, templates="zegclip"))
+    want = dataclasses.asdict(
+        ZegClipCfg(
+            image_size=64,
+            num_tokens=3,
+            decoder_layers=2,
+            decoder_heads=8,
+            seen_bias=0.1,
+            templates="zegclip",
+        )
+    )
     assert raw["model_cfg"] == want
     assert load_checkpoint(zeg_ckpt).model_cfg == want
 
@@ -78,15 +109,17 @@ def test_loading_uses_the_stored_model_config(zeg_ckpt, monkeypatch):
     assert trained.model_cfg == saved
     assert trained.crop_size == 64 and trained.templates == "zegclip"
     assert load_trained(zeg_ckpt, "zegclip", seen_bias=0.0).model_cfg == dataclasses.replace(
-        saved, seen_bias=0.0)
+        saved, seen_bias=0.0
+    )
 
 
 def test_stored_config_wins_over_the_training_config(zeg_ckpt, tmp_path, monkeypatch):
     """A model_cfg that differs from what the training config would give is the one used."""
     state = load_checkpoint(zeg_ckpt)
     edited = tmp_path / "edited.pt"
-    save_checkpoint(edited, dataclasses.replace(state, model_cfg={**state.model_cfg,
-                                                                  "seen_bias": 0.25}))
+    save_checkpoint(
+        edited, dataclasses.replace(state, model_cfg={**state.model_cfg, "seen_bias": 0.25})
+    )
     _no_schedule(monkeypatch)
     assert load_trained(edited).model_cfg.seen_bias == 0.25
 
@@ -106,8 +139,9 @@ def test_checkpoint_without_model_config_still_loads(zeg_ckpt, tmp_path):
 def test_unknown_stored_keys_are_ignored(zeg_ckpt, tmp_path, monkeypatch):
     state = load_checkpoint(zeg_ckpt)
     newer = tmp_path / "newer.pt"
-    save_checkpoint(newer, dataclasses.replace(state, model_cfg={**state.model_cfg,
-                                                                 "from_the_future": 1}))
+    save_checkpoint(
+        newer, dataclasses.replace(state, model_cfg={**state.model_cfg, "from_the_future": 1})
+    )
     _no_schedule(monkeypatch)
     assert load_trained(newer).model_cfg == ZegClipCfg(**state.model_cfg)
 

@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _python(args: list[str], env: dict | None = None, code: str | None = None):
     cmd = [sys.executable, *(["-c", code] if code else ["-m"]), *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _one_error_line(proc) -> str:
@@ -37,16 +43,23 @@ def _one_error_line(proc) -> str:
 
 # --- error policy ----------------------------------------------------------------------------
 
+
 def _raising(exc):
     def main(argv):
         raise exc
+
     return main
 
 
-@pytest.mark.parametrize("exc,status", [
-    (ModelFolderError("no manifest.json\n  in /x"), 2), (ImportError("needs the text extra"), 2),
-    (argparse.ArgumentTypeError("bad"), 2), (KeyboardInterrupt(), 130),
-])
+@pytest.mark.parametrize(
+    "exc,status",
+    [
+        (ModelFolderError("no manifest.json\n  in /x"), 2),
+        (ImportError("needs the text extra"), 2),
+        (argparse.ArgumentTypeError("bad"), 2),
+        (KeyboardInterrupt(), 130),
+    ],
+)
 def test_run_main_policy(exc, status, capsys):
     assert cli.run_main(_raising(exc)) == status
     err = capsys.readouterr().err
@@ -74,9 +87,11 @@ def test_traceback_env_reraises(monkeypatch):
 def test_argparse_errors_are_one_line(capsys):
     p = cli.ArgumentParser(prog="prog")
     p.add_argument("--n", type=cli.positive_int, required=True)
-    for argv, message in [(["--n", "0"], "argument --n: must be an integer > 0, got '0'"),
-                          ([], "the following arguments are required: --n"),
-                          (["--n", "1", "--x"], "unrecognized arguments: --x")]:
+    for argv, message in [
+        (["--n", "0"], "argument --n: must be an integer > 0, got '0'"),
+        ([], "the following arguments are required: --n"),
+        (["--n", "1", "--x"], "unrecognized arguments: --x"),
+    ]:
         with pytest.raises(SystemExit) as e:
             p.parse_args(argv)
         assert e.value.code == 2 and capsys.readouterr().err == f"prog: error: {message}\n"
@@ -84,14 +99,18 @@ def test_argparse_errors_are_one_line(capsys):
 
 # --- argparse types --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fn,good,bad", [
-    (cli.positive_int, {"1": 1, "64": 64}, ["0", "-1", "1.5", "x", ""]),
-    (cli.nonneg_int, {"0": 0, "3": 3}, ["-1", "x"]),
-    (cli.positive_float, {"0.5": 0.5, "2": 2.0}, ["0", "-1", "nan", "inf", "x"]),
-    (cli.nonneg_float, {"0": 0.0, "1.5": 1.5}, ["-0.1", "nan"]),
-    (cli.unit_float, {"0": 0.0, "1": 1.0, "0.25": 0.25}, ["2", "-0.1", "1.01", "nan", "x"]),
-    (cli.multiple_of(32), {"32": 32, "448": 448}, ["0", "100", "-32", "x"]),
-])
+
+@pytest.mark.parametrize(
+    "fn,good,bad",
+    [
+        (cli.positive_int, {"1": 1, "64": 64}, ["0", "-1", "1.5", "x", ""]),
+        (cli.nonneg_int, {"0": 0, "3": 3}, ["-1", "x"]),
+        (cli.positive_float, {"0.5": 0.5, "2": 2.0}, ["0", "-1", "nan", "inf", "x"]),
+        (cli.nonneg_float, {"0": 0.0, "1.5": 1.5}, ["-0.1", "nan"]),
+        (cli.unit_float, {"0": 0.0, "1": 1.0, "0.25": 0.25}, ["2", "-0.1", "1.01", "nan", "x"]),
+        (cli.multiple_of(32), {"32": 32, "448": 448}, ["0", "100", "-32", "x"]),
+    ],
+)
 def test_types(fn, good, bad):
     for text, value in good.items():
         assert fn(text) == value
@@ -108,14 +127,22 @@ def test_multiple_of_names_itself():
 
 # --- Segmenter flags -------------------------------------------------------------------------
 
+
 def test_segmenter_args_and_kwargs():
     p = cli.ArgumentParser()
     cli.add_segmenter_args(p)
     args = p.parse_args(["--model", "m", "--classes", "voc", "--threads", "2", "--cuda-graph"])
     assert args.classes == VOC
-    assert cli.segmenter_kwargs(args) == dict(folder="m", backend="auto", mode="auto", stride=None,
-                                              short_side=None, precision="fp32", threads=2,
-                                              cuda_graph=True)
+    assert cli.segmenter_kwargs(args) == dict(
+        folder="m",
+        backend="auto",
+        mode="auto",
+        stride=None,
+        short_side=None,
+        precision="fp32",
+        threads=2,
+        cuda_graph=True,
+    )
     q = cli.ArgumentParser()
     cli.add_segmenter_args(q, skip={"--backend", "--classes"}, help={"--threads": "custom"})
     args = q.parse_args(["--model", "m"])
@@ -128,63 +155,113 @@ def test_segmenter_args_and_kwargs():
 
 # --- the programs ----------------------------------------------------------------------------
 
+
 def test_infer_misspelt_vocabulary_fails_before_loading_the_model(tmp_path):
-    line = _one_error_line(_python(["runtime.infer", "--model", str(tmp_path / "no-such-folder"),
-                                    "--image", "sample:astronaut", "--out", str(tmp_path / "o.png"),
-                                    "--classes", "camvidd"]))
+    line = _one_error_line(
+        _python(
+            [
+                "runtime.infer",
+                "--model",
+                str(tmp_path / "no-such-folder"),
+                "--image",
+                "sample:astronaut",
+                "--out",
+                str(tmp_path / "o.png"),
+                "--classes",
+                "camvidd",
+            ]
+        )
+    )
     assert "did you mean camvid?" in line and "no-such-folder" not in line
 
 
 def test_infer_alpha_out_of_range(tmp_path):
-    line = _one_error_line(_python(["runtime.infer", "--model", str(tmp_path), "--image", "x.png",
-                                    "--out", "o.png", "--alpha", "2"]))
+    line = _one_error_line(
+        _python(
+            [
+                "runtime.infer",
+                "--model",
+                str(tmp_path),
+                "--image",
+                "x.png",
+                "--out",
+                "o.png",
+                "--alpha",
+                "2",
+            ]
+        )
+    )
     assert "--alpha: must be a number in [0, 1], got '2'" in line
 
 
 def test_infer_bad_input_is_one_line(tmp_path):
-    line = _one_error_line(_python(["runtime.infer", "--model", str(tmp_path / "nothing"),
-                                    "--image", "x.png", "--out", "o.png"]))
+    line = _one_error_line(
+        _python(
+            [
+                "runtime.infer",
+                "--model",
+                str(tmp_path / "nothing"),
+                "--image",
+                "x.png",
+                "--out",
+                "o.png",
+            ]
+        )
+    )
     assert line.startswith("error: ")
 
 
-@pytest.mark.parametrize("module,args", [
-    ("runtime.camera", ["--model", "m", "--source", "0", "--queue", "0"]),
-    ("runtime.camera", ["--model", "m", "--source", "0", "--classes", "vocc"]),
-    ("benchmarks.stages", ["--model", "m", "--runs", "0"]),
-    ("benchmarks.stages", ["--model", "m", "--threads", "-1"]),
-    ("export.engine", ["folder", "--max-classes", "0"]),
-    ("runtime.probe", ["--timeout", "-1"]),
-])
+@pytest.mark.parametrize(
+    "module,args",
+    [
+        ("runtime.camera", ["--model", "m", "--source", "0", "--queue", "0"]),
+        ("runtime.camera", ["--model", "m", "--source", "0", "--classes", "vocc"]),
+        ("benchmarks.stages", ["--model", "m", "--runs", "0"]),
+        ("benchmarks.stages", ["--model", "m", "--threads", "-1"]),
+        ("export.engine", ["folder", "--max-classes", "0"]),
+        ("runtime.probe", ["--timeout", "-1"]),
+    ],
+)
 def test_programs_refuse_bad_arguments_in_one_line(module, args):
     _one_error_line(_python([module, *args]))
 
 
 def test_cli_modules_import_without_torch():
-    code = ("import sys\n"
-            "for name in ('torch', 'training', 'open_clip'):\n"
-            "    sys.modules[name] = None\n"
-            "import runtime.cli, runtime.vocab, runtime.class_names\n"
-            "import runtime.infer, runtime.camera, runtime.probe\n"
-            "loaded = [m for m, v in sys.modules.items() if v is not None\n"
-            "          and m.split('.')[0] in ('torch', 'training', 'open_clip', 'export')]\n"
-            "assert not loaded, loaded\n")
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'training', 'open_clip'):\n"
+        "    sys.modules[name] = None\n"
+        "import runtime.cli, runtime.vocab, runtime.class_names\n"
+        "import runtime.infer, runtime.camera, runtime.probe\n"
+        "loaded = [m for m, v in sys.modules.items() if v is not None\n"
+        "          and m.split('.')[0] in ('torch', 'training', 'open_clip', 'export')]\n"
+        "assert not loaded, loaded\n"
+    )
     proc = _python([], code=code)
     assert proc.returncode == 0, proc.stderr
 
 
 # --- logging ---------------------------------------------------------------------------------
 
-LOG_CODE = ("import logging\n"
-            "from runtime.cli import setup_logging\n"
-            "setup_logging()\n"
-            "logging.getLogger('runtime.x').info('info-line')\n"
-            "logging.getLogger('export.y').warning('warning-line')\n"
-            "logging.getLogger('somelib').info('third-party-info')\n")
+LOG_CODE = (
+    "import logging\n"
+    "from runtime.cli import setup_logging\n"
+    "setup_logging()\n"
+    "logging.getLogger('runtime.x').info('info-line')\n"
+    "logging.getLogger('export.y').warning('warning-line')\n"
+    "logging.getLogger('somelib').info('third-party-info')\n"
+)
 
 
-@pytest.mark.parametrize("env,info,prefix", [({}, True, ""), ({"RANK": "0"}, True, ""),
-                                             ({"RANK": "1"}, False, "[rank 1] "),
-                                             ({"LOCAL_RANK": "3"}, False, "[rank 3] ")])
+@pytest.mark.parametrize(
+    "env,info,prefix",
+    [
+        ({}, True, ""),
+        ({"RANK": "0"}, True, ""),
+        ({"RANK": "1"}, False, "[rank 1] "),
+        ({"LOCAL_RANK": "3"}, False, "[rank 3] "),
+    ],
+)
 def test_only_rank_0_logs_info(env, info, prefix):
     clean = {"RANK": "", "LOCAL_RANK": "", **env}
     proc = _python([], env=clean, code=LOG_CODE)
@@ -214,11 +291,13 @@ def test_setup_logging_is_idempotent_and_verbose():
 
 # --- --classes voc on a folder with the on-device text encoder --------------------------------
 
+
 @pytest.fixture(scope="module")
 def te_folder(tmp_path_factory, one_thread):
     """The folder tests/test_text_encoder.py uses: vocabulary as input, text encoder on board."""
-    return export_folder(tmp_path_factory, "tiny_vit_text_cli_layer", vocab_mode="input",
-                         text_encoder=True)
+    return export_folder(
+        tmp_path_factory, "tiny_vit_text_cli_layer", vocab_mode="input", text_encoder=True
+    )
 
 
 def test_infer_classes_voc_segments_with_the_20_voc_names(te_folder, tmp_path, capsys):
@@ -228,9 +307,22 @@ def test_infer_classes_voc_segments_with_the_20_voc_names(te_folder, tmp_path, c
     image = (np.random.default_rng(0).random((160, 200, 3)) * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "in.png")
     labels_png = tmp_path / "labels.png"
-    rc = infer.main(["--model", str(te_folder), "--image", str(tmp_path / "in.png"),
-                     "--out", str(tmp_path / "o.png"), "--labels-out", str(labels_png),
-                     "--classes", "voc", "--threads", "1"])
+    rc = infer.main(
+        [
+            "--model",
+            str(te_folder),
+            "--image",
+            str(tmp_path / "in.png"),
+            "--out",
+            str(tmp_path / "o.png"),
+            "--labels-out",
+            str(labels_png),
+            "--classes",
+            "voc",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["classes"] == 20 and line["classes_present"]

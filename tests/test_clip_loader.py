@@ -29,7 +29,10 @@ def test_checkpoint_round_trip(tiny, tmp_path, fmt):
     if fmt == "safetensors":
         save_file(sd, str(path))
     else:
-        torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}} if fmt == "wrapped" else sd, path)
+        torch.save(
+            {"state_dict": {f"module.{k}": v for k, v in sd.items()}} if fmt == "wrapped" else sd,
+            path,
+        )
     loaded = load_clip("ovss-tiny-vit", str(path), seed=9)
     assert not loaded.random and loaded.source.startswith("file:")
     assert loaded.weights_sha256 == tiny.weights_sha256
@@ -53,7 +56,9 @@ def test_checkpoint_with_wrong_keys(tmp_path):
     torch.save(rn.model.state_dict(), path)
     with pytest.raises(CheckpointError, match="does not fit|cannot load"):
         load_clip("ovss-tiny-vit", str(path))
-    partial = {k: v for k, v in load_clip("ovss-tiny-vit").model.state_dict().items() if "visual" in k}
+    partial = {
+        k: v for k, v in load_clip("ovss-tiny-vit").model.state_dict().items() if "visual" in k
+    }
     torch.save(partial, tmp_path / "partial.pt")
     with pytest.raises(CheckpointError, match="missing keys"):
         load_clip("ovss-tiny-vit", str(tmp_path / "partial.pt"))
@@ -82,10 +87,16 @@ def test_unreachable_hub_fails_fast_with_a_clear_error(monkeypatch):
 
     from huggingface_hub import constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as on a user's machine without the env var
-    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setattr(
+        constants, "HF_HUB_OFFLINE", False
+    )  # as on a user's machine without the env var
+    monkeypatch.setattr(
+        constants, "ENDPOINT", "https://127.0.0.1:9"
+    )  # nothing listens on the discard port
     t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="cannot obtain pretrained weights ovss|cannot obtain"):
+    with pytest.raises(
+        CheckpointError, match="cannot obtain pretrained weights ovss|cannot obtain"
+    ):
         load_clip("ViT-B-32", "openai")
     assert time.perf_counter() - t0 < 30
     assert constants.HF_HUB_OFFLINE is False  # offline mode was scoped to the load

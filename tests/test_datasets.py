@@ -53,13 +53,20 @@ def _voc(root: Path, train=("a", "b"), val=("c",), aug=None, size=(30, 40)) -> P
     return root
 
 
-def _folder(root: Path, stems=("x", "y"), ext=".png", size=(30, 40),
-            values=(0, 1, 2, 3)) -> DataCfg:
+def _folder(
+    root: Path, stems=("x", "y"), ext=".png", size=(30, 40), values=(0, 1, 2, 3)
+) -> DataCfg:
     for i, stem in enumerate(stems):
         _image(root / "img" / f"{stem}{ext}", *size, seed=i)
         _mask(root / "ann" / f"{stem}.png", _blocks(*size, values), palette=False)
-    return DataCfg("folder", images=str(root / "img"), masks=str(root / "ann"),
-                   classes=("a", "b", "c"), ignore_label=3, **SMALL)
+    return DataCfg(
+        "folder",
+        images=str(root / "img"),
+        masks=str(root / "ann"),
+        classes=("a", "b", "c"),
+        ignore_label=3,
+        **SMALL,
+    )
 
 
 # ---------------------------------------------------------------- layouts and label mapping
@@ -84,7 +91,11 @@ def test_voc_aug_concatenated_like_mmseg(tmp_path):
     ds = build_dataset(cfg, "train", train=True)
     assert [Path(p.image).stem for p in ds.pairs] == ["a", "b", "b", "d"]
     assert [Path(p.mask).parent.name for p in ds.pairs] == [
-        "SegmentationClass", "SegmentationClass", "SegmentationClassAug", "SegmentationClassAug"]
+        "SegmentationClass",
+        "SegmentationClass",
+        "SegmentationClassAug",
+        "SegmentationClassAug",
+    ]
     assert ds[2].label.unique().tolist() == [1]  # aug mask: raw 2 -> class 1
     assert len(build_dataset(cfg, "train", train=False)) == 2  # the plain train list
 
@@ -93,8 +104,11 @@ def test_coco_stuff_layout(tmp_path):
     for split, stems in (("train2017", ("1", "2")), ("val2017", ("3",))):
         for stem in stems:
             _image(tmp_path / "images" / split / f"{stem}.jpg", 20, 24)
-            _mask(tmp_path / "annotations" / split / f"{stem}_labelTrainIds.png",
-                  _blocks(20, 24, [0, 170, 255]), palette=False)
+            _mask(
+                tmp_path / "annotations" / split / f"{stem}_labelTrainIds.png",
+                _blocks(20, 24, [0, 170, 255]),
+                palette=False,
+            )
     cfg = DataCfg("coco_stuff", root=str(tmp_path))
     ds = build_dataset(cfg, "train", train=True)
     assert len(ds) == 2 and len(ds.classes) == 171 and ds.classes == COCO_STUFF
@@ -114,8 +128,20 @@ def test_context_layouts(tmp_path, name, first):
     assert [int(ds[0].label[0, c]) for c in (0, 10, 20)] == first
     assert len(ds.classes) == int(name[-2:])
     names = sorted(ds.classes[i] for i in ds.unseen)
-    assert names == sorted(["cow", "motorbike", "sofa", "cat", "boat", "fence", "bird",
-                            "tv monitor", "keyboard", "airplane"])
+    assert names == sorted(
+        [
+            "cow",
+            "motorbike",
+            "sofa",
+            "cat",
+            "boat",
+            "fence",
+            "bird",
+            "tv monitor",
+            "keyboard",
+            "airplane",
+        ]
+    )
     assert ds.classes[-59:] == CONTEXT
 
 
@@ -155,8 +181,13 @@ def test_train_sample_crop_and_padding(tmp_path):
     s = ds[(0, 3)]
     assert s.image.shape == (3, 512, 512) and s.label.shape == (512, 512)
     assert s.image.dtype == torch.float32 and s.label.dtype == torch.int64
-    small = build_dataset(DataCfg("voc", root=str(tmp_path), crop_size=64, img_scale=(40, 30),
-                                  ratio_range=(1.0, 1.0)), "train", train=True)
+    small = build_dataset(
+        DataCfg(
+            "voc", root=str(tmp_path), crop_size=64, img_scale=(40, 30), ratio_range=(1.0, 1.0)
+        ),
+        "train",
+        train=True,
+    )
     s = small[(1, 0)]  # 30x40 stays 30x40, padded to 64x64
     assert s.image.shape == (3, 64, 64) and s.index == 1
     assert (s.label[30:] == 255).all() and (s.label[:, 40:] == 255).all()
@@ -179,9 +210,17 @@ def test_flip_and_crop_keep_image_and_label_aligned(tmp_path):
     (tmp_path / "img").mkdir()
     Image.fromarray(PALETTE[label]).save(tmp_path / "img" / "s.png")
     _mask(tmp_path / "ann" / "s.png", label, palette=False)
-    cfg = DataCfg("folder", images=str(tmp_path / "img"), masks=str(tmp_path / "ann"),
-                  classes=("r", "g", "b", "y"), photometric=False, crop_size=48,
-                  img_scale=(60, 40), ratio_range=(0.9, 1.6), cat_max_ratio=1.0)
+    cfg = DataCfg(
+        "folder",
+        images=str(tmp_path / "img"),
+        masks=str(tmp_path / "ann"),
+        classes=("r", "g", "b", "y"),
+        photometric=False,
+        crop_size=48,
+        img_scale=(60, 40),
+        ratio_range=(0.9, 1.6),
+        cat_max_ratio=1.0,
+    )
     ds = build_dataset(cfg, "", train=True)
     mean, std = torch.tensor(cfg.mean)[:, None, None], torch.tensor(cfg.std)[:, None, None]
     for seed in range(8):
@@ -241,8 +280,13 @@ def test_empty_datasets(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "ann").mkdir()
     with pytest.raises(DatasetError, match="no images"):
-        build_dataset(DataCfg("folder", images=str(tmp_path / "img"), masks=str(tmp_path / "ann"),
-                              classes=("a",)), "", train=False)
+        build_dataset(
+            DataCfg(
+                "folder", images=str(tmp_path / "img"), masks=str(tmp_path / "ann"), classes=("a",)
+            ),
+            "",
+            train=False,
+        )
     root = _voc(tmp_path / "voc", val=())
     with pytest.raises(DatasetError, match="val.txt lists no ids"):
         build_dataset(DataCfg("voc", root=str(root)), "val", train=False)
@@ -316,8 +360,13 @@ def test_folder_class_errors():
 
 
 def test_camvid_as_folder_dataset(camvid):
-    cfg = DataCfg("folder", images=str(camvid / "val"), masks=str(camvid / "valannot"),
-                  classes=CAMVID, ignore_label=11)
+    cfg = DataCfg(
+        "folder",
+        images=str(camvid / "val"),
+        masks=str(camvid / "valannot"),
+        classes=CAMVID,
+        ignore_label=11,
+    )
     ds = build_dataset(cfg, "val", train=False)
     assert len(ds) == 101 and ds.classes == CAMVID
     ds.validate()

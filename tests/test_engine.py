@@ -15,17 +15,29 @@ import shutil
 import numpy as np
 import pytest
 
-from export.engine import EngineBuildError, EngineCfg, build_engine, main as engine_main
+from export.engine import EngineBuildError, EngineCfg, build_engine
+from export.engine import main as engine_main
 from runtime import io_names
 from runtime.backends import BackendUnavailable, ModelRef, _ort_providers, open_backend
-from runtime.engine_cache import EngineKey, engine_dir, find_engine, fits, manifest_input_shapes, read_record
+from runtime.engine_cache import (
+    EngineKey,
+    engine_dir,
+    find_engine,
+    fits,
+    manifest_input_shapes,
+    read_record,
+)
 from runtime.errors import ModelFolderError, UnknownNameError
 from runtime.manifest import load_manifest
 from runtime.probe import GpuInfo, ProbeResult
 from tests import fake_trt
 
-GPU = ProbeResult(gpus=(GpuInfo(0, "Fake GPU", "8.7", 8192),), tensorrt="10.3.0",
-                  tensorrt_module="tensorrt", tensorrt_builder=True)
+GPU = ProbeResult(
+    gpus=(GpuInfo(0, "Fake GPU", "8.7", 8192),),
+    tensorrt="10.3.0",
+    tensorrt_module="tensorrt",
+    tensorrt_builder=True,
+)
 NO_GPU = ProbeResult(cuda_error="cudaErrorInsufficientDriver")
 
 
@@ -52,32 +64,60 @@ def _calls(name):
 
 
 def _key(**kw):
-    base = dict(gpu_name="Orin", compute_capability="8.7", tensorrt_version="10.3.0", precision="fp16",
-                input_shapes={"image": [1, 3, 448, 448]}, onnx_sha256="ab" * 32)
+    base = dict(
+        gpu_name="Orin",
+        compute_capability="8.7",
+        tensorrt_version="10.3.0",
+        precision="fp16",
+        input_shapes={"image": [1, 3, 448, 448]},
+        onnx_sha256="ab" * 32,
+    )
     return EngineKey(**{**base, **kw})
 
 
 # ----------------------------------------------------------------------------- keys
 def test_engine_key_digest_changes_with_every_field():
     base = _key()
-    variants = [_key(gpu_name="NVIDIA H100"), _key(compute_capability="9.0"), _key(tensorrt_version="10.4.0"),
-                _key(precision="int8"), _key(input_shapes={"image": [1, 3, 224, 224]}),
-                _key(onnx_sha256="cd" * 32), _key(dla_core=0), _key(version_compatible=True)]
+    variants = [
+        _key(gpu_name="NVIDIA H100"),
+        _key(compute_capability="9.0"),
+        _key(tensorrt_version="10.4.0"),
+        _key(precision="int8"),
+        _key(input_shapes={"image": [1, 3, 224, 224]}),
+        _key(onnx_sha256="cd" * 32),
+        _key(dla_core=0),
+        _key(version_compatible=True),
+    ]
     digests = {v.digest() for v in variants}
     assert len(digests) == len(variants) and base.digest() not in digests
     assert base.digest() == _key().digest() and base.stem() == f"fp16-{base.digest()}"
 
 
-@pytest.mark.parametrize("built, running, ok", [
-    (_key(), _key(), True),
-    (_key(tensorrt_version="10.3.0"), _key(tensorrt_version="10.4.0"), False),
-    (_key(tensorrt_version="10.3.0", version_compatible=True), _key(tensorrt_version="10.4.0"), True),
-    (_key(tensorrt_version="10.4.0", version_compatible=True), _key(tensorrt_version="10.3.0"), False),
-    (_key(tensorrt_version="10.3.0", version_compatible=True), _key(tensorrt_version="11.0.0"), False),
-    (_key(gpu_name="NVIDIA A100"), _key(), False),
-    (_key(onnx_sha256="00" * 32), _key(), False),
-    (_key(dla_core=0), _key(), False),
-])
+@pytest.mark.parametrize(
+    "built, running, ok",
+    [
+        (_key(), _key(), True),
+        (_key(tensorrt_version="10.3.0"), _key(tensorrt_version="10.4.0"), False),
+        (
+            _key(tensorrt_version="10.3.0", version_compatible=True),
+            _key(tensorrt_version="10.4.0"),
+            True,
+        ),
+        (
+            _key(tensorrt_version="10.4.0", version_compatible=True),
+            _key(tensorrt_version="10.3.0"),
+            False,
+        ),
+        (
+            _key(tensorrt_version="10.3.0", version_compatible=True),
+            _key(tensorrt_version="11.0.0"),
+            False,
+        ),
+        (_key(gpu_name="NVIDIA A100"), _key(), False),
+        (_key(onnx_sha256="00" * 32), _key(), False),
+        (_key(dla_core=0), _key(), False),
+    ],
+)
 def test_engine_fits_only_where_it_can_run(built, running, ok):
     assert fits(built, running) is ok
 
@@ -106,7 +146,9 @@ def test_build_strongly_typed_engine_with_timing_cache(fake, tiny_vit_folder, tm
     assert rec.key.onnx_sha256 == load_manifest(folder).model_sha256
     assert rec.key.input_shapes == {"image": [1, 3, 224, 224]} and rec.key.gpu_name == "Fake GPU"
     assert rec.build["strongly_typed"] and rec.build["flags"] == []
-    assert _calls("Builder.create_network") == [("Builder.create_network", 1 << 1)]  # STRONGLY_TYPED = 1
+    assert _calls("Builder.create_network") == [
+        ("Builder.create_network", 1 << 1)
+    ]  # STRONGLY_TYPED = 1
     assert not _calls("config.set_flag")  # precision comes from the graph, not flags
     assert _calls("config.create_timing_cache") == [("config.create_timing_cache", 0)]
     cache = tmp_path / "cache" / "trt" / "timing-fake-gpu-trt10.3.0.cache"
@@ -114,27 +156,37 @@ def test_build_strongly_typed_engine_with_timing_cache(fake, tiny_vit_folder, tm
 
     fake_trt.CALLS.clear()
     again = build_engine(EngineCfg(str(folder)), probe=GPU)
-    assert again.cached and again.engine == first.engine and not _calls("Builder.build_serialized_network")
+    assert (
+        again.cached
+        and again.engine == first.engine
+        and not _calls("Builder.build_serialized_network")
+    )
 
     fake_trt.CALLS.clear()
     forced = build_engine(EngineCfg(str(folder), force=True), probe=GPU)
     assert not forced.cached
-    assert _calls("config.create_timing_cache")[0][1] == cache.stat().st_size - 1  # reused, then grown
+    assert (
+        _calls("config.create_timing_cache")[0][1] == cache.stat().st_size - 1
+    )  # reused, then grown
 
 
 def test_vocab_input_engine_has_a_class_profile(fake, tiny_vit_input_folder, tmp_path):
     folder = _copy(tiny_vit_input_folder, tmp_path)
     result = build_engine(EngineCfg(str(folder), max_classes=16), probe=GPU)
     dim = load_manifest(folder).input(io_names.TEXT_EMBEDDINGS).shape[1]
-    assert _calls("profile.set_shape") == [("profile.set_shape", io_names.TEXT_EMBEDDINGS, (1, dim), (4, dim),
-                                            (16, dim))]
+    assert _calls("profile.set_shape") == [
+        ("profile.set_shape", io_names.TEXT_EMBEDDINGS, (1, dim), (4, dim), (16, dim))
+    ]
     assert result.record.key.input_shapes[io_names.TEXT_EMBEDDINGS] == [-1, dim]
 
 
 def test_parser_errors_are_all_logged_then_one_error(fake, tiny_vit_folder, tmp_path, caplog):
     folder = _copy(tiny_vit_folder, tmp_path)
     fake_trt.OnnxParser.reject = ["Unsupported op Foo", "bad shape"]
-    with caplog.at_level(logging.ERROR), pytest.raises(EngineBuildError, match="2 error.*Unsupported op Foo"):
+    with (
+        caplog.at_level(logging.ERROR),
+        pytest.raises(EngineBuildError, match="2 error.*Unsupported op Foo"),
+    ):
         build_engine(EngineCfg(str(folder)), probe=GPU)
     assert "1/2" in caplog.text and "2/2" in caplog.text and "bad shape" in caplog.text
     assert not engine_dir(folder).exists() or not list(engine_dir(folder).iterdir())
@@ -148,14 +200,18 @@ def test_failed_build_leaves_no_engine(fake, tiny_vit_folder, tmp_path):
     assert not list(engine_dir(folder).glob("*.engine")) if engine_dir(folder).exists() else True
 
 
-@pytest.mark.parametrize("version, dla, precision, network_flags, flags", [
-    ("10.3.0", 0, "fp16", 0, {"FP16", "GPU_FALLBACK"}),
-    ("10.3.0", 0, "int8", 0, {"FP16", "INT8", "GPU_FALLBACK"}),
-    ("11.4.0", -1, "fp32", 0, set()),
-    ("11.4.1", 0, "fp16", 0, {"GPU_FALLBACK"}),
-])
+@pytest.mark.parametrize(
+    "version, dla, precision, network_flags, flags",
+    [
+        ("10.3.0", 0, "fp16", 0, {"FP16", "GPU_FALLBACK"}),
+        ("10.3.0", 0, "int8", 0, {"FP16", "INT8", "GPU_FALLBACK"}),
+        ("11.4.0", -1, "fp32", 0, set()),
+        ("11.4.1", 0, "fp16", 0, {"GPU_FALLBACK"}),
+    ],
+)
 def test_builder_flags_only_where_needed(version, dla, precision, network_flags, flags):
-    from export.engine import builder_flags, network_flags as net_flags
+    from export.engine import builder_flags
+    from export.engine import network_flags as net_flags
 
     trt = fake_trt.tensorrt_module(version)
     got_net, strongly = net_flags(trt, dla)
@@ -249,11 +305,18 @@ def test_tensorrt_backend_vocabulary_sizes(fake, tiny_vit_input_folder, tmp_path
         feeds = {io_names.IMAGE: x, io_names.TEXT_EMBEDDINGS: text}
         got = trt(feeds, [io_names.LOGITS])[io_names.LOGITS]
         assert got.shape[1] == c
-        np.testing.assert_allclose(got, ort(feeds, [io_names.LOGITS])[io_names.LOGITS], rtol=1e-5, atol=1e-6)
-    assert len(_calls("cudaStreamBeginCapture")) == 3  # re-captured only when the class count changed
+        np.testing.assert_allclose(
+            got, ort(feeds, [io_names.LOGITS])[io_names.LOGITS], rtol=1e-5, atol=1e-6
+        )
+    assert (
+        len(_calls("cudaStreamBeginCapture")) == 3
+    )  # re-captured only when the class count changed
     assert len(_calls("cudaGraphLaunch")) == 2  # the two repeats; each new shape runs plainly
     with pytest.raises(TrtError, match="accepts"):
-        trt({io_names.IMAGE: x, io_names.TEXT_EMBEDDINGS: np.zeros((9, dim), np.float32)}, [io_names.LOGITS])
+        trt(
+            {io_names.IMAGE: x, io_names.TEXT_EMBEDDINGS: np.zeros((9, dim), np.float32)},
+            [io_names.LOGITS],
+        )
     with pytest.raises(TrtError, match="no outputs"):
         trt({io_names.IMAGE: x}, ["labels"])
     trt.close()
@@ -262,12 +325,17 @@ def test_tensorrt_backend_vocabulary_sizes(fake, tiny_vit_input_folder, tmp_path
 def test_auto_falls_back_in_order(fake, tiny_vit_folder, tmp_path):
     folder = _copy(tiny_vit_folder, tmp_path)
     no_gpu = open_backend("auto", _ref(folder), probe=NO_GPU)
-    assert no_gpu.backend.name == "onnxruntime" and no_gpu.backend.providers == ("CPUExecutionProvider",)
+    assert no_gpu.backend.name == "onnxruntime" and no_gpu.backend.providers == (
+        "CPUExecutionProvider",
+    )
     assert "no usable CUDA GPU" in no_gpu.reasons[0]
     no_trt = open_backend("auto", _ref(folder), probe=dataclasses.replace(GPU, tensorrt=""))
     assert "TensorRT is not installed" in no_trt.reasons[0]
     no_engine = open_backend("auto", _ref(folder), probe=GPU)
-    assert no_engine.backend.name == "onnxruntime" and "python -m export.engine" in no_engine.reasons[0]
+    assert (
+        no_engine.backend.name == "onnxruntime"
+        and "python -m export.engine" in no_engine.reasons[0]
+    )
     build_engine(EngineCfg(str(folder)), probe=GPU)
     assert open_backend("auto", _ref(folder), probe=GPU).backend.name == "tensorrt"
     other_gpu = dataclasses.replace(GPU, gpus=(GpuInfo(0, "Other GPU", "9.0", 1),))
@@ -303,7 +371,9 @@ def test_ort_provider_order(tiny_vit_folder):
     names = [p[0] if isinstance(p, tuple) else p for p in _ort_providers(ref, GPU, every)]
     assert names == every
     trt_opts = _ort_providers(ref, GPU, every)[0][1]
-    assert trt_opts["trt_engine_cache_enable"] and trt_opts["trt_engine_cache_path"].endswith("ort_trt")
+    assert trt_opts["trt_engine_cache_enable"] and trt_opts["trt_engine_cache_path"].endswith(
+        "ort_trt"
+    )
     assert _ort_providers(ref, NO_GPU, every) == ["CPUExecutionProvider"]  # listed is not usable
     assert _ort_providers(ref, GPU, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
 
@@ -321,11 +391,19 @@ def test_segmenter_on_tensorrt_matches_onnxruntime(fake, tiny_vit_folder, tmp_pa
 
     folder = _copy(tiny_vit_folder, tmp_path)
     build_engine(EngineCfg(str(folder)), probe=GPU)
-    image = np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8)  # slide: 3 windows
-    with Segmenter(folder, "auto", probe=GPU, cuda_graph=True) as trt_seg, \
-            Segmenter(folder, "onnxruntime") as ort_seg:
+    image = np.random.default_rng(0).integers(
+        0, 256, (300, 500, 3), dtype=np.uint8
+    )  # slide: 3 windows
+    with (
+        Segmenter(folder, "auto", probe=GPU, cuda_graph=True) as trt_seg,
+        Segmenter(folder, "onnxruntime") as ort_seg,
+    ):
         got, want = trt_seg(image), ort_seg(image)
-    assert got.backend == "tensorrt" and trt_seg.backend_reasons == () and got.windows == want.windows > 1
+    assert (
+        got.backend == "tensorrt"
+        and trt_seg.backend_reasons == ()
+        and got.windows == want.windows > 1
+    )
     np.testing.assert_allclose(got.logits, want.logits, rtol=1e-5, atol=1e-5)
     assert (got.labels == want.labels).mean() > 0.999
 
@@ -337,8 +415,20 @@ def test_stages_benchmark_splits_tensorrt_copies(fake, tiny_vit_folder, tmp_path
     folder = _copy(tiny_vit_folder, tmp_path)
     build_engine(EngineCfg(str(folder)), probe=GPU)
     monkeypatch.setattr(runtime.probe, "cached_probe", lambda: GPU)
-    args = stages.parse_args(["--model", str(folder), "--backends", "tensorrt,onnxruntime", "--runs", "3",
-                              "--warmup", "1", "--images", "sample:astronaut"])
+    args = stages.parse_args(
+        [
+            "--model",
+            str(folder),
+            "--backends",
+            "tensorrt,onnxruntime",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--images",
+            "sample:astronaut",
+        ]
+    )
     report = stages.run_benchmark(args)
     rows = {r["config"]: r for r in report["results"]}
     trt_row, ort_row = rows["tensorrt/fp32"], rows["onnxruntime/fp32"]
@@ -347,7 +437,9 @@ def test_stages_benchmark_splits_tensorrt_copies(fake, tiny_vit_folder, tmp_path
     assert report["gpus"] == ["Fake GPU"] and report["peak_rss_mib"] > 0
 
 
-def test_failed_cuda_graph_capture_falls_back_to_plain_launches(fake, tiny_vit_folder, tmp_path, caplog):
+def test_failed_cuda_graph_capture_falls_back_to_plain_launches(
+    fake, tiny_vit_folder, tmp_path, caplog
+):
     folder = _copy(tiny_vit_folder, tmp_path)
     build_engine(EngineCfg(str(folder)), probe=GPU)
     fake_trt._Context.fail_in_capture = True
@@ -357,10 +449,16 @@ def test_failed_cuda_graph_capture_falls_back_to_plain_launches(fake, tiny_vit_f
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             got = trt({io_names.IMAGE: x}, [io_names.LOGITS])[io_names.LOGITS]
-            np.testing.assert_allclose(got, ort({io_names.IMAGE: x}, [io_names.LOGITS])[io_names.LOGITS],
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                got,
+                ort({io_names.IMAGE: x}, [io_names.LOGITS])[io_names.LOGITS],
+                rtol=1e-5,
+                atol=1e-6,
+            )
     assert "without CUDA graphs" in caplog.text and not trt.use_graph
-    assert len(_calls("cudaStreamEndCapture")) == 1 and not _calls("cudaGraphLaunch")  # capture mode left
+    assert len(_calls("cudaStreamEndCapture")) == 1 and not _calls(
+        "cudaGraphLaunch"
+    )  # capture mode left
     trt.close()
 
 
@@ -390,11 +488,14 @@ def test_dla_engine_runs_on_its_core(fake, tiny_vit_folder, tmp_path):
     m = load_manifest(folder)
     # a DLA build needs an FP16 / INT8 graph: register model.onnx as the fp16 variant for the fake
     from runtime.manifest import Variant
+
     m = dataclasses.replace(m, variants={"fp16": Variant(m.model_file, m.model_sha256)})
     m.write(folder)
     build_engine(EngineCfg(str(folder), precision="fp16", dla=0), probe=GPU)
     assert {c[1] for c in _calls("config.set_flag")} == {"FP16", "GPU_FALLBACK"}
-    assert open_backend("auto", _ref(folder, "fp16"), probe=GPU).backend.name == "onnxruntime"  # GPU wanted
+    assert (
+        open_backend("auto", _ref(folder, "fp16"), probe=GPU).backend.name == "onnxruntime"
+    )  # GPU wanted
     trt = open_backend("auto", _ref(folder, "fp16"), probe=GPU, dla_core=0).backend
     assert trt.name == "tensorrt" and fake_trt.RUNTIMES[-1].DLA_core == 0
     trt.close()
@@ -405,4 +506,5 @@ def test_ort_tensorrt_cache_folder_is_created(tiny_vit_folder, tmp_path):
     every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     opts = _ort_providers(_ref(folder), GPU, every)[0][1]
     assert (folder / "engines" / "ort_trt").is_dir() and opts["trt_engine_cache_path"] == str(
-        folder / "engines" / "ort_trt")
+        folder / "engines" / "ort_trt"
+    )

@@ -32,8 +32,16 @@ def _export(backbone, size, vocab_mode="fixed", classes=12, **cfg):
     if vocab_mode == "input":
         dummy[io_names.TEXT_EMBEDDINGS] = text
         axes = {io_names.TEXT_EMBEDDINGS: {0: "num_classes"}, io_names.LOGITS: {1: "num_classes"}}
-    result = run_export(model=wrapper, dummy_inputs=dummy, output_names=[io_names.LOGITS, io_names.LABELS],
-                        dynamic_axes=axes, opset=17, simplify=True, atol=ATOL, min_label_agreement=AGREEMENT)
+    result = run_export(
+        model=wrapper,
+        dummy_inputs=dummy,
+        output_names=[io_names.LOGITS, io_names.LABELS],
+        dynamic_axes=axes,
+        opset=17,
+        simplify=True,
+        atol=ATOL,
+        min_label_agreement=AGREEMENT,
+    )
     return wrapper, text, mcfg, result
 
 
@@ -51,7 +59,9 @@ def _check_fresh_input(wrapper, text, mcfg, result, seed=7, vocab_input=False, r
     got = ort_outputs(result.model.SerializeToString(), feeds, [io_names.LOGITS, io_names.LABELS])
     ref = logits.numpy()
     diff = np.abs(got[io_names.LOGITS] - ref)
-    assert (diff <= ATOL + rtol * np.abs(ref)).all(), f"max|logit diff| {diff.max()}, |ref| {np.abs(ref).max()}"
+    assert (diff <= ATOL + rtol * np.abs(ref)).all(), (
+        f"max|logit diff| {diff.max()}, |ref| {np.abs(ref).max()}"
+    )
     diff = diff.max()
     agree = (got[io_names.LABELS] == labels.numpy()).mean()
     assert agree >= AGREEMENT, f"label agreement {agree}"
@@ -74,7 +84,9 @@ def test_tiny_rn_parity_absolute_without_key_smoothing():
 
 @pytest.mark.parametrize("ks,pd", [(False, False), (True, False), (False, True)])
 def test_tiny_vit_parity_refinement_switches(ks, pd):
-    wrapper, text, mcfg, result = _export("ovss-tiny-vit", 224, key_smoothing=ks, prompt_denoising=pd)
+    wrapper, text, mcfg, result = _export(
+        "ovss-tiny-vit", 224, key_smoothing=ks, prompt_denoising=pd
+    )
     _check_fresh_input(wrapper, text, mcfg, result)
 
 
@@ -85,9 +97,11 @@ def test_vocab_input_graph_takes_any_class_count():
     _check_fresh_input(wrapper, text, mcfg, result, vocab_input=True)
     other = F.normalize(torch.randn(3, text.shape[1]), dim=1)
     image = parity_image(224, mcfg.mean, mcfg.std, seed=2)
-    got = ort_outputs(result.model.SerializeToString(),
-                      {io_names.IMAGE: image.numpy(), io_names.TEXT_EMBEDDINGS: other.numpy()},
-                      [io_names.LOGITS])
+    got = ort_outputs(
+        result.model.SerializeToString(),
+        {io_names.IMAGE: image.numpy(), io_names.TEXT_EMBEDDINGS: other.numpy()},
+        [io_names.LOGITS],
+    )
     with torch.no_grad():
         want = wrapper(image, other)[0].numpy()
     assert got[io_names.LOGITS].shape == (1, 3, 14, 14)
@@ -102,8 +116,9 @@ def test_fixed_vocab_classifier_is_an_initializer():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone,ks,rtol", [("ViT-B-16", True, 0.0), ("RN50", True, 1e-5),
-                                               ("RN50", False, 0.0)])
+@pytest.mark.parametrize(
+    "backbone,ks,rtol", [("ViT-B-16", True, 0.0), ("RN50", True, 1e-5), ("RN50", False, 0.0)]
+)
 def test_full_size_parity(backbone, ks, rtol):
     wrapper, text, mcfg, result = _export(backbone, 224, classes=20, key_smoothing=ks)
     diff, agree = _check_fresh_input(wrapper, text, mcfg, result, rtol=rtol)

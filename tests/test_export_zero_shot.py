@@ -26,8 +26,12 @@ WRAPPERS = {n: s.load("wrapper") for n, s in METHODS.items() if s.kind == "zero_
 MASK_ATOL, AGREEMENT = 1e-3, 0.999
 # Random heads often put one class on top everywhere; these seeds give more than one label on
 # the parity images, so the label check is not vacuous (asserted in _fresh_parity).
-SEEDS = {("zegclip", "ovss-tiny-vit"): 0, ("cliprc", "ovss-tiny-vit"): 1,
-         ("zegclip", "ViT-B-16"): 0, ("cliprc", "ViT-B-16"): 0}
+SEEDS = {
+    ("zegclip", "ovss-tiny-vit"): 0,
+    ("cliprc", "ovss-tiny-vit"): 1,
+    ("zegclip", "ViT-B-16"): 0,
+    ("cliprc", "ViT-B-16"): 0,
+}
 
 
 def _model(method, backbone, size, classes, seed=0):
@@ -49,9 +53,16 @@ def _export(method, backbone, size, classes=6, output="mask_logits", vocab_mode=
     if vocab_mode == "input":
         dummy[io_names.TEXT_EMBEDDINGS] = text
         axes = {io_names.TEXT_EMBEDDINGS: {0: "num_classes"}, io_names.LOGITS: {1: "num_classes"}}
-    result = run_export(model=wrapper, dummy_inputs=dummy, output_names=[io_names.LOGITS, io_names.LABELS],
-                        dynamic_axes=axes, opset=17, simplify=True, atol=MASK_ATOL,
-                        min_label_agreement=AGREEMENT)
+    result = run_export(
+        model=wrapper,
+        dummy_inputs=dummy,
+        output_names=[io_names.LOGITS, io_names.LABELS],
+        dynamic_axes=axes,
+        opset=17,
+        simplify=True,
+        atol=MASK_ATOL,
+        min_label_agreement=AGREEMENT,
+    )
     return model, wrapper, text, bias, result
 
 
@@ -63,8 +74,11 @@ def _fresh_parity(model, wrapper, text, bias, result, size, seed=11):
         ref = model(image, text)
         up = F.interpolate(ref, size=(size, size), mode="bilinear", align_corners=False)
         labels = zero_shot_labels(up, bias)
-    got = ort_outputs(result.model.SerializeToString(), {io_names.IMAGE: image.numpy()},
-                      [io_names.LOGITS, io_names.LABELS])
+    got = ort_outputs(
+        result.model.SerializeToString(),
+        {io_names.IMAGE: image.numpy()},
+        [io_names.LOGITS, io_names.LABELS],
+    )
     diff = float(np.abs(got[io_names.LOGITS] - ref.numpy()).max())
     agree = float((got[io_names.LABELS] == labels.numpy()).mean())
     assert diff <= MASK_ATOL, f"max |mask-logit diff| {diff}"
@@ -128,15 +142,20 @@ def test_seen_bias_moves_labels():
 
 
 def test_vocab_input_parity():
-    model, wrapper, text, bias, result = _export("zegclip", "ovss-tiny-vit", 64, output="scores",
-                                                 vocab_mode="input")
-    other = F.normalize(torch.randn(9, text.shape[1], generator=torch.Generator().manual_seed(8)), dim=1)
+    model, wrapper, text, bias, result = _export(
+        "zegclip", "ovss-tiny-vit", 64, output="scores", vocab_mode="input"
+    )
+    other = F.normalize(
+        torch.randn(9, text.shape[1], generator=torch.Generator().manual_seed(8)), dim=1
+    )
     image = parity_image(64, IMAGENET_MEAN, IMAGENET_STD, seed=5)
     with torch.no_grad():
         want, _ = wrapper(image, other)
-    got = ort_outputs(result.model.SerializeToString(),
-                      {io_names.IMAGE: image.numpy(), io_names.TEXT_EMBEDDINGS: other.numpy()},
-                      [io_names.LOGITS])
+    got = ort_outputs(
+        result.model.SerializeToString(),
+        {io_names.IMAGE: image.numpy(), io_names.TEXT_EMBEDDINGS: other.numpy()},
+        [io_names.LOGITS],
+    )
     assert got[io_names.LOGITS].shape == (1, 9, 4, 4)
     np.testing.assert_allclose(got[io_names.LOGITS], want.numpy(), atol=1e-5)
 
@@ -144,15 +163,31 @@ def test_vocab_input_parity():
 @pytest.fixture(scope="module")
 def zeg_folder(tmp_path_factory):
     from export.build import main
+
     out = tmp_path_factory.mktemp("zeg_folder")
-    rc = main(["--method", "zegclip", "--backbone", "ovss-tiny-vit", "--classes", "cat,dog,car,tree",
-               "--image-size", "64", "--seen", "cat,dog", "--output", str(out)])
+    rc = main(
+        [
+            "--method",
+            "zegclip",
+            "--backbone",
+            "ovss-tiny-vit",
+            "--classes",
+            "cat,dog,car,tree",
+            "--image-size",
+            "64",
+            "--seen",
+            "cat,dog",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
 
 def test_cli_folder_and_runtime(zeg_folder):
     from runtime.segmenter import Segmenter
+
     manifest = json.loads((zeg_folder / "manifest.json").read_text())
     assert manifest["method"] == "zegclip" and manifest["weights"]["random"] is True
     np.testing.assert_allclose(manifest["method_cfg"]["seen_bias"], [0.1, 0.1, 0.0, 0.0], atol=1e-7)
@@ -168,6 +203,7 @@ def test_cliprc_rejects_other_size(monkeypatch):
     """A CLIP-RC model built for 64 px (its region mask) cannot be exported at 128 px."""
     from export import builders
     from export.config import ExportCfg
+
     base = dict(method="cliprc", backbone="ovss-tiny-vit", output="/nonexistent/x", classes="a,b")
     trained = builders._load_zero_shot(ExportCfg.create(**base, image_size=64))
     monkeypatch.setattr(builders, "_load_zero_shot", lambda _cfg: trained)
@@ -177,8 +213,23 @@ def test_cliprc_rejects_other_size(monkeypatch):
 
 def test_seen_names_must_be_in_vocabulary(tmp_path):
     from export.build import main
-    rc = main(["--method", "zegclip", "--backbone", "ovss-tiny-vit", "--classes", "cat,dog",
-               "--image-size", "64", "--seen", "cat,horse", "--output", str(tmp_path / "o")])
+
+    rc = main(
+        [
+            "--method",
+            "zegclip",
+            "--backbone",
+            "ovss-tiny-vit",
+            "--classes",
+            "cat,dog",
+            "--image-size",
+            "64",
+            "--seen",
+            "cat,horse",
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "o").exists()
 
 
@@ -186,6 +237,7 @@ def test_keep_outputs_prunes_labels_exactly():
     """The deployed graph drops the label branch (onnxruntime would run it on every call) and
     gives bit-identical scores."""
     from export.onnx_export import keep_outputs
+
     _, _, text, _, result = _export("zegclip", "ovss-tiny-vit", 64, output="scores")
     pruned = keep_outputs(result.model, [io_names.LOGITS])
     assert [o.name for o in pruned.graph.output] == [io_names.LOGITS]

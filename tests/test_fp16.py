@@ -48,8 +48,15 @@ def tiny_zeg_folder(tmp_path_factory) -> Path:
     from export.config import ExportCfg
 
     out = tmp_path_factory.mktemp("tiny_zeg_fp16")
-    build_zegclip(ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out),
-                            classes="cat,dog,car", image_size=64))
+    build_zegclip(
+        ExportCfg.create(
+            method="zegclip",
+            backbone="ovss-tiny-vit",
+            output=str(out),
+            classes="cat,dog,car",
+            image_size=64,
+        )
+    )
     return out
 
 
@@ -66,7 +73,7 @@ def _unit_rows(shape, seed: int) -> np.ndarray:
     return r / np.linalg.norm(r, axis=-1, keepdims=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _case(folder: str) -> Case:
     manifest = load_manifest(folder)
     model = onnx.load(str(Path(folder) / manifest.model_file))
@@ -102,7 +109,7 @@ def _images(case: Case, source: str, request) -> list[np.ndarray]:
 
     camvid = request.getfixturevalue("camvid")
     batch = calibration_batch(camvid / "test", pre, 3)
-    return [batch.tensors[i:i + 1] for i in range(3)]
+    return [batch.tensors[i : i + 1] for i in range(3)]
 
 
 @pytest.mark.parametrize("source", ["synthetic", "camvid"])
@@ -187,17 +194,24 @@ def _tiny(nodes, inits, with_text=True) -> onnx.ModelProto:
         nodes = nodes + [helper.make_node("MatMul", ["h", "w2"], ["logits"], name="sim")]
         inits["w2"] = _unit_rows((4, 3), 1)
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("image", FP32, [1, 4])],
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", FP32, [1, 4])],
         [helper.make_tensor_value_info("logits", FP32, [1, 3])],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_default_op_block_list_not_applied():
     """onnxruntime's default block list would keep Max in FP32; our rules alone decide."""
-    model = _tiny([helper.make_node("MatMul", ["image", "w"], ["a"], name="proj"),
-                   helper.make_node("Max", ["a", "zero"], ["h"], name="relu_max")],
-                  {"w": _unit_rows((4, 4), 2), "zero": np.zeros(4)})
+    model = _tiny(
+        [
+            helper.make_node("MatMul", ["image", "w"], ["a"], name="proj"),
+            helper.make_node("Max", ["a", "zero"], ["h"], name="relu_max"),
+        ],
+        {"w": _unit_rows((4, 4), 2), "zero": np.zeros(4)},
+    )
     out = to_fp16(model)
     types = float_types(out)
     nodes = {n.name: n for n in out.graph.node}
@@ -209,23 +223,36 @@ def test_default_op_block_list_not_applied():
 
 def test_rejections():
     with pytest.raises(CalibrationError, match="text_classifier"):
-        to_fp16(_tiny([helper.make_node("MatMul", ["image", "w"], ["h"], name="proj")],
-                      {"w": np.eye(4)}, with_text=False))
-    ranged = _tiny([helper.make_node("Range", ["s", "l", "d"], ["r"], name="range"),
-                    helper.make_node("Add", ["image", "r"], ["h"], name="add")],
-                   {"s": np.float32(0), "l": np.float32(4), "d": np.float32(1)})
+        to_fp16(
+            _tiny(
+                [helper.make_node("MatMul", ["image", "w"], ["h"], name="proj")],
+                {"w": np.eye(4)},
+                with_text=False,
+            )
+        )
+    ranged = _tiny(
+        [
+            helper.make_node("Range", ["s", "l", "d"], ["r"], name="range"),
+            helper.make_node("Add", ["image", "r"], ["h"], name="add"),
+        ],
+        {"s": np.float32(0), "l": np.float32(4), "d": np.float32(1)},
+    )
     with pytest.raises(CalibrationError, match="no float16 version.*Range"):
         to_fp16(ranged)
 
 
 def test_type_problems_flags_mixed_and_reduced_kept_nodes():
     graph = helper.make_graph(
-        [helper.make_node("Pow", ["x", "e"], ["p"], name="pow"),
-         helper.make_node("Softmax", ["p"], ["y16"], name="sm"),
-         helper.make_node("Cast", ["y16"], ["y"], to=FP32, name="out")],
-        "mixed", [helper.make_tensor_value_info("x", FP16, [2, 3])],
+        [
+            helper.make_node("Pow", ["x", "e"], ["p"], name="pow"),
+            helper.make_node("Softmax", ["p"], ["y16"], name="sm"),
+            helper.make_node("Cast", ["y16"], ["y"], to=FP32, name="out"),
+        ],
+        "mixed",
+        [helper.make_tensor_value_info("x", FP16, [2, 3])],
         [helper.make_tensor_value_info("y", FP32, [2, 3])],
-        [numpy_helper.from_array(np.float32(2.0), "e")])
+        [numpy_helper.from_array(np.float32(2.0), "e")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     problems = type_problems(model, {"sm"})
     assert any("pow" in p and "mixed" in p for p in problems)

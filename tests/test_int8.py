@@ -60,8 +60,15 @@ def tiny_zegclip_folder(tmp_path_factory):
     from export.config import ExportCfg
 
     out = tmp_path_factory.mktemp("tiny_zegclip")
-    build_zegclip(ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out),
-                            classes="cat,dog,car", image_size=64))
+    build_zegclip(
+        ExportCfg.create(
+            method="zegclip",
+            backbone="ovss-tiny-vit",
+            output=str(out),
+            classes="cat,dog,car",
+            image_size=64,
+        )
+    )
     return out
 
 
@@ -85,8 +92,9 @@ def smooth_feeds(folder, n: int, seed: int) -> list[dict[str, np.ndarray]]:
 def quantized(request):
     folder = request.getfixturevalue(request.param)
     before = sorted(os.listdir(folder))
-    result = quantize_int8(folder / "model.onnx", smooth_feeds(folder, 4, seed=0),
-                           Int8Cfg(method="percentile"))
+    result = quantize_int8(
+        folder / "model.onnx", smooth_feeds(folder, 4, seed=0), Int8Cfg(method="percentile")
+    )
     assert sorted(os.listdir(folder)) == before, "quantize_int8 wrote next to its input"
     return request.param, folder, result
 
@@ -115,8 +123,11 @@ def test_int8_graph_is_valid_runs_and_quantizes_the_weighted_ops(quantized):
     onnx.checker.check_model(result.model)
     assert check_qdq_rules(result.model) == []
     producer, _, _ = _index(result.model)
-    walked = [n.name for n in result.model.graph.node
-              if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and _reads_dq(n, producer)]
+    walked = [
+        n.name
+        for n in result.model.graph.node
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and _reads_dq(n, producer)
+    ]
     assert walked == list(result.quantized_nodes) and len(walked) > 0, name
     ops = {n.name: n.op_type for n in result.model.graph.node}
     assert {ops[n] for n in walked} <= set(WEIGHTED_OPS)
@@ -164,8 +175,15 @@ def test_qdq_placement_walked_directly(quantized):
             users = [u for d in consumers[q.output[0]] for u in consumers[d.output[0]]]
             assert users and all(u.name in quantized for u in users), (name, node.name)
     for node in model.graph.node:  # attention MatMuls: no input is a weight (or its DQ)
-        weight = [i in inits or (i in producer and producer[i].op_type == "DequantizeLinear"
-                                 and producer[i].input[0] in inits) for i in node.input]
+        weight = [
+            i in inits
+            or (
+                i in producer
+                and producer[i].op_type == "DequantizeLinear"
+                and producer[i].input[0] in inits
+            )
+            for i in node.input
+        ]
         if node.op_type == "MatMul" and not any(weight):
             assert not _reads_dq(node, producer), (name, "attention MatMul quantized", node.name)
 
@@ -192,7 +210,8 @@ def _handmade(uint8_zp=False, nonzero_zp=False, per_tensor=False, dq_into_softma
     zp8 = numpy_helper.from_array(np.array(0, np.uint8 if uint8_zp else np.int8), "x_zp")
     wscale = np.full((), 0.1, np.float32) if per_tensor else np.full((3,), 0.1, np.float32)
     inits = [
-        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"), zp8,
+        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+        zp8,
         numpy_helper.from_array(np.arange(12, dtype=np.int8).reshape(4, 3), "w_quantized"),
         numpy_helper.from_array(wscale, "w_scale"),
         numpy_helper.from_array(np.zeros(wscale.shape, np.int8), "w_zp"),
@@ -202,20 +221,30 @@ def _handmade(uint8_zp=False, nonzero_zp=False, per_tensor=False, dq_into_softma
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="x_q"),
         helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"], name="x_dq"),
-        helper.make_node("DequantizeLinear", ["w_quantized", "w_scale", "w_zp"], ["wd"],
-                         name="w_dq", **({} if per_tensor else {"axis": 1})),
+        helper.make_node(
+            "DequantizeLinear",
+            ["w_quantized", "w_scale", "w_zp"],
+            ["wd"],
+            name="w_dq",
+            **({} if per_tensor else {"axis": 1}),
+        ),
         helper.make_node("MatMul", ["xd", "wd"], ["m"], name="mm"),
     ]
     soft_in = "m"
     if dq_into_softmax or nonzero_zp:
-        nodes += [helper.make_node("QuantizeLinear", ["m", "m_scale", "m_zp"], ["mq"], name="m_q"),
-                  helper.make_node("DequantizeLinear", ["mq", "m_scale", "m_zp"], ["md"],
-                                   name="m_dq")]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["m", "m_scale", "m_zp"], ["mq"], name="m_q"),
+            helper.make_node("DequantizeLinear", ["mq", "m_scale", "m_zp"], ["md"], name="m_dq"),
+        ]
         soft_in = "md"
     nodes.append(helper.make_node("Softmax", [soft_in], ["y"], name="soft", axis=-1))
-    g = helper.make_graph(nodes, "handmade",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    g = helper.make_graph(
+        nodes,
+        "handmade",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     onnx.checker.check_model(model)
     return model
@@ -250,8 +279,11 @@ def test_config_and_feed_errors(tiny_vit_folder):
     with pytest.raises(CalibrationError, match="non-empty"):
         quantize_int8(tiny_vit_folder / "model.onnx", [])
     with pytest.raises(CalibrationError, match="not a node"):
-        quantize_int8(tiny_vit_folder / "model.onnx", feeds,
-                      Int8Cfg(method="minmax", exclude_nodes=("no_such_node",)))
+        quantize_int8(
+            tiny_vit_folder / "model.onnx",
+            feeds,
+            Int8Cfg(method="minmax", exclude_nodes=("no_such_node",)),
+        )
 
 
 def test_user_exclusions_are_honoured_and_the_input_is_untouched(tiny_vit_folder):
@@ -262,8 +294,9 @@ def test_user_exclusions_are_honoured_and_the_input_is_untouched(tiny_vit_folder
     assert proto.SerializeToString() == blob
     ops = {n.name: n.op_type for n in base.model.graph.node}
     gemm = next(n for n in base.quantized_nodes if ops[n] == "Gemm")
-    cut = quantize_int8(proto, feeds, Int8Cfg(method="minmax", exclude_nodes=(gemm,),
-                                              exclude_op_types=("Conv",)))
+    cut = quantize_int8(
+        proto, feeds, Int8Cfg(method="minmax", exclude_nodes=(gemm,), exclude_op_types=("Conv",))
+    )
     assert gemm not in cut.quantized_nodes and gemm in cut.excluded_nodes["user"]
     assert not any(ops.get(n) == "Conv" for n in cut.quantized_nodes)
     assert cut.excluded_nodes["user_op_type"]
@@ -275,8 +308,11 @@ def test_user_exclusions_are_honoured_and_the_input_is_untouched(tiny_vit_folder
 
 def _activation_scales(model: onnx.ModelProto) -> dict[str, float]:
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
-            if n.op_type == "QuantizeLinear"}
+    return {
+        n.input[0]: float(inits[n.input[1]])
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
 
 
 def test_the_three_methods_run_and_clip_differently(tiny_vit_folder):
@@ -295,8 +331,9 @@ def test_the_three_methods_run_and_clip_differently(tiny_vit_folder):
 
 def test_attention_matmuls_quantized_only_when_asked(tiny_vit_folder):
     feeds = smooth_feeds(tiny_vit_folder, 2, seed=0)
-    result = quantize_int8(tiny_vit_folder / "model.onnx", feeds,
-                           Int8Cfg(method="minmax", keep_attention=False))
+    result = quantize_int8(
+        tiny_vit_folder / "model.onnx", feeds, Int8Cfg(method="minmax", keep_attention=False)
+    )
     assert check_qdq_rules(result.model, keep_attention=False) == []
     problems = check_qdq_rules(result.model)
     assert any("attention MatMul" in p for p in problems), problems
@@ -323,13 +360,20 @@ def test_quantize_outputs_keeps_the_float_rules(fixture, request):
     """onnxruntime's layout (GEMM outputs quantized too) still leaves the head, LayerNormalization
     and Softmax reading float tensors, and stays as close to FP32."""
     folder = request.getfixturevalue(fixture)
-    result = quantize_int8(folder / "model.onnx", smooth_feeds(folder, 3, seed=0),
-                           Int8Cfg(method="minmax", quantize_outputs=True))
+    result = quantize_int8(
+        folder / "model.onnx",
+        smooth_feeds(folder, 3, seed=0),
+        Int8Cfg(method="minmax", quantize_outputs=True),
+    )
     assert check_qdq_rules(result.model) == []
     _, consumers, _ = _index(result.model)
     quantized = set(result.quantized_nodes)
-    outputs_quantized = [n.name for n in result.model.graph.node if n.name in quantized
-                         and any(c.op_type == "QuantizeLinear" for c in consumers[n.output[0]])]
+    outputs_quantized = [
+        n.name
+        for n in result.model.graph.node
+        if n.name in quantized
+        and any(c.op_type == "QuantizeLinear" for c in consumers[n.output[0]])
+    ]
     assert outputs_quantized, fixture
     fp32, int8 = _session(open(folder / "model.onnx", "rb").read()), _session(result.model)
     held = smooth_feeds(folder, 3, seed=1)

@@ -9,8 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import (LossWeights, dice, mask_loss, one_hot_targets, recovery_l1,
-                             sigmoid_focal)
+from training.losses import (
+    LossWeights,
+    dice,
+    mask_loss,
+    one_hot_targets,
+    recovery_l1,
+    sigmoid_focal,
+)
 from training.schedule import PolyCfg, poly_lr, set_lr
 
 
@@ -114,12 +120,14 @@ def test_recovery_term_is_weighted_and_added():
 def test_sigmoid_focal_and_dice_building_blocks():
     x = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
     t = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    want = sum(sum(_focal_ref(a, b) for a, b in zip(xr, tr)) / 3
-               for xr, tr in zip(x.tolist(), t.tolist()))
+    want = sum(
+        sum(_focal_ref(a, b) for a, b in zip(xr, tr)) / 3 for xr, tr in zip(x.tolist(), t.tolist())
+    )
     assert sigmoid_focal(x, t).item() == pytest.approx(want, rel=1e-6)
     p = torch.sigmoid(x)
-    want_dice = sum(1 - (2 * (pr * tr).sum() + 1) / (pr.sum() + tr.sum() + 1)
-                    for pr, tr in zip(p, t))
+    want_dice = sum(
+        1 - (2 * (pr * tr).sum() + 1) / (pr.sum() + tr.sum() + 1) for pr, tr in zip(p, t)
+    )
     assert dice(x, t).item() == pytest.approx(want_dice.item(), rel=1e-6)
 
 
@@ -160,6 +168,7 @@ def test_recovery_l1_is_mean_abs_and_does_not_train_targets():
 
 # ---------------------------------------------------------------- poly lr with linear warm-up
 
+
 def _mmcv_poly(base, it, max_iters, warmup, power=0.9, min_lr=1e-6, ratio=1e-6):
     """mmcv PolyLrUpdaterHook + linear warm-up (training/schedule.py docstring), by hand."""
     regular = (base - min_lr) * (1 - it / max_iters) ** power + min_lr
@@ -177,7 +186,7 @@ def test_poly_lr_matches_formula(it):
 def test_poly_lr_landmarks():
     cfg = PolyCfg(max_iters=100, warmup_iters=10)
     assert poly_lr(2e-4, 0, cfg) == pytest.approx(2e-4 * 1e-6, rel=1e-6)  # warm-up starts at ~0
-    assert poly_lr(2e-4, 10, cfg) == pytest.approx((2e-4 - 1e-6) * 0.9 ** 0.9 + 1e-6)
+    assert poly_lr(2e-4, 10, cfg) == pytest.approx((2e-4 - 1e-6) * 0.9**0.9 + 1e-6)
     assert poly_lr(2e-4, 100, cfg) == pytest.approx(1e-6)  # floor at max_iters
     assert poly_lr(2e-4, 150, cfg) == pytest.approx(1e-6)  # and after it
     after = [poly_lr(2e-4, i, cfg) for i in range(10, 101)]

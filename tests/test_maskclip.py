@@ -26,8 +26,9 @@ def _tokens_before_last(visual, image, pos):
 def test_vit_value_path_equals_block_with_self_only_attention(vit):
     """With attention restricted to each token itself, open_clip's block output is exactly
     x + out_proj(v) followed by the FFN residual: the official MaskCLIP value path."""
-    model = build_maskclip_model(vit, MaskClipCfg(image_size=224, key_smoothing=False,
-                                                  prompt_denoising=False))
+    model = build_maskclip_model(
+        vit, MaskClipCfg(image_size=224, key_smoothing=False, prompt_denoising=False)
+    )
     visual = vit.model.visual
     image = torch.randn(2, 3, 224, 224)
     feat, key = model.dense(image)
@@ -49,14 +50,18 @@ def test_vit_variant_without_residual_and_ffn(vit):
     x = _tokens_before_last(visual, image, model.dense.pos_embed)[:, 1:]
     last = visual.transformer.resblocks[-1]
     width = x.shape[-1]
-    v = F.linear(last.ln_1(x), last.attn.in_proj_weight[2 * width:], last.attn.in_proj_bias[2 * width:])
+    v = F.linear(
+        last.ln_1(x), last.attn.in_proj_weight[2 * width :], last.attn.in_proj_bias[2 * width :]
+    )
     want = visual.ln_post(last.attn.out_proj(v)) @ visual.proj
     torch.testing.assert_close(feat.flatten(2).transpose(1, 2), want, rtol=1e-5, atol=1e-5)
 
 
 def test_official_numerics_switch():
     official = build_maskclip_model(load_clip("ovss-tiny-vit"), MaskClipCfg(image_size=224))
-    clip = build_maskclip_model(load_clip("ovss-tiny-vit"), MaskClipCfg(image_size=224, numerics="clip"))
+    clip = build_maskclip_model(
+        load_clip("ovss-tiny-vit"), MaskClipCfg(image_size=224, numerics="clip")
+    )
     eps = {m.eps for m in official.modules() if isinstance(m, torch.nn.LayerNorm)}
     assert eps == {1e-6}
     assert {m.eps for m in clip.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-5}
@@ -103,8 +108,9 @@ def test_image_size_must_fit_feature_grid(vit):
 def test_refinement_changes_output_as_configured(vit):
     text = F.normalize(torch.randn(5, 64), dim=1)
     image = torch.randn(1, 3, 224, 224)
-    plain = build_maskclip_model(vit, MaskClipCfg(image_size=224, key_smoothing=False,
-                                                  prompt_denoising=False))(image, text)
+    plain = build_maskclip_model(
+        vit, MaskClipCfg(image_size=224, key_smoothing=False, prompt_denoising=False)
+    )(image, text)
     assert plain.abs().max() <= 1.0 + 1e-5
     refined = build_maskclip_model(vit, MaskClipCfg(image_size=224))(image, text)
     assert refined.shape == plain.shape == (1, 5, 14, 14)
@@ -112,8 +118,10 @@ def test_refinement_changes_output_as_configured(vit):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone,size,stride", [("ViT-B-32", 224, 32), ("ViT-L-14", 224, 14),
-                                                  ("RN101", 224, 32), ("RN50x16", 256, 32)])
+@pytest.mark.parametrize(
+    "backbone,size,stride",
+    [("ViT-B-32", 224, 32), ("ViT-L-14", 224, 14), ("RN101", 224, 32), ("RN50x16", 256, 32)],
+)
 @torch.no_grad()
 def test_listed_backbones_build_and_run(backbone, size, stride):
     clip = load_clip(backbone)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from synthetic import CLASSES, make_folder
 
 from export import build as build_cli
 from export.builders import build_maskclip_plus
@@ -34,8 +35,6 @@ from training.train import build_loop, run
 from training.train_config import TrainCfg, resolve_defaults
 from training.trainer import KeySampler
 
-from synthetic import CLASSES, make_folder
-
 REPO = Path(__file__).resolve().parents[1]
 UNSEEN = (3,)  # yellow
 
@@ -49,11 +48,24 @@ def data6(tmp_path_factory) -> Path:
 
 
 def mcfg(data: Path, work: Path, **kw) -> TrainCfg:
-    base = dict(method="maskclip_plus", student="deeplabv3plus_r18", backbone="ovss-tiny-vit",
-                work_dir=str(work), dataset="folder", images=str(data / "img"),
-                masks=str(data / "ann"), classes=CLASSES, crop_size=64, max_iters=4,
-                batch_size=2, num_workers=0, device="cpu", log_interval=10_000,
-                ckpt_interval=10_000, templates="single")
+    base = dict(
+        method="maskclip_plus",
+        student="deeplabv3plus_r18",
+        backbone="ovss-tiny-vit",
+        work_dir=str(work),
+        dataset="folder",
+        images=str(data / "img"),
+        masks=str(data / "ann"),
+        classes=CLASSES,
+        crop_size=64,
+        max_iters=4,
+        batch_size=2,
+        num_workers=0,
+        device="cpu",
+        log_interval=10_000,
+        ckpt_interval=10_000,
+        templates="single",
+    )
     base.update(kw)
     return TrainCfg(**base)
 
@@ -75,19 +87,47 @@ class Spy:
 
 # ---------------------------------------------------------------- defaults and labels
 
+
 def test_official_defaults_per_setting(tmp_path):
-    free = resolve_defaults(TrainCfg(method="maskclip_plus", student="deeplabv2_r101",
-                                     backbone="ViT-B-16", work_dir="w", dataset="voc", root="r"))
-    assert (free.setting, free.optimizer, free.lr, free.weight_decay, free.min_lr) == \
-        ("annotation_free", "sgd", 0.01, 5e-4, 1e-4)
+    free = resolve_defaults(
+        TrainCfg(
+            method="maskclip_plus",
+            student="deeplabv2_r101",
+            backbone="ViT-B-16",
+            work_dir="w",
+            dataset="voc",
+            root="r",
+        )
+    )
+    assert (free.setting, free.optimizer, free.lr, free.weight_decay, free.min_lr) == (
+        "annotation_free",
+        "sgd",
+        0.01,
+        5e-4,
+        1e-4,
+    )
     assert (free.max_iters, free.st_start, free.warmup_iters, free.batch_size) == (2000, None, 0, 4)
-    zs = resolve_defaults(TrainCfg(method="maskclip_plus", student="deeplabv3plus_r101",
-                                   backbone="ViT-B-16", work_dir="w", dataset="context60",
-                                   root="r", setting="zero_shot"))
+    zs = resolve_defaults(
+        TrainCfg(
+            method="maskclip_plus",
+            student="deeplabv3plus_r101",
+            backbone="ViT-B-16",
+            work_dir="w",
+            dataset="context60",
+            root="r",
+            setting="zero_shot",
+        )
+    )
     assert (zs.max_iters, zs.st_start, zs.lr, zs.weight_decay) == (40000, 4000, 0.004, 1e-4)
-    zeg = resolve_defaults(TrainCfg(method="zegclip", backbone="ViT-B-16", work_dir="w",
-                                    dataset="voc", root="r"))
-    assert (zeg.setting, zeg.optimizer, zeg.lr, zeg.warmup_iters) == ("inductive", "adamw", 2e-5, 1500)
+    zeg = resolve_defaults(
+        TrainCfg(method="zegclip", backbone="ViT-B-16", work_dir="w", dataset="voc", root="r")
+    )
+    assert (zeg.setting, zeg.optimizer, zeg.lr, zeg.warmup_iters) == (
+        "inductive",
+        "adamw",
+        2e-5,
+        1500,
+    )
 
 
 def test_fill_labels_zero_shot_keeps_seen_and_ignored_pixels():
@@ -95,8 +135,14 @@ def test_fill_labels_zero_shot_keeps_seen_and_ignored_pixels():
     fill = mcp.unlabeled_mask(label, "zero_shot", UNSEEN)
     assert fill.tolist() == [[[False, False, True, True], [False, False, True, False]]]
     cats = [3, 2]  # scores per candidate; low confidence at column 3
-    scores = torch.tensor([[[[0.9, 0.9, 0.9, 0.1], [0.9, 0.9, 0.2, 0.1]],
-                            [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.8, 0.2]]]])
+    scores = torch.tensor(
+        [
+            [
+                [[0.9, 0.9, 0.9, 0.1], [0.9, 0.9, 0.2, 0.1]],
+                [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.8, 0.2]],
+            ]
+        ]
+    )
     out = mcp.fill_labels(label, scores, cats, fill, conf_thresh=0.5)
     # seen (0,1,2) and ignored pixels keep their labels even where the teacher is unsure
     assert out.tolist() == [[[0, 1, 3, 255], [255, 2, 2, 1]]]
@@ -122,6 +168,7 @@ def test_pixel_ce_averages_over_all_pixels_and_is_zero_when_all_ignored():
 
 
 # ---------------------------------------------------------------- training
+
 
 def test_zero_shot_phases_switch_and_never_overwrite_labelled_pixels(data6, tmp_path, monkeypatch):
     spy = Spy(monkeypatch)
@@ -156,6 +203,7 @@ def test_zero_shot_phases_switch_and_never_overwrite_labelled_pixels(data6, tmp_
 
 def result_info():
     from training.distributed import init_distributed
+
     return init_distributed("cpu")
 
 
@@ -174,10 +222,13 @@ def test_resume_is_exact_across_the_switch(data6, tmp_path):
     """5 straight steps vs resuming the straight run's iteration-2 checkpoint (switch at 3)."""
     kw = dict(setting="zero_shot", unseen="yellow", max_iters=5, st_start=3, accum=2)
     straight = run(mcfg(data6, tmp_path / "a", ckpt_interval=2, **kw)).records
-    resumed = run(mcfg(data6, tmp_path / "b", resume=str(tmp_path / "a" / "iter_2.pt"), **kw)).records
+    resumed = run(
+        mcfg(data6, tmp_path / "b", resume=str(tmp_path / "a" / "iter_2.pt"), **kw)
+    ).records
     assert [r.phase for r in resumed] == ["teacher", "st", "st"]
-    assert [(r.phase, r.lr, r.loss, r.terms) for r in straight[2:]] == \
-        [(r.phase, r.lr, r.loss, r.terms) for r in resumed]
+    assert [(r.phase, r.lr, r.loss, r.terms) for r in straight[2:]] == [
+        (r.phase, r.lr, r.loss, r.terms) for r in resumed
+    ]
     a = load_checkpoint(tmp_path / "a" / "iter_5.pt").state_dict
     b = load_checkpoint(tmp_path / "b" / "iter_5.pt").state_dict
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # BN stats too
@@ -199,6 +250,7 @@ class FixedBatch(torch.utils.data.Dataset):
 def test_student_fits_the_teacher_labels(data6, tmp_path):
     """Annotation-free on one fixed crop: the teacher's labels are fixed, so CE must fall."""
     from training.trainer import train_loop
+
     cfg = resolve_defaults(mcfg(data6, tmp_path, max_iters=25, lr=0.05))
     loop = build_loop(cfg, result_info())
     loop.dataset = FixedBatch(loop.dataset)
@@ -211,7 +263,9 @@ def test_distillation_term_trains_the_student(backbone, data6, tmp_path):
     """ViT and ResNet MaskCLIP teachers; the distillation term is on and reaches the student."""
     records = run(mcfg(data6, tmp_path, max_iters=2, distill_weight=1.0, backbone=backbone)).records
     assert all(r.terms["distill"] > 0 for r in records)
-    assert all(r.loss == pytest.approx(r.terms["ce"] + r.terms["distill"], rel=1e-6) for r in records)
+    assert all(
+        r.loss == pytest.approx(r.terms["ce"] + r.terms["distill"], rel=1e-6) for r in records
+    )
     # unlike the official (detached) term, the gradient reaches the student features; ignored
     # cells (nearest-resized 255) contribute nothing
     feat = torch.randn(1, 8, 4, 4, requires_grad=True)
@@ -223,17 +277,28 @@ def test_distillation_term_trains_the_student(backbone, data6, tmp_path):
 
 # ---------------------------------------------------------------- evaluation and export
 
+
 @pytest.fixture(scope="module")
 def trained_ckpt(data6, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("mcp_run")
-    return run(mcfg(data6, work, setting="zero_shot", unseen="yellow", max_iters=3, st_start=2)).checkpoint
+    return run(
+        mcfg(data6, work, setting="zero_shot", unseen="yellow", max_iters=3, st_start=2)
+    ).checkpoint
 
 
 def test_evaluate_whole_image(trained_ckpt, data6, tmp_path):
     out = tmp_path / "eval.json"
-    metrics = evaluate_checkpoint(EvalCfg(checkpoint=str(trained_ckpt), dataset="folder",
-                                          images=str(data6 / "img"), masks=str(data6 / "ann"),
-                                          classes=CLASSES, json=str(out), device="cpu"))
+    metrics = evaluate_checkpoint(
+        EvalCfg(
+            checkpoint=str(trained_ckpt),
+            dataset="folder",
+            images=str(data6 / "img"),
+            masks=str(data6 / "ann"),
+            classes=CLASSES,
+            json=str(out),
+            device="cpu",
+        )
+    )
     res = json.loads(out.read_text())
     assert res["method"] == "maskclip_plus" and res["images"] == 6
     assert [c["name"] for c in res["per_class"]] == CLASSES.split(",")
@@ -241,12 +306,26 @@ def test_evaluate_whole_image(trained_ckpt, data6, tmp_path):
     assert sum(c["gt_pixels"] for c in res["per_class"]) == 6 * 64 * 64
 
 
-@pytest.mark.parametrize("student", ["deeplabv3plus_r18", "deeplabv3plus_mbv3",
-                                     pytest.param("deeplabv2_r101", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "student",
+    [
+        "deeplabv3plus_r18",
+        "deeplabv3plus_mbv3",
+        pytest.param("deeplabv2_r101", marks=pytest.mark.slow),
+    ],
+)
 def test_random_student_export_parity_and_runtime(student, tmp_path):
-    res = build_maskclip_plus(ExportCfg.create(method="maskclip_plus", backbone="ovss-tiny-vit",
-                                        output=str(tmp_path / "m"), classes="cat,dog,car",
-                                        student=student, image_size=64, templates="single"))
+    res = build_maskclip_plus(
+        ExportCfg.create(
+            method="maskclip_plus",
+            backbone="ovss-tiny-vit",
+            output=str(tmp_path / "m"),
+            classes="cat,dog,car",
+            student=student,
+            image_size=64,
+            templates="single",
+        )
+    )
     m = res.manifest
     assert m.parity["decided_label_agreement"] >= 0.999 and m.weights.random
     stride = m.method_cfg["output_stride"]
@@ -261,13 +340,29 @@ def test_trained_export_matches_pytorch_and_keeps_background(data6, tmp_path):
     data = tmp_path / "bg"
     make_folder(data, 3)
     classes = "background,green,blue,yellow"
-    ckpt = run(mcfg(data, tmp_path / "w", classes=classes, background=True, max_iters=1,
-                    setting="zero_shot", unseen="yellow")).checkpoint
+    ckpt = run(
+        mcfg(
+            data,
+            tmp_path / "w",
+            classes=classes,
+            background=True,
+            max_iters=1,
+            setting="zero_shot",
+            unseen="yellow",
+        )
+    ).checkpoint
     trained = load_trained(ckpt)
     assert trained.background and trained.text.shape[0] == 3
-    res = build_maskclip_plus(ExportCfg.create(method="maskclip_plus", backbone="ovss-tiny-vit",
-                                        output=str(tmp_path / "m"), classes="green,blue,yellow",
-                                        checkpoint=str(ckpt), image_size=64))
+    res = build_maskclip_plus(
+        ExportCfg.create(
+            method="maskclip_plus",
+            backbone="ovss-tiny-vit",
+            output=str(tmp_path / "m"),
+            classes="green,blue,yellow",
+            checkpoint=str(ckpt),
+            image_size=64,
+        )
+    )
     assert res.manifest.classes == ("background", "green", "blue", "yellow")
     assert res.manifest.method_cfg["templates"] == "single"  # the run's own template set
     assert res.manifest.outputs[0].shape[1] == 4
@@ -287,22 +382,82 @@ def test_trained_export_matches_pytorch_and_keeps_background(data6, tmp_path):
 
 # ---------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--method", "zegclip", "--student", "deeplabv3plus_r18"], "student"),
-    (["--method", "maskclip_plus"], "student"),
-    (["--method", "maskclip_plus", "--student", "deeplabv3plus_r18", "--setting", "inductive"],
-     "settings"),
-    (["--method", "maskclip_plus", "--student", "deeplabv3plus_r18", "--background",
-      "--setting", "zero_shot"], "background"),
-    (["--method", "maskclip_plus", "--student", "deeplabv3plus_r18", "--background",
-      "--classes", "background,green,blue,yellow"], "zero_shot"),
-], ids=["student_for_zegclip", "no_student", "bad_setting", "background_not_class0",
-        "background_annotation_free"])
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--method", "zegclip", "--student", "deeplabv3plus_r18"], "student"),
+        (["--method", "maskclip_plus"], "student"),
+        (
+            [
+                "--method",
+                "maskclip_plus",
+                "--student",
+                "deeplabv3plus_r18",
+                "--setting",
+                "inductive",
+            ],
+            "settings",
+        ),
+        (
+            [
+                "--method",
+                "maskclip_plus",
+                "--student",
+                "deeplabv3plus_r18",
+                "--background",
+                "--setting",
+                "zero_shot",
+            ],
+            "background",
+        ),
+        (
+            [
+                "--method",
+                "maskclip_plus",
+                "--student",
+                "deeplabv3plus_r18",
+                "--background",
+                "--classes",
+                "background,green,blue,yellow",
+            ],
+            "zero_shot",
+        ),
+    ],
+    ids=[
+        "student_for_zegclip",
+        "no_student",
+        "bad_setting",
+        "background_not_class0",
+        "background_annotation_free",
+    ],
+)
 def test_train_cli_config_errors_exit_2(extra, needle, data6, tmp_path, capsys):
-    args = ["--backbone", "ovss-tiny-vit", "--dataset", "folder", "--images", str(data6 / "img"),
-            "--masks", str(data6 / "ann"), "--classes", CLASSES, "--crop-size", "64",
-            "--max-iters", "1", "--batch-size", "2", "--work-dir", str(tmp_path / "w"),
-            "--num-workers", "0", "--device", "cpu", *extra]
+    args = [
+        "--backbone",
+        "ovss-tiny-vit",
+        "--dataset",
+        "folder",
+        "--images",
+        str(data6 / "img"),
+        "--masks",
+        str(data6 / "ann"),
+        "--classes",
+        CLASSES,
+        "--crop-size",
+        "64",
+        "--max-iters",
+        "1",
+        "--batch-size",
+        "2",
+        "--work-dir",
+        str(tmp_path / "w"),
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     rc = train_cli.main(args)
     err = capsys.readouterr().err
     assert rc == 2 and needle in err, err
@@ -310,11 +465,23 @@ def test_train_cli_config_errors_exit_2(extra, needle, data6, tmp_path, capsys):
 
 
 def test_export_cli_errors_exit_2(trained_ckpt, tmp_path, capsys):
-    base = ["--method", "maskclip_plus", "--backbone", "ovss-tiny-vit", "--classes", "a,b",
-            "--output", str(tmp_path / "o")]
+    base = [
+        "--method",
+        "maskclip_plus",
+        "--backbone",
+        "ovss-tiny-vit",
+        "--classes",
+        "a,b",
+        "--output",
+        str(tmp_path / "o"),
+    ]
     assert build_cli.main(base) == 2 and "--student" in capsys.readouterr().err
-    assert build_cli.main(base + ["--checkpoint", str(trained_ckpt), "--student",
-                                  "deeplabv3plus_mbv3"]) == 2
+    assert (
+        build_cli.main(
+            base + ["--checkpoint", str(trained_ckpt), "--student", "deeplabv3plus_mbv3"]
+        )
+        == 2
+    )
     assert "deeplabv3plus_r18" in capsys.readouterr().err
     assert build_cli.main(base + ["--student", "deeplabv3plus_r18", "--image-size", "72"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
@@ -323,18 +490,59 @@ def test_export_cli_errors_exit_2(trained_ckpt, tmp_path, capsys):
 
 # ---------------------------------------------------------------- DDP
 
+
 def test_ddp_two_cpu_processes(data6, tmp_path):
     """torchrun gloo: both ranks train with batch-norm buffers broadcast from rank 0; the saved
     student evaluates."""
     work, logs = tmp_path / "w", tmp_path / "logs"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--log-dir",
-           str(logs), "--redirects", "3", "-m", "training.train", "--method", "maskclip_plus",
-           "--student", "deeplabv3plus_r18", "--backbone", "ovss-tiny-vit", "--dataset", "folder",
-           "--images", str(data6 / "img"), "--masks", str(data6 / "ann"), "--classes", CLASSES,
-           "--crop-size", "64", "--max-iters", "2", "--batch-size", "2", "--templates", "single",
-           "--work-dir", str(work), "--num-workers", "0", "--device", "cpu", "--eval-after"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--log-dir",
+        str(logs),
+        "--redirects",
+        "3",
+        "-m",
+        "training.train",
+        "--method",
+        "maskclip_plus",
+        "--student",
+        "deeplabv3plus_r18",
+        "--backbone",
+        "ovss-tiny-vit",
+        "--dataset",
+        "folder",
+        "--images",
+        str(data6 / "img"),
+        "--masks",
+        str(data6 / "ann"),
+        "--classes",
+        CLASSES,
+        "--crop-size",
+        "64",
+        "--max-iters",
+        "2",
+        "--batch-size",
+        "2",
+        "--templates",
+        "single",
+        "--work-dir",
+        str(work),
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--eval-after",
+    ]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     state = load_checkpoint(work / "iter_2.pt")

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 from method_contract import MethodContract
 
-from training.methods import METHODS, get_method
 from runtime.errors import UnknownNameError
+from training.methods import METHODS, get_method
 
 
 @pytest.fixture(scope="class", params=sorted(METHODS))
@@ -25,8 +25,12 @@ class TestEveryMethod(MethodContract):
 def test_spec_references_resolve_and_defaults_build(name):
     spec = METHODS[name]
     cfg = spec.defaults()
-    assert dataclasses.is_dataclass(cfg) and hasattr(cfg, "image_size") and hasattr(cfg, "templates")
-    for ref in ("exporter", "model_builder", "wrapper") + (("train_loop",) if spec.trainable else ()):
+    assert (
+        dataclasses.is_dataclass(cfg) and hasattr(cfg, "image_size") and hasattr(cfg, "templates")
+    )
+    for ref in ("exporter", "model_builder", "wrapper") + (
+        ("train_loop",) if spec.trainable else ()
+    ):
         assert callable(spec.load(ref)), ref
     assert set(dict(spec.smoke_options)) <= {f.name for f in spec.fields()}
 
@@ -69,9 +73,9 @@ def test_background_threshold_sends_unsure_pixels_to_class_0():
 
 
 def test_segmenter_applies_the_methods_background_threshold(tmp_path):
-    import numpy as np
 
     from method_contract import export_method, smooth_image
+
     from runtime.segmenter import Segmenter
 
     folder = export_method("sclip", tmp_path / "bg", prob_thd=0.6)

@@ -111,8 +111,13 @@ def test_to_dict_and_markdown():
     m = summarize(EXPECTED, CLASSES, unseen=[2])
     d = json.loads(json.dumps(m.to_dict(), allow_nan=False))
     assert d["hiou"] == pytest.approx(400.0 / 7)
-    assert d["per_class"][2] == {"name": "tree", "iou": pytest.approx(200.0 / 3), "acc": 100.0,
-                                 "seen": False, "gt_pixels": 2}
+    assert d["per_class"][2] == {
+        "name": "tree",
+        "iou": pytest.approx(200.0 / 3),
+        "acc": 100.0,
+        "seen": False,
+        "gt_pixels": 2,
+    }
     md = m.to_markdown()
     assert "| mIoU(S) | mIoU(U) | hIoU | mIoU | pAcc | mAcc |" in md
     assert "| 50.00 | 66.67 | 57.14 | 55.56 | 70.00 | 75.00 |" in md

@@ -19,8 +19,11 @@ import torch.nn.functional as F
 from runtime.errors import CheckpointError
 from training.loading import load_trained
 
-CFG = json.loads((Path(__file__).resolve().parents[1] / "training" / "model_configs"
-                  / "ovss-tiny-vit.json").read_text())
+CFG = json.loads(
+    (
+        Path(__file__).resolve().parents[1] / "training" / "model_configs" / "ovss-tiny-vit.json"
+    ).read_text()
+)
 VIS_W = CFG["vision_cfg"]["width"]
 VIS_LAYERS = CFG["vision_cfg"]["layers"]
 VIS_HEADS = VIS_W // CFG["vision_cfg"]["head_width"]
@@ -35,24 +38,37 @@ NUM_REGIONS, REGION_SIDE = 16, 4
 
 # ---------------------------------------------------------------- official key layout (shapes)
 
+
 def _clip_block(prefix: str, w: int) -> dict:
     """CLIP ResidualAttentionBlock: nn.MultiheadAttention + c_fc/c_proj MLP (12 tensors)."""
-    return {f"{prefix}.attn.in_proj_weight": (3 * w, w), f"{prefix}.attn.in_proj_bias": (3 * w,),
-            f"{prefix}.attn.out_proj.weight": (w, w), f"{prefix}.attn.out_proj.bias": (w,),
-            f"{prefix}.ln_1.weight": (w,), f"{prefix}.ln_1.bias": (w,),
-            f"{prefix}.mlp.c_fc.weight": (4 * w, w), f"{prefix}.mlp.c_fc.bias": (4 * w,),
-            f"{prefix}.mlp.c_proj.weight": (w, 4 * w), f"{prefix}.mlp.c_proj.bias": (w,),
-            f"{prefix}.ln_2.weight": (w,), f"{prefix}.ln_2.bias": (w,)}
+    return {
+        f"{prefix}.attn.in_proj_weight": (3 * w, w),
+        f"{prefix}.attn.in_proj_bias": (3 * w,),
+        f"{prefix}.attn.out_proj.weight": (w, w),
+        f"{prefix}.attn.out_proj.bias": (w,),
+        f"{prefix}.ln_1.weight": (w,),
+        f"{prefix}.ln_1.bias": (w,),
+        f"{prefix}.mlp.c_fc.weight": (4 * w, w),
+        f"{prefix}.mlp.c_fc.bias": (4 * w,),
+        f"{prefix}.mlp.c_proj.weight": (w, 4 * w),
+        f"{prefix}.mlp.c_proj.bias": (w,),
+        f"{prefix}.ln_2.weight": (w,),
+        f"{prefix}.ln_2.bias": (w,),
+    }
 
 
 def _tpn_layer(prefix: str, d: int) -> dict:
     """TPN_DecoderLayer (an nn.TransformerDecoderLayer): 22 tensors; self_attn, norm1 unused."""
-    keys = {f"{prefix}.self_attn.in_proj_weight": (3 * d, d),
-            f"{prefix}.self_attn.in_proj_bias": (3 * d,),
-            f"{prefix}.self_attn.out_proj.weight": (d, d),
-            f"{prefix}.self_attn.out_proj.bias": (d,),
-            f"{prefix}.linear1.weight": (4 * d, d), f"{prefix}.linear1.bias": (4 * d,),
-            f"{prefix}.linear2.weight": (d, 4 * d), f"{prefix}.linear2.bias": (d,)}
+    keys = {
+        f"{prefix}.self_attn.in_proj_weight": (3 * d, d),
+        f"{prefix}.self_attn.in_proj_bias": (3 * d,),
+        f"{prefix}.self_attn.out_proj.weight": (d, d),
+        f"{prefix}.self_attn.out_proj.bias": (d,),
+        f"{prefix}.linear1.weight": (4 * d, d),
+        f"{prefix}.linear1.bias": (4 * d,),
+        f"{prefix}.linear2.weight": (d, 4 * d),
+        f"{prefix}.linear2.bias": (d,),
+    }
     for lin in ("q", "k", "v", "proj"):
         keys[f"{prefix}.multihead_attn.{lin}.weight"] = (d, d)
         keys[f"{prefix}.multihead_attn.{lin}.bias"] = (d,)
@@ -62,24 +78,50 @@ def _tpn_layer(prefix: str, d: int) -> dict:
     return keys
 
 
-def official_shapes(method: str, *, w=VIS_W, layers=VIS_LAYERS, patch=PATCH, grid=4, embed=EMBED,
-                    tokens=NUM_TOKENS, txt_w=TXT_W, txt_layers=TXT_LAYERS, vocab=VOCAB, ctx=CTX,
-                    dec_layers=DEC_LAYERS, num_classes=15) -> dict:
+def official_shapes(
+    method: str,
+    *,
+    w=VIS_W,
+    layers=VIS_LAYERS,
+    patch=PATCH,
+    grid=4,
+    embed=EMBED,
+    tokens=NUM_TOKENS,
+    txt_w=TXT_W,
+    txt_layers=TXT_LAYERS,
+    vocab=VOCAB,
+    ctx=CTX,
+    dec_layers=DEC_LAYERS,
+    num_classes=15,
+) -> dict:
     """Key -> shape of an official ZegCLIP / CLIP-RC segmentor state dict (notes section 1)."""
-    s = {"backbone.class_embedding": (w,), "backbone.positional_embedding": (1 + grid * grid, w),
-         "backbone.proj": (w, embed), "backbone.prompt_embeddings": (1, tokens, w),
-         "backbone.deep_prompt_embeddings": (layers - 1, tokens, w),
-         "backbone.conv1.weight": (w, 3, patch, patch),
-         "backbone.ln_pre.weight": (w,), "backbone.ln_pre.bias": (w,),
-         "backbone.ln_post.weight": (w,), "backbone.ln_post.bias": (w,),
-         "backbone.prompt_proj.weight": (w, w), "backbone.prompt_proj.bias": (w,),
-         "backbone.prompt_norm.weight": (w,), "backbone.prompt_norm.bias": (w,)}
+    s = {
+        "backbone.class_embedding": (w,),
+        "backbone.positional_embedding": (1 + grid * grid, w),
+        "backbone.proj": (w, embed),
+        "backbone.prompt_embeddings": (1, tokens, w),
+        "backbone.deep_prompt_embeddings": (layers - 1, tokens, w),
+        "backbone.conv1.weight": (w, 3, patch, patch),
+        "backbone.ln_pre.weight": (w,),
+        "backbone.ln_pre.bias": (w,),
+        "backbone.ln_post.weight": (w,),
+        "backbone.ln_post.bias": (w,),
+        "backbone.prompt_proj.weight": (w, w),
+        "backbone.prompt_proj.bias": (w,),
+        "backbone.prompt_norm.weight": (w,),
+        "backbone.prompt_norm.bias": (w,),
+    }
     for i in range(layers):
         s.update(_clip_block(f"backbone.transformer.resblocks.{i}", w))
-    s.update({"text_encoder.token_embedding.weight": (vocab, txt_w),
-              "text_encoder.positional_embedding": (ctx, txt_w),
-              "text_encoder.ln_final.weight": (txt_w,), "text_encoder.ln_final.bias": (txt_w,),
-              "text_encoder.text_projection": (txt_w, embed)})
+    s.update(
+        {
+            "text_encoder.token_embedding.weight": (vocab, txt_w),
+            "text_encoder.positional_embedding": (ctx, txt_w),
+            "text_encoder.ln_final.weight": (txt_w,),
+            "text_encoder.ln_final.bias": (txt_w,),
+            "text_encoder.text_projection": (txt_w, embed),
+        }
+    )
     for i in range(txt_layers):
         s.update(_clip_block(f"text_encoder.transformer.resblocks.{i}", txt_w))
     d = embed
@@ -97,10 +139,18 @@ def official_shapes(method: str, *, w=VIS_W, layers=VIS_LAYERS, patch=PATCH, gri
     rec = "decode_head.recovery_decoder"
     s.update(_tpn_layer(f"{rec}.decouple_q.0", d))
     s.update(_tpn_layer(f"{rec}.decouple_v.0", d))
-    s.update({f"{rec}.linear_q_in.weight": (d, d), f"{rec}.linear_q_in.bias": (d,),
-              f"{rec}.linear_k_in.weight": (d, d), f"{rec}.linear_k_in.bias": (d,),
-              f"{rec}.linear_q_out.weight": (2 * d, d), f"{rec}.linear_q_out.bias": (2 * d,),
-              f"{rec}.linear_k_out.weight": (d, d), f"{rec}.linear_k_out.bias": (d,)})
+    s.update(
+        {
+            f"{rec}.linear_q_in.weight": (d, d),
+            f"{rec}.linear_q_in.bias": (d,),
+            f"{rec}.linear_k_in.weight": (d, d),
+            f"{rec}.linear_k_in.bias": (d,),
+            f"{rec}.linear_q_out.weight": (2 * d, d),
+            f"{rec}.linear_q_out.bias": (2 * d,),
+            f"{rec}.linear_k_out.weight": (d, d),
+            f"{rec}.linear_k_out.bias": (d,),
+        }
+    )
     return s
 
 
@@ -171,10 +221,8 @@ def rc_trained(rc_file):
 TEXT_MAP = {  # official text_encoder.* -> open_clip top-level keys
     "text_encoder.token_embedding.weight": "token_embedding.weight",
     "text_encoder.positional_embedding": "positional_embedding",
-    "text_encoder.transformer.resblocks.1.attn.in_proj_weight":
-        "transformer.resblocks.1.attn.in_proj_weight",
-    "text_encoder.transformer.resblocks.0.mlp.c_proj.bias":
-        "transformer.resblocks.0.mlp.c_proj.bias",
+    "text_encoder.transformer.resblocks.1.attn.in_proj_weight": "transformer.resblocks.1.attn.in_proj_weight",
+    "text_encoder.transformer.resblocks.0.mlp.c_proj.bias": "transformer.resblocks.0.mlp.c_proj.bias",
     "text_encoder.ln_final.weight": "ln_final.weight",
     "text_encoder.text_projection": "text_projection",
 }
@@ -188,8 +236,14 @@ def test_official_file_loads_every_tensor(which, zeg_file, rc_file, zeg_trained,
     assert trained.model_cfg.num_tokens == NUM_TOKENS
     assert trained.model_cfg.image_size == (4 if which == "zegclip" else 8) * PATCH
     model_sd = trained.model.state_dict()
-    unused = [k for k in sd if k.startswith("text_encoder.") or ".self_attn." in k
-              or ".norm1." in k or "loss_decode" in k]
+    unused = [
+        k
+        for k in sd
+        if k.startswith("text_encoder.")
+        or ".self_attn." in k
+        or ".norm1." in k
+        or "loss_decode" in k
+    ]
     used = sorted(set(sd) - set(unused))
     assert sorted(model_sd) == used  # every official tensor that runs has exactly one home
     for k in used:
@@ -198,11 +252,14 @@ def test_official_file_loads_every_tensor(which, zeg_file, rc_file, zeg_trained,
     for official, ours in TEXT_MAP.items():
         assert torch.equal(clip_sd[ours], sd[official]), official
     # the visual tower is shared with the CLIP model, so it holds the file's backbone weights too
-    assert torch.equal(clip_sd["visual.transformer.resblocks.1.mlp.c_fc.weight"],
-                       sd["backbone.transformer.resblocks.1.mlp.c_fc.weight"])
+    assert torch.equal(
+        clip_sd["visual.transformer.resblocks.1.mlp.c_fc.weight"],
+        sd["backbone.transformer.resblocks.1.mlp.c_fc.weight"],
+    )
     assert not trained.clip.random
     # OpenAI CLIP text encoder: QuickGELU (open_clip's plain ViT-B-16 config would build nn.GELU)
     from training.vpt import QuickGELU
+
     assert all(isinstance(b.mlp.gelu, QuickGELU) for b in trained.clip.model.transformer.resblocks)
 
 
@@ -245,6 +302,7 @@ def test_cliprc_file_as_zegclip_is_refused(rc_file):
 
 
 # ---------------------------------------------------------------- reference forwards (notes 2, 3)
+
 
 def _lin(x, sd, key):
     return x @ sd[key + ".weight"].T + sd[key + ".bias"]
@@ -290,8 +348,12 @@ def _embed_ref(sd, image, with_regions):
     x = torch.cat([ce + torch.zeros(b, 1, c, dtype=x.dtype), x], 1)
     pos = sd["backbone.positional_embedding"]
     g = int(round(math.sqrt(pos.shape[0] - 1)))
-    spatial = F.interpolate(pos[1:].reshape(1, g, g, c).permute(0, 3, 1, 2), size=(h, w),
-                            mode="bilinear", align_corners=False)
+    spatial = F.interpolate(
+        pos[1:].reshape(1, g, g, c).permute(0, 3, 1, 2),
+        size=(h, w),
+        mode="bilinear",
+        align_corners=False,
+    )
     spatial = spatial.reshape(1, c, h * w).permute(0, 2, 1)
     pos = torch.cat([(pos[0] + ce).reshape(1, 1, c), spatial], 1)
     x = x + pos
@@ -308,15 +370,16 @@ def _deep_ref(sd, x, mask):
     for i in range(VIS_LAYERS):
         if i > 0:
             deep = _lin(sd["backbone.deep_prompt_embeddings"][i - 1], sd, "backbone.prompt_proj")
-            x = torch.cat([x[:, :1], deep.expand(x.shape[0], -1, -1), x[:, 1 + t:]], 1)
+            x = torch.cat([x[:, :1], deep.expand(x.shape[0], -1, -1), x[:, 1 + t :]], 1)
         x = _clip_block_ref(x, sd, f"backbone.transformer.resblocks.{i}", mask)
     return x
 
 
 def _attention_ref(sd, p, xq, xkv, heads=DEC_HEADS):
     """Official ``Attention``: -> (proj output, pre-softmax logits summed over heads / heads)."""
-    q, k, v = (_heads(_lin(t, sd, f"{p}.{n}"), heads)
-               for n, t in (("q", xq), ("k", xkv), ("v", xkv)))
+    q, k, v = (
+        _heads(_lin(t, sd, f"{p}.{n}"), heads) for n, t in (("q", xq), ("k", xkv), ("v", xkv))
+    )
     attn = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5)
     out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(xq.shape)
     return _lin(out, sd, p + ".proj"), attn.sum(1) / heads
@@ -337,7 +400,7 @@ def zegclip_reference(sd, image, text):
     x = _ln(x, sd, "backbone.prompt_norm", eps=1e-6)
     x = _ln(x, sd, "backbone.ln_post") @ sd["backbone.proj"]
     cls = _l2(x[:, 0])
-    vis = _l2(x[:, -(h * w):])  # [B,hw,D]
+    vis = _l2(x[:, -(h * w) :])  # [B,hw,D]
     b = image.shape[0]
     q = text.expand(b, -1, -1)
     q1 = torch.einsum("bd,bcd->bcd", cls, q)
@@ -357,7 +420,7 @@ def region_mask_ref(t, g):
     for i in range(REGION_SIDE):
         for j in range(REGION_SIDE):
             tmp = torch.zeros(g, g)
-            tmp[i * stride:(i + 1) * stride, j * stride:(j + 1) * stride] = 1
+            tmp[i * stride : (i + 1) * stride, j * stride : (j + 1) * stride] = 1
             idx = tmp.flatten().nonzero().flatten() + t + 1
             m[-NUM_REGIONS + i * REGION_SIDE + j, idx] = 0
             m[idx, -NUM_REGIONS + i * REGION_SIDE + j] = 0
@@ -371,12 +434,13 @@ def cliprc_reference(sd, image, text):
     t = sd["backbone.prompt_embeddings"].shape[1]
     x, (h, w) = _embed_ref(sd, image, with_regions=True)
     x = _deep_ref(sd, x, region_mask_ref(t, h).to(x.dtype))
-    x = torch.cat([_ln(x[:, :-NUM_REGIONS], sd, "backbone.prompt_norm", eps=1e-6),
-                   x[:, -NUM_REGIONS:]], 1)  # region tokens skip prompt_norm
+    x = torch.cat(
+        [_ln(x[:, :-NUM_REGIONS], sd, "backbone.prompt_norm", eps=1e-6), x[:, -NUM_REGIONS:]], 1
+    )  # region tokens skip prompt_norm
     x = _ln(x, sd, "backbone.ln_post") @ sd["backbone.proj"]
     b, d = x.shape[0], x.shape[-1]
     cls = _l2(x[:, 0])
-    lateral = _l2(x[:, 1 + t:-NUM_REGIONS])  # [B,hw,D]
+    lateral = _l2(x[:, 1 + t : -NUM_REGIONS])  # [B,hw,D]
     rlb = _l2(x[:, -NUM_REGIONS:]).reshape(b, REGION_SIDE, REGION_SIDE, d).permute(0, 3, 1, 2)
     # combine_token
     rlb_seq = rlb.reshape(b, d, -1).transpose(1, 2)
@@ -390,14 +454,16 @@ def cliprc_reference(sd, image, text):
     cls_rep = cls.unsqueeze(1).expand(b, h * w, -1)
     lat = _lin(torch.cat([rlb_up, cls_rep, lateral], -1), sd, "decode_head.lateral_proj")
     for i in range(DEC_LAYERS):
-        q, lat = (_tpn_ref(sd, f"decode_head.decoder_q.layers.{i}", q, lat)[0],
-                  _tpn_ref(sd, f"decode_head.decoder_v.layers.{i}", lat, q)[0])
+        q, lat = (
+            _tpn_ref(sd, f"decode_head.decoder_q.layers.{i}", q, lat)[0],
+            _tpn_ref(sd, f"decode_head.decoder_v.layers.{i}", lat, q)[0],
+        )
     attn = (q @ lat.transpose(-2, -1)).transpose(-1, -2)  # [B,hw,16C]
     attn = attn.transpose(1, 2).reshape(b, -1, h, w)
     c = text.shape[0]
     fused = attn[:, :c].clone()
     for i in range(1, NUM_REGIONS):
-        fused += attn[:, i * c:(i + 1) * c]
+        fused += attn[:, i * c : (i + 1) * c]
     return fused / NUM_REGIONS
 
 

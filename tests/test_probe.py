@@ -20,11 +20,18 @@ def _has_nvidia_device() -> bool:
 
 
 def test_probe_cli_reports_and_exits_0():
-    proc = subprocess.run([sys.executable, "-m", "runtime.probe"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime.probe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert d["gpu_usable"] == bool(d["gpus"]) and d["tensorrt_usable"] == (d["gpu_usable"] and bool(d["tensorrt"]))
+    assert d["gpu_usable"] == bool(d["gpus"]) and d["tensorrt_usable"] == (
+        d["gpu_usable"] and bool(d["tensorrt"])
+    )
     assert "CPUExecutionProvider" in d["ort_providers"] and d["error"] == ""
     if not _has_nvidia_device():
         assert d["gpus"] == [] and d["gpu_usable"] is False and d["cuda_error"]

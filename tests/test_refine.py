@@ -92,7 +92,9 @@ def test_key_smooth_threshold_selects_positions(case):
     out = key_smooth(logits, key, 0.6)
     untouched = prob.amax(dim=1) >= 0.6
     assert untouched.any() and (~untouched).any()
-    torch.testing.assert_close(out.permute(0, 2, 3, 1)[untouched], prob.permute(0, 2, 3, 1)[untouched])
+    torch.testing.assert_close(
+        out.permute(0, 2, 3, 1)[untouched], prob.permute(0, 2, 3, 1)[untouched]
+    )
 
 
 def test_spatial_and_token_normalisation_differ(case):
@@ -120,5 +122,9 @@ def test_threshold_one_smooths_saturated_positions_too():
     prob = torch.softmax(100 * logits, dim=1)
     assert prob[0, 0, 0, 0].item() == 1.0
     kn = torch.nn.functional.normalize(key, dim=1)
-    want = (kn @ kn.transpose(1, 2) @ prob.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(1, 3, 2, 2)
+    want = (
+        (kn @ kn.transpose(1, 2) @ prob.flatten(2).transpose(1, 2))
+        .transpose(1, 2)
+        .reshape(1, 3, 2, 2)
+    )
     torch.testing.assert_close(key_smooth(logits, key, 1.0), want)

@@ -90,12 +90,13 @@ def test_window_plan_covers_image():
     cover = np.zeros(plan.padded_hw, bool)
     for y, x in plan.boxes:
         assert y % 16 == 0 and x % 16 == 0
-        cover[y:y + 224, x:x + 224] = True
+        cover[y : y + 224, x : x + 224] = True
     assert cover.all()
     assert plan_windows((100, 100), 224, 150, 16).boxes == ((0, 0),)
 
 
 # --- input policy ---------------------------------------------------------------------------
+
 
 def test_grayscale_and_rgba_policy(tiny_vit_folder):
     rgb = _image(224, 224)
@@ -107,13 +108,16 @@ def test_grayscale_and_rgba_policy(tiny_vit_folder):
         np.testing.assert_array_equal(seg(rgba).labels, seg(rgb).labels)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (np.zeros((2, 224, 224, 3), np.uint8), "rank 4"),
-    (np.zeros((224, 224, 3), np.float32), "dtype must be uint8"),
-    (np.zeros((224, 224, 2), np.uint8), "1, 3 or 4 channels"),
-    (np.zeros((0, 224, 3), np.uint8), "empty side"),
-    ([[0, 1], [2, 3]], "numpy array"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((2, 224, 224, 3), np.uint8), "rank 4"),
+        (np.zeros((224, 224, 3), np.float32), "dtype must be uint8"),
+        (np.zeros((224, 224, 2), np.uint8), "1, 3 or 4 channels"),
+        (np.zeros((0, 224, 3), np.uint8), "empty side"),
+        ([[0, 1], [2, 3]], "numpy array"),
+    ],
+)
 def test_bad_images_are_rejected(tiny_vit_folder, bad, match):
     with Segmenter(tiny_vit_folder) as seg, pytest.raises(InvalidImageError, match=match):
         seg(bad)
@@ -130,6 +134,7 @@ def test_corrupt_and_missing_image_files(tmp_path):
 
 # --- model folder errors -------------------------------------------------------------------
 
+
 def _copy(folder, tmp_path):
     dst = tmp_path / "model"
     shutil.copytree(folder, dst)
@@ -145,12 +150,18 @@ def test_missing_folder_and_manifest(tmp_path, tiny_vit_folder):
         Segmenter(dst)
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda t: "{not json", "not valid JSON"),
-    (lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != "classes"}), "'classes'"),
-    (lambda t: t.replace('"vocab_mode": "fixed"', '"vocab_mode": "dynamic"'), "vocab_mode"),
-    (lambda t: t.replace('"format_version": 1', '"format_version": 99'), "format_version 99"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda t: "{not json", "not valid JSON"),
+        (
+            lambda t: json.dumps({k: v for k, v in json.loads(t).items() if k != "classes"}),
+            "'classes'",
+        ),
+        (lambda t: t.replace('"vocab_mode": "fixed"', '"vocab_mode": "dynamic"'), "vocab_mode"),
+        (lambda t: t.replace('"format_version": 1', '"format_version": 99'), "format_version 99"),
+    ],
+)
 def test_corrupt_manifest(tmp_path, tiny_vit_folder, mutate, match):
     dst = _copy(tiny_vit_folder, tmp_path)
     path = dst / "manifest.json"
@@ -181,6 +192,7 @@ def test_unknown_backend_and_mode(tiny_vit_folder):
 
 # --- vocabulary as input -------------------------------------------------------------------
 
+
 def test_input_vocab_matches_fixed_export(tiny_vit_folder, tiny_vit_input_folder):
     img = _image(224, 224, seed=3)
     with Segmenter(tiny_vit_folder) as fixed, Segmenter(tiny_vit_input_folder) as dyn:
@@ -203,7 +215,10 @@ def test_set_vocabulary(tiny_vit_folder, tiny_vit_input_folder):
             seg.set_vocabulary([], emb[:0])
         with pytest.raises(VocabularyError, match="all-zero"):
             seg.set_vocabulary(["a", "b"], np.zeros((2, 64), np.float32))
-    with Segmenter(tiny_vit_folder) as seg, pytest.raises(VocabularyError, match="fixed vocabulary"):
+    with (
+        Segmenter(tiny_vit_folder) as seg,
+        pytest.raises(VocabularyError, match="fixed vocabulary"),
+    ):
         seg.set_vocabulary(["a", "b"], emb)
 
 

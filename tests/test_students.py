@@ -12,19 +12,32 @@ import torchvision.models as tvm
 from safetensors.torch import save_file
 
 from runtime.errors import CheckpointError, ConfigError, UnknownNameError
-from training.students import (STUDENTS, Student, StudentCfg, build_student, dilate_layer,
-                               load_backbone_weights)
+from training.students import (
+    STUDENTS,
+    Student,
+    StudentCfg,
+    build_student,
+    dilate_layer,
+    load_backbone_weights,
+)
 
 D, C = 32, 5
 NAMES = sorted(STUDENTS)
-LOGIT_STRIDE = {"deeplabv2_r101": 8, "deeplabv3plus_r101": 4, "deeplabv3plus_r18": 4,
-                "deeplabv3plus_mbv3": 4}
+LOGIT_STRIDE = {
+    "deeplabv2_r101": 8,
+    "deeplabv3plus_r101": 4,
+    "deeplabv3plus_r18": 4,
+    "deeplabv3plus_mbv3": 4,
+}
 BACKBONE = {  # name -> (low channels, high channels, default backbone stride)
-    "deeplabv2_r101": (256, 2048, 8), "deeplabv3plus_r101": (256, 2048, 8),
-    "deeplabv3plus_r18": (64, 512, 16), "deeplabv3plus_mbv3": (24, 960, 16)}
+    "deeplabv2_r101": (256, 2048, 8),
+    "deeplabv3plus_r101": (256, 2048, 8),
+    "deeplabv3plus_r18": (64, 512, 16),
+    "deeplabv3plus_mbv3": (24, 960, 16),
+}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _student(name: str, background: bool) -> Student:
     torch.manual_seed(0)
     return build_student(StudentCfg(name, D, background=background))
@@ -153,13 +166,16 @@ def test_output_stride_option():
         assert v2(image, text).shape == (2, C, 4, 4)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(name="deeplabv3plus_mbv3", output_stride=8),
-    dict(name="deeplabv3plus_r18", output_stride=4),
-    dict(name="deeplabv3plus_r101", output_stride=32),
-    dict(name="deeplabv3plus_r18", dropout=1.0),
-    dict(name="deeplabv3plus_r18", embed_dim=0),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(name="deeplabv3plus_mbv3", output_stride=8),
+        dict(name="deeplabv3plus_r18", output_stride=4),
+        dict(name="deeplabv3plus_r101", output_stride=32),
+        dict(name="deeplabv3plus_r18", dropout=1.0),
+        dict(name="deeplabv3plus_r18", embed_dim=0),
+    ],
+)
 def test_bad_config(kw):
     kw = {"embed_dim": D, **kw}
     with pytest.raises(ConfigError):
@@ -240,11 +256,14 @@ def test_load_from_full_student_state(tmp_path):
         assert torch.equal(v, src.backbone.state_dict()[k]), k
 
 
-@pytest.mark.parametrize("edit,match", [
-    ("drop", r"missing keys: .*layer1\.0\.conv1\.weight"),
-    ("extra", r"unexpected keys: .*layer9\.weight"),
-    ("shape", r"shape mismatch: .*conv1\.weight"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        ("drop", r"missing keys: .*layer1\.0\.conv1\.weight"),
+        ("extra", r"unexpected keys: .*layer9\.weight"),
+        ("shape", r"shape mismatch: .*conv1\.weight"),
+    ],
+)
 def test_load_backbone_key_errors(tmp_path, edit, match):
     state = _classification_state("r18")
     if edit == "drop":
@@ -271,6 +290,7 @@ def test_load_backbone_unreadable(tmp_path):
 def test_imagenet_offline_is_checkpoint_error(monkeypatch):
     def offline(url, *args, **kwargs):
         raise urllib.error.URLError("no network")
+
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(CheckpointError, match="local file"):
         build_student(StudentCfg("deeplabv3plus_r18", D, weights="imagenet"))
@@ -282,6 +302,7 @@ def test_imagenet_weights_loaded(monkeypatch):
     def fake(url, *args, **kwargs):
         urls.append(url)
         return state
+
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake)
     student = build_student(StudentCfg("deeplabv3plus_r18", D, weights="imagenet"))
     assert urls == [tvm.ResNet18_Weights.IMAGENET1K_V1.url]

@@ -21,7 +21,7 @@ def _official_window_bias(grid, std):
     h, w = grid
     ys = torch.arange(-(h - 1), h, dtype=torch.float64)
     xs = torch.arange(-(w - 1), w, dtype=torch.float64)
-    win = torch.exp(-(ys[:, None] ** 2 + xs[None] ** 2) / (2 * std ** 2))
+    win = torch.exp(-(ys[:, None] ** 2 + xs[None] ** 2) / (2 * std**2))
     onehot = torch.eye(h * w, dtype=torch.float64).reshape(h * w, 1, h, w)
     omega = F.conv2d(onehot, win[None, None], padding="same").reshape(h * w, h * w)
     out = torch.zeros(h * w + 1, h * w + 1, dtype=torch.float64)
@@ -35,12 +35,13 @@ def _official_attn(block, x, kind, omega=None):
     n, bsz, embed = x.shape
     heads = attn.num_heads
     hd = embed // heads
-    scale = hd ** -0.5
+    scale = hd**-0.5
     q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.contiguous().view(-1, bsz * heads, hd).transpose(0, 1) for t in (q, k, v))
     if kind == "csa":
-        w = F.softmax(torch.bmm(q, q.transpose(1, 2)) * scale, -1) + \
-            F.softmax(torch.bmm(k, k.transpose(1, 2)) * scale, -1)
+        w = F.softmax(torch.bmm(q, q.transpose(1, 2)) * scale, -1) + F.softmax(
+            torch.bmm(k, k.transpose(1, 2)) * scale, -1
+        )
     elif kind == "qq":
         w = F.softmax(torch.bmm(q, q.transpose(1, 2)) * scale, -1)
     else:
@@ -75,15 +76,17 @@ def tiny(one_thread):
 @pytest.mark.parametrize("size", [64, 96])
 def test_last_block_matches_official_style_reference(tiny, method, size):
     cfg = METHODS[method].make_config(image_size=size)
-    dense = SurgeryViT(tiny.model.visual, size, cfg.attention, cfg.residual, cfg.ffn,
-                       cfg.gaussian_std).eval()
+    dense = SurgeryViT(
+        tiny.model.visual, size, cfg.attention, cfg.residual, cfg.ffn, cfg.gaussian_std
+    ).eval()
     grid = (size // dense.patch,) * 2
     omega = _official_window_bias(grid, cfg.gaussian_std) if cfg.gaussian_std else None
     image = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = dense(image)
-        ref = _official_forward(tiny.model.visual, image, cfg.attention, cfg.residual, cfg.ffn,
-                                omega, dense.pos_embed)
+        ref = _official_forward(
+            tiny.model.visual, image, cfg.attention, cfg.residual, cfg.ffn, omega, dense.pos_embed
+        )
     assert ours.shape == (2, ref.shape[-1], *grid)
     torch.testing.assert_close(ours.flatten(2).transpose(1, 2), ref, rtol=1e-5, atol=1e-5)
 
@@ -96,7 +99,7 @@ def test_kinds_really_differ(tiny):
             feats[kind] = SurgeryViT(tiny.model.visual, 64, kind, False, False)(image)
     kinds = sorted(feats)
     for i, a in enumerate(kinds):
-        for b in kinds[i + 1:]:
+        for b in kinds[i + 1 :]:
             assert not torch.allclose(feats[a], feats[b], atol=1e-4), (a, b)
 
 
@@ -117,19 +120,32 @@ def _pamr_reference(image, mask, steps, dilations):
     aff = np.zeros((len(offs) * len(dilations), h, w))
     for y in range(h):
         for x in range(w):
-            taps = [(clamp(y + dy * d, h), clamp(x + dx * d, w))
-                    for d in dilations for dy, dx in [(0, 0)] + offs]
+            taps = [
+                (clamp(y + dy * d, h), clamp(x + dx * d, w))
+                for d in dilations
+                for dy, dx in [(0, 0)] + offs
+            ]
             std = np.std(np.array([image[:, a, b] for a, b in taps]), axis=0, ddof=1)
-            nbrs = [(clamp(y + dy * d, h), clamp(x + dx * d, w)) for d in dilations for dy, dx in offs]
-            a = np.array([(-np.abs(image[:, y, x] - image[:, p, q]) / (1e-8 + 0.1 * std)).mean()
-                          for p, q in nbrs])
+            nbrs = [
+                (clamp(y + dy * d, h), clamp(x + dx * d, w)) for d in dilations for dy, dx in offs
+            ]
+            a = np.array(
+                [
+                    (-np.abs(image[:, y, x] - image[:, p, q]) / (1e-8 + 0.1 * std)).mean()
+                    for p, q in nbrs
+                ]
+            )
             e = np.exp(a - a.max())
             aff[:, y, x] = e / e.sum()
     for _ in range(steps):
         new = np.zeros_like(mask)
         for y in range(h):
             for x in range(w):
-                nbrs = [(clamp(y + dy * d, h), clamp(x + dx * d, w)) for d in dilations for dy, dx in offs]
+                nbrs = [
+                    (clamp(y + dy * d, h), clamp(x + dx * d, w))
+                    for d in dilations
+                    for dy, dx in offs
+                ]
                 new[:, y, x] = sum(aff[i, y, x] * mask[:, p, q] for i, (p, q) in enumerate(nbrs))
         mask = new
     return mask
@@ -141,8 +157,9 @@ def test_pamr_matches_a_per_pixel_reference(dilations):
     image = rng.normal(size=(3, 9, 11))
     mask = rng.normal(size=(4, 9, 11))
     ours = Pamr(3, dilations)(torch.from_numpy(image)[None], torch.from_numpy(mask)[None])[0]
-    np.testing.assert_allclose(ours.numpy(), _pamr_reference(image, mask, 3, dilations), rtol=1e-9,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        ours.numpy(), _pamr_reference(image, mask, 3, dilations), rtol=1e-9, atol=1e-9
+    )
 
 
 def test_pamr_smooths_towards_image_edges():

@@ -15,8 +15,7 @@ import torch
 from conftest import export_folder
 from PIL import Image
 
-from export import build
-from export import builders
+from export import build, builders
 from export.config import ExportCfg
 from export.onnx_export import ExportError
 from export.parity import ort_outputs
@@ -76,8 +75,10 @@ def test_folder_and_manifest_entry(te_folder):
 def test_text_onnx_matches_torch(te_folder, clip):
     te = load_manifest(te_folder).text_encoder
     model = (te_folder / te.file).read_bytes()
-    for texts in (["a photo of a cat."], ["x", "there is a road in the scene.", "Fish &amp; chips",
-                                          "long " * 100, "東京 🙂"]):
+    for texts in (
+        ["a photo of a cat."],
+        ["x", "there is a road in the scene.", "Fish &amp; chips", "long " * 100, "東京 🙂"],
+    ):
         tokens = clip.tokenizer(texts)
         got = ort_outputs(model, {io_names.TEXT_TOKENS: tokens.numpy()}, [io_names.TEXT_FEATURES])
         with torch.no_grad():
@@ -112,15 +113,20 @@ def _labels_agree_where_decided(got, want, atol, min_share):
 
 # Key-smoothed MaskCLIP scores reach the hundreds (float32 error ~1e-5); ZegCLIP's mask logits stay
 # small and, with a random head, close together, so they get a tighter bound.
-@pytest.mark.parametrize("method,templates,atol,min_share", [("maskclip", "maskclip85", 1e-4, 0.9),
-                                                             ("zegclip", "zegclip", 2e-6, 0.8)])
-def test_set_classes_matches_reexport(tmp_path_factory, one_thread, method, templates, atol,
-                                      min_share):
+@pytest.mark.parametrize(
+    "method,templates,atol,min_share",
+    [("maskclip", "maskclip85", 1e-4, 0.9), ("zegclip", "zegclip", 2e-6, 0.8)],
+)
+def test_set_classes_matches_reexport(
+    tmp_path_factory, one_thread, method, templates, atol, min_share
+):
     build_fn = getattr(builders, f"build_{method}")
     kw = dict(method=method, backbone="ovss-tiny-vit", image_size=224, templates=templates)
     device = tmp_path_factory.mktemp(f"{method}_device")
     fresh = tmp_path_factory.mktemp(f"{method}_fresh")
-    build_fn(ExportCfg.create(output=str(device), classes=A, vocab_mode="input", text_encoder=True, **kw))
+    build_fn(
+        ExportCfg.create(output=str(device), classes=A, vocab_mode="input", text_encoder=True, **kw)
+    )
     build_fn(ExportCfg.create(output=str(fresh), classes=",".join(B), **kw))
     img = _image()
     with Segmenter(device) as seg, Segmenter(fresh) as ref:
@@ -153,8 +159,15 @@ def test_set_classes_without_text_encoder(tiny_vit_input_folder):
             seg.set_classes(["road"])
 
 
-@pytest.mark.parametrize("names,match", [([], "empty"), (["road", "Road "], "duplicate"),
-                                         (["road", " "], "blank"), ("road", "not one string")])
+@pytest.mark.parametrize(
+    "names,match",
+    [
+        ([], "empty"),
+        (["road", "Road "], "duplicate"),
+        (["road", " "], "blank"),
+        ("road", "not one string"),
+    ],
+)
 def test_set_classes_bad_names(te_folder, names, match):
     with Segmenter(te_folder) as seg:
         with pytest.raises(VocabularyError, match=match):
@@ -184,9 +197,12 @@ def test_manifest_validation(te_folder):
     d = json.loads((te_folder / MANIFEST_FILE).read_text())
     old = {k: v for k, v in d.items() if k != "text_encoder"}
     assert manifest_from_dict(old).text_encoder is None  # manifests from before still load
-    for change, match in [({"templates": ["no placeholder"]}, "template"),
-                          ({"templates": []}, "non-empty"), ({"embed_dim": 32}, "embed_dim"),
-                          ({"sha256": 5}, "text_encoder.sha256")]:
+    for change, match in [
+        ({"templates": ["no placeholder"]}, "template"),
+        ({"templates": []}, "non-empty"),
+        ({"embed_dim": 32}, "embed_dim"),
+        ({"sha256": 5}, "text_encoder.sha256"),
+    ]:
         bad = {**d, "text_encoder": {**d["text_encoder"], **change}}
         with pytest.raises(ModelFolderError, match=match):
             manifest_from_dict(bad)
@@ -196,22 +212,45 @@ def test_manifest_validation(te_folder):
 
 def test_text_encoder_needs_vocab_mode_input(tmp_path, capsys):
     out = tmp_path / "m"
-    rc = build.main(["--method", "maskclip", "--backbone", "ovss-tiny-vit", "--classes", "a,b",
-                     "--image-size", "224", "--templates", "single", "--output", str(out),
-                     "--text-encoder"])
+    rc = build.main(
+        [
+            "--method",
+            "maskclip",
+            "--backbone",
+            "ovss-tiny-vit",
+            "--classes",
+            "a,b",
+            "--image-size",
+            "224",
+            "--templates",
+            "single",
+            "--output",
+            str(out),
+            "--text-encoder",
+        ]
+    )
     assert rc == 2 and "--vocab-mode input" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_text_encoder_needs_the_text_tower(tmp_path, monkeypatch, one_thread):
     load = builders._load_zero_shot
-    monkeypatch.setattr(builders, "_load_zero_shot",
-                        lambda cfg: dataclasses.replace(load(cfg), text_tower=False))
+    monkeypatch.setattr(
+        builders, "_load_zero_shot", lambda cfg: dataclasses.replace(load(cfg), text_tower=False)
+    )
     out, emb = tmp_path / "z", tmp_path / "emb.npy"
     np.save(emb, np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32))
     # With its text tower missing, such a model can still be exported with given embeddings...
-    cfg = ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out), classes="a,b",
-                    image_size=224, vocab_mode="input", text_embeddings=str(emb), text_encoder=True)
+    cfg = ExportCfg.create(
+        method="zegclip",
+        backbone="ovss-tiny-vit",
+        output=str(out),
+        classes="a,b",
+        image_size=224,
+        vocab_mode="input",
+        text_embeddings=str(emb),
+        text_encoder=True,
+    )
     with pytest.raises(ExportError, match="text tower"):  # ...but not with a text encoder
         builders.build_zegclip(cfg)
     assert not (out / MANIFEST_FILE).exists() and not (out / "text_encoder.onnx").exists()
@@ -228,14 +267,25 @@ def test_official_checkpoint_text_tower(tmp_path, one_thread, with_text):
         sd = {k: v for k, v in sd.items() if not k.startswith("text_encoder.")}
     ckpt = _save_mmcv(tmp_path / "zegclip_voc.pth", sd)
     out = tmp_path / "z"
-    cfg = ExportCfg.create(method="zegclip", backbone="ovss-tiny-vit", output=str(out), classes="road,car",
-                    checkpoint=str(ckpt), vocab_mode="input", text_encoder=True)
+    cfg = ExportCfg.create(
+        method="zegclip",
+        backbone="ovss-tiny-vit",
+        output=str(out),
+        classes="road,car",
+        checkpoint=str(ckpt),
+        vocab_mode="input",
+        text_encoder=True,
+    )
     if not with_text:
-        with pytest.raises(VocabularyError, match="CLIP text weights"):  # cannot even encode classes
+        with pytest.raises(
+            VocabularyError, match="CLIP text weights"
+        ):  # cannot even encode classes
             builders.build_zegclip(cfg)
         emb = tmp_path / "emb.npy"
         np.save(emb, np.eye(2, 64, dtype=np.float32))
-        with pytest.raises(ExportError, match="text tower"):  # embeddings given, but no tower to ship
+        with pytest.raises(
+            ExportError, match="text tower"
+        ):  # embeddings given, but no tower to ship
             builders.build_zegclip(dataclasses.replace(cfg, text_embeddings=str(emb)))
         assert not (out / MANIFEST_FILE).exists()
         return

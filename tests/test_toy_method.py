@@ -24,18 +24,45 @@ class TestToyMethod(MethodContract):
         from export import build
 
         assert method_name in METHODS
-        rc = build.main(["--method", method_name, "--backbone", "ovss-tiny-vit", "--classes",
-                         "a,b,c", "--image-size", "64", "--box", "5", "--output", str(tmp_path / "o")])
+        rc = build.main(
+            [
+                "--method",
+                method_name,
+                "--backbone",
+                "ovss-tiny-vit",
+                "--classes",
+                "a,b,c",
+                "--image-size",
+                "64",
+                "--box",
+                "5",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
         assert rc == 0
         line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert line["method"] == method_name
         from runtime.manifest import load_manifest
+
         assert load_manifest(tmp_path / "o").method_cfg["box"] == 5
 
     def test_foreign_flag_is_refused(self, method_name, capsys):
         from export import build
 
         with pytest.raises(SystemExit) as e:
-            build.parse_args(["--method", method_name, "--backbone", "x", "--classes", "a",
-                              "--output", "o", "--ks-thresh", "0.5"])
+            build.parse_args(
+                [
+                    "--method",
+                    method_name,
+                    "--backbone",
+                    "x",
+                    "--classes",
+                    "a",
+                    "--output",
+                    "o",
+                    "--ks-thresh",
+                    "0.5",
+                ]
+            )
         assert e.value.code == 2 and "--ks-thresh" in capsys.readouterr().err

@@ -20,21 +20,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from synthetic import CLASSES, make_folder
 
 from runtime.errors import CheckpointError
 from training import evaluate as evaluate_cli
-from training import train as train_cli
 from training import objectives as objectives_mod
+from training import train as train_cli
 from training.distributed import init_distributed
 from training.evaluate import slide_scores, window_starts
 from training.labels import pseudo_label, seen_only
-from training.losses import one_hot_targets
 from training.loading import load_trained
+from training.losses import one_hot_targets
 from training.train import build_loop, run
 from training.train_config import TrainCfg, resolve_defaults
 from training.trainer import KeySampler, train_loop
-
-from synthetic import CLASSES, make_folder
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["zegclip", "cliprc"]
@@ -56,19 +55,43 @@ def data1(tmp_path_factory) -> Path:
 
 
 def tcfg(data: Path, work: Path, method: str, **kw) -> TrainCfg:
-    base = dict(method=method, backbone="ovss-tiny-vit", work_dir=str(work), dataset="folder",
-                images=str(data / "img"), masks=str(data / "ann"), classes=CLASSES,
-                crop_size=64, max_iters=6, batch_size=2, warmup_iters=2, num_workers=0,
-                device="cpu", log_interval=10_000, ckpt_interval=10_000)
+    base = dict(
+        method=method,
+        backbone="ovss-tiny-vit",
+        work_dir=str(work),
+        dataset="folder",
+        images=str(data / "img"),
+        masks=str(data / "ann"),
+        classes=CLASSES,
+        crop_size=64,
+        max_iters=6,
+        batch_size=2,
+        warmup_iters=2,
+        num_workers=0,
+        device="cpu",
+        log_interval=10_000,
+        ckpt_interval=10_000,
+    )
     base.update(kw)
     return TrainCfg(**base)
 
 
 def cli_args(data: Path, work: Path, method: str = "zegclip", **kw) -> list[str]:
-    args = {"method": method, "backbone": "ovss-tiny-vit", "dataset": "folder",
-            "images": str(data / "img"), "masks": str(data / "ann"), "classes": CLASSES,
-            "crop-size": "64", "max-iters": "2", "batch-size": "2", "warmup-iters": "1",
-            "work-dir": str(work), "num-workers": "0", "device": "cpu"}
+    args = {
+        "method": method,
+        "backbone": "ovss-tiny-vit",
+        "dataset": "folder",
+        "images": str(data / "img"),
+        "masks": str(data / "ann"),
+        "classes": CLASSES,
+        "crop-size": "64",
+        "max-iters": "2",
+        "batch-size": "2",
+        "warmup-iters": "1",
+        "work-dir": str(work),
+        "num-workers": "0",
+        "device": "cpu",
+    }
     for k, v in kw.items():  # None drops a flag
         if v is None:
             args.pop(k.replace("_", "-"), None)
@@ -82,6 +105,7 @@ def _losses(result) -> list[float]:
 
 
 # ---------------------------------------------------------------- learning
+
 
 @pytest.mark.parametrize("method", METHODS)
 def test_loss_falls(method, data6, tmp_path):
@@ -123,12 +147,20 @@ def test_overfits_one_batch(method, lr, data1, tmp_path):
 
 # ---------------------------------------------------------------- exact resume
 
+
 @pytest.mark.parametrize("method,how", [("zegclip", "auto"), ("cliprc", "path")])
 def test_resume_reproduces_the_next_steps_exactly(method, how, data6, tmp_path):
     """Straight N+M steps vs N steps (checkpoint) then a fresh run for M more: identical records.
     Accumulation 2, transductive with st_start between N and N+M (phase switch after resume)."""
-    kw = dict(setting="transductive", st_start=3, accum=2, max_iters=5, lr=3e-4,
-              unseen="blue,yellow", ckpt_interval=2)
+    kw = dict(
+        setting="transductive",
+        st_start=3,
+        accum=2,
+        max_iters=5,
+        lr=3e-4,
+        unseen="blue,yellow",
+        ckpt_interval=2,
+    )
     straight = run(tcfg(data6, tmp_path / "a", method, **kw)).records
     assert [r.phase for r in straight] == ["inductive"] * 3 + ["st"] * 2
     ckpt = tmp_path / "a" / "iter_2.pt"
@@ -145,13 +177,15 @@ def test_resume_reproduces_the_next_steps_exactly(method, how, data6, tmp_path):
 
 def test_resume_refuses_another_method_checkpoint(data6, tmp_path):
     run(tcfg(data6, tmp_path / "z", "zegclip", max_iters=1))
-    cfg = tcfg(data6, tmp_path / "c", "cliprc", max_iters=2,
-               resume=str(tmp_path / "z" / "iter_1.pt"))
+    cfg = tcfg(
+        data6, tmp_path / "c", "cliprc", max_iters=2, resume=str(tmp_path / "z" / "iter_1.pt")
+    )
     with pytest.raises(CheckpointError, match="zegclip"):
         run(cfg)
 
 
 # ---------------------------------------------------------------- transductive
+
 
 def _poly(base, it, max_iters, warmup, power=0.9, min_lr=1e-6, ratio=1e-6):
     regular = (base - min_lr) * (1 - it / max_iters) ** power + min_lr
@@ -175,8 +209,17 @@ def test_transductive_phase_lr_restart_and_targets(data6, tmp_path, monkeypatch)
 
     monkeypatch.setattr(objectives_mod, "mask_loss", spy_loss)
     monkeypatch.setattr(objectives_mod, "pseudo_label", spy_pseudo)
-    cfg = tcfg(data6, tmp_path, "zegclip", setting="transductive", st_start=3, max_iters=7,
-               warmup_iters=2, lr=1e-4, unseen="red,blue")
+    cfg = tcfg(
+        data6,
+        tmp_path,
+        "zegclip",
+        setting="transductive",
+        st_start=3,
+        max_iters=7,
+        warmup_iters=2,
+        lr=1e-4,
+        unseen="red,blue",
+    )
     records = run(cfg).records
     assert [r.phase for r in records] == ["inductive"] * 3 + ["st"] * 4
     base = 1e-4 * 10  # lr * lr_mult
@@ -233,14 +276,16 @@ def test_pseudo_label_upsamples_low_resolution_logits():
     label[:, :, :4] = 0  # seen
     logits = torch.randn(2, 3, 4, 4, generator=g)
     out = pseudo_label(label, logits, [0], [1, 2])
-    up = torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear",
-                                         align_corners=False)
+    up = torch.nn.functional.interpolate(
+        logits, size=(16, 16), mode="bilinear", align_corners=False
+    )
     want = torch.tensor([1, 2])[up[:, 1:].argmax(1)]
     assert torch.equal(out[:, :, 4:], want[:, :, 4:]) and out[:, :, :4].eq(0).all()
     assert torch.equal(pseudo_label(label, logits, [0, 1, 2], []), label)
 
 
 # ---------------------------------------------------------------- evaluation
+
 
 def _mmseg_windows(size, crop, stride):
     """mmseg slide_inference grid, written out."""
@@ -253,9 +298,18 @@ def _mmseg_windows(size, crop, stride):
     return starts
 
 
-@pytest.mark.parametrize("size,crop,stride", [(683, 512, 426), (512, 512, 426), (1000, 512, 426),
-                                              (2048, 512, 426), (300, 512, 426), (64, 64, 53),
-                                              (100, 64, 53)])
+@pytest.mark.parametrize(
+    "size,crop,stride",
+    [
+        (683, 512, 426),
+        (512, 512, 426),
+        (1000, 512, 426),
+        (2048, 512, 426),
+        (300, 512, 426),
+        (64, 64, 53),
+        (100, 64, 53),
+    ],
+)
 def test_window_starts_match_mmseg(size, crop, stride):
     assert window_starts(size, crop, stride) == _mmseg_windows(size, crop, stride)
 
@@ -296,10 +350,26 @@ def _labelled_pixels(data: Path) -> int:
 
 def test_evaluate_cli_writes_json_and_markdown(zeg_ckpt, data6, tmp_path):
     out = tmp_path / "res" / "eval.json"
-    rc = evaluate_cli.main(["--checkpoint", str(zeg_ckpt), "--dataset", "folder",
-                            "--images", str(data6 / "img"), "--masks", str(data6 / "ann"),
-                            "--classes", CLASSES, "--unseen", "yellow", "--json", str(out),
-                            "--device", "cpu"])
+    rc = evaluate_cli.main(
+        [
+            "--checkpoint",
+            str(zeg_ckpt),
+            "--dataset",
+            "folder",
+            "--images",
+            str(data6 / "img"),
+            "--masks",
+            str(data6 / "ann"),
+            "--classes",
+            CLASSES,
+            "--unseen",
+            "yellow",
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     for key in ("miou_seen", "miou_unseen", "hiou", "pacc", "per_class", "miou"):
@@ -329,14 +399,30 @@ def test_corrupt_checkpoint_is_refused(tmp_path, data6, capsys):
         load_trained(bad)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_trained(tmp_path / "missing.pt")
-    rc = evaluate_cli.main(["--checkpoint", str(bad), "--dataset", "folder", "--images",
-                            str(data6 / "img"), "--masks", str(data6 / "ann"), "--classes", CLASSES,
-                            "--json", str(tmp_path / "e.json"), "--device", "cpu"])
+    rc = evaluate_cli.main(
+        [
+            "--checkpoint",
+            str(bad),
+            "--dataset",
+            "folder",
+            "--images",
+            str(data6 / "img"),
+            "--masks",
+            str(data6 / "ann"),
+            "--classes",
+            CLASSES,
+            "--json",
+            str(tmp_path / "e.json"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 2 and "error:" in capsys.readouterr().err
     assert not (tmp_path / "e.json").exists()
 
 
 # ---------------------------------------------------------------- bad input via the train CLI
+
 
 def _bad_size(root: Path) -> dict:
     make_folder(root, 2)
@@ -358,12 +444,24 @@ def _bad_unseen(root: Path) -> dict:
 
 def _voc_empty(root: Path) -> dict:
     (root / "voc").mkdir(parents=True)
-    return {"dataset": "voc", "root": str(root / "voc"), "images": None, "masks": None,
-            "classes": None}
+    return {
+        "dataset": "voc",
+        "root": str(root / "voc"),
+        "images": None,
+        "masks": None,
+        "classes": None,
+    }
 
 
-@pytest.mark.parametrize("make,needle", [(_bad_size, "size"), (_bad_label, "outside"),
-                                         (_bad_unseen, "zebra"), (_voc_empty, "voc root")])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (_bad_size, "size"),
+        (_bad_label, "outside"),
+        (_bad_unseen, "zebra"),
+        (_voc_empty, "voc root"),
+    ],
+)
 def test_train_cli_dataset_errors_exit_2(make, needle, tmp_path, capsys):
     rc = train_cli.main(cli_args(tmp_path / "d", tmp_path / "w", **make(tmp_path / "d")))
     err = capsys.readouterr().err
@@ -372,11 +470,15 @@ def test_train_cli_dataset_errors_exit_2(make, needle, tmp_path, capsys):
     assert not list((tmp_path / "w").glob("iter_*.pt"))
 
 
-@pytest.mark.parametrize("extra", [
-    {"setting": "transductive", "st_start": 9},  # st_start >= max_iters (2)
-    {"accum": 0},
-    {"method": "cliprc", "crop_size": 48},  # 3x3 patch grid: not divisible by 4 regions
-], ids=["st_start", "accum", "cliprc_crop"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"setting": "transductive", "st_start": 9},  # st_start >= max_iters (2)
+        {"accum": 0},
+        {"method": "cliprc", "crop_size": 48},  # 3x3 patch grid: not divisible by 4 regions
+    ],
+    ids=["st_start", "accum", "cliprc_crop"],
+)
 def test_train_cli_config_errors_exit_2(extra, data6, tmp_path, capsys):
     rc = train_cli.main(cli_args(data6, tmp_path / "w", **extra))
     assert rc == 2 and "error:" in capsys.readouterr().err
@@ -402,8 +504,10 @@ def test_init_from_official_file_encodes_vocabulary_with_its_text_tower(data6, t
 
     other = load_clip("ovss-tiny-vit", "none", seed=123)  # weights unlike the run's seed-0 tower
     model = build_model("zegclip", other, ZegClipCfg(image_size=64))
-    sd = {**model.state_dict(),
-          **{"text_encoder." + k: v for k, v in text_tower_state(other.model).items()}}
+    sd = {
+        **model.state_dict(),
+        **{"text_encoder." + k: v for k, v in text_tower_state(other.model).items()},
+    }
     path = tmp_path / "official.pth"
     torch.save({"meta": {}, "state_dict": sd, "optimizer": {}}, path)
     cfg = resolve_defaults(tcfg(data6, tmp_path / "w", "zegclip", init_from=str(path)))
@@ -412,6 +516,7 @@ def test_init_from_official_file_encodes_vocabulary_with_its_text_tower(data6, t
     assert torch.equal(loop.model.decode_head.q_proj.weight, model.decode_head.q_proj.weight)
     # The official text encoder is OpenAI CLIP's, so the import switches it to QuickGELU.
     from training.vpt import QuickGELU
+
     for block in other.model.transformer.resblocks:
         block.mlp.gelu = QuickGELU()
     want = build_text_classifier(other, tuple(CLASSES.split(",")), "zegclip")
@@ -419,6 +524,7 @@ def test_init_from_official_file_encodes_vocabulary_with_its_text_tower(data6, t
 
 
 # ---------------------------------------------------------------- DDP (2 CPU processes, gloo)
+
 
 def _rank_logs(log_dir: Path, rank: int) -> str:
     """stderr of local rank ``rank`` from torchrun's --log-dir/--redirects layout."""
@@ -443,11 +549,28 @@ def test_ddp_two_processes_train_and_evaluate(data6, tmp_path):
     is written once, and the evaluation sums both ranks' shards."""
     work, logs, iters = tmp_path / "ddp", tmp_path / "logs", 3
     common = dict(max_iters=iters, lr=3e-4, unseen="yellow", log_interval=1)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "--log-dir", str(logs), "--redirects", "3", "-m", "training.train",
-           *cli_args(data6, work, **common), "--eval-after"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--log-dir",
+        str(logs),
+        "--redirects",
+        "3",
+        "-m",
+        "training.train",
+        *cli_args(data6, work, **common),
+        "--eval-after",
+    ]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     ckpt = work / f"iter_{iters}.pt"
@@ -463,8 +586,9 @@ def test_ddp_two_processes_train_and_evaluate(data6, tmp_path):
 
     # rank 0's first step = a single-process run's first step (same samples, same dropout
     # stream), rescaled by the rank-averaged number of present (image, class) masks
-    cfg = resolve_defaults(tcfg(data6, tmp_path / "single", "zegclip", batch_size=2,
-                                warmup_iters=1, **common))
+    cfg = resolve_defaults(
+        tcfg(data6, tmp_path / "single", "zegclip", batch_size=2, warmup_iters=1, **common)
+    )
     single = run(cfg).records
     ds = build_loop(cfg, init_distributed("cpu")).dataset
     n = []
@@ -481,15 +605,24 @@ def test_ddp_two_processes_train_and_evaluate(data6, tmp_path):
     # the confusion matrix holds both ranks' shards: every labelled pixel of the val set ...
     assert sum(c["gt_pixels"] for c in res["per_class"]) == _labelled_pixels(data6)
     # ... and matches a single-process evaluation of the same checkpoint
-    ref = evaluate_cli.evaluate_checkpoint(evaluate_cli.EvalCfg(
-        checkpoint=str(ckpt), dataset="folder", images=str(data6 / "img"),
-        masks=str(data6 / "ann"), classes=CLASSES, unseen="yellow",
-        json=str(tmp_path / "single.json"), device="cpu"))
+    ref = evaluate_cli.evaluate_checkpoint(
+        evaluate_cli.EvalCfg(
+            checkpoint=str(ckpt),
+            dataset="folder",
+            images=str(data6 / "img"),
+            masks=str(data6 / "ann"),
+            classes=CLASSES,
+            unseen="yellow",
+            json=str(tmp_path / "single.json"),
+            device="cpu",
+        )
+    )
     assert [c["gt_pixels"] for c in res["per_class"]] == [c.gt_pixels for c in ref.per_class]
     assert res["pacc"] == pytest.approx(ref.pacc, abs=0.05)
     for got, want in zip(res["per_class"], ref.per_class):
-        assert (got["iou"] or 0.0) == pytest.approx(want.iou if want.iou == want.iou else 0.0,
-                                                    abs=0.5)
+        assert (got["iou"] or 0.0) == pytest.approx(
+            want.iou if want.iou == want.iou else 0.0, abs=0.5
+        )
 
 
 def test_checkpoint_without_its_clip_weights(data6, tmp_path):
@@ -502,8 +635,10 @@ def test_checkpoint_without_its_clip_weights(data6, tmp_path):
     result = run(tcfg(data6, tmp_path / "w", "zegclip", max_iters=1))
     state = load_checkpoint(result.checkpoint)
     moved = tmp_path / "moved.pt"
-    save_checkpoint(moved, dataclasses.replace(state, cfg={**state.cfg,
-                                                           "pretrained": str(tmp_path / "gone.pt")}))
+    save_checkpoint(
+        moved,
+        dataclasses.replace(state, cfg={**state.cfg, "pretrained": str(tmp_path / "gone.pt")}),
+    )
     trained = load_trained(moved)
     assert not trained.text_tower
     torch.testing.assert_close(class_text(trained, trained.classes), state.text)
@@ -514,7 +649,19 @@ def test_checkpoint_without_its_clip_weights(data6, tmp_path):
 def test_self_training_starts_a_fresh_optimizer(data6, tmp_path):
     """Official ST runs load weights only: AdamW's moments and step count restart at st_start."""
     from training.checkpoint import load_checkpoint
-    result = run(tcfg(data6, tmp_path / "w", "zegclip", max_iters=5, setting="transductive",
-                      st_start=3, unseen="yellow"))
-    steps = {float(v["step"]) for v in load_checkpoint(result.checkpoint).optimizer["state"].values()}
+
+    result = run(
+        tcfg(
+            data6,
+            tmp_path / "w",
+            "zegclip",
+            max_iters=5,
+            setting="transductive",
+            st_start=3,
+            unseen="yellow",
+        )
+    )
+    steps = {
+        float(v["step"]) for v in load_checkpoint(result.checkpoint).optimizer["state"].values()
+    }
     assert steps == {2.0}  # iterations 3 and 4 only, not 5

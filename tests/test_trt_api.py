@@ -20,15 +20,26 @@ from runtime.probe import run_probe
 
 trt = pytest.importorskip("tensorrt_lean", reason="tensorrt-lean is not installed")
 
-ENGINE = ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
-          "get_tensor_profile_shape", "create_execution_context")
+ENGINE = (
+    "num_io_tensors",
+    "get_tensor_name",
+    "get_tensor_mode",
+    "get_tensor_shape",
+    "get_tensor_dtype",
+    "get_tensor_profile_shape",
+    "create_execution_context",
+)
 CONTEXT = ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3")
 
 
 def test_runtime_api_surface_exists():
-    assert all(hasattr(trt.ICudaEngine, m) for m in ENGINE), [m for m in ENGINE if not hasattr(trt.ICudaEngine, m)]
+    assert all(hasattr(trt.ICudaEngine, m) for m in ENGINE), [
+        m for m in ENGINE if not hasattr(trt.ICudaEngine, m)
+    ]
     assert all(hasattr(trt.IExecutionContext, m) for m in CONTEXT)
-    assert hasattr(trt.Runtime, "deserialize_cuda_engine") and hasattr(trt.Runtime, "engine_host_code_allowed")
+    assert hasattr(trt.Runtime, "deserialize_cuda_engine") and hasattr(
+        trt.Runtime, "engine_host_code_allowed"
+    )
     assert trt.TensorIOMode.INPUT != trt.TensorIOMode.OUTPUT
     assert trt.nptype(trt.DataType.HALF).__name__ == "float16"
 
@@ -50,7 +61,12 @@ def test_real_stack_without_gpu_falls_back_to_onnxruntime(tiny_vit_folder):
     assert probe.tensorrt and probe.tensorrt_module in ("tensorrt", "tensorrt_lean")
     assert not probe.tensorrt_usable
     m = load_manifest(tiny_vit_folder)
-    ref = ModelRef(tiny_vit_folder / m.model_file, tiny_vit_folder, "fp32", m.model_sha256,
-                   manifest_input_shapes(m.inputs))
+    ref = ModelRef(
+        tiny_vit_folder / m.model_file,
+        tiny_vit_folder,
+        "fp32",
+        m.model_sha256,
+        manifest_input_shapes(m.inputs),
+    )
     opened = open_backend("auto", ref, probe=probe)
     assert opened.backend.name == "onnxruntime" and "no usable CUDA GPU" in opened.reasons[0]

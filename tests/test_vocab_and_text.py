@@ -10,8 +10,17 @@ from training.clip_loader import load_clip
 from training.vocab import resolve_classes
 
 
-@pytest.mark.parametrize("name,count", [("voc", 20), ("context", 59), ("coco_stuff", 171),
-                                        ("ade20k", 150), ("cityscapes", 19), ("camvid", 11)])
+@pytest.mark.parametrize(
+    "name,count",
+    [
+        ("voc", 20),
+        ("context", 59),
+        ("coco_stuff", 171),
+        ("ade20k", 150),
+        ("cityscapes", 19),
+        ("camvid", 11),
+    ],
+)
 def test_builtin_lists(name, count):
     classes = resolve_classes(name)
     assert len(classes) == count == len(set(classes))
@@ -25,9 +34,15 @@ def test_user_vocabularies(tmp_path):
     assert resolve_classes(str(f)) == ("road", "fire hydrant")
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("", "empty"), ("car,,road", "empty entry"), ("car,Car", "duplicate"), ("missing.txt", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("", "empty"),
+        ("car,,road", "empty entry"),
+        ("car,Car", "duplicate"),
+        ("missing.txt", "does not exist"),
+    ],
+)
 def test_bad_vocabularies(spec, match):
     with pytest.raises(VocabularyError, match=match):
         resolve_classes(spec)
@@ -57,7 +72,9 @@ def test_ensemble_is_normalise_mean_renormalise(clip, tmp_path):
     assert emb.shape == (2, 64)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
     with torch.no_grad():
-        each = clip.model.encode_text(clip.tokenizer([t.format("road") for t in tc.TEMPLATE_SETS["maskclip85"]]))
+        each = clip.model.encode_text(
+            clip.tokenizer([t.format("road") for t in tc.TEMPLATE_SETS["maskclip85"]])
+        )
     mean = torch.nn.functional.normalize(each, dim=-1).mean(0)
     torch.testing.assert_close(emb[1], mean / mean.norm(), rtol=1e-5, atol=1e-6)
     single = tc.build_text_classifier(clip, ["cat", "road"], "single", cache_dir=tmp_path)
@@ -88,7 +105,9 @@ def test_unknown_template_set(clip, tmp_path):
 @pytest.mark.parametrize("backbone", ["ovss-tiny-vit", "ViT-B-16"])
 def test_truncated_text_encoding_equals_full_context(backbone):
     clip = load_clip(backbone)
-    tokens = clip.tokenizer(["a photo of a cat.", "a bad photo of the fire hydrant in the scene.", "x"])
+    tokens = clip.tokenizer(
+        ["a photo of a cat.", "a bad photo of the fire hydrant in the scene.", "x"]
+    )
     with torch.no_grad():
         full = clip.model.encode_text(tokens)
         short = tc.encode_tokens(clip.model, tokens)

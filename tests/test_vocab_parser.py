@@ -22,8 +22,15 @@ def test_every_builtin_list(name):
     assert parse_vocabulary(name) == BUILTIN[name]
 
 
-@pytest.mark.parametrize("spec,want", [("camvidd", "camvid"), ("vocc", "voc"),
-                                       ("coco-stuff", "coco_stuff"), ("Cityscape", "cityscapes")])
+@pytest.mark.parametrize(
+    "spec,want",
+    [
+        ("camvidd", "camvid"),
+        ("vocc", "voc"),
+        ("coco-stuff", "coco_stuff"),
+        ("Cityscape", "cityscapes"),
+    ],
+)
 def test_near_miss_of_a_list_name_is_refused(spec, want):
     message = f"unknown vocabulary '{spec}': did you mean {want}\\?"
     with pytest.raises(VocabularyError, match=message):
@@ -84,10 +91,17 @@ def test_invalid_utf8_file(tmp_path):
         parse_vocabulary(str(f))
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("", "empty"), ("   ", "empty"), ("car,,road", "empty entry"), ("car,", "empty entry"),
-    ("car,Car", "duplicate"), ("missing.txt", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("car,,road", "empty entry"),
+        ("car,", "empty entry"),
+        ("car,Car", "duplicate"),
+        ("missing.txt", "does not exist"),
+    ],
+)
 def test_bad_specs(spec, match):
     with pytest.raises(VocabularyError, match=match):
         parse_vocabulary(spec)

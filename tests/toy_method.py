@@ -39,8 +39,9 @@ def build_toy(clip, cfg: ToyCfg):
             self.feature_stride = self.dense.patch
 
         def forward(self, image, text):
-            feat = F.avg_pool2d(self.dense(image), cfg.box, stride=1, padding=cfg.box // 2,
-                                count_include_pad=False)
+            feat = F.avg_pool2d(
+                self.dense(image), cfg.box, stride=1, padding=cfg.box // 2, count_include_pad=False
+            )
             return classify(feat, text) * cfg.logit_scale
 
     return Toy().eval()

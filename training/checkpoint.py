@@ -47,10 +47,19 @@ def save_checkpoint(path: str | Path, state: TrainState) -> Path:
     model_cfg = state.model_cfg
     if dataclasses.is_dataclass(model_cfg) and not isinstance(model_cfg, type):
         model_cfg = dataclasses.asdict(model_cfg)
-    payload = {"format": FORMAT, "method": state.method, "iteration": state.iteration,
-               "cfg": state.cfg, "classes": list(state.classes), "seen": list(state.seen),
-               "unseen": list(state.unseen), "state_dict": state.state_dict,
-               "optimizer": state.optimizer, "scaler": state.scaler, "text": state.text}
+    payload = {
+        "format": FORMAT,
+        "method": state.method,
+        "iteration": state.iteration,
+        "cfg": state.cfg,
+        "classes": list(state.classes),
+        "seen": list(state.seen),
+        "unseen": list(state.unseen),
+        "state_dict": state.state_dict,
+        "optimizer": state.optimizer,
+        "scaler": state.scaler,
+        "text": state.text,
+    }
     if model_cfg is not None:
         payload["model_cfg"] = dict(model_cfg)
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -64,10 +73,13 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             return {"state_dict": load_file(str(path))}
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any decode failure is a corrupt checkpoint
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {e}") from e
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a dict")
     return obj
@@ -77,10 +89,20 @@ def load_checkpoint(path: str | Path) -> TrainState:
     """Read one of our training checkpoints; CheckpointError for anything else."""
     obj = read_raw(path)
     if obj.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not an ovss-edge training checkpoint "
-                              f"(official checkpoints go through --checkpoint of evaluate/export)")
-    return TrainState(method=obj["method"], iteration=int(obj["iteration"]), cfg=dict(obj["cfg"]),
-                      classes=tuple(obj["classes"]), seen=tuple(obj["seen"]),
-                      unseen=tuple(obj["unseen"]), state_dict=obj["state_dict"],
-                      optimizer=obj.get("optimizer"), scaler=obj.get("scaler"), text=obj.get("text"),
-                      model_cfg=obj.get("model_cfg"))
+        raise CheckpointError(
+            f"{str(path)!r} is not an ovss-edge training checkpoint "
+            f"(official checkpoints go through --checkpoint of evaluate/export)"
+        )
+    return TrainState(
+        method=obj["method"],
+        iteration=int(obj["iteration"]),
+        cfg=dict(obj["cfg"]),
+        classes=tuple(obj["classes"]),
+        seen=tuple(obj["seen"]),
+        unseen=tuple(obj["unseen"]),
+        state_dict=obj["state_dict"],
+        optimizer=obj.get("optimizer"),
+        scaler=obj.get("scaler"),
+        text=obj.get("text"),
+        model_cfg=obj.get("model_cfg"),
+    )

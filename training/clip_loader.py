@@ -58,7 +58,9 @@ def visual_kind(visual: nn.Module) -> str:
         return "vit"
     if isinstance(visual, open_clip.modified_resnet.ModifiedResNet):
         return "resnet"
-    raise UnknownNameError(f"unsupported visual tower {type(visual).__name__}: need a ViT or ModifiedResNet")
+    raise UnknownNameError(
+        f"unsupported visual tower {type(visual).__name__}: need a ViT or ModifiedResNet"
+    )
 
 
 def state_dict_sha256(model: nn.Module) -> str:
@@ -77,12 +79,16 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 
 def _check_backbone(backbone: str) -> None:
     if backbone not in open_clip.list_models():
-        vit_rn = [m for m in open_clip.list_models() if m.startswith(("ViT-B", "ViT-L", "RN", "ovss"))]
+        vit_rn = [
+            m for m in open_clip.list_models() if m.startswith(("ViT-B", "ViT-L", "RN", "ovss"))
+        ]
         raise UnknownNameError(f"unknown backbone {backbone!r}; e.g. {sorted(vit_rn)[:12]}")
 
 
 def _is_path(pretrained: str) -> bool:
-    return Path(pretrained).exists() or "/" in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES)
+    return (
+        Path(pretrained).exists() or "/" in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES)
+    )
 
 
 def _load_file(model: nn.Module, path: str) -> None:
@@ -91,7 +97,9 @@ def _load_file(model: nn.Module, path: str) -> None:
     try:
         result = open_clip.load_checkpoint(model, path, strict=False, weights_only=True)
     except Exception as e:  # torch/safetensors raise many types for unreadable or unsafe files
-        raise CheckpointError(f"cannot load checkpoint {path!r}: {type(e).__name__}: {e}"[:800]) from e
+        raise CheckpointError(
+            f"cannot load checkpoint {path!r}: {type(e).__name__}: {e}"[:800]
+        ) from e
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
         raise CheckpointError(
@@ -117,7 +125,10 @@ def load_clip(backbone: str, pretrained: str = "none", seed: int = 0) -> LoadedC
     _check_backbone(backbone)
     torch.manual_seed(seed)
     if pretrained in RANDOM:
-        model, source = open_clip.create_model(backbone, pretrained=None), f"random-init (seed {seed})"
+        model, source = (
+            open_clip.create_model(backbone, pretrained=None),
+            f"random-init (seed {seed})",
+        )
     elif _is_path(pretrained):
         model = open_clip.create_model(backbone, pretrained=None)
         _load_file(model, pretrained)
@@ -128,8 +139,9 @@ def load_clip(backbone: str, pretrained: str = "none", seed: int = 0) -> LoadedC
     random = pretrained in RANDOM
     if random:
         log.warning("%s has RANDOM weights: its segmentations are meaningless", backbone)
-    return LoadedClip(model, open_clip.get_tokenizer(backbone), backbone, source,
-                      state_dict_sha256(model), random)
+    return LoadedClip(
+        model, open_clip.get_tokenizer(backbone), backbone, source, state_dict_sha256(model), random
+    )
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

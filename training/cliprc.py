@@ -105,8 +105,9 @@ class ClipRc(nn.Module):
     def __init__(self, visual: nn.Module, cfg: ZegClipCfg, dim: int):
         super().__init__()
         self.cfg = cfg
-        self.backbone = VPTViT(visual, cfg.image_size, cfg.num_tokens, cfg.total_d_layer,
-                               region_tokens=True)
+        self.backbone = VPTViT(
+            visual, cfg.image_size, cfg.num_tokens, cfg.total_d_layer, region_tokens=True
+        )
         self.decode_head = ClipRcHead(dim, cfg.decoder_heads, cfg.decoder_layers)
 
     @property

@@ -65,8 +65,9 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
     return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
 
 
-def slide_scores(model, image: torch.Tensor, text: torch.Tensor, bias: torch.Tensor, crop: int,
-                 stride: int) -> torch.Tensor:
+def slide_scores(
+    model, image: torch.Tensor, text: torch.Tensor, bias: torch.Tensor, crop: int, stride: int
+) -> torch.Tensor:
     """image [1,3,H,W] -> averaged official scores [1,C,H,W] (sigmoid - bias per crop)."""
     import torch
 
@@ -84,12 +85,15 @@ def _slide_scores(model, image, text, bias, crop: int, stride: int):
     count = image.new_zeros(1, 1, h, w)
     for y in window_starts(h, crop, stride):
         for x in window_starts(w, crop, stride):
-            tile = image[:, :, y:y + crop, x:x + crop]
-            logits = F.interpolate(model(tile, text), size=(crop, crop), mode="bilinear",
-                                   align_corners=False)  # the head's fixed img_size
-            logits = F.interpolate(logits, size=tile.shape[-2:], mode="bilinear", align_corners=False)
-            out[:, :, y:y + tile.shape[2], x:x + tile.shape[3]] += seen_scores(logits, bias)
-            count[:, :, y:y + tile.shape[2], x:x + tile.shape[3]] += 1
+            tile = image[:, :, y : y + crop, x : x + crop]
+            logits = F.interpolate(
+                model(tile, text), size=(crop, crop), mode="bilinear", align_corners=False
+            )  # the head's fixed img_size
+            logits = F.interpolate(
+                logits, size=tile.shape[-2:], mode="bilinear", align_corners=False
+            )
+            out[:, :, y : y + tile.shape[2], x : x + tile.shape[3]] += seen_scores(logits, bias)
+            count[:, :, y : y + tile.shape[2], x : x + tile.shape[3]] += 1
     return out / count
 
 
@@ -99,8 +103,9 @@ def whole_scores(model, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor
     import torch.nn.functional as F
 
     with torch.no_grad():
-        logits = F.interpolate(model(image, text), size=image.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        logits = F.interpolate(
+            model(image, text), size=image.shape[-2:], mode="bilinear", align_corners=False
+        )
         return logits.softmax(dim=1)
 
 
@@ -121,8 +126,15 @@ def slide_stride(trained: Trained) -> int:
     return max(1, round(trained.crop_size * step / side))
 
 
-def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Tensor,
-                   info: DistInfo, stride: int, limit: int = 0) -> SegMetrics:
+def evaluate_model(
+    trained: Trained,
+    dataset,
+    text: torch.Tensor,
+    bias: torch.Tensor,
+    info: DistInfo,
+    stride: int,
+    limit: int = 0,
+) -> SegMetrics:
     """Confusion over this rank's shard, summed across ranks, summarised on the dataset's split.
     The method's ``eval_mode`` picks whole-image or sliding-window inference."""
     import torch.nn.functional as F
@@ -144,7 +156,9 @@ def evaluate_model(trained: Trained, dataset, text: torch.Tensor, bias: torch.Te
             scores = whole_scores(model, image, text)
         else:
             scores = slide_scores(model, image, text, bias, crop, stride)
-        scores = F.interpolate(scores, size=sample.label.shape, mode="bilinear", align_corners=False)
+        scores = F.interpolate(
+            scores, size=sample.label.shape, mode="bilinear", align_corners=False
+        )
         conf.update(scores.argmax(dim=1)[0], sample.label.to(info.device))
     conf.all_reduce()
     return summarize(conf.matrix.cpu(), dataset.classes, dataset.unseen)
@@ -169,22 +183,41 @@ def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetric
         held = [c for i, c in enumerate(trained.classes) if i not in set(trained.seen)]
         cfg = dataclasses.replace(cfg, unseen=",".join(held))
         dataset = build_dataset(data_cfg_of(cfg, crop), "val", train=False)
-    text = class_text(trained, text_classes(dataset.classes, trained.background),
-                      cfg.templates or _templates(trained), cfg.text_embeddings)
-    bias = bias_vector(len(dataset.classes), dataset.seen,
-                       trained.model_cfg.seen_bias if trained.inductive else 0.0)
+    text = class_text(
+        trained,
+        text_classes(dataset.classes, trained.background),
+        cfg.templates or _templates(trained),
+        cfg.text_embeddings,
+    )
+    bias = bias_vector(
+        len(dataset.classes),
+        dataset.seen,
+        trained.model_cfg.seen_bias if trained.inductive else 0.0,
+    )
     stride = cfg.stride or slide_stride(trained)
     metrics = evaluate_model(trained, dataset, text, bias, info, stride, cfg.limit)
     if info.is_main:
-        payload = {"checkpoint": cfg.checkpoint, "method": trained.method,
-                   "random_weights": bool(trained.clip.random), "images": min(len(dataset), cfg.limit or len(dataset)),
-                   "crop": crop, "stride": stride, "seen_bias": float(bias.max()),
-                   **metrics.to_dict()}
+        payload = {
+            "checkpoint": cfg.checkpoint,
+            "method": trained.method,
+            "random_weights": bool(trained.clip.random),
+            "images": min(len(dataset), cfg.limit or len(dataset)),
+            "crop": crop,
+            "stride": stride,
+            "seen_bias": float(bias.max()),
+            **metrics.to_dict(),
+        }
         out = Path(cfg.json)
         atomic_write_text(out, json.dumps(payload, indent=2))
         atomic_write_text(out.with_suffix(".md"), metrics.to_markdown())
-        log.info("mIoU(S) %s mIoU(U) %s hIoU %s pAcc %.2f -> %s", _fmt(metrics.miou_seen),
-                 _fmt(metrics.miou_unseen), _fmt(metrics.hiou), metrics.pacc, out)
+        log.info(
+            "mIoU(S) %s mIoU(U) %s hIoU %s pAcc %.2f -> %s",
+            _fmt(metrics.miou_seen),
+            _fmt(metrics.miou_unseen),
+            _fmt(metrics.hiou),
+            metrics.pacc,
+            out,
+        )
     return metrics
 
 
@@ -198,15 +231,30 @@ def _fmt(x) -> str:
 
 
 def parse_args(argv=None) -> EvalCfg:
-    p = ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--checkpoint", required=True, help="our checkpoint or an official .pth")
     p.add_argument("--dataset", required=True)
     p.add_argument("--json", required=True, help="metrics JSON (a .md table is written beside it)")
-    for name, kind in (("root", str), ("images", str), ("masks", str), ("classes", str),
-                       ("ignore_label", int), ("unseen", str), ("method", str), ("backbone", str),
-                       ("seen_bias", float), ("stride", int), ("templates", str),
-                       ("text_embeddings", str), ("device", str), ("limit", int)):
+    for name, kind in (
+        ("root", str),
+        ("images", str),
+        ("masks", str),
+        ("classes", str),
+        ("ignore_label", int),
+        ("unseen", str),
+        ("method", str),
+        ("backbone", str),
+        ("seen_bias", float),
+        ("stride", int),
+        ("templates", str),
+        ("text_embeddings", str),
+        ("device", str),
+        ("limit", int),
+    ):
         default = EvalCfg.__dataclass_fields__[name].default
         extra = {"choices": trainable()} if name == "method" else {}
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, **extra)

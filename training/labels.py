@@ -20,12 +20,14 @@ def seen_only(label: torch.Tensor, seen: Sequence[int]) -> torch.Tensor:
     """label int64 [B,H,W] (dataset ids, 255) -> seen-list ids, unseen and 255 -> 255."""
     lut = torch.full((256,), IGNORE, dtype=label.dtype, device=label.device)
     lut[torch.as_tensor(list(seen), dtype=torch.long, device=label.device)] = torch.arange(
-        len(seen), dtype=label.dtype, device=label.device)
+        len(seen), dtype=label.dtype, device=label.device
+    )
     return lut[label]
 
 
-def pseudo_label(label: torch.Tensor, logits: torch.Tensor, seen: Sequence[int],
-                 unseen: Sequence[int]) -> torch.Tensor:
+def pseudo_label(
+    label: torch.Tensor, logits: torch.Tensor, seen: Sequence[int], unseen: Sequence[int]
+) -> torch.Tensor:
     """Fill unseen-class pixels of ``label`` [B,H,W] from mask logits [B,C,h,w] (all classes).
 
     Returns a new int64 [B,H,W]: seen ids and 255 unchanged; each unseen pixel gets the unseen
@@ -33,8 +35,9 @@ def pseudo_label(label: torch.Tensor, logits: torch.Tensor, seen: Sequence[int],
     """
     if not len(unseen):
         return label
-    probs = F.interpolate(logits.detach(), size=label.shape[-2:], mode="bilinear",
-                          align_corners=False).sigmoid()
+    probs = F.interpolate(
+        logits.detach(), size=label.shape[-2:], mode="bilinear", align_corners=False
+    ).sigmoid()
     if len(seen):
         probs[:, list(seen)] = -1.0
     pseudo = probs.argmax(dim=1)

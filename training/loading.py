@@ -62,9 +62,14 @@ class Trained:
 def model_cfg_of(cfg: TrainCfg) -> ZegClipCfg:
     """The model switches of a (resolved) training config of a zero-shot method."""
     templates = {"templates": cfg.templates} if cfg.templates else {}
-    return ZegClipCfg(image_size=cfg.crop_size, num_tokens=cfg.num_tokens,
-                      decoder_layers=cfg.decoder_layers, decoder_heads=cfg.decoder_heads,
-                      seen_bias=cfg.seen_bias, **templates)
+    return ZegClipCfg(
+        image_size=cfg.crop_size,
+        num_tokens=cfg.num_tokens,
+        decoder_layers=cfg.decoder_layers,
+        decoder_heads=cfg.decoder_heads,
+        seen_bias=cfg.seen_bias,
+        **templates,
+    )
 
 
 def stored_model_cfg(cls: type, stored: dict, source: str, **overrides):
@@ -73,8 +78,9 @@ def stored_model_cfg(cls: type, stored: dict, source: str, **overrides):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(stored) - names)
     if unknown:
-        log.warning("%s: model config keys %s are unknown to this version: ignored", source,
-                    unknown)
+        log.warning(
+            "%s: model config keys %s are unknown to this version: ignored", source, unknown
+        )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in names}
     try:
         return cls(**{**values, **overrides})
@@ -82,8 +88,12 @@ def stored_model_cfg(cls: type, stored: dict, source: str, **overrides):
         raise CheckpointError(f"{source}: its model config does not fit this version: {e}") from e
 
 
-def load_trained(checkpoint: str | Path, method: str | None = None, backbone: str = "ViT-B-16",
-                 seen_bias: float | None = None) -> Trained:
+def load_trained(
+    checkpoint: str | Path,
+    method: str | None = None,
+    backbone: str = "ViT-B-16",
+    seen_bias: float | None = None,
+) -> Trained:
     """Our training checkpoint (everything inside; any trainable method) or an official ZegCLIP /
     CLIP-RC mmcv file (``backbone`` needed).
 
@@ -106,7 +116,9 @@ def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -
         if stored is None:  # older checkpoints: the model switches come from the schedule defaults
             cfg = resolve_defaults(cfg)
     except TypeError as e:
-        raise CheckpointError(f"{source}: its training config does not fit this version: {e}") from e
+        raise CheckpointError(
+            f"{source}: its training config does not fit this version: {e}"
+        ) from e
     spec = get_method(cfg.method)
     clip, text_tower = _run_clip(cfg)
     if spec.kind == "student":
@@ -123,9 +135,20 @@ def _ours(raw: dict, method: str | None, seen_bias: float | None, source: str) -
     except RuntimeError as e:
         raise CheckpointError(f"{source}: state dict does not fit {cfg.method}: {e}") from e
     inductive = cfg.setting == "inductive" and bool(raw["unseen"])
-    return Trained(cfg.method, model.eval(), clip, mcfg, tuple(raw["classes"]), raw.get("text"),
-                   tuple(raw["seen"]), inductive, source, text_tower, cfg.crop_size,
-                   templates=cfg.templates)
+    return Trained(
+        cfg.method,
+        model.eval(),
+        clip,
+        mcfg,
+        tuple(raw["classes"]),
+        raw.get("text"),
+        tuple(raw["seen"]),
+        inductive,
+        source,
+        text_tower,
+        cfg.crop_size,
+        templates=cfg.templates,
+    )
 
 
 def _run_clip(cfg: TrainCfg) -> tuple[LoadedClip, bool]:
@@ -134,8 +157,12 @@ def _run_clip(cfg: TrainCfg) -> tuple[LoadedClip, bool]:
         return load_clip(cfg.backbone, cfg.pretrained, cfg.seed), True
     except CheckpointError as e:
         # Trained weights are all in the checkpoint; only new vocabularies need the text tower.
-        log.warning("cannot load the run's CLIP weights %r (%s): the checkpoint's own vocabulary "
-                    "still works, new ones need --text-embeddings", cfg.pretrained, e)
+        log.warning(
+            "cannot load the run's CLIP weights %r (%s): the checkpoint's own vocabulary "
+            "still works, new ones need --text-embeddings",
+            cfg.pretrained,
+            e,
+        )
         return load_clip(cfg.backbone, "none", cfg.seed), False
 
 
@@ -144,13 +171,30 @@ def _student(raw: dict, cfg: TrainCfg, clip: LoadedClip, text_tower: bool, sourc
     if stored is not None:  # the trained weights are all in the state dict: no backbone file
         scfg = stored_model_cfg(StudentCfg, stored, source, weights="none")
     else:
-        scfg = StudentCfg(cfg.student, text_dim(clip), background=cfg.background,
-                          output_stride=cfg.output_stride, dropout=0.0)
+        scfg = StudentCfg(
+            cfg.student,
+            text_dim(clip),
+            background=cfg.background,
+            output_stride=cfg.output_stride,
+            dropout=0.0,
+        )
     model = build_student(scfg)
     _load_student_state(model, raw["state_dict"], source)
-    return Trained(cfg.method, model.eval(), clip, scfg, tuple(raw["classes"]), raw.get("text"),
-                   tuple(raw["seen"]), False, source, text_tower, cfg.crop_size, scfg.background,
-                   cfg.templates)
+    return Trained(
+        cfg.method,
+        model.eval(),
+        clip,
+        scfg,
+        tuple(raw["classes"]),
+        raw.get("text"),
+        tuple(raw["seen"]),
+        False,
+        source,
+        text_tower,
+        cfg.crop_size,
+        scfg.background,
+        cfg.templates,
+    )
 
 
 def _load_student_state(model: nn.Module, state: dict, source: str) -> None:
@@ -165,8 +209,10 @@ def load_student_weights(student: nn.Module, path: str) -> None:
     """``--init-from`` for MaskCLIP+: the student weights of one of our maskclip_plus checkpoints."""
     raw = read_raw(path)
     if raw.get("format") != FORMAT or _kind(raw.get("method")) != "student":
-        raise CheckpointError(f"{path} is not a maskclip_plus training checkpoint (student backbone "
-                              "files go to --student-weights)")
+        raise CheckpointError(
+            f"{path} is not a maskclip_plus training checkpoint (student backbone "
+            "files go to --student-weights)"
+        )
     _load_student_state(student, raw["state_dict"], path)
 
 
@@ -178,26 +224,44 @@ def _kind(method) -> str | None:
         return None
 
 
-def _official(sd: dict, method: str | None, backbone: str, seen_bias: float | None,
-              source: str) -> Trained:
+def _official(
+    sd: dict, method: str | None, backbone: str, seen_bias: float | None, source: str
+) -> Trained:
     layout = official_layout(sd)
     method = method or layout.method
     clip = load_clip(backbone, "none")
-    mcfg = ZegClipCfg(image_size=layout.image_size, num_tokens=layout.num_tokens,
-                      decoder_layers=layout.decoder_layers,
-                      seen_bias=0.1 if seen_bias is None else seen_bias)
+    mcfg = ZegClipCfg(
+        image_size=layout.image_size,
+        num_tokens=layout.num_tokens,
+        decoder_layers=layout.decoder_layers,
+        seen_bias=0.1 if seen_bias is None else seen_bias,
+    )
     if method != layout.method:
         raise CheckpointError(f"{source} is a {layout.method} checkpoint, but --method is {method}")
     model = build_model(method, clip, mcfg)
     dropped = load_official(model, clip.model, sd, method)
-    log.info("official %s checkpoint: %d tensors loaded, %d known-unused dropped", method,
-             len(sd) - len(dropped), len(dropped))
-    clip = dataclasses.replace(clip, source=source, random=False,
-                               weights_sha256=tensors_sha256(sd))
+    log.info(
+        "official %s checkpoint: %d tensors loaded, %d known-unused dropped",
+        method,
+        len(sd) - len(dropped),
+        len(dropped),
+    )
+    clip = dataclasses.replace(clip, source=source, random=False, weights_sha256=tensors_sha256(sd))
     # Without text_encoder.* tensors the text tower stays random-init: it cannot encode classes.
     has_text = bool(split_official(sd)[1])
-    return Trained(method, model.eval(), clip, mcfg, None, None, (), seen_bias != 0.0, source,
-                   text_tower=has_text, crop_size=layout.image_size)
+    return Trained(
+        method,
+        model.eval(),
+        clip,
+        mcfg,
+        None,
+        None,
+        (),
+        seen_bias != 0.0,
+        source,
+        text_tower=has_text,
+        crop_size=layout.image_size,
+    )
 
 
 def load_weights(model: nn.Module, clip_model: nn.Module, path: str, method: str) -> bool:
@@ -224,12 +288,18 @@ def load_text_file(path: str, num_classes: int, dim: int) -> torch.Tensor:
     except (OSError, ValueError) as e:
         raise VocabularyError(f"cannot read text embeddings {path!r}: {e}") from e
     if arr.shape != (num_classes, dim):
-        raise VocabularyError(f"{path} holds {arr.shape}, expected ({num_classes}, {dim}): one row per class")
+        raise VocabularyError(
+            f"{path} holds {arr.shape}, expected ({num_classes}, {dim}): one row per class"
+        )
     return torch.from_numpy(arr.astype(np.float32))
 
 
-def class_text(trained: Trained, classes: tuple[str, ...], templates: str = "zegclip",
-               text_embeddings: str | None = None) -> torch.Tensor:
+def class_text(
+    trained: Trained,
+    classes: tuple[str, ...],
+    templates: str = "zegclip",
+    text_embeddings: str | None = None,
+) -> torch.Tensor:
     """[C,D] float32 classifier for ``classes``: an .npy file (e.g. the official float16 ones,
     used as they are), the checkpoint's own when the vocabulary matches, or encoded now. For a
     student with a learned background, ``classes`` excludes the background."""
@@ -239,7 +309,9 @@ def class_text(trained: Trained, classes: tuple[str, ...], templates: str = "zeg
     if trained.text is not None and own == tuple(classes):
         return trained.text.float()
     if not trained.text_tower:
-        raise VocabularyError(f"{trained.source} was trained on {trained.classes}; encoding another "
-                              "vocabulary needs the run's CLIP text weights (unavailable here) or "
-                              "--text-embeddings FILE.npy")
+        raise VocabularyError(
+            f"{trained.source} was trained on {trained.classes}; encoding another "
+            "vocabulary needs the run's CLIP text weights (unavailable here) or "
+            "--text-embeddings FILE.npy"
+        )
     return build_text_classifier(trained.clip, classes, templates)

@@ -65,8 +65,9 @@ def _global_num_masks(num_masks: torch.Tensor) -> torch.Tensor:
     return num_masks.clamp(min=1.0)
 
 
-def sigmoid_focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                  gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """[M,P] logits and {0,1} targets -> sum over masks of the per-mask mean focal loss."""
     prob = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
@@ -85,15 +86,20 @@ def dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (1 - (num + 1) / (den + 1)).sum()
 
 
-def mask_loss(mask_logits: torch.Tensor, label: torch.Tensor, weights: LossWeights,
-              recovery: torch.Tensor | None = None) -> LossTerms:
+def mask_loss(
+    mask_logits: torch.Tensor,
+    label: torch.Tensor,
+    weights: LossWeights,
+    recovery: torch.Tensor | None = None,
+) -> LossTerms:
     """Focal + dice (+ recovery) for mask logits [B,C,h,w] against labels int64 [B,H,W].
 
     ``recovery`` is CLIP-RC's unweighted L1 term (scalar) or None.
     """
     targets, num_masks = one_hot_targets(label, mask_logits.shape[1])
-    logits = F.interpolate(mask_logits.float(), size=label.shape[-2:], mode="bilinear",
-                           align_corners=False)
+    logits = F.interpolate(
+        mask_logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
+    )
     logits, targets = logits.flatten(2).flatten(0, 1), targets.flatten(2).flatten(0, 1)
     present = targets.amax(-1) > 0
     n = _global_num_masks(num_masks)
@@ -103,7 +109,8 @@ def mask_loss(mask_logits: torch.Tensor, label: torch.Tensor, weights: LossWeigh
     return LossTerms(focal + dice_term + rec, focal, dice_term, rec)
 
 
-def recovery_l1(pred_q: torch.Tensor, target_q: torch.Tensor, pred_v: torch.Tensor,
-                target_v: torch.Tensor) -> torch.Tensor:
+def recovery_l1(
+    pred_q: torch.Tensor, target_q: torch.Tensor, pred_v: torch.Tensor, target_v: torch.Tensor
+) -> torch.Tensor:
     """CLIP-RC recovery: mean L1 of reconstructed queries and visual tokens vs detached targets."""
     return F.l1_loss(pred_q, target_q.detach()) + F.l1_loss(pred_v, target_v.detach())

@@ -17,8 +17,16 @@ from training.clip_loader import LoadedClip, visual_kind
 from training.methods.maskclip import IMAGENET_MEAN, IMAGENET_STD, KS_NORMS, NUMERICS, MaskClipCfg
 from training.refine import classify, key_smooth, prompt_denoise
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "KS_NORMS", "NUMERICS", "MaskClipCfg", "MaskClip",
-           "build_maskclip_model"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "KS_NORMS",
+    "NUMERICS",
+    "MaskClipCfg",
+    "MaskClip",
+    "build_maskclip_model",
+]
+
 
 def apply_official_numerics(visual: nn.Module) -> None:
     """Exact GELU and LayerNorm eps 1e-6 throughout a ViT visual tower (in place)."""
@@ -40,8 +48,9 @@ def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     return torch.cat([cls, patches])[None]
 
 
-def tokens_before_last_block(visual: nn.Module, image: torch.Tensor,
-                             pos_embed: torch.Tensor) -> torch.Tensor:
+def tokens_before_last_block(
+    visual: nn.Module, image: torch.Tensor, pos_embed: torch.Tensor
+) -> torch.Tensor:
     """The unchanged part of a dense CLIP ViT: patch embedding, [CLS] + ``pos_embed`` [1,1+N,W],
     ``ln_pre`` and blocks 0..L-2. image [B,3,S,S] -> tokens [B,1+N,W] (batch first, CLS first)."""
     x = visual.conv1(image).flatten(2).transpose(1, 2)  # [B, N, width]
@@ -77,13 +86,13 @@ class DenseViT(nn.Module):
         attn, width = last.attn, x.shape[-1]
         y = last.ln_1(x)
         w, b = attn.in_proj_weight, attn.in_proj_bias
-        v = last.ls_1(attn.out_proj(F.linear(y, w[2 * width:], b[2 * width:])))
+        v = last.ls_1(attn.out_proj(F.linear(y, w[2 * width :], b[2 * width :])))
         if self.cfg.residual:
             v = v + x
         if self.cfg.ffn:
             v = v + last.ls_2(last.mlp(last.ln_2(v)))
         feat = self.visual.ln_post(v) @ self.visual.proj  # [B, N, D]
-        key = attn.out_proj(F.linear(y, w[width:2 * width], b[width:2 * width]))
+        key = attn.out_proj(F.linear(y, w[width : 2 * width], b[width : 2 * width]))
         bsz, gh, gw = x.shape[0], self.grid[0], self.grid[1]
         return feat.transpose(1, 2).reshape(bsz, -1, gh, gw), key
 
@@ -128,8 +137,10 @@ class MaskClip(nn.Module):
         else:
             self.dense, self.feature_stride = DenseResNet(visual, cfg), 32
         if cfg.image_size % self.feature_stride:
-            raise ValueError(f"image_size {cfg.image_size} is not a multiple of the feature stride "
-                             f"{self.feature_stride}")
+            raise ValueError(
+                f"image_size {cfg.image_size} is not a multiple of the feature stride "
+                f"{self.feature_stride}"
+            )
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         feat, key = self.dense(image)

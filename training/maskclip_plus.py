@@ -55,9 +55,13 @@ class PseudoTerms:
 def teacher_cfg(cfg: TrainCfg) -> MaskClipCfg:
     """The MaskCLIP teacher of a (resolved) training config: official numerics at the crop size;
     a threshold of 0 switches key smoothing / prompt denoising off."""
-    return MaskClipCfg(image_size=cfg.crop_size, key_smoothing=cfg.ks_thresh > 0,
-                       ks_thresh=cfg.ks_thresh or 1.0, prompt_denoising=cfg.pd_thresh > 0,
-                       pd_thresh=cfg.pd_thresh or 0.5)
+    return MaskClipCfg(
+        image_size=cfg.crop_size,
+        key_smoothing=cfg.ks_thresh > 0,
+        ks_thresh=cfg.ks_thresh or 1.0,
+        prompt_denoising=cfg.pd_thresh > 0,
+        pd_thresh=cfg.pd_thresh or 0.5,
+    )
 
 
 def build_teacher(visual: nn.Module, cfg: TrainCfg) -> MaskClip:
@@ -77,7 +81,9 @@ def text_classes(classes: Sequence[str], background: bool) -> tuple[str, ...]:
     return tuple(classes[1:])
 
 
-def candidates(num_classes: int, setting: str, unseen: Sequence[int], background: bool) -> list[int]:
+def candidates(
+    num_classes: int, setting: str, unseen: Sequence[int], background: bool
+) -> list[int]:
     """Class ids pseudo-labels choose from: unseen ones (zero-shot) or all (annotation-free);
     never the learned background, which CLIP cannot score."""
     cats = list(unseen) if setting == "zero_shot" else list(range(num_classes))
@@ -94,12 +100,19 @@ def unlabeled_mask(label: torch.Tensor, setting: str, unseen: Sequence[int]) -> 
     return is_unseen[label]
 
 
-def fill_labels(label: torch.Tensor, scores: torch.Tensor, cats: Sequence[int], fill: torch.Tensor,
-                conf_thresh: float = 0.0) -> torch.Tensor:
+def fill_labels(
+    label: torch.Tensor,
+    scores: torch.Tensor,
+    cats: Sequence[int],
+    fill: torch.Tensor,
+    conf_thresh: float = 0.0,
+) -> torch.Tensor:
     """New int64 [B,H,W]: ``fill`` pixels take ``cats[argmax]`` of ``scores`` [B,K,h,w] (K = len(cats),
     resized bilinearly to the label size); those whose best score < ``conf_thresh`` become 255.
     Pixels outside ``fill`` keep their labels."""
-    scores = F.interpolate(scores.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+    scores = F.interpolate(
+        scores.float(), size=label.shape[-2:], mode="bilinear", align_corners=False
+    )
     best, idx = scores.max(dim=1)
     pseudo = torch.as_tensor(list(cats), dtype=label.dtype, device=label.device)[idx]
     if conf_thresh > 0:
@@ -124,9 +137,12 @@ def distill_l1(feat: torch.Tensor, teacher_feat: torch.Tensor, label: torch.Tens
     feat [B,D,h,w]; teacher_feat [B,D,h',w'] (unit vectors, resized bilinearly to h,w); label
     [B,H,W] (nearest-resized to h,w). 0 when every cell is ignored.
     """
-    target = F.interpolate(teacher_feat.float(), size=feat.shape[-2:], mode="bilinear",
-                           align_corners=False)
-    keep = F.interpolate(label[:, None].float(), size=feat.shape[-2:], mode="nearest")[:, 0] != IGNORE
+    target = F.interpolate(
+        teacher_feat.float(), size=feat.shape[-2:], mode="bilinear", align_corners=False
+    )
+    keep = (
+        F.interpolate(label[:, None].float(), size=feat.shape[-2:], mode="nearest")[:, 0] != IGNORE
+    )
     diff = (feat.float() - target).abs().mean(dim=1)
     return (diff * keep).sum() / keep.sum().clamp(min=1) if bool(keep.any()) else diff.sum() * 0
 
@@ -159,4 +175,3 @@ def pseudo_step(loop: Loop, fwd: nn.Module, batch, phase: str) -> PseudoTerms:
         teacher_feat = teacher_feat / teacher_feat.norm(dim=1, keepdim=True)
         distill = cfg.distill_weight * distill_l1(feat, teacher_feat, label)
     return PseudoTerms(ce + distill, ce, distill)
-

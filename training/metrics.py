@@ -11,8 +11,8 @@ but absent from the ground truth has IoU 0 and counts.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -109,8 +109,19 @@ class SegMetrics:
         lines = [
             "| mIoU(S) | mIoU(U) | hIoU | mIoU | pAcc | mAcc |",
             "|---:|---:|---:|---:|---:|---:|",
-            "| " + " | ".join(_fmt(v) for v in (self.miou_seen, self.miou_unseen, self.hiou,
-                                                 self.miou, self.pacc, self.macc)) + " |",
+            "| "
+            + " | ".join(
+                _fmt(v)
+                for v in (
+                    self.miou_seen,
+                    self.miou_unseen,
+                    self.hiou,
+                    self.miou,
+                    self.pacc,
+                    self.macc,
+                )
+            )
+            + " |",
             "",
             "| class | split | IoU | Acc | GT pixels |",
             "|---|---|---:|---:|---:|",
@@ -154,9 +165,13 @@ def summarize(
     )
     total = gt.sum()
     return SegMetrics(
-        miou=_nanmean(iou), miou_seen=s, miou_unseen=u, hiou=None if u is None else _hmean(s, u),
+        miou=_nanmean(iou),
+        miou_seen=s,
+        miou_unseen=u,
+        hiou=None if u is None else _hmean(s, u),
         pacc=float(tp.sum() / total * 100.0) if total > 0 else math.nan,
-        macc=_nanmean(acc), per_class=per_class,
+        macc=_nanmean(acc),
+        per_class=per_class,
     )
 
 

@@ -24,8 +24,10 @@ from torch import nn
 from runtime.errors import CheckpointError
 from training.vpt import QuickGELU
 
-UNUSED = (re.compile(r"^decode_head\..*\.(self_attn|norm1)\."),
-          re.compile(r"^decode_head\.loss_decode\."))
+UNUSED = (
+    re.compile(r"^decode_head\..*\.(self_attn|norm1)\."),
+    re.compile(r"^decode_head\.loss_decode\."),
+)
 TEXT_PREFIX = "text_encoder."
 
 
@@ -49,26 +51,37 @@ def unwrap(obj: dict) -> dict:
 
 def detect_method(sd: dict) -> str:
     """'cliprc' or 'zegclip' from the head's module names; CheckpointError otherwise."""
-    if any(k.startswith("decode_head.decoder_q.") for k in sd) or "backbone.region_level_bridge" in sd:
+    if (
+        any(k.startswith("decode_head.decoder_q.") for k in sd)
+        or "backbone.region_level_bridge" in sd
+    ):
         return "cliprc"
     if any(k.startswith("decode_head.decoder_1.") for k in sd):
         return "zegclip"
-    raise CheckpointError("not a ZegCLIP or CLIP-RC checkpoint: no decode_head.decoder_1 / "
-                          "decode_head.decoder_q keys")
+    raise CheckpointError(
+        "not a ZegCLIP or CLIP-RC checkpoint: no decode_head.decoder_1 / decode_head.decoder_q keys"
+    )
 
 
 def official_layout(sd: dict) -> OfficialLayout:
     """Method, prompt count, input size (from the stored position grid) and decoder depth."""
     method = detect_method(sd)
-    needed = ("backbone.positional_embedding", "backbone.conv1.weight", "backbone.prompt_embeddings")
+    needed = (
+        "backbone.positional_embedding",
+        "backbone.conv1.weight",
+        "backbone.prompt_embeddings",
+    )
     if any(k not in sd for k in needed):
         raise CheckpointError(f"{method} checkpoint lacks {[k for k in needed if k not in sd]}")
-    prefix = "decode_head.decoder_q.layers." if method == "cliprc" else "decode_head.decoder_1.layers."
-    layers = {int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)}
+    prefix = (
+        "decode_head.decoder_q.layers." if method == "cliprc" else "decode_head.decoder_1.layers."
+    )
+    layers = {int(k[len(prefix) :].split(".")[0]) for k in sd if k.startswith(prefix)}
     pos, patch = sd["backbone.positional_embedding"], sd["backbone.conv1.weight"].shape[-1]
     grid = int(round(math.sqrt(pos.shape[0] - 1)))
-    return OfficialLayout(method, int(sd["backbone.prompt_embeddings"].shape[1]), grid * patch,
-                          len(layers))
+    return OfficialLayout(
+        method, int(sd["backbone.prompt_embeddings"].shape[1]), grid * patch, len(layers)
+    )
 
 
 def split_official(sd: dict) -> tuple[dict, dict, list[str]]:
@@ -78,7 +91,7 @@ def split_official(sd: dict) -> tuple[dict, dict, list[str]]:
         if any(p.match(key) for p in UNUSED):
             dropped.append(key)
         elif key.startswith(TEXT_PREFIX):
-            text_sd[key[len(TEXT_PREFIX):]] = value
+            text_sd[key[len(TEXT_PREFIX) :]] = value
         else:
             model_sd[key] = value
     return model_sd, text_sd, dropped
@@ -88,24 +101,39 @@ def _check(kind: str, target: nn.Module | dict, sd: dict) -> None:
     expected = dict(target.state_dict()) if isinstance(target, nn.Module) else target
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
-    shapes = sorted(k for k in set(sd) & set(expected) if tuple(sd[k].shape) != tuple(expected[k].shape))
+    shapes = sorted(
+        k for k in set(sd) & set(expected) if tuple(sd[k].shape) != tuple(expected[k].shape)
+    )
     if missing or unexpected or shapes:
+
         def show(keys):
             return f"{len(keys)} {keys[:8]}{' ...' if len(keys) > 8 else ''}"
-        detail = [f"missing {show(missing)}" if missing else "",
-                  f"unexpected {show(unexpected)}" if unexpected else "",
-                  "shape mismatch " + ", ".join(f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}"
-                                                for k in shapes[:5]) if shapes else ""]
+
+        detail = [
+            f"missing {show(missing)}" if missing else "",
+            f"unexpected {show(unexpected)}" if unexpected else "",
+            "shape mismatch "
+            + ", ".join(
+                f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes[:5]
+            )
+            if shapes
+            else "",
+        ]
         raise CheckpointError(f"{kind} keys do not fit: " + "; ".join(d for d in detail if d))
 
 
 def text_tower_state(clip_model: nn.Module) -> dict:
     """The open_clip CLIP model's text-tower entries (what ``text_encoder.*`` maps onto)."""
-    return {k: v for k, v in clip_model.state_dict().items()
-            if not k.startswith("visual.") and k not in ("logit_scale", "logit_bias", "attn_mask")}
+    return {
+        k: v
+        for k, v in clip_model.state_dict().items()
+        if not k.startswith("visual.") and k not in ("logit_scale", "logit_bias", "attn_mask")
+    }
 
 
-def load_official(model: nn.Module, clip_model: nn.Module | None, sd: dict, method: str) -> list[str]:
+def load_official(
+    model: nn.Module, clip_model: nn.Module | None, sd: dict, method: str
+) -> list[str]:
     """Load an official state dict into ``model`` (and the text tower into ``clip_model``).
 
     Raises CheckpointError for a checkpoint of the other method, or listing missing, unexpected

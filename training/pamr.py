@@ -24,7 +24,9 @@ def _neighbours(x: torch.Tensor, dilations: tuple[int, ...], centre: bool) -> to
     for d in dilations:
         pad = F.pad(x, (d, d, d, d), mode="replicate")
         offsets = (((0, 0),) if centre else ()) + OFFSETS
-        out += [pad[..., d + dy * d:d + dy * d + h, d + dx * d:d + dx * d + w] for dy, dx in offsets]
+        out += [
+            pad[..., d + dy * d : d + dy * d + h, d + dx * d : d + dx * d + w] for dy, dx in offsets
+        ]
     return torch.stack(out, dim=2)
 
 
@@ -37,7 +39,9 @@ class Pamr(nn.Module):
     def __init__(self, steps: int = 10, dilations: tuple[int, ...] = (8, 16)):
         super().__init__()
         if steps <= 0 or not dilations or min(dilations) <= 0:
-            raise ValueError(f"PAMR needs steps > 0 and positive dilations, got {steps}, {dilations}")
+            raise ValueError(
+                f"PAMR needs steps > 0 and positive dilations, got {steps}, {dilations}"
+            )
         self.steps, self.dilations = steps, tuple(int(d) for d in dilations)
 
     def affinity(self, image: torch.Tensor) -> torch.Tensor:

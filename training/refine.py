@@ -34,7 +34,9 @@ def prompt_denoise(logits: torch.Tensor, thresh: float) -> torch.Tensor:
     return torch.where(keep[:, :, None, None], logits, torch.full_like(logits, REMOVED))
 
 
-def key_smooth(logits: torch.Tensor, key: torch.Tensor, thresh: float, norm: str = "spatial") -> torch.Tensor:
+def key_smooth(
+    logits: torch.Tensor, key: torch.Tensor, thresh: float, norm: str = "spatial"
+) -> torch.Tensor:
     """Key smoothing: positions whose max probability < ``thresh`` take ``W @ p``, W = k̂ k̂ᵀ.
 
     Args:

@@ -8,8 +8,14 @@ from runtime.windows import default_stride, plan_windows, stitch
 
 
 @torch.no_grad()
-def slide_logits(model: torch.nn.Module, image: torch.Tensor, text: torch.Tensor, window: int,
-                 feature_stride: int, stride: int | None = None) -> torch.Tensor:
+def slide_logits(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    window: int,
+    feature_stride: int,
+    stride: int | None = None,
+) -> torch.Tensor:
     """Scores for an image larger than the model input, averaged over overlapping windows.
 
     The normalised image is zero-padded (= mean colour) bottom/right to the plan's padded size;
@@ -24,8 +30,12 @@ def slide_logits(model: torch.nn.Module, image: torch.Tensor, text: torch.Tensor
     Returns:
         [C, Hp/p, Wp/p] scores covering the padded image.
     """
-    plan = plan_windows(tuple(image.shape[-2:]), window, stride or default_stride(window, feature_stride),
-                        feature_stride)
+    plan = plan_windows(
+        tuple(image.shape[-2:]),
+        window,
+        stride or default_stride(window, feature_stride),
+        feature_stride,
+    )
     padded = image.new_zeros((1, 3) + plan.padded_hw)
-    padded[:, :, :image.shape[2], :image.shape[3]] = image
+    padded[:, :, : image.shape[2], : image.shape[3]] = image
     return stitch(plan, padded, lambda w: model(w, text)[0], image.new_zeros)

@@ -29,10 +29,11 @@ Training needs a batch of at least 2 (BN on the 1x1 image-pooling branch), as in
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -162,15 +163,20 @@ class MobileNetV3Backbone(nn.Module):
 def _cbr(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     """mmcv ConvModule: conv (no bias) + BN + ReLU, 'same' padding."""
     pad = dilation * (kernel // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _sep(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
     """mmcv DepthwiseSeparableConvModule: depthwise 3x3 (dilated) + BN + ReLU, 1x1 + BN + ReLU."""
     depthwise = nn.Sequential(
         nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
-        nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
+        nn.BatchNorm2d(cin),
+        nn.ReLU(inplace=True),
+    )
     return nn.Sequential(depthwise, _cbr(cin, cout, 1))
 
 
@@ -217,18 +223,31 @@ class SepAsppPlusHead(nn.Module):
     -> [B, out_channels, h4, w4].
     """
 
-    def __init__(self, in_channels: int, low_channels: int, channels: int, out_channels: int,
-                 dilations=V3PLUS_DILATIONS, low_out: int = 48):
+    def __init__(
+        self,
+        in_channels: int,
+        low_channels: int,
+        channels: int,
+        out_channels: int,
+        dilations=V3PLUS_DILATIONS,
+        low_out: int = 48,
+    ):
         super().__init__()
         self.image_pool = _cbr(in_channels, channels, 1)
-        self.aspp = nn.ModuleList(_cbr(in_channels, channels, 1) if d == 1
-                                  else _sep(in_channels, channels, d) for d in dilations)
+        self.aspp = nn.ModuleList(
+            _cbr(in_channels, channels, 1) if d == 1 else _sep(in_channels, channels, d)
+            for d in dilations
+        )
         self.bottleneck = _cbr((len(dilations) + 1) * channels, channels, 3)
         self.c1_bottleneck = _cbr(low_channels, low_out, 1)
-        self.sep_bottleneck = nn.Sequential(_sep(channels + low_out, channels),
-                                            _sep(channels, channels))
-        self.proj = (nn.Identity() if out_channels == channels
-                     else nn.Conv2d(channels, out_channels, 1, bias=False))
+        self.sep_bottleneck = nn.Sequential(
+            _sep(channels + low_out, channels), _sep(channels, channels)
+        )
+        self.proj = (
+            nn.Identity()
+            if out_channels == channels
+            else nn.Conv2d(channels, out_channels, 1, bias=False)
+        )
         _init_head(self)
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -254,8 +273,15 @@ class Student(nn.Module):
     features are [B, D, ceil(H/s), ceil(W/s)]; H, W multiples of 32 give exactly H/s x W/s.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, embed_dim: int, output_stride: int,
-                 background: bool = False, dropout: float = 0.1):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        embed_dim: int,
+        output_stride: int,
+        background: bool = False,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.embed_dim, self.output_stride = embed_dim, output_stride
@@ -276,8 +302,9 @@ class Student(nn.Module):
         caller normalises it; it is never a parameter of the student).
         """
         if not torch.jit.is_tracing():  # traced shapes are tensors; the check is static anyway
-            assert text.dim() == 2 and text.shape[1] == feat.shape[1], \
+            assert text.dim() == 2 and text.shape[1] == feat.shape[1], (
                 f"text must be [C, {feat.shape[1]}], got {tuple(text.shape)}"
+            )
         feat = self.dropout(feat)
         logits = F.conv2d(feat, text.to(feat.dtype)[:, :, None, None])
         if self.bg is None:
@@ -309,8 +336,9 @@ def _v2_head(backbone: nn.Module, embed_dim: int) -> AsppV2Head:
 
 def _v3plus_head(backbone: nn.Module, embed_dim: int, channels: int | None = None):
     """v3+ head with inner width ``channels`` (None = D, the official r101 setting)."""
-    return SepAsppPlusHead(backbone.high_channels, backbone.low_channels, channels or embed_dim,
-                           embed_dim)
+    return SepAsppPlusHead(
+        backbone.high_channels, backbone.low_channels, channels or embed_dim, embed_dim
+    )
 
 
 _light_head = partial(_v3plus_head, channels=LIGHT_CHANNELS)  # ours: 128 inner, 1x1 to D
@@ -328,9 +356,15 @@ def _check(cfg: StudentCfg, default_os: int, allowed_os: tuple[int, ...]) -> int
     return os_
 
 
-def _build(cfg: StudentCfg, *, backbone: Callable[[int], nn.Module],
-           head: Callable[[nn.Module, int], nn.Module], default_os: int,
-           allowed_os: tuple[int, ...], imagenet: tvm.WeightsEnum) -> Student:
+def _build(
+    cfg: StudentCfg,
+    *,
+    backbone: Callable[[int], nn.Module],
+    head: Callable[[nn.Module, int], nn.Module],
+    default_os: int,
+    allowed_os: tuple[int, ...],
+    imagenet: tvm.WeightsEnum,
+) -> Student:
     """Validate, assemble backbone + head, then load ``cfg.weights`` into the backbone."""
     net = backbone(_check(cfg, default_os, allowed_os))
     dec = head(net, cfg.embed_dim)
@@ -345,26 +379,50 @@ def _build(cfg: StudentCfg, *, backbone: Callable[[int], nn.Module],
 
 def build_deeplabv2_r101(cfg: StudentCfg) -> Student:
     """Official: ResNet-101 (OS 8) + DeepLab-v2 ASPP straight to D channels; logits at OS 8."""
-    return _build(cfg, backbone=partial(_resnet, tvm.resnet101), head=_v2_head, default_os=8,
-                  allowed_os=(8, 16), imagenet=tvm.ResNet101_Weights.IMAGENET1K_V1)
+    return _build(
+        cfg,
+        backbone=partial(_resnet, tvm.resnet101),
+        head=_v2_head,
+        default_os=8,
+        allowed_os=(8, 16),
+        imagenet=tvm.ResNet101_Weights.IMAGENET1K_V1,
+    )
 
 
 def build_deeplabv3plus_r101(cfg: StudentCfg) -> Student:
     """Official: ResNet-101 (OS 8) + DeepLab-v3+ head with ``channels`` = D; logits at OS 4."""
-    return _build(cfg, backbone=partial(_resnet, tvm.resnet101), head=_v3plus_head, default_os=8,
-                  allowed_os=(8, 16), imagenet=tvm.ResNet101_Weights.IMAGENET1K_V1)
+    return _build(
+        cfg,
+        backbone=partial(_resnet, tvm.resnet101),
+        head=_v3plus_head,
+        default_os=8,
+        allowed_os=(8, 16),
+        imagenet=tvm.ResNet101_Weights.IMAGENET1K_V1,
+    )
 
 
 def build_deeplabv3plus_r18(cfg: StudentCfg) -> Student:
     """Ours: ResNet-18 (OS 16) + light v3+ head (128 channels, 1x1 to D); logits at OS 4."""
-    return _build(cfg, backbone=partial(_resnet, tvm.resnet18), head=_light_head, default_os=16,
-                  allowed_os=(8, 16), imagenet=tvm.ResNet18_Weights.IMAGENET1K_V1)
+    return _build(
+        cfg,
+        backbone=partial(_resnet, tvm.resnet18),
+        head=_light_head,
+        default_os=16,
+        allowed_os=(8, 16),
+        imagenet=tvm.ResNet18_Weights.IMAGENET1K_V1,
+    )
 
 
 def build_deeplabv3plus_mbv3(cfg: StudentCfg) -> Student:
     """Ours: MobileNetV3-Large (dilated, OS 16) + light v3+ head; logits at OS 4."""
-    return _build(cfg, backbone=_mbv3, head=_light_head, default_os=16, allowed_os=(16,),
-                  imagenet=tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1)
+    return _build(
+        cfg,
+        backbone=_mbv3,
+        head=_light_head,
+        default_os=16,
+        allowed_os=(16,),
+        imagenet=tvm.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+    )
 
 
 STUDENTS: dict[str, Callable[[StudentCfg], Student]] = {
@@ -385,12 +443,14 @@ def build_student(cfg: StudentCfg) -> Student:
 def _download(weights: tvm.WeightsEnum) -> dict:
     """torchvision's state dict for ``weights`` (from the torch hub cache or the network)."""
     try:
-        return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=False,
-                                                  check_hash=True)
+        return torch.hub.load_state_dict_from_url(
+            weights.url, map_location="cpu", progress=False, check_hash=True
+        )
     except Exception as e:  # noqa: BLE001 - URLError, hash mismatch, corrupt cache file, ...
         raise CheckpointError(
             f"cannot get {weights} from {weights.url} ({type(e).__name__}: {e}); offline, download "
-            f"it elsewhere and pass the local file as weights=<path>") from e
+            f"it elsewhere and pass the local file as weights=<path>"
+        ) from e
 
 
 def _backbone_state(obj: dict) -> dict[str, torch.Tensor]:
@@ -400,7 +460,7 @@ def _backbone_state(obj: dict) -> dict[str, torch.Tensor]:
         obj = next(obj[k] for k in wrappers if isinstance(obj.get(k), dict))
     state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
 
 
@@ -418,8 +478,9 @@ def _load_state(student: Student, obj: dict, source: str) -> None:
     bad = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
     problems += [f"shape mismatch: {_names(bad)}"] if bad else []
     if problems:
-        raise CheckpointError(f"{source} does not fit the {type(student.backbone).__name__}: "
-                              + "; ".join(problems))
+        raise CheckpointError(
+            f"{source} does not fit the {type(student.backbone).__name__}: " + "; ".join(problems)
+        )
     student.backbone.load_state_dict(state, strict=True)
     log.info("loaded %d backbone tensors from %s", len(state), source)
 

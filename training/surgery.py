@@ -15,7 +15,6 @@ when kept, and ``feat = ln_post(x) @ proj`` on the patch tokens.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,11 +33,17 @@ def interpolate_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     g = int(round(patches.shape[0] ** 0.5))
     if (g, g) != tuple(grid):
         patches = patches.reshape(1, g, g, -1).permute(0, 3, 1, 2)
-        patches = F.interpolate(patches, scale_factor=((grid[0] + 0.1) / g, (grid[1] + 0.1) / g),
-                                mode="bicubic", align_corners=False, recompute_scale_factor=False)
+        patches = F.interpolate(
+            patches,
+            scale_factor=((grid[0] + 0.1) / g, (grid[1] + 0.1) / g),
+            mode="bicubic",
+            align_corners=False,
+            recompute_scale_factor=False,
+        )
         if tuple(patches.shape[-2:]) != tuple(grid):
-            raise ValueError(f"positional embedding resized to {tuple(patches.shape[-2:])}, "
-                             f"expected {grid}")
+            raise ValueError(
+                f"positional embedding resized to {tuple(patches.shape[-2:])}, expected {grid}"
+            )
         patches = patches.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
     return torch.cat([cls, patches])[None]
 
@@ -50,8 +55,9 @@ def gaussian_bias(grid: tuple[int, int], std: float) -> torch.Tensor:
     peak 1 on itself); the CLS row and column get 0.
     """
     gh, gw = grid
-    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64),
-                            torch.arange(gw, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij"
+    )
     pos = torch.stack([ys.flatten(), xs.flatten()], dim=1)
     dist2 = ((pos[:, None] - pos[None]) ** 2).sum(-1)
     bias = torch.zeros(gh * gw + 1, gh * gw + 1, dtype=torch.float64)
@@ -59,14 +65,17 @@ def gaussian_bias(grid: tuple[int, int], std: float) -> torch.Tensor:
     return bias.float()
 
 
-def surgery_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kind: str,
-                      bias: torch.Tensor | None = None) -> torch.Tensor:
+def surgery_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kind: str, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """One head-batched attention of the kinds above: q, k, v [B, H, N, hd] -> [B, H, N, hd]."""
     if kind == "value":
         return v
     scale = q.shape[-1] ** -0.5
     if kind == "csa":
-        w = (q @ q.transpose(-1, -2) * scale).softmax(-1) + (k @ k.transpose(-1, -2) * scale).softmax(-1)
+        w = (q @ q.transpose(-1, -2) * scale).softmax(-1) + (
+            k @ k.transpose(-1, -2) * scale
+        ).softmax(-1)
     elif kind == "qq":
         w = (q @ q.transpose(-1, -2) * scale).softmax(-1)
     elif kind == "kk":
@@ -83,14 +92,22 @@ class SurgeryViT(nn.Module):
     forward: image [B,3,S,S] (normalised) -> feat [B,D,S/p,S/p].
     """
 
-    def __init__(self, visual: nn.Module, image_size: int, attention: str, residual: bool,
-                 ffn: bool, gaussian_std: float = 0.0):
+    def __init__(
+        self,
+        visual: nn.Module,
+        image_size: int,
+        attention: str,
+        residual: bool,
+        ffn: bool,
+        gaussian_std: float = 0.0,
+    ):
         super().__init__()
         self.visual, self.attention, self.residual, self.ffn = visual, attention, residual, ffn
         self.patch = visual.conv1.kernel_size[0]
         if image_size % self.patch:
-            raise ValueError(f"image_size {image_size} is not a multiple of the patch size "
-                             f"{self.patch}")
+            raise ValueError(
+                f"image_size {image_size} is not a multiple of the patch size {self.patch}"
+            )
         self.grid = (image_size // self.patch,) * 2
         with torch.no_grad():
             pos = interpolate_pos_embed(visual.positional_embedding.detach(), self.grid)
@@ -132,8 +149,9 @@ class SurgerySeg(nn.Module):
         if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
             raise ValueError("last-block surgery needs a ViT visual tower")
         self.cfg = cfg
-        self.dense = SurgeryViT(visual, cfg.image_size, cfg.attention, cfg.residual, cfg.ffn,
-                                cfg.gaussian_std)
+        self.dense = SurgeryViT(
+            visual, cfg.image_size, cfg.attention, cfg.residual, cfg.ffn, cfg.gaussian_std
+        )
         self.pamr = Pamr(cfg.pamr_steps, cfg.pamr_dilations) if cfg.pamr else None
         self.feature_stride = 1 if cfg.pamr else self.dense.patch
 
@@ -148,10 +166,17 @@ class SurgerySeg(nn.Module):
 def build_surgery_model(clip: LoadedClip, cfg) -> SurgerySeg:
     """A training-free segmenter over ``clip``'s ViT (modules shared, not copied), eval mode."""
     if clip.kind != "vit":
-        raise ValueError(f"last-block surgery needs a ViT backbone, got {clip.backbone} "
-                         f"({clip.kind})")
+        raise ValueError(
+            f"last-block surgery needs a ViT backbone, got {clip.backbone} ({clip.kind})"
+        )
     return SurgerySeg(clip.model.visual, cfg).eval()
 
 
-__all__ = ["SurgerySeg", "SurgeryViT", "build_surgery_model", "gaussian_bias",
-           "interpolate_pos_embed", "surgery_attention"]
+__all__ = [
+    "SurgerySeg",
+    "SurgeryViT",
+    "build_surgery_model",
+    "gaussian_bias",
+    "interpolate_pos_embed",
+    "surgery_attention",
+]

@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 
 # MaskCLIP's 85: CLIP's 80 ImageNet templates plus five scene templates.
 SCENE_TEMPLATES = (
-    "there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
-    "this is the {} in the scene.", "this is one {} in the scene.",
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
 )
 TEMPLATE_SETS = {
     "maskclip85": tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) + SCENE_TEMPLATES,
@@ -50,9 +53,11 @@ def cache_key(weights_sha256: str, classes: tuple[str, ...], templates: tuple[st
 
 def _can_truncate(model: torch.nn.Module) -> bool:
     """True for CLIP text towers with a causal mask and EOT (argmax) pooling."""
-    return (getattr(model, "text_pool_type", None) == "argmax"
-            and getattr(model, "attn_mask", None) is not None
-            and isinstance(getattr(model, "positional_embedding", None), torch.Tensor))
+    return (
+        getattr(model, "text_pool_type", None) == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+        and isinstance(getattr(model, "positional_embedding", None), torch.Tensor)
+    )
 
 
 @contextmanager
@@ -81,8 +86,9 @@ def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_classes(clip: LoadedClip, classes: tuple[str, ...], templates: tuple[str, ...],
-                   batch: int = 256) -> torch.Tensor:
+def encode_classes(
+    clip: LoadedClip, classes: tuple[str, ...], templates: tuple[str, ...], batch: int = 256
+) -> torch.Tensor:
     """Prompt-ensemble embeddings: per class, normalise each template's embedding, mean, renormalise.
 
     Returns:
@@ -90,7 +96,7 @@ def encode_classes(clip: LoadedClip, classes: tuple[str, ...], templates: tuple[
     """
     rows = []
     per_batch = max(1, batch // len(templates))
-    chunks = [classes[i:i + per_batch] for i in range(0, len(classes), per_batch)]
+    chunks = [classes[i : i + per_batch] for i in range(0, len(classes), per_batch)]
     for chunk in tqdm(chunks, desc="text classifier", unit="batch", disable=len(chunks) < 4):
         tokens = clip.tokenizer([t.format(c) for c in chunk for t in templates])
         emb = F.normalize(encode_tokens(clip.model, tokens).float(), dim=-1)
@@ -99,8 +105,9 @@ def encode_classes(clip: LoadedClip, classes: tuple[str, ...], templates: tuple[
     return torch.cat(rows)
 
 
-def build_text_classifier(clip: LoadedClip, classes, templates: str = "maskclip85",
-                          cache_dir: str | Path | None = None) -> torch.Tensor:
+def build_text_classifier(
+    clip: LoadedClip, classes, templates: str = "maskclip85", cache_dir: str | Path | None = None
+) -> torch.Tensor:
     """Text classifier for ``classes``, read from or written to the cache.
 
     Args:
@@ -115,7 +122,10 @@ def build_text_classifier(clip: LoadedClip, classes, templates: str = "maskclip8
     if templates not in TEMPLATE_SETS:
         raise ValueError(f"unknown template set {templates!r}; choose from {sorted(TEMPLATE_SETS)}")
     temps = TEMPLATE_SETS[templates]
-    path = Path(cache_dir or default_cache_dir()) / f"{cache_key(clip.weights_sha256, classes, temps)}.npy"
+    path = (
+        Path(cache_dir or default_cache_dir())
+        / f"{cache_key(clip.weights_sha256, classes, temps)}.npy"
+    )
     if path.is_file():
         try:
             cached = np.load(path, allow_pickle=False)

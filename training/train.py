@@ -57,8 +57,10 @@ def _clip(cfg: TrainCfg) -> LoadedClip:
 
     clip = load_clip(cfg.backbone, cfg.pretrained, cfg.seed)
     if clip.random:
-        log.warning("RANDOM CLIP WEIGHTS (--pretrained %s): losses are real, masks meaningless",
-                    cfg.pretrained)
+        log.warning(
+            "RANDOM CLIP WEIGHTS (--pretrained %s): losses are real, masks meaningless",
+            cfg.pretrained,
+        )
     return clip
 
 
@@ -86,8 +88,13 @@ def _optimizer(cfg: TrainCfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def _log_params(cfg: TrainCfg, model: torch.nn.Module) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
-    log.info("%s: %d trainable tensors (%.2f M values) of %d", cfg.method, len(params),
-             sum(p.numel() for p in params) / 1e6, len(list(model.parameters())))
+    log.info(
+        "%s: %d trainable tensors (%.2f M values) of %d",
+        cfg.method,
+        len(params),
+        sum(p.numel() for p in params) / 1e6,
+        len(list(model.parameters())),
+    )
 
 
 def zero_shot_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
@@ -115,9 +122,21 @@ def zero_shot_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
     model.to(info.device)
     _log_params(cfg, model)
     amp_dtype, scaler = _amp(cfg, info.device)
-    return Loop(cfg, model, dataset, text.to(info.device), dataset.seen, dataset.unseen,
-                dataset.classes, info, _optimizer(cfg, model), scaler, amp_dtype, zero_shot_step,
-                model_cfg=mcfg)
+    return Loop(
+        cfg,
+        model,
+        dataset,
+        text.to(info.device),
+        dataset.seen,
+        dataset.unseen,
+        dataset.classes,
+        info,
+        _optimizer(cfg, model),
+        scaler,
+        amp_dtype,
+        zero_shot_step,
+        model_cfg=mcfg,
+    )
 
 
 def maskclip_plus_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
@@ -134,11 +153,15 @@ def maskclip_plus_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
     from training.trainer import Loop
 
     if cfg.background and cfg.setting == "annotation_free":
-        raise ConfigError("--background learns from labelled background pixels, which "
-                          "annotation-free training does not use: use --setting zero_shot")
+        raise ConfigError(
+            "--background learns from labelled background pixels, which "
+            "annotation-free training does not use: use --setting zero_shot"
+        )
     if cfg.batch_size < 2:
-        raise ConfigError("MaskCLIP+ students need --batch-size >= 2 per process (batch norm on "
-                          "the image-pooling branch)")
+        raise ConfigError(
+            "MaskCLIP+ students need --batch-size >= 2 per process (batch norm on "
+            "the image-pooling branch)"
+        )
     clip = _clip(cfg)
     dataset = build_dataset(data_cfg_of(cfg, cfg.crop_size), "train", train=True)
     text = _text(cfg, clip, text_classes(dataset.classes, cfg.background))
@@ -153,17 +176,38 @@ def maskclip_plus_loop(cfg: TrainCfg, info: DistInfo) -> Loop:
     student.to(info.device)
     _log_params(cfg, student)
     amp_dtype, scaler = _amp(cfg, info.device)
-    return Loop(cfg, student, dataset, text.to(info.device), dataset.seen, dataset.unseen,
-                dataset.classes, info, _optimizer(cfg, student), scaler, amp_dtype, pseudo_step,
-                first_phase="teacher", restart_at_st=False, teacher=teacher, model_cfg=scfg)
+    return Loop(
+        cfg,
+        student,
+        dataset,
+        text.to(info.device),
+        dataset.seen,
+        dataset.unseen,
+        dataset.classes,
+        info,
+        _optimizer(cfg, student),
+        scaler,
+        amp_dtype,
+        pseudo_step,
+        first_phase="teacher",
+        restart_at_st=False,
+        teacher=teacher,
+        model_cfg=scfg,
+    )
 
 
 def student_cfg_of(cfg: TrainCfg, embed_dim: int) -> StudentCfg:
     """The student of a MaskCLIP+ training config (dropout 0 as the official heads)."""
     from training.students import StudentCfg
 
-    return StudentCfg(cfg.student, embed_dim, background=cfg.background,
-                      weights=cfg.student_weights, output_stride=cfg.output_stride, dropout=0.0)
+    return StudentCfg(
+        cfg.student,
+        embed_dim,
+        background=cfg.background,
+        weights=cfg.student_weights,
+        output_stride=cfg.output_stride,
+        dropout=0.0,
+    )
 
 
 class _Loops(Mapping):
@@ -214,12 +258,27 @@ def run(cfg: TrainCfg) -> TrainResult:
     if cfg.eval_after:
         barrier()  # rank 0 writes the checkpoint the other ranks are about to read
         from training.evaluate import EvalCfg, evaluate_checkpoint
-        evaluate_checkpoint(EvalCfg(checkpoint=str(result.checkpoint),
-                                    json=str(Path(cfg.work_dir) / "eval.json"),
-                                    **{f: getattr(cfg, f) for f in ("dataset", "root", "images",
-                                                                   "masks", "classes",
-                                                                   "ignore_label", "unseen")},
-                                    device=cfg.device), info)
+
+        evaluate_checkpoint(
+            EvalCfg(
+                checkpoint=str(result.checkpoint),
+                json=str(Path(cfg.work_dir) / "eval.json"),
+                **{
+                    f: getattr(cfg, f)
+                    for f in (
+                        "dataset",
+                        "root",
+                        "images",
+                        "masks",
+                        "classes",
+                        "ignore_label",
+                        "unseen",
+                    )
+                },
+                device=cfg.device,
+            ),
+            info,
+        )
     return result
 
 
@@ -232,12 +291,14 @@ def trainable_method(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text} is {spec.kind.replace('_', '-')}: it has no training loop (trainable "
             f"methods: {', '.join(names)}); export it directly with python -m export.build "
-            f"--method {text}")
+            f"--method {text}"
+        )
     if spec is None:
         close = difflib.get_close_matches(text, names, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise argparse.ArgumentTypeError(f"unknown method {text!r}{hint} (trainable methods: "
-                                         f"{', '.join(names)})")
+        raise argparse.ArgumentTypeError(
+            f"unknown method {text!r}{hint} (trainable methods: {', '.join(names)})"
+        )
     return text
 
 
@@ -246,44 +307,72 @@ def _settings_help() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainCfg:
-    p = ArgumentParser(prog="python -m training.train", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True, type=trainable_method,
-                   metavar="{" + ",".join(trainable()) + "}",
-                   help="a trainable method of the registry (training.methods)")
+    p = ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--method",
+        required=True,
+        type=trainable_method,
+        metavar="{" + ",".join(trainable()) + "}",
+        help="a trainable method of the registry (training.methods)",
+    )
     p.add_argument("--setting", choices=ALL_SETTINGS, help=_settings_help())
     p.add_argument("--amp", default="auto", choices=AMP_MODES)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adamw (ZegCLIP, CLIP-RC), "
-                   "sgd (MaskCLIP+)")
-    p.add_argument("--templates", help="prompt template set (training.text_classifier."
-                   "TEMPLATE_SETS); default: the method's (" + ", ".join(
-                       f"{n} {METHODS[n].defaults().templates}" for n in trainable()) + ")")
-    p.add_argument("--student", help="target network of a student method (MaskCLIP+): a key of "
-                   "training.students.STUDENTS")
-    p.add_argument("--background", action="store_true",
-                   help="MaskCLIP+: class 0 is 'background', scored by a learned embedding")
+    p.add_argument(
+        "--optimizer", choices=OPTIMIZERS, help="default: adamw (ZegCLIP, CLIP-RC), sgd (MaskCLIP+)"
+    )
+    p.add_argument(
+        "--templates",
+        help="prompt template set (training.text_classifier."
+        "TEMPLATE_SETS); default: the method's ("
+        + ", ".join(f"{n} {METHODS[n].defaults().templates}" for n in trainable())
+        + ")",
+    )
+    p.add_argument(
+        "--student",
+        help="target network of a student method (MaskCLIP+): a key of training.students.STUDENTS",
+    )
+    p.add_argument(
+        "--background",
+        action="store_true",
+        help="MaskCLIP+: class 0 is 'background', scored by a learned embedding",
+    )
     p.add_argument("--eval-after", action="store_true", help="evaluate the final checkpoint on val")
-    skip = {"method", "setting", "amp", "optimizer", "templates", "student", "background",
-            "eval_after"}
+    skip = {
+        "method",
+        "setting",
+        "amp",
+        "optimizer",
+        "templates",
+        "student",
+        "background",
+        "eval_after",
+    }
     for f in dataclasses.fields(TrainCfg):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
         required = f.default is dataclasses.MISSING
-        p.add_argument(flag, type=kind, required=required,
-                       default=None if required else f.default)
+        p.add_argument(flag, type=kind, required=required, default=None if required else f.default)
     args = p.parse_args(argv)
     # The student and template names live in torch modules: checked once parsing is done, so
     # --help and argument errors stay fast.
     from training.students import STUDENTS
     from training.text_classifier import TEMPLATE_SETS
 
-    for flag, value, names in (("--student", args.student, STUDENTS),
-                               ("--templates", args.templates, TEMPLATE_SETS)):
+    for flag, value, names in (
+        ("--student", args.student, STUDENTS),
+        ("--templates", args.templates, TEMPLATE_SETS),
+    ):
         if value is not None and value not in names:
-            p.error(f"argument {flag}: invalid choice: {value!r} (choose from "
-                    f"{', '.join(sorted(names))})")
+            p.error(
+                f"argument {flag}: invalid choice: {value!r} (choose from "
+                f"{', '.join(sorted(names))})"
+            )
     return TrainCfg(**vars(args))
 
 
@@ -297,8 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         result = run(cfg)
     finally:
         cleanup()
-    log.info("done: %d iterations in %.1f s, checkpoint %s", len(result.records), result.seconds,
-             result.checkpoint)
+    log.info(
+        "done: %d iterations in %.1f s, checkpoint %s",
+        len(result.records),
+        result.seconds,
+        result.checkpoint,
+    )
     return 0
 
 

@@ -93,8 +93,9 @@ class TrainCfg:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if is_student(self.method) != (self.student is not None):
             students = sorted(n for n in trainable() if is_student(n))
-            raise ConfigError(f"--student is required for {', '.join(students)} and only valid "
-                              "for it")
+            raise ConfigError(
+                f"--student is required for {', '.join(students)} and only valid for it"
+            )
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.accum < 1:
@@ -107,8 +108,9 @@ def settings_of(method: str) -> tuple[str, ...]:
     spec = METHODS.get(method)
     if spec is None or not spec.trainable:
         what = "a training-free method" if spec is not None else "unknown"
-        raise ConfigError(f"{method!r} is {what}: nothing to train (trainable methods: "
-                          f"{', '.join(trainable())})")
+        raise ConfigError(
+            f"{method!r} is {what}: nothing to train (trainable methods: {', '.join(trainable())})"
+        )
     return spec.settings
 
 
@@ -128,16 +130,35 @@ def official_defaults(method: str, dataset: str, setting: str) -> dict:
     if is_student(method):
         return _maskclip_plus_defaults(dataset, setting)
     coco = dataset == "coco_stuff"
-    d = {"num_tokens": 100 if dataset in ("coco_stuff", "context59", "context60") else 10,
-         "decoder_heads": 8, "focal_weight": 100.0, "dice_weight": 1.0, "recovery_weight": 0.0,
-         "optimizer": "adamw", "lr": 2e-5, "lr_mult": 10.0, "weight_decay": 0.01,
-         "warmup_iters": 1500, "min_lr": 1e-6, "templates": "zegclip"}
+    d = {
+        "num_tokens": 100 if dataset in ("coco_stuff", "context59", "context60") else 10,
+        "decoder_heads": 8,
+        "focal_weight": 100.0,
+        "dice_weight": 1.0,
+        "recovery_weight": 0.0,
+        "optimizer": "adamw",
+        "lr": 2e-5,
+        "lr_mult": 10.0,
+        "weight_decay": 0.01,
+        "warmup_iters": 1500,
+        "min_lr": 1e-6,
+        "templates": "zegclip",
+    }
     if method == "zegclip":
-        d.update(batch_size=4, max_iters=80000 if coco else 20000,
-                 st_focal_weight=100.0 if coco else 20.0)  # ZegCLIP VOC ST config: mask_weight 20
+        d.update(
+            batch_size=4,
+            max_iters=80000 if coco else 20000,
+            st_focal_weight=100.0 if coco else 20.0,
+        )  # ZegCLIP VOC ST config: mask_weight 20
     elif coco:  # cliprc
-        d.update(batch_size=2, max_iters=80000, focal_weight=200.0, dice_weight=3.0,
-                 recovery_weight=50.0, st_focal_weight=200.0)
+        d.update(
+            batch_size=2,
+            max_iters=80000,
+            focal_weight=200.0,
+            dice_weight=3.0,
+            recovery_weight=50.0,
+            st_focal_weight=200.0,
+        )
     else:
         d.update(batch_size=8, max_iters=40000, recovery_weight=2.0, st_focal_weight=100.0)
     return d
@@ -152,11 +173,20 @@ def _maskclip_plus_defaults(dataset: str, setting: str) -> dict:
     context = dataset in ("context59", "context60")
     short = 8000 if dataset == "coco_stuff" else 4000 if context else 2000
     zero_shot = setting == "zero_shot"
-    return {"optimizer": "sgd", "lr": 0.004 if (zero_shot and context) else 0.01, "lr_mult": 1.0,
-            "weight_decay": 1e-4 if (zero_shot and context) else 5e-4, "warmup_iters": 0, "min_lr": 1e-4, "batch_size": 4,
-            "max_iters": 10 * short if zero_shot else short,
-            "st_start": short if zero_shot else None, "templates": "maskclip85",
-            "ks_thresh": 1.0, "pd_thresh": 0.5}
+    return {
+        "optimizer": "sgd",
+        "lr": 0.004 if (zero_shot and context) else 0.01,
+        "lr_mult": 1.0,
+        "weight_decay": 1e-4 if (zero_shot and context) else 5e-4,
+        "warmup_iters": 0,
+        "min_lr": 1e-4,
+        "batch_size": 4,
+        "max_iters": 10 * short if zero_shot else short,
+        "st_start": short if zero_shot else None,
+        "templates": "maskclip85",
+        "ks_thresh": 1.0,
+        "pd_thresh": 0.5,
+    }
 
 
 def resolve_defaults(cfg: TrainCfg) -> TrainCfg:
@@ -186,8 +216,17 @@ def data_cfg_of(cfg, crop_size: int) -> DataCfg:
     from training.data import DataCfg  # imports torch: not at module level
 
     classes = resolve_classes(cfg.classes) if cfg.classes else ()
-    unseen = None if cfg.unseen is None else tuple(
-        n.strip() for n in cfg.unseen.split(",") if n.strip())
-    return DataCfg(cfg.dataset, root=cfg.root, images=cfg.images, masks=cfg.masks, classes=classes,
-                   ignore_label=cfg.ignore_label, unseen=unseen, crop_size=crop_size,
-                   img_scale=(4 * crop_size, crop_size))
+    unseen = (
+        None if cfg.unseen is None else tuple(n.strip() for n in cfg.unseen.split(",") if n.strip())
+    )
+    return DataCfg(
+        cfg.dataset,
+        root=cfg.root,
+        images=cfg.images,
+        masks=cfg.masks,
+        classes=classes,
+        ignore_label=cfg.ignore_label,
+        unseen=unseen,
+        crop_size=crop_size,
+        img_scale=(4 * crop_size, crop_size),
+    )

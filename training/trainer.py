@@ -15,10 +15,11 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -45,7 +46,14 @@ class KeySampler(Sampler):
     """Endless micro-batches of (dataset index, augmentation seed) keys for one rank."""
 
     def __init__(self, n: int, batch: int, seed: int, rank: int, world: int, start: int):
-        self.n, self.batch, self.seed, self.rank, self.world, self.start = n, batch, seed, rank, world, start
+        self.n, self.batch, self.seed, self.rank, self.world, self.start = (
+            n,
+            batch,
+            seed,
+            rank,
+            world,
+            start,
+        )
         self._epoch, self._perm = -1, None
 
     def key(self, g: int) -> tuple[int, int]:
@@ -149,7 +157,9 @@ def lr_at(loop: Loop, it: int) -> float:
     if loop.restart_at_st and phase_of(loop, it) == "st":  # the ST run restarts its schedule
         poly = PolyCfg(cfg.max_iters - cfg.st_start, cfg.power, cfg.min_lr, cfg.warmup_iters)
         return set_lr(loop.optimizer, it - cfg.st_start, poly)
-    return set_lr(loop.optimizer, it, PolyCfg(cfg.max_iters, cfg.power, cfg.min_lr, cfg.warmup_iters))
+    return set_lr(
+        loop.optimizer, it, PolyCfg(cfg.max_iters, cfg.power, cfg.min_lr, cfg.warmup_iters)
+    )
 
 
 def autocast(loop: Loop):
@@ -161,11 +171,19 @@ def autocast(loop: Loop):
 def _save(loop: Loop, it: int) -> Path:
     work = Path(loop.cfg.work_dir)
     cfg = {**dataclasses.asdict(loop.cfg), "world_size": loop.info.world_size}
-    state = TrainState(method=loop.cfg.method, iteration=it, cfg=cfg,
-                       classes=loop.classes, seen=loop.seen, unseen=loop.unseen,
-                       state_dict=loop.model.state_dict(), optimizer=loop.optimizer.state_dict(),
-                       scaler=loop.scaler.state_dict(), text=loop.text.detach().cpu(),
-                       model_cfg=loop.model_cfg)
+    state = TrainState(
+        method=loop.cfg.method,
+        iteration=it,
+        cfg=cfg,
+        classes=loop.classes,
+        seen=loop.seen,
+        unseen=loop.unseen,
+        state_dict=loop.model.state_dict(),
+        optimizer=loop.optimizer.state_dict(),
+        scaler=loop.scaler.state_dict(),
+        text=loop.text.detach().cpu(),
+        model_cfg=loop.model_cfg,
+    )
     path = save_checkpoint(work / f"iter_{it}.pt", state)
     link_latest(path, work / "latest.pt")
     return path
@@ -186,18 +204,36 @@ def resume(loop: Loop, path: str | Path) -> None:
     """Restore model, optimizer, scaler and the iteration from one of our checkpoints."""
     state = load_checkpoint(path)
     if state.method != loop.cfg.method or state.classes != loop.classes:
-        raise CheckpointError(f"{path} was written by a {state.method} run on {len(state.classes)} "
-                              f"classes; this run is {loop.cfg.method} on {len(loop.classes)}")
-    keys = ("setting", "st_start", "max_iters", "batch_size", "accum", "seed", "optimizer", "lr",
-            "lr_mult", "world_size")
-    was = {k: state.cfg.get(k, "adamw" if k == "optimizer" else None) for k in keys}  # older runs: AdamW
+        raise CheckpointError(
+            f"{path} was written by a {state.method} run on {len(state.classes)} "
+            f"classes; this run is {loop.cfg.method} on {len(loop.classes)}"
+        )
+    keys = (
+        "setting",
+        "st_start",
+        "max_iters",
+        "batch_size",
+        "accum",
+        "seed",
+        "optimizer",
+        "lr",
+        "lr_mult",
+        "world_size",
+    )
+    was = {
+        k: state.cfg.get(k, "adamw" if k == "optimizer" else None) for k in keys
+    }  # older runs: AdamW
     now = {**{k: getattr(loop.cfg, k) for k in keys[:-1]}, "world_size": loop.info.world_size}
     if state.unseen != loop.unseen or was != now:
-        raise CheckpointError(f"{path} was written with unseen {list(state.unseen)} and {was}; this "
-                              f"run has unseen {list(loop.unseen)} and {now}: resume would not be exact")
+        raise CheckpointError(
+            f"{path} was written with unseen {list(state.unseen)} and {was}; this "
+            f"run has unseen {list(loop.unseen)} and {now}: resume would not be exact"
+        )
     if state.text is not None and not torch.equal(state.text, loop.text.cpu()):
-        raise CheckpointError(f"{path} was trained with other text embeddings (templates or "
-                              "--text-embeddings changed): resume would not be exact")
+        raise CheckpointError(
+            f"{path} was trained with other text embeddings (templates or "
+            "--text-embeddings changed): resume would not be exact"
+        )
     loop.model.load_state_dict(state.state_dict)
     loop.optimizer.load_state_dict(state.optimizer)
     if state.scaler:
@@ -226,8 +262,9 @@ def _record(loop: Loop, rec: StepRecord, writer, log_file) -> None:
         log_file.flush()
     if rec.iteration % loop.cfg.log_interval == 0:
         parts = " ".join(f"{k} {v:.4f}" for k, v in rec.terms.items())
-        log.info("iter %d [%s] lr %.3g loss %.4f (%s)", rec.iteration, rec.phase, rec.lr, rec.loss,
-                 parts)
+        log.info(
+            "iter %d [%s] lr %.3g loss %.4f (%s)", rec.iteration, rec.phase, rec.lr, rec.loss, parts
+        )
 
 
 def train_loop(loop: Loop) -> TrainResult:
@@ -239,12 +276,25 @@ def train_loop(loop: Loop) -> TrainResult:
         # Batch-norm statistics (MaskCLIP+ students on CPU) follow rank 0; ZegCLIP / CLIP-RC have
         # no batch norm and only constant buffers.
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in loop.model.modules())
-        fwd = DistributedDataParallel(fwd, device_ids=ids, find_unused_parameters=True,
-                                      broadcast_buffers=has_bn)
-    sampler = KeySampler(len(loop.dataset), cfg.batch_size, cfg.seed, info.rank, info.world_size,
-                         loop.start * cfg.accum)
-    loader = iter(DataLoader(loop.dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                             pin_memory=info.device.type == "cuda"))
+        fwd = DistributedDataParallel(
+            fwd, device_ids=ids, find_unused_parameters=True, broadcast_buffers=has_bn
+        )
+    sampler = KeySampler(
+        len(loop.dataset),
+        cfg.batch_size,
+        cfg.seed,
+        info.rank,
+        info.world_size,
+        loop.start * cfg.accum,
+    )
+    loader = iter(
+        DataLoader(
+            loop.dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=info.device.type == "cuda",
+        )
+    )
     writer = _writer(loop)
     log_file = open(Path(cfg.work_dir) / "train_log.jsonl", "a") if info.is_main else None
     records, last = [], Path(cfg.work_dir) / "latest.pt"

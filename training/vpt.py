@@ -78,13 +78,15 @@ def region_mask(grid: int, num_prompts: int, side: int = REGION_SIDE) -> torch.T
     prompts cannot see any region token; patches do not see other regions.
     """
     if grid % side:
-        raise ConfigError(f"CLIP-RC needs a patch grid divisible by {side} (crop = multiple of "
-                          f"{side} patches), got a {grid}x{grid} grid")
+        raise ConfigError(
+            f"CLIP-RC needs a patch grid divisible by {side} (crop = multiple of "
+            f"{side} patches), got a {grid}x{grid} grid"
+        )
     head, n_patch, n_reg = 1 + num_prompts, grid * grid, side * side
     n = head + n_patch + n_reg
     allowed = torch.ones(n, n, dtype=torch.bool)
-    allowed[:, head + n_patch:] = False  # nobody sees region tokens ...
-    allowed[head + n_patch:, :] = False  # ... and region tokens see nothing ...
+    allowed[:, head + n_patch :] = False  # nobody sees region tokens ...
+    allowed[head + n_patch :, :] = False  # ... and region tokens see nothing ...
     cell = grid // side
     rows = torch.arange(n_patch) // grid // cell
     cols = torch.arange(n_patch) % grid // cell
@@ -92,9 +94,9 @@ def region_mask(grid: int, num_prompts: int, side: int = REGION_SIDE) -> torch.T
     for r in range(n_reg):
         tok = head + n_patch + r
         patches = head + torch.nonzero(region_of_patch == r).flatten()
-        allowed[tok, tok] = True           # ... except themselves,
-        allowed[tok, patches] = True       # their own patches,
-        allowed[patches, tok] = True       # and those patches see them back.
+        allowed[tok, tok] = True  # ... except themselves,
+        allowed[tok, patches] = True  # their own patches,
+        allowed[patches, tok] = True  # and those patches see them back.
     mask = torch.zeros(n, n)
     mask[~allowed] = MASK_VALUE
     return mask
@@ -108,10 +110,20 @@ class VPTViT(nn.Module):
         regions [B,D,4,4] L2-normalised (only with ``region_tokens``) else None.
     """
 
-    def __init__(self, visual: nn.Module, image_size: int, num_tokens: int,
-                 total_d_layer: int | None = None, region_tokens: bool = False):
+    def __init__(
+        self,
+        visual: nn.Module,
+        image_size: int,
+        num_tokens: int,
+        total_d_layer: int | None = None,
+        region_tokens: bool = False,
+    ):
         super().__init__()
-        self.conv1, self.class_embedding, self.ln_pre = visual.conv1, visual.class_embedding, visual.ln_pre
+        self.conv1, self.class_embedding, self.ln_pre = (
+            visual.conv1,
+            visual.class_embedding,
+            visual.ln_pre,
+        )
         self.transformer, self.ln_post, self.proj = visual.transformer, visual.ln_post, visual.proj
         self.patch = visual.conv1.kernel_size[0]
         self.grid = image_size // self.patch
@@ -126,11 +138,14 @@ class VPTViT(nn.Module):
         if not 0 <= total_d_layer < layers:
             raise ConfigError(f"total_d_layer must be in [0, {layers - 1}], got {total_d_layer}")
         self.num_tokens, self.total_d_layer = num_tokens, total_d_layer
-        val = math.sqrt(6.0 / float(3 * self.patch + width))  # official init (patch given as 1-tuple)
+        val = math.sqrt(
+            6.0 / float(3 * self.patch + width)
+        )  # official init (patch given as 1-tuple)
         self.prompt_embeddings = nn.Parameter(torch.empty(1, num_tokens, width).uniform_(-val, val))
         if total_d_layer > 0:
             self.deep_prompt_embeddings = nn.Parameter(
-                torch.empty(total_d_layer, num_tokens, width).uniform_(-val, val))
+                torch.empty(total_d_layer, num_tokens, width).uniform_(-val, val)
+            )
         self.prompt_proj = nn.Linear(width, width)
         nn.init.kaiming_normal_(self.prompt_proj.weight, a=0, mode="fan_out")
         self.prompt_norm = nn.LayerNorm(width, eps=1e-6)
@@ -141,7 +156,7 @@ class VPTViT(nn.Module):
             # (its name lacks "prompt"), so they stay identical (METHODS A3, E).
             # Official init uses the CLIP position row before the resize (the same row: CLS is kept).
             init = (self.class_embedding + self.positional_embedding[0]).detach()
-            self.region_level_bridge = nn.Parameter(init.expand(REGION_SIDE ** 2, -1).clone())
+            self.region_level_bridge = nn.Parameter(init.expand(REGION_SIDE**2, -1).clone())
             self.region_level_bridge.requires_grad_(False)
             self.register_buffer("attn_mask", region_mask(self.grid, num_tokens), persistent=False)
         else:
@@ -163,29 +178,33 @@ class VPTViT(nn.Module):
         pos = torch.cat([(pos[0] + self.class_embedding)[None], pos[1:]])
         x = x + pos[None]
         if self.region_tokens:  # appended after the position add (none of their own), before ln_pre
-            x = torch.cat([x, self.region_level_bridge[None].expand(bsz, -1, -1).to(x.dtype)], dim=1)
+            x = torch.cat(
+                [x, self.region_level_bridge[None].expand(bsz, -1, -1).to(x.dtype)], dim=1
+            )
         x = self.ln_pre(x)
         return torch.cat([x[:, :1], self._prompts(self.prompt_embeddings, bsz), x[:, 1:]], dim=1)
 
     def forward(self, image: torch.Tensor):
         gh, gw = image.shape[-2] // self.patch, image.shape[-1] // self.patch
         if self.region_tokens and (gh, gw) != (self.grid, self.grid):
-            raise ValueError(f"CLIP-RC's region mask is fixed for a {self.grid}x{self.grid} patch grid "
-                             f"({self.grid * self.patch} px); got {image.shape[-2]}x{image.shape[-1]}")
+            raise ValueError(
+                f"CLIP-RC's region mask is fixed for a {self.grid}x{self.grid} patch grid "
+                f"({self.grid * self.patch} px); got {image.shape[-2]}x{image.shape[-1]}"
+            )
         x = self.embed(image)
         bsz, t = x.shape[0], self.num_tokens
         for i, block in enumerate(self.transformer.resblocks):
             if 1 <= i <= self.total_d_layer:
                 deep = self._prompts(self.deep_prompt_embeddings[i - 1], bsz)
-                x = torch.cat([x[:, :1], deep, x[:, 1 + t:]], dim=1)
+                x = torch.cat([x[:, :1], deep, x[:, 1 + t :]], dim=1)
             x = block_forward(block, x, self.attn_mask)
         n_patch = gh * gw
-        main = self.ln_post(self.prompt_norm(x[:, :1 + t + n_patch])) @ self.proj
+        main = self.ln_post(self.prompt_norm(x[:, : 1 + t + n_patch])) @ self.proj
         cls = F.normalize(main[:, 0], dim=-1)
         patches = F.normalize(main[:, -n_patch:], dim=-1).transpose(1, 2).reshape(bsz, -1, gh, gw)
         regions = None
         if self.region_tokens:
             # Region tokens skip prompt_norm but get ln_post + proj + L2 norm.
-            reg = F.normalize(self.ln_post(x[:, -REGION_SIDE ** 2:]) @ self.proj, dim=-1)
+            reg = F.normalize(self.ln_post(x[:, -(REGION_SIDE**2) :]) @ self.proj, dim=-1)
             regions = reg.transpose(1, 2).reshape(bsz, -1, REGION_SIDE, REGION_SIDE)
         return patches, cls, regions

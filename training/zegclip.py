@@ -8,7 +8,6 @@ official checkpoint maps by name (see ``training.official``).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

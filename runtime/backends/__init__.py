@@ -120,7 +120,7 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release sessions, engines and device memory (idempotent)."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         """Returns the backend itself."""
 
     def __exit__(self, *exc) -> None:
@@ -164,8 +164,9 @@ def make_backend(name: str, model_path: str | Path | bytes, **options) -> Backen
         from runtime.backends.ort import OrtBackend
 
         return OrtBackend(model_path, **options)
-    raise UnknownNameError(f"make_backend runs onnxruntime only, got {name!r}; "
-                           f"use open_backend for {list(BACKENDS)}")
+    raise UnknownNameError(
+        f"make_backend runs onnxruntime only, got {name!r}; use open_backend for {list(BACKENDS)}"
+    )
 
 
 def _engine_record(ref: ModelRef, probe, dla_core: int):
@@ -173,44 +174,65 @@ def _engine_record(ref: ModelRef, probe, dla_core: int):
     from runtime.engine_cache import EngineKey, find_engine
 
     gpu = probe.gpus[0]
-    key = EngineKey(gpu.name, gpu.compute_capability, probe.tensorrt, ref.precision,
-                    dict(ref.input_shapes or {}), ref.onnx_sha256, dla_core)
+    key = EngineKey(
+        gpu.name,
+        gpu.compute_capability,
+        probe.tensorrt,
+        ref.precision,
+        dict(ref.input_shapes or {}),
+        ref.onnx_sha256,
+        dla_core,
+    )
     lean = probe.tensorrt_module == "tensorrt_lean"
     record = find_engine(ref.folder, key, version_compatible_only=lean)
     if record is None and lean and find_engine(ref.folder, key) is not None:
-        raise BackendUnavailable("the engine for this GPU is not version-compatible, and the lean "
-                                 "TensorRT runtime runs only those: rebuild it with python -m "
-                                 "export.engine --version-compatible, or install full TensorRT")
+        raise BackendUnavailable(
+            "the engine for this GPU is not version-compatible, and the lean "
+            "TensorRT runtime runs only those: rebuild it with python -m "
+            "export.engine --version-compatible, or install full TensorRT"
+        )
     return record, gpu
 
 
 def _open_tensorrt(ref: ModelRef, probe, cuda_graph: bool = False, dla_core: int = -1) -> Backend:
     """TrtBackend on the engine that fits, or BackendUnavailable saying why not."""
     if not probe.gpu_usable:
-        raise BackendUnavailable(f"no usable CUDA GPU ({probe.cuda_error or probe.error or 'none found'})")
+        raise BackendUnavailable(
+            f"no usable CUDA GPU ({probe.cuda_error or probe.error or 'none found'})"
+        )
     if not probe.tensorrt:
-        raise BackendUnavailable("TensorRT is not installed (JetPack, NVIDIA containers, or "
-                                 "pip install tensorrt)")
+        raise BackendUnavailable(
+            "TensorRT is not installed (JetPack, NVIDIA containers, or pip install tensorrt)"
+        )
     record, gpu = _engine_record(ref, probe, dla_core)
     if record is None:
         raise BackendUnavailable(
             f"no {ref.precision} engine in {str(ref.folder / 'engines')!r} fits {gpu.name} "
             f"(sm {gpu.compute_capability}), TensorRT {probe.tensorrt} and this ONNX; build one with "
-            f"python -m export.engine {ref.folder} --precision {ref.precision}")
+            f"python -m export.engine {ref.folder} --precision {ref.precision}"
+        )
     from runtime.backends.trt import TrtBackend
 
-    return TrtBackend(ref.folder / "engines" / record.engine_file, expect_sha256=record.engine_sha256,
-                      cuda_graph=cuda_graph, version_compatible=record.key.version_compatible,
-                      device_name=gpu.name, dla_core=dla_core)
+    return TrtBackend(
+        ref.folder / "engines" / record.engine_file,
+        expect_sha256=record.engine_sha256,
+        cuda_graph=cuda_graph,
+        version_compatible=record.key.version_compatible,
+        device_name=gpu.name,
+        dla_core=dla_core,
+    )
 
 
 def _ort_cache_dir(ref: ModelRef) -> str:
     """onnxruntime's TensorRT EP engine cache, created here: the EP makes only the last level and
     falls back to CUDA / CPU when it cannot. ``DIR/engines/ort_trt``, or the user cache when the
     folder is read-only."""
-    for path in (ref.folder / "engines" / ORT_ENGINE_CACHE,
-                 Path(os.environ.get("OVSS_CACHE_DIR") or Path.home() / ".cache" / "ovss-edge")
-                 / ORT_ENGINE_CACHE / (ref.onnx_sha256[:16] or "unknown")):
+    for path in (
+        ref.folder / "engines" / ORT_ENGINE_CACHE,
+        Path(os.environ.get("OVSS_CACHE_DIR") or Path.home() / ".cache" / "ovss-edge")
+        / ORT_ENGINE_CACHE
+        / (ref.onnx_sha256[:16] or "unknown"),
+    ):
         try:
             path.mkdir(parents=True, exist_ok=True)
             return str(path)
@@ -224,19 +246,31 @@ def _ort_providers(ref: ModelRef, probe, available: list[str]) -> list:
     chosen: list = []
     if probe.gpu_usable:
         cache = _ort_cache_dir(ref)
-        trt_opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                    "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
-                    # The graph's own types and Q/DQ decide precision; these only permit the kernels.
-                    "trt_fp16_enable": ref.precision in ("fp16", "int8"),
-                    "trt_int8_enable": ref.precision == "int8"}
+        trt_opts = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache,
+            # The graph's own types and Q/DQ decide precision; these only permit the kernels.
+            "trt_fp16_enable": ref.precision in ("fp16", "int8"),
+            "trt_int8_enable": ref.precision == "int8",
+        }
         for p in GPU_PROVIDERS:
             if p in available:
                 chosen.append((p, trt_opts) if p == "TensorrtExecutionProvider" else p)
     return chosen + ["CPUExecutionProvider"]
 
 
-def open_backend(choice: str, ref: ModelRef, *, probe=None, threads: int | None = None,
-                 providers: list | None = None, cuda_graph: bool = False, dla_core: int = -1) -> Opened:
+def open_backend(
+    choice: str,
+    ref: ModelRef,
+    *,
+    probe=None,
+    threads: int | None = None,
+    providers: list | None = None,
+    cuda_graph: bool = False,
+    dla_core: int = -1,
+) -> Opened:
     """Open the backend ``choice`` ("auto", "onnxruntime" or "tensorrt") for ``ref``.
 
     Args:

@@ -97,10 +97,11 @@ class PinnedBuffer:
         self.cudart = cudart_module()
         self.dtype = np.dtype(dtype)
         self.nbytes = int(count) * self.dtype.itemsize
-        self.ptr = int(check(self.cudart.cudaMallocHost(max(1, self.nbytes)),
-                             f"cudaMallocHost({self.nbytes})"))
+        self.ptr = int(
+            check(self.cudart.cudaMallocHost(max(1, self.nbytes)), f"cudaMallocHost({self.nbytes})")
+        )
         raw = (ctypes.c_uint8 * max(1, self.nbytes)).from_address(self.ptr)
-        self.array = np.frombuffer(raw, dtype=np.uint8)[:self.nbytes].view(self.dtype)
+        self.array = np.frombuffer(raw, dtype=np.uint8)[: self.nbytes].view(self.dtype)
 
     def close(self) -> None:
         if self.ptr:
@@ -112,8 +113,11 @@ class PinnedBuffer:
 def copy_async(dst: int, src: int, nbytes: int, to_device: bool, stream: Stream) -> None:
     """cudaMemcpyAsync between a pinned host address and a device address on ``stream``."""
     cudart = stream.cudart
-    kind = (cudart.cudaMemcpyKind.cudaMemcpyHostToDevice if to_device
-            else cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+    kind = (
+        cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        if to_device
+        else cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    )
     check(cudart.cudaMemcpyAsync(dst, src, nbytes, kind, stream.stream), "cudaMemcpyAsync")
 
 
@@ -127,10 +131,11 @@ class Event:
     def record(self, stream: Stream) -> None:
         check(self.cudart.cudaEventRecord(self.event, stream.stream), "cudaEventRecord")
 
-    def ms_since(self, start: "Event") -> float:
+    def ms_since(self, start: Event) -> float:
         """Milliseconds from ``start`` to this event (both recorded and completed)."""
-        return float(check(self.cudart.cudaEventElapsedTime(start.event, self.event),
-                           "cudaEventElapsedTime"))
+        return float(
+            check(self.cudart.cudaEventElapsedTime(start.event, self.event), "cudaEventElapsedTime")
+        )
 
     def close(self) -> None:
         if self.event is not None:
@@ -147,10 +152,14 @@ class CudaGraph:
 
     def begin(self) -> None:
         mode = self.cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        check(self.cudart.cudaStreamBeginCapture(self.stream.stream, mode), "cudaStreamBeginCapture")
+        check(
+            self.cudart.cudaStreamBeginCapture(self.stream.stream, mode), "cudaStreamBeginCapture"
+        )
 
     def end(self) -> None:
-        self.graph = check(self.cudart.cudaStreamEndCapture(self.stream.stream), "cudaStreamEndCapture")
+        self.graph = check(
+            self.cudart.cudaStreamEndCapture(self.stream.stream), "cudaStreamEndCapture"
+        )
         self.exec = check(self.cudart.cudaGraphInstantiate(self.graph, 0), "cudaGraphInstantiate")
 
     def launch(self) -> None:

@@ -18,13 +18,18 @@ log = logging.getLogger(__name__)
 ORT_AVAILABLE = find_spec("onnxruntime") is not None
 # Preference order; only providers this onnxruntime build offers are requested.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-ORT_DTYPES = {"float": "float32", "double": "float64"}  # onnxruntime type names numpy spells otherwise
+ORT_DTYPES = {
+    "float": "float32",
+    "double": "float64",
+}  # onnxruntime type names numpy spells otherwise
 
 
 def require_ort():
     """Import onnxruntime or raise an ImportError that names the extra to install."""
     if not ORT_AVAILABLE:
-        raise ImportError("onnxruntime is not installed: pip install 'ovss-edge[ort]' (or [ort-gpu])")
+        raise ImportError(
+            "onnxruntime is not installed: pip install 'ovss-edge[ort]' (or [ort-gpu])"
+        )
     import onnxruntime
 
     return onnxruntime
@@ -47,7 +52,7 @@ def session_options(ort, threads: int | None, optimization: str = "ORT_ENABLE_AL
 
 def _spec(arg) -> TensorInfo:
     """A ``TensorInfo`` from an onnxruntime NodeArg ("tensor(float)", [1, "classes", None])."""
-    kind = arg.type[len("tensor("):-1] if arg.type.startswith("tensor(") else arg.type
+    kind = arg.type[len("tensor(") : -1] if arg.type.startswith("tensor(") else arg.type
     try:
         dtype = np.dtype(ORT_DTYPES.get(kind, kind)).name
     except TypeError:  # string, bfloat16, float8: no numpy type, keep onnxruntime's name
@@ -70,16 +75,22 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str | Path | bytes, providers: list | None = None,
-                 threads: int | None = None, optimization: str = "ORT_ENABLE_ALL"):
+    def __init__(
+        self,
+        model_path: str | Path | bytes,
+        providers: list | None = None,
+        threads: int | None = None,
+        optimization: str = "ORT_ENABLE_ALL",
+    ):
         ort = require_ort()
         if providers is None:
             providers = [p for p in PREFERRED_PROVIDERS if p in ort.get_available_providers()]
         model = model_path if isinstance(model_path, bytes) else str(model_path)
         what = "a serialised model" if isinstance(model, bytes) else repr(model)
         try:
-            self.session = ort.InferenceSession(model, session_options(ort, threads, optimization),
-                                                providers=providers)
+            self.session = ort.InferenceSession(
+                model, session_options(ort, threads, optimization), providers=providers
+            )
         except Exception as e:  # onnxruntime raises its own untyped exceptions
             raise ModelFolderError(f"onnxruntime cannot load {what}: {e}") from e
         self.source = what
@@ -87,8 +98,11 @@ class OrtBackend:
         self.output_specs = tuple(_spec(o) for o in self.session.get_outputs())
         self.last_timings: Timings | None = None
         used = tuple(self.session.get_providers())
-        first = providers[0][0] if providers and isinstance(providers[0], tuple) else \
-            (providers[0] if providers else None)
+        first = (
+            providers[0][0]
+            if providers and isinstance(providers[0], tuple)
+            else (providers[0] if providers else None)
+        )
         if first and first not in used:
             log.warning("requested %s but onnxruntime runs on %s", first, used)
 
@@ -124,7 +138,7 @@ class OrtBackend:
         """Drop the session (idempotent)."""
         self.session = None
 
-    def __enter__(self) -> "OrtBackend":
+    def __enter__(self) -> OrtBackend:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import BackendClosed, TensorInfo, Timings
-from runtime.backends.cuda import CudaError, CudaGraph, DeviceBuffer, Event, PinnedBuffer, Stream, copy_async
+from runtime.backends.cuda import (
+    CudaError,
+    CudaGraph,
+    DeviceBuffer,
+    Event,
+    PinnedBuffer,
+    Stream,
+    copy_async,
+)
 from runtime.errors import ModelFolderError, OvssError
 from runtime.fsutil import sha256_file
 
@@ -39,15 +47,22 @@ def require_trt():
     for name in TRT_MODULES:
         if find_spec(name) is not None:
             return importlib.import_module(name)
-    raise ImportError("TensorRT is not installed: it ships with JetPack and NVIDIA's containers, or "
-                      "pip install tensorrt (from pypi.nvidia.com); plus pip install 'ovss-edge[trt]'")
+    raise ImportError(
+        "TensorRT is not installed: it ships with JetPack and NVIDIA's containers, or "
+        "pip install tensorrt (from pypi.nvidia.com); plus pip install 'ovss-edge[trt]'"
+    )
 
 
 def make_logger(trt, logger: logging.Logger = log):
     """A ``trt.ILogger`` that forwards TensorRT's messages to Python logging."""
     sev = trt.ILogger.Severity
-    levels = {sev.INTERNAL_ERROR: logging.CRITICAL, sev.ERROR: logging.ERROR,
-              sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG, sev.VERBOSE: logging.DEBUG}
+    levels = {
+        sev.INTERNAL_ERROR: logging.CRITICAL,
+        sev.ERROR: logging.ERROR,
+        sev.WARNING: logging.WARNING,
+        sev.INFO: logging.DEBUG,
+        sev.VERBOSE: logging.DEBUG,
+    }
 
     class _Logger(trt.ILogger):
         def __init__(self):
@@ -93,14 +108,24 @@ class TrtBackend:
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, *, expect_sha256: str = "", cuda_graph: bool = False,
-                 version_compatible: bool = False, device_name: str = "", dla_core: int = -1):
+    def __init__(
+        self,
+        engine_path: str | Path,
+        *,
+        expect_sha256: str = "",
+        cuda_graph: bool = False,
+        version_compatible: bool = False,
+        device_name: str = "",
+        dla_core: int = -1,
+    ):
         self.trt = require_trt()
         path = Path(engine_path)
         if not path.is_file():
             raise ModelFolderError(f"engine file {str(path)!r} is missing")
         if expect_sha256 and sha256_file(path) != expect_sha256:
-            raise ModelFolderError(f"engine {str(path)!r} does not match its record's sha256: corrupt")
+            raise ModelFolderError(
+                f"engine {str(path)!r} does not match its record's sha256: corrupt"
+            )
         self.logger = make_logger(self.trt)
         self.runtime = self.trt.Runtime(self.logger)
         if version_compatible:
@@ -109,9 +134,11 @@ class TrtBackend:
             self.runtime.DLA_core = dla_core  # before deserialising, as trtexec does
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise ModelFolderError(f"TensorRT {self.trt.__version__} cannot deserialise {str(path)!r} "
-                                   "(built by another TensorRT version or for another GPU, or corrupt; "
-                                   "see the TensorRT errors logged above)")
+            raise ModelFolderError(
+                f"TensorRT {self.trt.__version__} cannot deserialise {str(path)!r} "
+                "(built by another TensorRT version or for another GPU, or corrupt; "
+                "see the TensorRT errors logged above)"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = Stream()
         self.events = [Event() for _ in range(4)]
@@ -144,8 +171,10 @@ class TrtBackend:
             try:
                 dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(name)))
             except TypeError as e:  # BF16, FP8, INT4, ... have no numpy type
-                raise TrtError(f"engine tensor {name!r} has type {eng.get_tensor_dtype(name)}, which "
-                               "numpy cannot hold: export with float32/float16 inputs and outputs") from e
+                raise TrtError(
+                    f"engine tensor {name!r} has type {eng.get_tensor_dtype(name)}, which "
+                    "numpy cannot hold: export with float32/float16 inputs and outputs"
+                ) from e
             self.bindings[name] = _Binding(name, is_input, dtype, hi, lo, None, None)
         for b in self.bindings.values():  # outputs at their largest: every input at its profile max
             if not b.is_input:
@@ -161,7 +190,9 @@ class TrtBackend:
         float outputs come back as float32."""
         b = self.bindings[name]
         dtype = np.dtype(np.float32) if not b.is_input and b.dtype.kind == "f" else b.dtype
-        return TensorInfo(name, dtype.name, tuple(int(d) for d in self.engine.get_tensor_shape(name)))
+        return TensorInfo(
+            name, dtype.name, tuple(int(d) for d in self.engine.get_tensor_shape(name))
+        )
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -184,12 +215,15 @@ class TrtBackend:
                 raise TrtError(f"missing input {name!r}")
             arr = np.asarray(feeds[name])
             if arr.ndim != len(b.max_shape) or any(
-                    not lo <= s <= hi for s, lo, hi in zip(arr.shape, b.min_shape, b.max_shape)):
-                raise TrtError(f"input {name!r} has shape {arr.shape}; the engine accepts "
-                               f"{b.min_shape} to {b.max_shape}")
+                not lo <= s <= hi for s, lo, hi in zip(arr.shape, b.min_shape, b.max_shape)
+            ):
+                raise TrtError(
+                    f"input {name!r} has shape {arr.shape}; the engine accepts "
+                    f"{b.min_shape} to {b.max_shape}"
+                )
             if not self.context.set_input_shape(name, arr.shape):
                 raise TrtError(f"TensorRT rejected shape {arr.shape} for {name!r}")
-            b.host.array[:arr.size] = arr.astype(b.dtype, copy=False).ravel()
+            b.host.array[: arr.size] = arr.astype(b.dtype, copy=False).ravel()
             shapes.append(arr.shape)
         return tuple(shapes)
 
@@ -244,24 +278,35 @@ class TrtBackend:
         ev[0].record(self.stream)
         for name in self.input_names:
             b = self.bindings[name]
-            copy_async(b.device.ptr, b.host.ptr, int(np.prod(self.context.get_tensor_shape(name)))
-                       * b.dtype.itemsize, True, self.stream)
+            copy_async(
+                b.device.ptr,
+                b.host.ptr,
+                int(np.prod(self.context.get_tensor_shape(name))) * b.dtype.itemsize,
+                True,
+                self.stream,
+            )
         ev[1].record(self.stream)
         self._launch(shapes)
         ev[2].record(self.stream)
         out_shapes = {o: tuple(self.context.get_tensor_shape(o)) for o in outputs}
         for o in outputs:
             b = self.bindings[o]
-            copy_async(b.host.ptr, b.device.ptr, int(np.prod(out_shapes[o])) * b.dtype.itemsize,
-                       False, self.stream)
+            copy_async(
+                b.host.ptr,
+                b.device.ptr,
+                int(np.prod(out_shapes[o])) * b.dtype.itemsize,
+                False,
+                self.stream,
+            )
         ev[3].record(self.stream)
         self.stream.synchronize()
-        self.last_timings = Timings(h2d=ev[1].ms_since(ev[0]), compute=ev[2].ms_since(ev[1]),
-                                    d2h=ev[3].ms_since(ev[2]))
+        self.last_timings = Timings(
+            h2d=ev[1].ms_since(ev[0]), compute=ev[2].ms_since(ev[1]), d2h=ev[3].ms_since(ev[2])
+        )
         out = {}
         for o in outputs:
             b = self.bindings[o]
-            view = b.host.array[:int(np.prod(out_shapes[o]))].reshape(out_shapes[o])
+            view = b.host.array[: int(np.prod(out_shapes[o]))].reshape(out_shapes[o])
             out[o] = view.astype(np.float32) if b.dtype.kind == "f" else view.copy()  # never a view
         return out
 
@@ -270,7 +315,9 @@ class TrtBackend:
         Every free is attempted even after a CUDA error (logged), so one sticky error leaks nothing
         else."""
         resources = [getattr(self, "_graph", None)]
-        resources += [buf for b in getattr(self, "bindings", {}).values() for buf in (b.host, b.device)]
+        resources += [
+            buf for b in getattr(self, "bindings", {}).values() for buf in (b.host, b.device)
+        ]
         resources += [*getattr(self, "events", []), getattr(self, "stream", None)]
         for r in resources:
             if r is None:
@@ -282,7 +329,7 @@ class TrtBackend:
         self._graph, self.bindings, self.events, self.stream = None, {}, [], None
         self.context = self.engine = None
 
-    def __enter__(self) -> "TrtBackend":
+    def __enter__(self) -> TrtBackend:
         return self
 
     def __exit__(self, *exc) -> None:

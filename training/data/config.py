@@ -83,10 +83,12 @@ class DataCfg:
             raise DatasetError(f"ignore_label {self.ignore_label} is not a 0..65535 label value")
         assert self.crop_size > 0, f"crop_size must be positive, got {self.crop_size}"
         assert len(self.img_scale) == 2 and min(self.img_scale) > 0, (
-            f"img_scale must be two positive sides, got {self.img_scale}")
+            f"img_scale must be two positive sides, got {self.img_scale}"
+        )
         lo, hi = self.ratio_range
         assert 0 < lo <= hi, f"ratio_range must be 0 < low <= high, got {self.ratio_range}"
         assert 0 < self.cat_max_ratio <= 1, (
-            f"cat_max_ratio must be in (0, 1], got {self.cat_max_ratio}")
+            f"cat_max_ratio must be in (0, 1], got {self.cat_max_ratio}"
+        )
         assert len(self.mean) == 3 and len(self.std) == 3, "mean and std need 3 (RGB) values"
         assert min(self.std) > 0, f"std must be positive, got {self.std}"

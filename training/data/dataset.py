@@ -16,8 +16,16 @@ import torch
 
 from runtime.errors import DatasetError
 from training.data.config import IGNORE, DataCfg
-from training.data.layouts import (MASK_MODES, LabelRule, Pair, check_headers, find_pairs, few,
-                                   label_rule, read_header)
+from training.data.layouts import (
+    MASK_MODES,
+    LabelRule,
+    Pair,
+    check_headers,
+    few,
+    find_pairs,
+    label_rule,
+    read_header,
+)
 from training.data.splits import resolve_split
 from training.data.transforms import Augmented, eval_image, train_pair
 
@@ -115,8 +123,10 @@ class SegDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __repr__(self) -> str:
-        return (f"SegDataset({self.cfg.dataset}, split={self.split!r}, {len(self)} samples, "
-                f"{len(self.classes)} classes, {len(self.unseen)} unseen)")
+        return (
+            f"SegDataset({self.cfg.dataset}, split={self.split!r}, {len(self)} samples, "
+            f"{len(self.classes)} classes, {len(self.unseen)} unseen)"
+        )
 
     def image_path(self, index: int) -> str:
         return str(self.pairs[index].image)
@@ -136,8 +146,10 @@ class SegDataset(torch.utils.data.Dataset):
         image = load_image(pair.image)
         label = load_label(pair.mask, self.rule, len(self.classes))
         if image.shape[:2] != label.shape:
-            raise DatasetError(f"{pair.mask}: mask size {label.shape[::-1]} differs from its image "
-                               f"{pair.image.name} {image.shape[1::-1]} (width, height)")
+            raise DatasetError(
+                f"{pair.mask}: mask size {label.shape[::-1]} differs from its image "
+                f"{pair.image.name} {image.shape[1::-1]} (width, height)"
+            )
         return Augmented(image, label)
 
     def __getitem__(self, key: int | tuple[int, int]) -> Sample:
@@ -168,13 +180,18 @@ class SegDataset(torch.utils.data.Dataset):
                 label = load_label(pair.mask, self.rule, len(self.classes))
                 with read_header(pair.image) as img:
                     if img.size != label.shape[::-1]:
-                        raise DatasetError(f"{pair.mask}: mask size {label.shape[::-1]} differs "
-                                           f"from its image {pair.image.name} {img.size}")
+                        raise DatasetError(
+                            f"{pair.mask}: mask size {label.shape[::-1]} differs "
+                            f"from its image {pair.image.name} {img.size}"
+                        )
             except DatasetError as err:
                 problems.append(str(err))
         if problems:
-            raise DatasetError(f"{len(problems)} of {len(self)} masks are bad: "
-                               + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else ""))
+            raise DatasetError(
+                f"{len(problems)} of {len(self)} masks are bad: "
+                + "; ".join(problems[:5])
+                + ("; ..." if len(problems) > 5 else "")
+            )
 
 
 def build_dataset(cfg: DataCfg, split: str, train: bool) -> SegDataset:
@@ -189,4 +206,3 @@ def build_dataset(cfg: DataCfg, split: str, train: bool) -> SegDataset:
             size differs from its image, bad class names or unseen names.
     """
     return SegDataset(cfg, split, train)
-

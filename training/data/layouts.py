@@ -13,8 +13,9 @@ Layouts (read as they are):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -91,8 +92,10 @@ def _expect_dirs(root: Path, name: str, hint: str, required: Sequence[str]) -> N
     missing = [d for d in required if not (root / d).is_dir()]
     if not missing:
         return
-    msg = (f"{root} is not a {name} root ({hint}): expected dirs {', '.join(required)}; "
-           f"missing {', '.join(missing)}; found {_listing(root)}")
+    msg = (
+        f"{root} is not a {name} root ({hint}): expected dirs {', '.join(required)}; "
+        f"missing {', '.join(missing)}; found {_listing(root)}"
+    )
     below = [p for pattern in ("*/", "*/*/") for p in root.glob(pattern) if p.is_dir()]
     better = [p for p in below if all((p / d).is_dir() for d in required)]
     if better:
@@ -113,8 +116,9 @@ def _read_ids(sets: Path, split: str) -> list[str]:
     return ids
 
 
-def _pair_ids(root: Path, entries: Iterable[tuple[str, Sequence[str]]],
-              image_dir: str) -> tuple[Pair, ...]:
+def _pair_ids(
+    root: Path, entries: Iterable[tuple[str, Sequence[str]]], image_dir: str
+) -> tuple[Pair, ...]:
     """Pair ``<image_dir>/<id>.jpg`` with ``<mask_dir>/<id>.png``, first mask dir that has it."""
     pairs, no_image, no_mask = [], [], []
     for ident, mask_dirs in entries:
@@ -128,13 +132,15 @@ def _pair_ids(root: Path, entries: Iterable[tuple[str, Sequence[str]]],
         else:
             pairs.append(Pair(image, mask))
     if no_image:
-        raise DatasetError(f"{len(no_image)} listed ids have no image {root / image_dir}/<id>.jpg: "
-                           f"{few(no_image)}")
+        raise DatasetError(
+            f"{len(no_image)} listed ids have no image {root / image_dir}/<id>.jpg: {few(no_image)}"
+        )
     if no_mask:
         dirs = dict.fromkeys(d for _, mask_dirs in entries for d in mask_dirs)
         where = " or ".join(str(root / d) for d in dirs)
-        raise DatasetError(f"{len(no_mask)} listed ids have no mask <id>.png in {where}: "
-                           f"{few(no_mask)}")
+        raise DatasetError(
+            f"{len(no_mask)} listed ids have no mask <id>.png in {where}: {few(no_mask)}"
+        )
     return tuple(pairs)
 
 
@@ -149,8 +155,11 @@ def _voc(root: Path, split: str, train: bool) -> tuple[Pair, ...]:
         aug = _read_ids(sets, "aug")
         entries += [(i, ("SegmentationClassAug", "SegmentationClass")) for i in aug]
     elif split == "train" and train and has_aug_dir != has_aug_list:
-        warnings.warn(f"{root}: SegmentationClassAug/ and ImageSets/Segmentation/aug.txt come "
-                      "together; only one is there, so training uses train.txt alone", stacklevel=3)
+        warnings.warn(
+            f"{root}: SegmentationClassAug/ and ImageSets/Segmentation/aug.txt come "
+            "together; only one is there, so training uses train.txt alone",
+            stacklevel=3,
+        )
     return _pair_ids(root, entries, "JPEGImages")
 
 
@@ -169,9 +178,11 @@ def _coco_stuff(root: Path, split: str) -> tuple[Pair, ...]:
     pairs = [Pair(p, root / "annotations" / sub / f"{p.stem}_labelTrainIds.png") for p in images]
     no_mask = [p.image.name for p in pairs if not p.mask.is_file()]
     if no_mask:
-        raise DatasetError(f"{len(no_mask)} images in {root / 'images' / sub} have no "
-                           f"<stem>_labelTrainIds.png in {root / 'annotations' / sub}: "
-                           f"{few(no_mask)}")
+        raise DatasetError(
+            f"{len(no_mask)} images in {root / 'images' / sub} have no "
+            f"<stem>_labelTrainIds.png in {root / 'annotations' / sub}: "
+            f"{few(no_mask)}"
+        )
     return tuple(pairs)
 
 
@@ -183,8 +194,10 @@ def _by_stem(folder: Path, exts: Sequence[str]) -> dict[str, Path]:
         if not path.is_file() or path.suffix.lower() not in exts:
             continue
         if path.stem in found:
-            raise DatasetError(f"{folder} has two files with stem {path.stem!r}: "
-                               f"{found[path.stem].name} and {path.name}")
+            raise DatasetError(
+                f"{folder} has two files with stem {path.stem!r}: "
+                f"{found[path.stem].name} and {path.name}"
+            )
         found[path.stem] = path
     return found
 
@@ -222,12 +235,18 @@ def check_headers(pairs: Sequence[Pair]) -> None:
     for pair in pairs:
         with read_header(pair.image) as img, read_header(pair.mask) as mask:
             if mask.mode not in MASK_MODES:
-                problems.append(f"{pair.mask}: mode {mask.mode}, expected a single-channel "
-                                f"label map ({'/'.join(MASK_MODES)})")
+                problems.append(
+                    f"{pair.mask}: mode {mask.mode}, expected a single-channel "
+                    f"label map ({'/'.join(MASK_MODES)})"
+                )
             elif mask.size != img.size:
-                problems.append(f"{pair.mask}: mask size {mask.size} differs from its image "
-                                f"{pair.image.name} {img.size} (width, height)")
+                problems.append(
+                    f"{pair.mask}: mask size {mask.size} differs from its image "
+                    f"{pair.image.name} {img.size} (width, height)"
+                )
     if problems:
-        raise DatasetError(f"{len(problems)} bad masks: " + "; ".join(problems[:5])
-                           + ("; ..." if len(problems) > 5 else ""))
-
+        raise DatasetError(
+            f"{len(problems)} bad masks: "
+            + "; ".join(problems[:5])
+            + ("; ..." if len(problems) > 5 else "")
+        )

@@ -9,8 +9,8 @@ Context-59 the same classes (ids minus 1, as background is dropped).
 from __future__ import annotations
 
 import difflib
-from typing import NamedTuple, Sequence
-
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from runtime.errors import DatasetError, VocabularyError
 from runtime.vocab import validate_classes

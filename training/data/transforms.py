@@ -10,7 +10,8 @@ Every random draw comes from the ``np.random.Generator`` passed in, so a seed fi
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -66,8 +67,9 @@ def rescale(array: np.ndarray, scale: Sequence[int], nearest: bool = False) -> n
     return cv2.resize(array, (size.width, size.height), interpolation=interp)
 
 
-def random_scale(rng: np.random.Generator, img_scale: Sequence[int],
-                 ratio_range: Sequence[float]) -> tuple[int, int]:
+def random_scale(
+    rng: np.random.Generator, img_scale: Sequence[int], ratio_range: Sequence[float]
+) -> tuple[int, int]:
     """mmseg ``Resize.random_sample_ratio``: ``img_scale`` times a uniform ratio, truncated."""
     low, high = ratio_range
     ratio = rng.random() * (high - low) + low
@@ -87,8 +89,13 @@ def _dominated(label: np.ndarray, cat_max_ratio: float) -> bool:
     return not (len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio)
 
 
-def random_crop(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, crop: int,
-                cat_max_ratio: float = 1.0) -> Augmented:
+def random_crop(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    crop: int,
+    cat_max_ratio: float = 1.0,
+) -> Augmented:
     """mmseg ``RandomCrop``: retry up to 10 times while one class dominates the crop.
 
     A crop is accepted when it holds at least two classes and the largest covers less than
@@ -98,14 +105,17 @@ def random_crop(rng: np.random.Generator, image: np.ndarray, label: np.ndarray, 
     box = crop_box(rng, *label.shape, crop)
     if cat_max_ratio < 1.0:
         for _ in range(CROP_TRIES):
-            if not _dominated(label[box.y1:box.y2, box.x1:box.x2], cat_max_ratio):
+            if not _dominated(label[box.y1 : box.y2, box.x1 : box.x2], cat_max_ratio):
                 break
             box = crop_box(rng, *label.shape, crop)
-    return Augmented(image[box.y1:box.y2, box.x1:box.x2], label[box.y1:box.y2, box.x1:box.x2])
+    return Augmented(
+        image[box.y1 : box.y2, box.x1 : box.x2], label[box.y1 : box.y2, box.x1 : box.x2]
+    )
 
 
-def random_flip(rng: np.random.Generator, image: np.ndarray, label: np.ndarray,
-                prob: float = 0.5) -> Augmented:
+def random_flip(
+    rng: np.random.Generator, image: np.ndarray, label: np.ndarray, prob: float = 0.5
+) -> Augmented:
     """Horizontal flip of image and label together, with probability ``prob``."""
     if rng.random() < prob:
         return Augmented(image[:, ::-1], label[:, ::-1])
@@ -179,8 +189,9 @@ def eval_image(image: np.ndarray, cfg: DataCfg) -> np.ndarray:
     return normalize(resized, cfg.mean, cfg.std)
 
 
-def train_pair(image: np.ndarray, label: np.ndarray, cfg: DataCfg,
-               rng: np.random.Generator) -> Augmented:
+def train_pair(
+    image: np.ndarray, label: np.ndarray, cfg: DataCfg, rng: np.random.Generator
+) -> Augmented:
     """Training pipeline: random rescale, cat-balanced crop, flip, photometric, normalise, pad.
 
     Args:

@@ -44,8 +44,15 @@ def trainable() -> list[str]:
 
 
 # The built-in methods register themselves on import (after the names above exist).
-from training.methods import (  # noqa: E402,F401
-    clearclip, cliprc, maskclip, maskclip_plus, naclip, sclip, zegclip)
+from training.methods import clearclip, cliprc, maskclip, maskclip_plus, naclip, sclip, zegclip  # noqa: E402,F401
 
-__all__ = ["METHODS", "MethodSpec", "Published", "get_method", "option", "register", "trainable",
-           "unregister"]
+__all__ = [
+    "METHODS",
+    "MethodSpec",
+    "Published",
+    "get_method",
+    "option",
+    "register",
+    "trainable",
+    "unregister",
+]

@@ -7,16 +7,27 @@ from training.methods import MethodSpec, register
 from training.methods.surgery import surgery_config
 
 ClearClipCfg = surgery_config(
-    "ClearClipCfg", __doc__, attention="qq", residual=False, ffn=False, image_size=448,
-    slide_stride=224, short_side=448, logit_scale=50.0, module=__name__)
+    "ClearClipCfg",
+    __doc__,
+    attention="qq",
+    residual=False,
+    ffn=False,
+    image_size=448,
+    slide_stride=224,
+    short_side=448,
+    logit_scale=50.0,
+    module=__name__,
+)
 
-SPEC = register(MethodSpec(
-    name="clearclip",
-    summary="ClearCLIP: training-free, q-q attention, no residual, no FFN in the last block",
-    config=ClearClipCfg,
-    kind="training_free",
-    exporter="export.builders:build_training_free",
-    model_builder="training.surgery:build_surgery_model",
-    wrapper="export.wrappers:LogitsOnnxModel",
-    eval_mode="slide",
-))
+SPEC = register(
+    MethodSpec(
+        name="clearclip",
+        summary="ClearCLIP: training-free, q-q attention, no residual, no FFN in the last block",
+        config=ClearClipCfg,
+        kind="training_free",
+        exporter="export.builders:build_training_free",
+        model_builder="training.surgery:build_surgery_model",
+        wrapper="export.wrappers:LogitsOnnxModel",
+        eval_mode="slide",
+    )
+)

@@ -33,8 +33,9 @@ class MaskClipCfg:
     templates: str = templates_option("maskclip85", "prompt template set")
     residual: bool = option(True, "keep the last block's residual on the value path")
     ffn: bool = option(True, "keep the last block's FFN on the value path")
-    numerics: str = option("official", "official (GELU, LN eps 1e-6) or clip (as open_clip)",
-                           choices=NUMERICS)
+    numerics: str = option(
+        "official", "official (GELU, LN eps 1e-6) or clip (as open_clip)", choices=NUMERICS
+    )
     key_smoothing: bool = option(True, "key smoothing (fused into the graph)")
     ks_thresh: float = option(1.0, "key smoothing confidence threshold")
     ks_norm: str = option("spatial", "key normalisation axis", choices=KS_NORMS)
@@ -52,15 +53,19 @@ class MaskClipCfg:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
 
 
-SPEC = register(MethodSpec(
-    name="maskclip",
-    summary="MaskCLIP: training-free dense CLIP (value path, key smoothing, prompt denoising)",
-    config=MaskClipCfg,
-    kind="training_free",
-    exporter="export.builders:build_training_free",
-    model_builder="training.maskclip:build_maskclip_model",
-    wrapper="export.wrappers:LogitsOnnxModel",
-    published=(Published("VOC20", 49.5, note="annotation-free, KS/PD off (repo README)"),
-               Published("Context59", 21.7, note="annotation-free"),
-               Published("COCO-Stuff171", 12.5, note="annotation-free")),
-))
+SPEC = register(
+    MethodSpec(
+        name="maskclip",
+        summary="MaskCLIP: training-free dense CLIP (value path, key smoothing, prompt denoising)",
+        config=MaskClipCfg,
+        kind="training_free",
+        exporter="export.builders:build_training_free",
+        model_builder="training.maskclip:build_maskclip_model",
+        wrapper="export.wrappers:LogitsOnnxModel",
+        published=(
+            Published("VOC20", 49.5, note="annotation-free, KS/PD off (repo README)"),
+            Published("Context59", 21.7, note="annotation-free"),
+            Published("COCO-Stuff171", 12.5, note="annotation-free"),
+        ),
+    )
+)

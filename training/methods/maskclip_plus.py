@@ -21,24 +21,32 @@ class MaskClipPlusCfg:
         student: target network (``training.students.STUDENTS``); the checkpoint's when given.
     """
 
-    image_size: int = option(512, "square input side, a multiple of 32 (default: the "
-                             "checkpoint's crop)")
-    templates: str = templates_option("maskclip85", "prompt template set (default: the checkpoint's)")
-    student: str | None = option(None, "target network (default: the checkpoint's; required "
-                                 "without --checkpoint)")
+    image_size: int = option(
+        512, "square input side, a multiple of 32 (default: the checkpoint's crop)"
+    )
+    templates: str = templates_option(
+        "maskclip85", "prompt template set (default: the checkpoint's)"
+    )
+    student: str | None = option(
+        None, "target network (default: the checkpoint's; required without --checkpoint)"
+    )
 
 
-SPEC = register(MethodSpec(
-    name="maskclip_plus",
-    summary="MaskCLIP+: a DeepLab / light student trained on MaskCLIP pseudo-labels",
-    config=MaskClipPlusCfg,
-    kind="student",
-    exporter="export.builders:build_maskclip_plus",
-    model_builder="training.students:build_student",
-    wrapper="export.wrappers:LogitsOnnxModel",
-    settings=SETTINGS,
-    train_loop="training.train:maskclip_plus_loop",
-    published=(Published("VOC20", 58.0, "R50", "annotation-free"),
-               Published("VOC (15/5) hIoU", 87.4, "R101", "transductive, ZegCLIP's table")),
-    smoke_options=(("image_size", 64), ("student", "deeplabv3plus_mbv3")),
-))
+SPEC = register(
+    MethodSpec(
+        name="maskclip_plus",
+        summary="MaskCLIP+: a DeepLab / light student trained on MaskCLIP pseudo-labels",
+        config=MaskClipPlusCfg,
+        kind="student",
+        exporter="export.builders:build_maskclip_plus",
+        model_builder="training.students:build_student",
+        wrapper="export.wrappers:LogitsOnnxModel",
+        settings=SETTINGS,
+        train_loop="training.train:maskclip_plus_loop",
+        published=(
+            Published("VOC20", 58.0, "R50", "annotation-free"),
+            Published("VOC (15/5) hIoU", 87.4, "R101", "transductive, ZegCLIP's table"),
+        ),
+        smoke_options=(("image_size", 64), ("student", "deeplabv3plus_mbv3")),
+    )
+)

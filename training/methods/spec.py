@@ -105,8 +105,9 @@ class MethodSpec:
         for f in self.fields():
             choices = f.metadata.get("choices")
             if f.name in overrides and choices and overrides[f.name] not in choices:
-                raise ValueError(f"{f.name} must be one of {list(choices)}, got "
-                                 f"{overrides[f.name]!r}")
+                raise ValueError(
+                    f"{f.name} must be one of {list(choices)}, got {overrides[f.name]!r}"
+                )
         return dataclasses.replace(base if base is not None else self.defaults(), **overrides)
 
     def load(self, attribute: str) -> Any:

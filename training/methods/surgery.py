@@ -16,11 +16,25 @@ CLIP_STD = (68.501, 66.632, 70.323)
 ATTENTIONS = ("value", "csa", "qq", "kk")
 
 
-def surgery_config(name: str, doc: str, *, attention: str, residual: bool, ffn: bool,
-                   image_size: int, slide_stride: int, short_side: int, logit_scale: float,
-                   templates: str = "imagenet80", gaussian_std: float = 0.0,
-                   prob_thd: float = 0.0, pamr: bool = False, pamr_steps: int = 10,
-                   pamr_dilations: tuple[int, ...] = (8, 16), module: str = __name__) -> type:
+def surgery_config(
+    name: str,
+    doc: str,
+    *,
+    attention: str,
+    residual: bool,
+    ffn: bool,
+    image_size: int,
+    slide_stride: int,
+    short_side: int,
+    logit_scale: float,
+    templates: str = "imagenet80",
+    gaussian_std: float = 0.0,
+    prob_thd: float = 0.0,
+    pamr: bool = False,
+    pamr_steps: int = 10,
+    pamr_dilations: tuple[int, ...] = (8, 16),
+    module: str = __name__,
+) -> type:
     """A flat frozen config dataclass named ``name`` whose defaults are the arguments.
 
     Fields (each a ``python -m export.build`` flag): attention (``value`` = identity, MaskCLIP;
@@ -34,16 +48,25 @@ def surgery_config(name: str, doc: str, *, attention: str, residual: bool, ffn: 
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
     fields = [
-        ("image_size", int, option(image_size, "square window side in pixels (multiple of the "
-                                   "patch size)")),
+        (
+            "image_size",
+            int,
+            option(image_size, "square window side in pixels (multiple of the patch size)"),
+        ),
         ("templates", str, templates_option(templates, "prompt template set")),
         ("attention", str, option(attention, "last-block attention", choices=ATTENTIONS)),
         ("residual", bool, option(residual, "keep the last block's residual")),
         ("ffn", bool, option(ffn, "keep the last block's FFN")),
-        ("gaussian_std", float, option(gaussian_std, "Gaussian neighbourhood bias std in "
-                                       "patches (0: none)")),
-        ("logit_scale", float, option(logit_scale, "scale on the cosine logits (softmax "
-                                      "temperature)")),
+        (
+            "gaussian_std",
+            float,
+            option(gaussian_std, "Gaussian neighbourhood bias std in patches (0: none)"),
+        ),
+        (
+            "logit_scale",
+            float,
+            option(logit_scale, "scale on the cosine logits (softmax temperature)"),
+        ),
         ("slide_stride", int, option(slide_stride, "slide inference step in pixels")),
         ("short_side", int, option(short_side, "resize images to this short side first (0: no)")),
         ("prob_thd", float, option(prob_thd, "background probability threshold (0: off)")),
@@ -53,8 +76,12 @@ def surgery_config(name: str, doc: str, *, attention: str, residual: bool, ffn: 
         ("mean", tuple[float, float, float], option(CLIP_MEAN, "input mean, RGB on 0..255")),
         ("std", tuple[float, float, float], option(CLIP_STD, "input std, RGB on 0..255")),
     ]
-    cls = dataclasses.make_dataclass(name, fields, frozen=True, namespace={
-        "__doc__": doc, "__post_init__": _check, "__module__": module})
+    cls = dataclasses.make_dataclass(
+        name,
+        fields,
+        frozen=True,
+        namespace={"__doc__": doc, "__post_init__": _check, "__module__": module},
+    )
     return cls
 
 

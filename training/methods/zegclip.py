@@ -30,24 +30,29 @@ class ZegClipCfg:
     total_d_layer: int | None = option(None, "layers with deep prompts (random head only)")
     decoder_layers: int = option(3, "decoder layers (random head only)")
     decoder_heads: int = option(8, "decoder heads (random head only)")
-    seen_bias: float = option(0.1, "subtracted from seen-class scores (default: 0.1 inductive, "
-                              "0 transductive)")
+    seen_bias: float = option(
+        0.1, "subtracted from seen-class scores (default: 0.1 inductive, 0 transductive)"
+    )
     templates: str = templates_option("zegclip", "prompt template set (default: the checkpoint's)")
     slide_stride: int = option(426, "slide inference step in pixels (official 426 at crop 512)")
 
 
-SPEC = register(MethodSpec(
-    name="zegclip",
-    summary="ZegCLIP: deep prompt tuning + relationship descriptor + cross-attention decoder",
-    config=ZegClipCfg,
-    kind="zero_shot",
-    exporter="export.builders:build_zegclip",
-    model_builder="training.models:build_zegclip",
-    wrapper="export.wrappers:ZegClipOnnxModel",
-    settings=SETTINGS,
-    train_loop="training.train:zero_shot_loop",
-    eval_mode="slide",
-    published=(Published("VOC (15/5) hIoU", 84.3, note="inductive"),
-               Published("VOC (15/5) hIoU", 91.1, note="transductive"),
-               Published("COCO-Stuff (156/15) hIoU", 40.8, note="inductive")),
-))
+SPEC = register(
+    MethodSpec(
+        name="zegclip",
+        summary="ZegCLIP: deep prompt tuning + relationship descriptor + cross-attention decoder",
+        config=ZegClipCfg,
+        kind="zero_shot",
+        exporter="export.builders:build_zegclip",
+        model_builder="training.models:build_zegclip",
+        wrapper="export.wrappers:ZegClipOnnxModel",
+        settings=SETTINGS,
+        train_loop="training.train:zero_shot_loop",
+        eval_mode="slide",
+        published=(
+            Published("VOC (15/5) hIoU", 84.3, note="inductive"),
+            Published("VOC (15/5) hIoU", 91.1, note="transductive"),
+            Published("COCO-Stuff (156/15) hIoU", 40.8, note="inductive"),
+        ),
+    )
+)
