@@ -1,4 +1,4 @@
-"""Facts about the machine a benchmark ran on (torch-free, so device-side benchmarks can use them)."""
+"""Facts about the machine a benchmark ran on (torch-free, for the device-side benchmarks)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def graph_maps(model: onnx.ModelProto | onnx.GraphProto):
 
 
 def text_sources(graph: onnx.GraphProto) -> set[str]:
-    """Tensor names holding the text classifier: the TEXT_EMBEDDINGS input or the named initializers."""
+    """Tensor names holding the text classifier: the TEXT_EMBEDDINGS input or named initializers."""
     names = {i.name for i in graph.input if i.name == io_names.TEXT_EMBEDDINGS}
     names |= {i.name for i in graph.initializer if i.name.startswith(io_names.TEXT_CLASSIFIER)}
     return names

@@ -30,7 +30,7 @@ def _flag(name: str) -> str:
 
 
 def _argparse_kind(hint) -> dict:
-    """argparse keywords for a config field's type hint (bool, int, float, str, tuples, Optional)."""
+    """argparse keywords for a config field's type hint (bool, int, float, str, tuple, Optional)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return _argparse_kind(args[0])

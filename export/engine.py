@@ -121,7 +121,7 @@ def builder_flags(
 
 
 def parse_onnx(trt, network, logger, onnx_path: Path):
-    """Parse ``onnx_path`` into ``network``; log every parser error, then raise one EngineBuildError."""
+    """Parse ``onnx_path`` into ``network``; log every parser error, then raise EngineBuildError."""
     parser = trt.OnnxParser(network, logger)
     if parser.parse_from_file(str(onnx_path)):
         return parser
@@ -160,7 +160,7 @@ def add_profile(trt, builder, network, config, manifest: Manifest, max_classes: 
 
 
 def default_timing_cache(gpu_name: str, trt_version: str) -> Path:
-    """``$OVSS_CACHE_DIR/trt`` (or ``~/.cache/ovss-edge/trt``)``/timing-<gpu>-trt<version>.cache``."""
+    """``$OVSS_CACHE_DIR/trt`` (or ``~/.cache/ovss-edge/trt``) ``/timing-<gpu>-trt<ver>.cache``."""
     root = Path(os.environ.get("OVSS_CACHE_DIR") or Path.home() / ".cache" / "ovss-edge")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
     return root / "trt" / f"timing-{slug}-trt{trt_version}.cache"

@@ -184,7 +184,8 @@ def keep_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 def name_text_classifier(proto: onnx.ModelProto, text: np.ndarray, atol: float = 0.0) -> int:
     """Rename (in place) every initializer holding the baked text classifier ``text`` [C,D] (as
-    it is, transposed, or with singleton axes such as a 1x1 conv weight) to ``io_names.TEXT_CLASSIFIER`` (then
+    it is, transposed, or with singleton axes such as a 1x1 conv weight) to
+    ``io_names.TEXT_CLASSIFIER`` (then
     ``.1``, ``.2``, ...), rewiring its consumers. Returns how many were renamed."""
     text = np.asarray(text, dtype=np.float32)
     renames = {}
@@ -223,7 +224,7 @@ def label_margins(logits: torch.Tensor, size) -> np.ndarray:
 
 
 def parity_image(size: int, mean, std, seed: int = 0) -> torch.Tensor:
-    """A smooth, image-like normalised input [1,3,S,S]: low-resolution noise upsampled bilinearly."""
+    """A smooth, image-like normalised input [1,3,S,S]: low-resolution noise, upsampled."""
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(1, 3, max(2, size // 32), max(2, size // 32), generator=g) * 255.0
     img = torch.nn.functional.interpolate(

@@ -20,7 +20,8 @@ class ParityReport:
             tolerance); the rtol term matters only for key-smoothed scores, which are unbounded.
         label_agreement: share of equal LABELS over all pixels.
         decided_agreement: share of equal labels over pixels whose reference top-2 margin exceeds
-            ``2 * atol`` (elsewhere the classes tie within numerical noise and either label is right).
+            ``2 * atol`` (elsewhere the classes tie within numerical noise: either label is
+            right).
         tie_fraction: share of pixels excluded as ties.
     """
 

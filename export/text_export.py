@@ -2,9 +2,10 @@
 on the device without torch (``runtime.text_encoder``).
 
 The graph maps ``io_names.TEXT_TOKENS`` int64 [N, L] (N dynamic, L up to the context length;
-the runtime trims trailing padding) to ``io_names.TEXT_FEATURES`` float32 [N, D]: ``encode_text`` exactly, NOT normalised (the
-prompt ensemble normalises each prompt itself). Export happens in memory first (trace, checker,
-tokenizer check, parity with PyTorch); ``write_text_encoder`` then writes both files atomically.
+the runtime trims trailing padding) to ``io_names.TEXT_FEATURES`` float32 [N, D]: ``encode_text``
+exactly, NOT normalised (the prompt ensemble normalises each prompt itself). Export happens in
+memory first (trace, checker, tokenizer check, parity with PyTorch); ``write_text_encoder`` then
+writes both files atomically.
 """
 
 from __future__ import annotations

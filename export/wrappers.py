@@ -38,7 +38,7 @@ def _split_q_proj(q_proj: nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 class _QueryText(nn.Module):
     """The text half of the relationship descriptor, folded: q = (t * v) @ w_a + q_text, where
-    q_text = t @ w_t + b is a constant [C,D] for a fixed vocabulary (computed in-graph otherwise)."""
+    q_text = t @ w_t + b is a constant [C,D] for a fixed vocabulary (else computed in-graph)."""
 
     def __init__(self, q_proj: nn.Linear, text: torch.Tensor, vocab_mode: str):
         super().__init__()
@@ -127,7 +127,8 @@ class ZegClipOnnxModel(nn.Module):
 class ClipRcOnnxModel(nn.Module):
     """Used only for ONNX export: CLIP-RC inference (no recovery decoder) with the text half of
     ``q_proj`` folded, the region fusion done on the 16*C final queries before the mask product
-    (mean_l(q_l . v) = (mean_l q_l) . v), the region mask baked as a constant, the seen bias constant.
+    (mean_l(q_l . v) = (mean_l q_l) . v), the region mask baked as a constant, the seen bias
+    constant.
 
     forward(image [1,3,S,S][, text [C,D]]) -> (scores [1,C,S/16,S/16], labels int64 [1,S,S]).
     """
@@ -158,7 +159,8 @@ class ClipRcOnnxModel(nn.Module):
         regions: torch.Tensor,
         text: torch.Tensor | None = None,
     ):
-        """After the backbone: patches [1,D,h,w], cls [1,D], regions [1,D,4,4] -> (scores, labels)."""
+        """After the backbone: patches [1,D,h,w], cls [1,D], regions [1,D,4,4] -> (scores,
+        labels)."""
         text, q_text = self.query(text)
         bsz, dim, gh, gw = patches.shape
         n_cls, n_reg = text.shape[0], regions.shape[2] * regions.shape[3]

@@ -228,7 +228,7 @@ def _pipelined(capture: CaptureThread, step: _Step, cfg: LoopCfg) -> str:
             continue
         except QueueClosed:
             if capture.error is not None:
-                raise capture.error
+                raise capture.error from None
             return "stopped" if stop.is_set() else "end"
         step(frame)
         progress(step, capture.reader, frames.dropped)

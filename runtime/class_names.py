@@ -1,4 +1,5 @@
-"""Built-in class lists, as MaskCLIP's prompt-engineering script names them (cleaned COCO-Stuff names).
+"""Built-in class lists, as MaskCLIP's prompt-engineering script names them (cleaned COCO-Stuff
+names).
 
 Torch-free: shared by export, training and the runtime (``runtime.vocab.parse_vocabulary``).
 

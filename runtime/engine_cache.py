@@ -38,7 +38,7 @@ class EngineKey:
         input_shapes: {input name: shape}; -1 marks an axis given by an optimisation profile.
         onnx_sha256: sha256 of the exact ONNX file it was built from.
         dla_core: DLA core it runs on, -1 for the GPU.
-        version_compatible: built with VERSION_COMPATIBLE (runs on later TensorRT of the same major).
+        version_compatible: built with VERSION_COMPATIBLE (runs on later TensorRT, same major).
     """
 
     gpu_name: str

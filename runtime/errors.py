@@ -26,7 +26,7 @@ class UnknownNameError(OvssError, ValueError):
 
 
 class DatasetError(OvssError, ValueError):
-    """A dataset folder has an unknown layout, or its images, masks, labels or class split are bad."""
+    """A dataset folder has an unknown layout, or bad images, masks, labels or class split."""
 
 
 class ConfigError(OvssError, ValueError):

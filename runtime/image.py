@@ -55,7 +55,7 @@ def load_image(source: str | Path) -> np.ndarray:
     """Read an image file (any format Pillow decodes) or a named sample as HxWx3 uint8 RGB.
 
     Args:
-        source: a file path, or ``sample:NAME`` for a scikit-image sample (e.g. ``sample:astronaut``).
+        source: a file path, or ``sample:NAME`` for a scikit-image sample (``sample:astronaut``).
     Raises:
         InvalidImageError: the file is missing, not an image, or truncated/corrupt.
     """

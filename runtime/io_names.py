@@ -16,9 +16,10 @@ MEANINGS = {
     IMAGE: "float32 [1,3,H,W], RGB, (pixel[0..255] - mean) / std with the manifest's mean/std",
     TEXT_EMBEDDINGS: "float32 [C,D], L2-normalised text classifier, one row per class",
     LOGITS: (
-        "float32 [1,C,h,w] at feature resolution: cosine logits in [-1,1] (-100 for classes removed "
-        "by prompt denoising); with key smoothing on, smoothed scores W @ softmax(100*logits) "
-        "(unbounded: the official spatial key normalisation does not keep them in [0,1])"
+        "float32 [1,C,h,w] at feature resolution: cosine logits in [-1,1] (-100 for classes "
+        "removed by prompt denoising); with key smoothing on, smoothed scores "
+        "W @ softmax(100*logits) (unbounded: the official spatial key normalisation does not "
+        "keep them in [0,1])"
     ),
     LABELS: "int64 [1,H,W]: argmax over classes of the bilinearly upsampled logits, at input size",
     TEXT_TOKENS: (

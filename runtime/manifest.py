@@ -51,7 +51,7 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    """Where the weights came from. ``random`` is True when they are random-init (masks meaningless)."""
+    """Where the weights came from. ``random``: random-init weights (the masks are meaningless)."""
 
     source: str
     sha256: str
@@ -188,7 +188,7 @@ def _specs(items: Any, where: str) -> tuple[TensorSpec, ...]:
 
 
 def manifest_from_dict(d: dict) -> Manifest:
-    """Build and validate a Manifest from parsed JSON; raises ModelFolderError naming the bad field."""
+    """Build and validate a Manifest from parsed JSON; ModelFolderError names the bad field."""
     if not isinstance(d, dict):
         raise ModelFolderError("manifest must be a JSON object")
     version = _require(d, "format_version", int, "")

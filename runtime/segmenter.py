@@ -33,7 +33,8 @@ class SegResult:
 
     Attributes:
         labels: int32 [H, W] class indices at the input image's size.
-        logits: float32 [C, h, w] scores at feature resolution (stitched over windows in slide mode).
+        logits: float32 [C, h, w] scores at feature resolution (stitched over windows in slide
+            mode).
         classes: the class names, index-aligned with ``labels`` values.
         classes_present: names of classes that occur in ``labels``, in class order.
         mode: "whole" (one resized pass) or "slide" (windows at native scale).

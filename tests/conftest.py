@@ -1,4 +1,4 @@
-"""Shared fixtures: offline hub, a private text cache, tiny exported folders, CamVid when present."""
+"""Shared fixtures: offline hub, a private text cache, tiny exported folders, CamVid if there."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def test_zero_shot_report(tmp_path, capsys):
         assert r["runs"] == 3 and 0 < r["median_ms"] <= r["p90_ms"]
     cases = {(c["method"], c["part"], c["num_classes"]): c for c in report["cases"]}
     assert set(cases) == CASES and len(cases) == len(report["cases"])
-    for key, c in cases.items():
+    for c in cases.values():
         assert c["ratio_pytorch_over_onnxruntime"] > 0 and c["ratio_paired_median"] > 0
         p = c["parity"]
         assert p["passed"] and p["atol"] == 1e-3

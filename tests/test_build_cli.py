@@ -21,7 +21,8 @@ def test_folder_contents(tiny_vit_folder, tiny_vit_input_folder):
     meta = {p.key: p.value for p in proto.metadata_props}
     embedded = json.loads(meta[METADATA_KEY])
     assert embedded["classes"] == list(m.classes) and embedded["model_sha256"] == ""
-    # LABELS is parity-checked at export but pruned from the deployed graph (the runtime reads LOGITS).
+    # LABELS is parity-checked at export but pruned from the deployed graph (the runtime reads
+    # LOGITS).
     assert [o.name for o in proto.graph.output] == ["logits"]
     assert [o.name for o in m.outputs] == ["logits"]
     mi = load_manifest(tiny_vit_input_folder)

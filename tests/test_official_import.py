@@ -221,8 +221,12 @@ def rc_trained(rc_file):
 TEXT_MAP = {  # official text_encoder.* -> open_clip top-level keys
     "text_encoder.token_embedding.weight": "token_embedding.weight",
     "text_encoder.positional_embedding": "positional_embedding",
-    "text_encoder.transformer.resblocks.1.attn.in_proj_weight": "transformer.resblocks.1.attn.in_proj_weight",
-    "text_encoder.transformer.resblocks.0.mlp.c_proj.bias": "transformer.resblocks.0.mlp.c_proj.bias",
+    "text_encoder.transformer.resblocks.1.attn.in_proj_weight": (
+        "transformer.resblocks.1.attn.in_proj_weight"
+    ),
+    "text_encoder.transformer.resblocks.0.mlp.c_proj.bias": (
+        "transformer.resblocks.0.mlp.c_proj.bias"
+    ),
     "text_encoder.ln_final.weight": "ln_final.weight",
     "text_encoder.text_projection": "text_projection",
 }

@@ -1,4 +1,4 @@
-"""Key smoothing and prompt denoising pinned against slow, direct references written from METHODS.md A1."""
+"""Key smoothing and prompt denoising pinned against slow, direct references (METHODS.md A1)."""
 
 import math
 

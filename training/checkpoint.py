@@ -66,7 +66,7 @@ def save_checkpoint(path: str | Path, state: TrainState) -> Path:
 
 
 def read_raw(path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` (or safetensors) with clear errors for missing/corrupt files."""
+    """``torch.load(weights_only=True)`` or safetensors; clear errors for missing/corrupt files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")

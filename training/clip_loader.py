@@ -115,12 +115,13 @@ def load_clip(backbone: str, pretrained: str = "none", seed: int = 0) -> LoadedC
         backbone: open_clip model name (``ViT-B-16``, ``RN50``, ``ovss-tiny-vit``, ...).
         pretrained: ``none`` (random init from ``seed``), an open_clip pretrained tag
             (``openai``, ``laion2b_s34b_b88k``, ...), or a checkpoint path (safetensors, or a torch
-            file read with ``weights_only=True``; a ``state_dict`` wrapper and ``module.`` prefixes are
+            file read with ``weights_only=True``; a ``state_dict`` wrapper and ``module.``
+            prefixes are
             accepted).
         seed: torch seed for random init.
     Raises:
         UnknownNameError: unknown backbone or pretrained tag.
-        CheckpointError: missing/unreadable checkpoint, wrong keys, or weights that cannot be fetched.
+        CheckpointError: missing/unreadable checkpoint, wrong keys, or weights not obtainable.
     """
     _check_backbone(backbone)
     torch.manual_seed(seed)

@@ -165,7 +165,7 @@ def evaluate_model(
 
 
 def evaluate_checkpoint(cfg: EvalCfg, info: DistInfo | None = None) -> SegMetrics:
-    """Load, evaluate on the val split, write ``cfg.json`` and a Markdown table beside it (rank 0)."""
+    """Load, evaluate on the val split, write ``cfg.json`` and a Markdown table (rank 0)."""
     from runtime.fsutil import atomic_write_text
     from training.data import build_dataset
     from training.distributed import init_distributed

@@ -206,7 +206,7 @@ def _load_student_state(model: nn.Module, state: dict, source: str) -> None:
 
 
 def load_student_weights(student: nn.Module, path: str) -> None:
-    """``--init-from`` for MaskCLIP+: the student weights of one of our maskclip_plus checkpoints."""
+    """``--init-from`` for MaskCLIP+: the student weights of one of our checkpoints."""
     raw = read_raw(path)
     if raw.get("format") != FORMAT or _kind(raw.get("method")) != "student":
         raise CheckpointError(
@@ -282,7 +282,7 @@ def load_weights(model: nn.Module, clip_model: nn.Module, path: str, method: str
 
 
 def load_text_file(path: str, num_classes: int, dim: int) -> torch.Tensor:
-    """A [C,D] classifier from .npy (float16 official files are widened exactly, not renormalised)."""
+    """A [C,D] classifier from .npy (official float16 files widened exactly, not renormalised)."""
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:

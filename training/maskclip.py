@@ -1,7 +1,8 @@
 """MaskCLIP: dense CLIP features from the last block's value path, text classification, refinement.
 
 ViT path (official MaskCLIP): y = ln_1(x); v = out_proj(v_proj(y)); v = v + x (residual);
-v = v + mlp(ln_2(v)) (FFN); feat = ln_post(v) @ proj. Keys k = out_proj(k_proj(y)) feed key smoothing.
+v = v + mlp(ln_2(v)) (FFN); feat = ln_post(v) @ proj. Keys k = out_proj(k_proj(y)) feed key
+smoothing.
 The value path is token-wise, so the CLS token is dropped before the last block.
 ResNet path: feat = c_proj(v_proj(x)), k = k_proj(x), attnpool projections applied as 1x1 convs,
 no attnpool positional embedding.
@@ -153,5 +154,5 @@ class MaskClip(nn.Module):
 
 
 def build_maskclip_model(clip: LoadedClip, cfg: MaskClipCfg) -> MaskClip:
-    """MaskCLIP over ``clip``'s visual tower (modified in place for ``numerics='official'``), eval mode."""
+    """MaskCLIP over ``clip``'s visual tower (changed in place for ``numerics='official'``)."""
     return MaskClip(clip.model.visual, cfg).eval()

@@ -1,4 +1,5 @@
-"""MaskCLIP+ training: a frozen MaskCLIP teacher labels the pixels a student segmentation net learns.
+"""MaskCLIP+ training: a frozen MaskCLIP teacher labels the pixels a student segmentation net
+learns.
 
 What the official ``MaskClipPlusHead`` does (METHODS.md A1), and what we keep:
 - The pixels to label are the *unlabelled* ones: annotation-free, every pixel that is not ignored
@@ -9,7 +10,8 @@ What the official ``MaskClipPlusHead`` does (METHODS.md A1), and what we keep:
   prompt denoising and key smoothing; its scores are resized bilinearly to the label size and the
   arg-max class is assigned. ``conf_thresh`` > 0 turns candidates whose best score is below it
   into 255 (the teacher's scores: key-smoothed probabilities by default, cosine logits with
-  key smoothing off, as upstream) - only among the unlabelled pixels (the official code also drops labelled pixels,
+  key smoothing off, as upstream) - only among the unlabelled pixels (the official code also
+  drops labelled pixels,
   but no released config sets a threshold).
 - Phase "st" (official ``start_self_train``): the student's own detached logits over the
   candidate classes label the same pixels. One schedule for both phases (no optimizer reset).
@@ -107,7 +109,8 @@ def fill_labels(
     fill: torch.Tensor,
     conf_thresh: float = 0.0,
 ) -> torch.Tensor:
-    """New int64 [B,H,W]: ``fill`` pixels take ``cats[argmax]`` of ``scores`` [B,K,h,w] (K = len(cats),
+    """New int64 [B,H,W]: ``fill`` pixels take ``cats[argmax]`` of ``scores`` [B,K,h,w]
+    (K = len(cats),
     resized bilinearly to the label size); those whose best score < ``conf_thresh`` become 255.
     Pixels outside ``fill`` keep their labels."""
     scores = F.interpolate(

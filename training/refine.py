@@ -1,4 +1,4 @@
-"""MaskCLIP's test-time refinement, written as the official code computes it, in export-friendly ops.
+"""MaskCLIP's test-time refinement, as the official code computes it, in export-friendly ops.
 
 Shapes: logits [B, C, h, w]; key [B, h*w, Dk]. Boolean index writes of the original become
 ``torch.where`` so the graph exports to ONNX.

@@ -35,7 +35,8 @@ def poly_lr(base_lr: float, it: int, cfg: PolyCfg) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, it: int, cfg: PolyCfg) -> float:
-    """Write every group's lr for iteration ``it`` from its ``initial_lr``; returns the first group's."""
+    """Write every group's lr for iteration ``it`` from its ``initial_lr``; return the first
+    group's."""
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
         group["lr"] = poly_lr(group["initial_lr"], it, cfg)

@@ -19,7 +19,8 @@ def slide_logits(
     """Scores for an image larger than the model input, averaged over overlapping windows.
 
     The normalised image is zero-padded (= mean colour) bottom/right to the plan's padded size;
-    each window's scores are added into a feature-resolution canvas and divided by the overlap count.
+    each window's scores are added into a feature-resolution canvas and divided by the overlap
+    count.
 
     Args:
         model: callable (image [1,3,S,S], text [C,D]) -> [1,C,S/p,S/p].

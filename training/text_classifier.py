@@ -89,7 +89,8 @@ def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 def encode_classes(
     clip: LoadedClip, classes: tuple[str, ...], templates: tuple[str, ...], batch: int = 256
 ) -> torch.Tensor:
-    """Prompt-ensemble embeddings: per class, normalise each template's embedding, mean, renormalise.
+    """Prompt-ensemble embeddings: per class, normalise each template's embedding, mean,
+    renormalise.
 
     Returns:
         torch.Tensor: float32 [C, D], unit rows.

@@ -268,7 +268,8 @@ def _record(loop: Loop, rec: StepRecord, writer, log_file) -> None:
 
 
 def train_loop(loop: Loop) -> TrainResult:
-    """Run from ``loop.start`` to ``cfg.max_iters``; checkpoints every ``ckpt_interval`` and at the end."""
+    """Run from ``loop.start`` to ``cfg.max_iters``; checkpoint every ``ckpt_interval`` and at
+    the end."""
     cfg, info, t0 = loop.cfg, loop.info, time.perf_counter()
     fwd: nn.Module = _Forward(loop.model)
     if info.world_size > 1:

@@ -10,7 +10,8 @@ def resolve_classes(spec: str) -> tuple[str, ...]:
     runtime; see ``runtime.vocab.parse_vocabulary`` for the accepted forms).
 
     Args:
-        spec: a built-in list name (``voc``, ``context``, ``coco_stuff``, ``ade20k``, ``cityscapes``,
+        spec: a built-in list name (``voc``, ``context``, ``coco_stuff``, ``ade20k``,
+            ``cityscapes``,
             ``camvid``), a text file with one class per line (blank lines and ``#`` comments
             skipped), or comma-separated names (``"road,car,person"``).
     Returns:

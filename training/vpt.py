@@ -61,7 +61,8 @@ def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) 
 
 
 def resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """[1+g*g, W] -> [1+gh*gw, W]; bilinear (align_corners=False) as the official loader; CLS row kept."""
+    """[1+g*g, W] -> [1+gh*gw, W]; bilinear (align_corners=False) as the official loader; CLS
+    row kept."""
     g = int(round(math.sqrt(pos.shape[0] - 1)))
     if (g, g) == tuple(grid):
         return pos
@@ -154,7 +155,8 @@ class VPTViT(nn.Module):
         if region_tokens:
             # Initialised as 16 identical rows class_embedding + pos[0]; frozen in official training
             # (its name lacks "prompt"), so they stay identical (METHODS A3, E).
-            # Official init uses the CLIP position row before the resize (the same row: CLS is kept).
+            # Official init uses the CLIP position row before the resize (the same row: CLS is
+            # kept).
             init = (self.class_embedding + self.positional_embedding[0]).detach()
             self.region_level_bridge = nn.Parameter(init.expand(REGION_SIDE**2, -1).clone())
             self.region_level_bridge.requires_grad_(False)

@@ -52,7 +52,7 @@ class TensorInfo:
 
     @property
     def dims(self) -> tuple[int, ...]:
-        """``shape`` with -1 for every dynamic axis (TensorRT's form, comparable across backends)."""
+        """``shape`` with -1 for every dynamic axis (TensorRT's form, same on all backends)."""
         return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in self.shape)
 
     @property
@@ -208,8 +208,8 @@ def _open_tensorrt(ref: ModelRef, probe, cuda_graph: bool = False, dla_core: int
     if record is None:
         raise BackendUnavailable(
             f"no {ref.precision} engine in {str(ref.folder / 'engines')!r} fits {gpu.name} "
-            f"(sm {gpu.compute_capability}), TensorRT {probe.tensorrt} and this ONNX; build one with "
-            f"python -m export.engine {ref.folder} --precision {ref.precision}"
+            f"(sm {gpu.compute_capability}), TensorRT {probe.tensorrt} and this ONNX; build one "
+            f"with python -m export.engine {ref.folder} --precision {ref.precision}"
         )
     from runtime.backends.trt import TrtBackend
 

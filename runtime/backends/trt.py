@@ -267,7 +267,7 @@ class TrtBackend:
         log.warning("the engine cannot be captured as a CUDA graph: running without CUDA graphs")
 
     def __call__(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """Run once. Float outputs come back as float32 (FP16 engine outputs are widened), as copies."""
+        """Run once. Float outputs come back as float32 copies (FP16 engine outputs widened)."""
         if self.context is None:
             raise BackendClosed("the TensorRT backend is closed")
         unknown = [o for o in outputs if o not in self.bindings or self.bindings[o].is_input]

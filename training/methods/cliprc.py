@@ -9,7 +9,7 @@ from training.methods.zegclip import SETTINGS, ZegClipCfg
 SPEC = register(
     MethodSpec(
         name="cliprc",
-        summary="CLIP-RC: region-level bridge tokens, region alignment, dual cross-attention decoder",
+        summary="CLIP-RC: region bridge tokens, region alignment, dual cross-attention decoder",
         config=ZegClipCfg,
         kind="zero_shot",
         exporter="export.builders:build_cliprc",
