@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.machine import cpu_model, publish
 from runtime.camera import LoopCfg, LoopStats, peak_rss_mb, run_loop
+from runtime.cli import ArgumentParser, cli_main, setup_logging
 from runtime.errors import OvssError, SourceError
 from runtime.fsutil import atomic_write
 from runtime.segmenter import MODES, Segmenter
@@ -39,9 +40,7 @@ BITS = 10  # frame index bits drawn by synthetic_video
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.camera", description=__doc__.splitlines()[0]
-    )
+    p = ArgumentParser(prog="python -m benchmarks.camera", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="deployable folder")
     p.add_argument("--source", help="finite source (video file or image folder); else synthetic")
     p.add_argument("--frames", type=int, default=100, help="frames processed per run")
@@ -212,19 +211,13 @@ def write_plot(report: dict, path: Path) -> str | None:
     return str(path)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("benchmarks").setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    setup_logging()
     threads = args.threads or len(os.sched_getaffinity(0))
-    try:
-        report = run_benchmark(args, threads)
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = run_benchmark(args, threads)
     report["plot"] = write_plot(report, Path(args.plot)) if args.plot else None
     publish(report, "benchmarks.camera", argv, args.json)
     return 0

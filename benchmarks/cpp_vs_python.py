@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import cpu_model, publish
+from runtime.cli import ArgumentParser, cli_main, setup_logging
 from runtime.errors import OvssError
 from runtime.image import load_image
 from runtime.segmenter import Segmenter
@@ -36,7 +36,7 @@ DEFAULT_BINARY = Path(__file__).resolve().parents[1] / "build" / "cpp" / "ovss_i
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m benchmarks.cpp_vs_python", description=__doc__.splitlines()[0]
     )
     p.add_argument("--model", required=True, help="deployable folder")
@@ -183,15 +183,15 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
+    setup_logging()
     try:
         result = run(args)
-    except (OvssError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:  # the C++ program or a file it needs is missing: bad input, one line
+        raise OvssError(str(e)) from e
     publish(result, "benchmarks.cpp_vs_python", argv, args.json)
     return 0
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -27,15 +25,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from benchmarks.machine import cpu_model
+from benchmarks.machine import cpu_model, publish
 from export.builders import MODEL_FILE, ExportResult
 from export.config import ExportCfg
 from export.onnx_export import parity_image
 from export.registry import BUILDERS
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
-from runtime.errors import OvssError, UnknownNameError
-from runtime.fsutil import atomic_write_text
+from runtime.cli import ArgumentParser, run_main, setup_logging
+from runtime.errors import UnknownNameError
 from runtime.manifest import Manifest
 from training.clip_loader import load_clip
 from training.methods import METHODS, get_method
@@ -53,9 +51,7 @@ VARIANTS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.latency", description=__doc__.splitlines()[0]
-    )
+    p = ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.splitlines()[0])
     p.add_argument("--method", required=True, choices=sorted(BUILDERS))
     p.add_argument("--backbone", required=True, help="open_clip name: ViT-B-16, RN50, ...")
     p.add_argument("--pretrained", default="none", help="none | open_clip tag | checkpoint path")
@@ -263,32 +259,27 @@ def bench_main(
     argv: list[str] | None,
     finish: Callable[[dict, argparse.Namespace], None] | None = None,
 ) -> int:
-    """Shared CLI body of the benchmarks: logging, thread count, exit 2 on OvssError, the command
-    recorded in the report, ``finish(report, args)`` hook, atomic --json, one JSON line."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for name in ("benchmarks", "export", "training", "runtime", "__main__"):
-        logging.getLogger(name).setLevel(logging.INFO)  # open_clip's INFO chatter stays quiet
+    """Shared CLI body of the torch benchmarks: the CLI layer's error policy and logging
+    (``runtime.cli``), thread count, ``finish(report, args)`` hook, then ``publish`` (the command
+    recorded in the report, atomic --json, one JSON line)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse(argv)
-    threads = args.threads or len(os.sched_getaffinity(0))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        report = bench(args, threads)
-    except OvssError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        torch.set_num_threads(previous)
-    report["command"] = shlex.join(["python", "-m", prog, *argv])
-    if finish is not None:
-        finish(report, args)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
-    return 0
+
+    def body(_argv) -> int:
+        args = parse(argv)
+        setup_logging()
+        threads = args.threads or len(os.sched_getaffinity(0))
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            report = bench(args, threads)
+        finally:
+            torch.set_num_threads(previous)
+        if finish is not None:
+            finish(report, args)
+        publish(report, prog, argv, args.json)
+        return 0
+
+    return run_main(body, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

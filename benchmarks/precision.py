@@ -24,6 +24,7 @@ from calibration.calibrate import text_feeds
 from export.onnx_export import parity_image
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
+from runtime.cli import ArgumentParser
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import sha256_file
 from runtime.manifest import PRECISIONS, load_manifest
@@ -32,9 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.precision", description=__doc__.splitlines()[0]
-    )
+    p = ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="deployable folder with variants")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated, fp32 first")
     p.add_argument("--runs", type=int, default=10)

@@ -47,6 +47,7 @@ from export.registry import BUILDERS
 from export.wrappers import LogitsOnnxModel
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
+from runtime.cli import ArgumentParser
 from runtime.errors import ConfigError, UnknownNameError
 from runtime.fsutil import atomic_write
 from training.students import STUDENTS, StudentCfg, build_student
@@ -58,9 +59,7 @@ STRIDE = 32  # the students' deepest stride; also a multiple of every MaskCLIP p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.students", description=__doc__.splitlines()[0]
-    )
+    p = ArgumentParser(prog="python -m benchmarks.students", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", required=True, help="open_clip name: ViT-B-16, ovss-tiny-vit, ...")
     p.add_argument("--pretrained", default="none", help="CLIP weights: none | open_clip tag | path")
     p.add_argument("--classes", default="camvid", help="vocabulary spec, as for export.build")

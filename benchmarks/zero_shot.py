@@ -36,6 +36,7 @@ from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from export.onnx_export import OnnxExport, keep_outputs, parity_image, run_export
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
+from runtime.cli import ArgumentParser
 from runtime.errors import UnknownNameError
 from runtime.fsutil import atomic_write
 from training.clip_loader import load_clip
@@ -96,9 +97,7 @@ def _csv(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.zero_shot", description=__doc__.splitlines()[0]
-    )
+    p = ArgumentParser(prog="python -m benchmarks.zero_shot", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", required=True, help="open_clip ViT name: ViT-B-16, ovss-tiny-vit")
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument(
