@@ -122,12 +122,13 @@ def export_folders(out: Path) -> dict[str, Path]:
     """The tiny folders: ViT fixed, ViT vocab-as-input (rescaled rows, so the runtime's L2
     normalisation matters), ResNet fixed (feature stride 32) with random text rows (its random
     text tower embeds every class alike)."""
-    from export.builders import build_maskclip
+    from export.builders import build_maskclip, build_training_free
     from export.config import ExportCfg
     from training.clip_loader import load_clip
     from training.models import text_dim
 
-    folders = {name: out / "folders" / name for name in ("vit_fixed", "vit_input", "rn_fixed")}
+    names = ("vit_fixed", "vit_input", "rn_fixed", "sclip_method")
+    folders = {name: out / "folders" / name for name in names}
     base = dict(
         method="maskclip",
         backbone="ovss-tiny-vit",
@@ -157,6 +158,21 @@ def export_folders(out: Path) -> dict[str, Path]:
             prompt_denoising=False,
         )
     )
+    # The method's own inference settings from the manifest: slide step, short side, background
+    # threshold (both runtimes must follow them by default).
+    build_training_free(
+        ExportCfg.create(
+            method="sclip",
+            backbone="ovss-tiny-vit",
+            classes=CLASSES,
+            image_size=64,
+            templates="single",
+            slide_stride=48,
+            short_side=96,
+            prob_thd=0.9,
+            output=str(folders["sclip_method"]),
+        )
+    )
     return folders
 
 
@@ -170,6 +186,7 @@ def cases_for(images: list[str]) -> list[Case]:
     wanted = ("small_160x200", "large_300x410", "gray_260x300", "camvid0")
     subset = [n for n in wanted if n in images]
     cases += [Case("vit_input", n) for n in subset] + [Case("rn_fixed", n) for n in subset]
+    cases += [Case("sclip_method", n) for n in subset + ["tall_100x60"]]
     if "camvid0" in images:
         cases += [Case("vit_fixed", "camvid0", "whole"), Case("rn_fixed", "camvid0", "whole")]
     return cases

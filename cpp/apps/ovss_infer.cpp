@@ -1,7 +1,7 @@
 // ovss_infer: segment one image with a deployable folder; print one JSON line (runtime/infer.py).
 //
 //   ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png] [--threads N]
-//              [--mode auto|whole|slide] [--stride PX] [--repeat N] [--backend B] [--engine FILE]
+//              [--mode auto|whole|slide] [--stride PX] [--short-side PX] [--repeat N] [--backend B] [--engine FILE]
 //              [--alpha A] [--no-legend] [--no-verify]
 //
 // Exit status 2 with a one-line "error: ..." on bad input. --repeat N segments the image N times
@@ -23,7 +23,8 @@ namespace {
 
 const char* kUsage =
     "usage: ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png] [--threads N]\n"
-    "                  [--mode auto|whole|slide] [--stride PX] [--repeat N] [--backend auto|onnxruntime|tensorrt]\n"
+    "                  [--mode auto|whole|slide] [--stride PX] [--short-side PX] [--repeat N]\n"
+    "                  [--backend auto|onnxruntime|tensorrt]\n"
     "                  [--engine FILE] [--alpha A] [--no-legend] [--no-verify]\n";
 
 double median(std::vector<double> v) {
@@ -39,6 +40,7 @@ ovss::SegmenterOptions options(const ovss::Args& args) {
     o.backend = args.get("--backend").value_or("auto");
     o.mode = args.get("--mode").value_or("auto");
     o.stride = args.get_int("--stride", 0, 1);
+    o.short_side = args.get_int("--short-side", 0, 1);
     o.verify = !args.has("--no-verify");
     o.backend_options.threads = args.get_int("--threads", 0, 1);
     o.backend_options.engine = args.get("--engine").value_or("");
@@ -86,7 +88,7 @@ void write_outputs(const ovss::Args& args, const cv::Mat& rgb, const ovss::SegRe
 int run(int argc, char** argv) {
     const ovss::Args args(argc, argv,
                           {"--model", "--image", "--out", "--labels-out", "--threads", "--mode", "--stride",
-                           "--repeat", "--backend", "--engine", "--alpha"},
+                           "--short-side", "--repeat", "--backend", "--engine", "--alpha"},
                           {"--no-legend", "--no-verify"});
     const std::string model = args.require("--model"), image_path = args.require("--image");
     args.require("--out");

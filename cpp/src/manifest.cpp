@@ -163,6 +163,22 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.model_sha256 = req_str(d, "model_sha256");
     if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
         m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();
+    if (d.contains("method_cfg") && d.at("method_cfg").is_object()) {
+        const auto& mc = d.at("method_cfg");
+        if (mc.contains("slide_stride") && mc.at("slide_stride").is_number_integer()) {
+            m.slide_stride = mc.at("slide_stride").get<int>();
+            if (m.slide_stride <= 0) throw ModelFolderError("manifest method_cfg.slide_stride must be > 0");
+        }
+        if (mc.contains("short_side") && mc.at("short_side").is_number_integer()) {
+            m.short_side = mc.at("short_side").get<int>();
+            if (m.short_side < 0) throw ModelFolderError("manifest method_cfg.short_side must be >= 0");
+        }
+        if (mc.contains("prob_thd") && mc.at("prob_thd").is_number()) {
+            m.prob_thd = mc.at("prob_thd").get<double>();
+            if (!(m.prob_thd >= 0.0 && m.prob_thd < 1.0))
+                throw ModelFolderError("manifest method_cfg.prob_thd must be in [0, 1)");
+        }
+    }
     return m;
 }
 

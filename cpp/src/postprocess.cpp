@@ -48,7 +48,8 @@ std::vector<double> resample_columns(const Tensor& logits, const BilinearTaps& t
 
 }  // namespace
 
-cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_h, double span_w) {
+cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_h, double span_w,
+                        double background_thd) {
     if (logits.shape.size() != 3 || logits.numel() == 0)
         throw ModelFolderError("logits must be a non-empty [C,h,w] tensor, got " + logits.shape_str());
     const int64_t c_n = logits.shape[0], h = logits.shape[1];
@@ -72,6 +73,21 @@ cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_
                     out[x] = static_cast<int32_t>(c);
                 }
             }
+        }
+        if (background_thd > 0) {  // p_top = 1 / sum_c exp(v_c - v_top)
+            std::vector<double> denom(out_w, 0.0);
+            for (int64_t c = 0; c < c_n; ++c) {
+                const double* r0 = &cols[(c * h + th.i0[y]) * out_w];
+                const double* r1 = &cols[(c * h + th.i1[y]) * out_w];
+                const bool two = th.i1[y] != th.i0[y];
+                for (int x = 0; x < out_w; ++x) {
+                    double v = r0[x] * th.w0[y];
+                    if (two) v += r1[x] * th.w1[y];
+                    denom[x] += std::exp(v - best[x]);
+                }
+            }
+            for (int x = 0; x < out_w; ++x)
+                if (1.0 / denom[x] < background_thd) out[x] = 0;
         }
     }
     return labels;

@@ -125,6 +125,14 @@ cv::Mat resize_bilinear_pillow(const cv::Mat& image, int out_h, int out_w) {
     return out.data == image.data ? out.clone() : out;
 }
 
+std::pair<int, int> short_side_size(int h, int w, int short_side) {
+    if (h <= 0 || w <= 0 || short_side <= 0) throw ConfigError("short_side_size needs positive sizes");
+    const double scale = static_cast<double>(short_side) / std::min(h, w);
+    // std::nearbyint rounds half to even (the default rounding mode), as Python's round().
+    return {std::max(1, static_cast<int>(std::nearbyint(h * scale))),
+            std::max(1, static_cast<int>(std::nearbyint(w * scale)))};
+}
+
 cv::Mat resize_rgb(const cv::Mat& rgb, int out_h, int out_w) {
     if (rgb.rows == out_h && rgb.cols == out_w) return rgb;
     return resize_bilinear_pillow(rgb, out_h, out_w);

@@ -83,7 +83,12 @@ Segmenter::Segmenter(const fs::path& folder, SegmenterOptions options)
     if (pre.input_h != pre.input_w)
         throw ModelFolderError("only square inputs are supported, manifest has " + std::to_string(pre.input_h) +
                                "x" + std::to_string(pre.input_w));
-    if (options_.stride <= 0) options_.stride = default_stride(pre.input_h, pre.feature_stride);
+    // The method's own slide step (recorded by the exporter) is the default, as in Python.
+    if (options_.stride <= 0)
+        options_.stride = manifest_.slide_stride > 0 ? manifest_.slide_stride
+                                                     : default_stride(pre.input_h, pre.feature_stride);
+    if (options_.short_side < 0) throw ConfigError("short_side must be >= 0");
+    short_side_ = options_.short_side > 0 ? options_.short_side : manifest_.short_side;
     backend_ = open_backend(options_.backend, model_path(), options_.backend_options);
     classes_ = manifest_.classes;
     check_graph_io();
@@ -160,12 +165,19 @@ Tensor Segmenter::run_model(const Tensor& image) {
 
 SegResult Segmenter::operator()(const cv::Mat& image) {
     const auto t0 = Clock::now();
-    const cv::Mat rgb = as_rgb_uint8(image);
+    const cv::Mat original = as_rgb_uint8(image);
     const PreprocessCfg& pre = manifest_.preprocess;
+    const int out_h = original.rows, out_w = original.cols;
+    // The method's test resize (as Python): work at the short side, labels at the input's size.
+    cv::Mat rgb = original;
+    if (short_side_ > 0) {
+        const auto [h, w] = short_side_size(out_h, out_w, short_side_);
+        rgb = resize_rgb(original, h, w);
+    }
     SegResult r;
     r.mode = options_.mode;
     if (r.mode == "auto") r.mode = rgb.rows <= pre.input_h && rgb.cols <= pre.input_w ? "whole" : "slide";
-    double span_h = rgb.rows, span_w = rgb.cols;
+    double span_h = out_h, span_w = out_w;
     auto t1 = t0;
     if (r.mode == "whole") {
         const Tensor x = normalize(resize_rgb(rgb, pre.input_h, pre.input_w), pre);
@@ -179,10 +191,11 @@ SegResult Segmenter::operator()(const cv::Mat& image) {
         t1 = Clock::now();
         r.logits = stitch(plan, x, [this](const Tensor& w) { return run_model(w); });
         r.windows = static_cast<int>(plan.boxes.size());
-        span_h = plan.padded_h, span_w = plan.padded_w;
+        span_h = plan.padded_h * (static_cast<double>(out_h) / rgb.rows);
+        span_w = plan.padded_w * (static_cast<double>(out_w) / rgb.cols);
     }
     const auto t2 = Clock::now();
-    r.labels = upsample_argmax(r.logits, rgb.rows, rgb.cols, span_h, span_w);
+    r.labels = upsample_argmax(r.logits, out_h, out_w, span_h, span_w, manifest_.prob_thd);
     std::vector<bool> seen(classes_.size(), false);
     for (int y = 0; y < r.labels.rows; ++y)
         for (int x = 0; x < r.labels.cols; ++x) seen.at(static_cast<size_t>(r.labels.at<int32_t>(y, x))) = true;

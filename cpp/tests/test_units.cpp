@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -72,6 +73,25 @@ TEST(Postprocess, ArgmaxTiesGoToTheFirstClass) {
     for (int i = 0; i < 4; ++i) logits.data[4 + i] = 1.0f, logits.data[8 + i] = 1.0f;
     const cv::Mat labels = upsample_argmax(logits, 5, 7, 5, 7);
     EXPECT_EQ(cv::countNonZero(labels == 1), 35);
+}
+
+TEST(Postprocess, BackgroundThresholdSendsUnsurePixelsToClass0) {
+    // [3,1,2]: left column class 2 sure (p ~ 0.96), right column class 1 at p = 0.5.
+    Tensor logits = Tensor::zeros({3, 1, 2});
+    logits.data[3] = static_cast<float>(std::log(2.0));  // class 1, right
+    logits.data[4] = 4.0f;                                // class 2, left
+    const auto at = [](const cv::Mat& m, int x) { return m.at<int32_t>(0, x); };
+    cv::Mat plain = upsample_argmax(logits, 1, 2, 1, 2);
+    EXPECT_EQ(at(plain, 0), 2);
+    EXPECT_EQ(at(plain, 1), 1);
+    cv::Mat above = upsample_argmax(logits, 1, 2, 1, 2, 0.51);
+    EXPECT_EQ(at(above, 0), 2);
+    EXPECT_EQ(at(above, 1), 0);
+    cv::Mat below = upsample_argmax(logits, 1, 2, 1, 2, 0.49);
+    EXPECT_EQ(at(below, 1), 1);
+    cv::Mat all = upsample_argmax(logits, 1, 2, 1, 2, 0.99);
+    EXPECT_EQ(at(all, 0), 0);
+    EXPECT_EQ(at(all, 1), 0);
 }
 
 TEST(Postprocess, PaletteIsVocBitPattern) {

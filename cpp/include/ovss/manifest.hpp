@@ -46,6 +46,11 @@ struct Manifest {
     std::string model_sha256;
     std::optional<std::string> text_embeddings_file;
     int format_version = kFormatVersion;
+    /// From ``method_cfg`` (0 when absent): the method's slide step in pixels, and its background
+    /// probability threshold (pixels whose top softmax probability is below it become class 0).
+    int slide_stride = 0;
+    int short_side = 0;  ///< the method's test resize: short side in pixels (0: none)
+    double prob_thd = 0.0;
 
     /// The input called ``name``; throws ModelFolderError if absent.
     const TensorSpec& input(const std::string& name) const;

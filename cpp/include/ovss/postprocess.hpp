@@ -25,8 +25,11 @@ BilinearTaps bilinear_taps(int out_len, int in_len, double span);
 ///
 /// Args: logits: float32 [C,h,w]; out_h, out_w: output size; span_h, span_w: the size the
 ///   logits span (the padded size in slide mode, else out_h, out_w).
+/// background_thd: in [0, 1); pixels whose top softmax probability over the upsampled logits is
+///   below it get class 0 (SCLIP / ClearCLIP / NACLIP ``prob_thd``); 0 = off.
 /// Returns: CV_32S out_h x out_w class indices in [0, C).
-cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_h, double span_w);
+cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_h, double span_w,
+                        double background_thd = 0.0);
 
 using Rgb = std::array<uint8_t, 3>;
 

@@ -1,6 +1,8 @@
 // Resize (Pillow-identical bilinear) and normalisation of RGB uint8 images into model inputs.
 #pragma once
 
+#include <utility>
+
 #include <opencv2/core.hpp>
 
 #include "ovss/manifest.hpp"
@@ -15,6 +17,9 @@ namespace ovss {
 /// Args: image: CV_8UC1..CV_8UC4, HxW > 0; out_h, out_w > 0.
 /// Returns: CV_8UC(n) out_h x out_w (a copy when the size is unchanged).
 cv::Mat resize_bilinear_pillow(const cv::Mat& image, int out_h, int out_w);
+
+/// (H, W) scaled, aspect kept, so that min(H, W) == short_side (Python's round: half to even).
+std::pair<int, int> short_side_size(int h, int w, int short_side);
 
 /// ``resize_bilinear_pillow`` of HxWx3 RGB, returning ``rgb`` itself when the size matches.
 cv::Mat resize_rgb(const cv::Mat& rgb, int out_h, int out_w);

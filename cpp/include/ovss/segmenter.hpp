@@ -36,7 +36,8 @@ struct SegResult {
 struct SegmenterOptions {
     std::string backend = "onnxruntime";  ///< "onnxruntime", "tensorrt" or "auto"
     std::string mode = "auto";            ///< "auto" (whole if it fits, else slide), "whole", "slide"
-    int stride = 0;                       ///< slide step in pixels (0: two thirds of the input)
+    int stride = 0;      ///< slide step in pixels (0: the manifest's, else two thirds of the input)
+    int short_side = 0;  ///< rescale to this short side first (0: the manifest's, else none)
     bool verify = true;                   ///< check model_sha256
     BackendOptions backend_options;
 };
@@ -66,6 +67,7 @@ private:
 
     std::filesystem::path folder_;
     SegmenterOptions options_;
+    int short_side_ = 0;  ///< resolved: options, else the manifest's method short side
     Manifest manifest_;
     std::unique_ptr<Backend> backend_;
     std::vector<std::string> classes_;
