@@ -43,6 +43,8 @@ from training.zegclip import bias_vector
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.onnx"
+# ZegCLIP / CLIP-RC options that shape the network (a checkpoint fixes them).
+ARCHITECTURE_OPTIONS = ("num_tokens", "total_d_layer", "decoder_layers", "decoder_heads")
 TEXT_FILE = "text_embeddings.npy"
 
 
@@ -182,6 +184,13 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
         trained.model_cfg, templates=trained.templates or trained.model_cfg.templates
     )
     mcfg = cfg.method_cfg(base)
+    if cfg.checkpoint:  # the network is the checkpoint's: its shape options cannot change
+        for name in ARCHITECTURE_OPTIONS:
+            if cfg.given(name) and getattr(mcfg, name) != getattr(trained.model_cfg, name):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} {getattr(mcfg, name)}: {cfg.checkpoint} was "
+                    f"trained with {getattr(trained.model_cfg, name)} (leave it out)"
+                )
     size, templates = mcfg.image_size, mcfg.templates
     if trained.method == "cliprc" and size != trained.model_cfg.image_size:
         raise ExportError(

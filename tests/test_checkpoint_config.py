@@ -160,3 +160,27 @@ def test_student_checkpoint_holds_and_uses_its_config(student_ckpt, tmp_path, mo
     old = tmp_path / "old_student.pt"
     torch.save(raw, old)
     assert load_trained(old).model_cfg == trained.model_cfg
+
+
+def test_export_refuses_shape_options_that_contradict_the_checkpoint(zeg_ckpt, tmp_path):
+    """A checkpoint fixes the network: --num-tokens / --decoder-layers cannot be applied to it, so
+    a value that differs is refused rather than silently dropped; the same value is accepted."""
+    from export.builders import build_zegclip
+    from export.config import ExportCfg
+    from runtime.errors import ConfigError
+    from runtime.manifest import load_manifest
+
+    base = dict(
+        method="zegclip",
+        backbone="ovss-tiny-vit",
+        classes="red,green,yellow",
+        checkpoint=str(zeg_ckpt),
+        templates="single",
+    )
+    with pytest.raises(ConfigError, match="num-tokens 5: .* trained with 3"):
+        build_zegclip(ExportCfg.create(**base, output=str(tmp_path / "a"), num_tokens=5))
+    assert not (tmp_path / "a").exists()
+    out = tmp_path / "b"
+    build_zegclip(ExportCfg.create(**base, output=str(out), num_tokens=3, decoder_layers=2))
+    m = load_manifest(out).method_cfg
+    assert (m["num_tokens"], m["decoder_layers"], m["templates"]) == (3, 2, "single")
