@@ -32,9 +32,10 @@ from runtime.errors import CheckpointError, ConfigError, UnknownNameError, Vocab
 from runtime.fsutil import atomic_save_npy, atomic_write, sha256_file
 from runtime.manifest import METADATA_KEY, Manifest, PreprocessCfg, TensorSpec, WeightsInfo
 from training.clip_loader import LoadedClip, load_clip
-from training.loading import Trained, class_text, load_trained
+from training.loading import Trained, class_text, load_text_file, load_trained
 from training.maskclip import IMAGENET_MEAN, IMAGENET_STD
 from training.maskclip_plus import BACKGROUND
+from training.methods.zegclip import slide_step
 from training.models import build_model, text_dim
 from training.students import STUDENTS, StudentCfg, build_student
 from training.text_classifier import TEMPLATE_SETS, build_text_classifier
@@ -88,7 +89,15 @@ def build_training_free(cfg: ExportCfg) -> ExportResult:
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
     model = _checked(cfg.spec.load("model_builder"), clip, mcfg)
-    text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
+    if cfg.text_embeddings and cfg.text_encoder:
+        raise ExportError(
+            "--text-embeddings gives the classifier as it is: --text-encoder would "
+            "encode new classes with a text tower it was not checked against"
+        )
+    if cfg.text_embeddings:  # used as they are (the official files are not renormalised)
+        text = load_text_file(cfg.text_embeddings, len(classes), text_dim(clip))
+    else:
+        text = build_text_classifier(clip, classes, mcfg.templates, cfg.cache_dir)
     return _build(
         cfg=cfg,
         size=mcfg.image_size,
@@ -166,6 +175,11 @@ def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> to
     value = trained.model_cfg.seen_bias if (trained.inductive or cfg.seen is not None) else 0.0
     if cfg.given("seen_bias"):
         value = cfg.options["seen_bias"]
+        if value and not seen_names:
+            raise ConfigError(
+                f"--seen-bias {value} applies to no class: name the seen classes with --seen "
+                "(a random head or an official checkpoint carries none)"
+            )
     if cfg.vocab_mode == "input" and seen_names and value:
         log.warning(
             "vocab-mode input: the seen-class bias is dropped (runtime vocabularies have no "
@@ -192,10 +206,11 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
                     f"trained with {getattr(trained.model_cfg, name)} (leave it out)"
                 )
     size, templates = mcfg.image_size, mcfg.templates
-    if trained.method == "cliprc" and size != trained.model_cfg.image_size:
+    fixed = getattr(trained.model, "fixed_size", None)  # CLIP-RC: its region mask's grid
+    if fixed is not None and size != fixed:
         raise ExportError(
-            f"CLIP-RC's region mask is fixed for {trained.model_cfg.image_size} px; "
-            f"--image-size {size} is not possible"
+            f"{trained.method}'s region mask is fixed for {fixed} px; --image-size {size} is "
+            "not possible"
         )
     if size % trained.model.feature_stride:
         raise ConfigError(
@@ -209,7 +224,7 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
     method_cfg = {
         **dataclasses.asdict(trained.model_cfg),
         "image_size": size,
-        "slide_stride": mcfg.slide_stride,
+        "slide_stride": slide_step(dataclasses.replace(mcfg, image_size=size)),
         "seen_bias": bias.tolist(),
     }
     return _build(
@@ -290,7 +305,7 @@ def _load_student(cfg: ExportCfg) -> Trained:
     """Our maskclip_plus checkpoint, or a random student (``--student``) whose classifier is
     encoded with ``cfg.pretrained`` CLIP text weights."""
     if cfg.checkpoint:
-        trained = load_trained(cfg.checkpoint, "maskclip_plus")
+        trained = load_trained(cfg.checkpoint, cfg.method)
         student = cfg.options.get("student")
         if student and student != trained.model_cfg.name:
             raise CheckpointError(
@@ -313,7 +328,16 @@ def _load_student(cfg: ExportCfg) -> Trained:
     model = build_student(scfg).eval()
     clip = dataclasses.replace(clip, random=True, source=f"{clip.source} + random {student}")
     return Trained(
-        "maskclip_plus", model, clip, scfg, None, None, (), False, clip.source, crop_size=512
+        cfg.method,
+        model,
+        clip,
+        scfg,
+        None,
+        None,
+        (),
+        False,
+        clip.source,
+        crop_size=cfg.method_cfg().image_size,
     )
 
 

@@ -61,6 +61,13 @@ class ExportCfg:
         if self.opset < 17:
             raise ConfigError(f"opset must be >= 17 (LayerNormalization), got {self.opset}")
         spec = self.spec
+        for name in ("checkpoint", "seen", "text_embeddings"):
+            if getattr(self, name) is not None and name not in spec.accepts:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"{flag} does not apply to --method {self.method} (it takes "
+                    f"{', '.join('--' + a.replace('_', '-') for a in spec.accepts)})"
+                )
         names = {f.name for f in spec.fields()}
         unknown = sorted(set(self.options) - names)
         if unknown:

@@ -208,3 +208,59 @@ def test_one_class_vocabulary_names_the_text_classifier(tmp_path, capsys):
     )
     names = [i.name for i in onnx.load(str(out / "model.onnx")).graph.initializer]
     assert "text_classifier" in names
+
+
+def test_inputs_a_method_does_not_take_are_refused(tmp_path):
+    proc = _run_build(
+        [
+            "--method",
+            "sclip",
+            "--backbone",
+            "ovss-tiny-vit",
+            "--classes",
+            "a,b",
+            "--checkpoint",
+            "/nonexistent.pt",
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert proc.returncode == 2 and not (tmp_path / "o").exists()
+    assert proc.stderr.strip().splitlines() == [
+        "error: --checkpoint does not apply to --method sclip (it takes --text-embeddings)"
+    ]
+
+
+@pytest.mark.parametrize("method", ["maskclip", "sclip"])
+def test_text_embeddings_are_baked_as_given(method, tmp_path, capsys):
+    import numpy as np
+
+    rows = np.random.default_rng(3).standard_normal((3, 64)).astype(np.float32)  # not unit rows
+    np.save(tmp_path / "rows.npy", rows)
+    out = tmp_path / "m"
+    assert (
+        build.main(
+            [
+                "--method",
+                method,
+                "--backbone",
+                "ovss-tiny-vit",
+                "--classes",
+                "a,b,c",
+                "--image-size",
+                "64",
+                "--text-embeddings",
+                str(tmp_path / "rows.npy"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    baked = [
+        onnx.numpy_helper.to_array(i)
+        for i in onnx.load(str(out / "model.onnx")).graph.initializer
+        if i.name == "text_classifier"
+    ]
+    assert len(baked) == 1
+    np.testing.assert_array_equal(baked[0].reshape(rows.shape), rows)

@@ -247,3 +247,22 @@ def test_keep_outputs_prunes_labels_exactly():
     full = ort_outputs(result.model.SerializeToString(), feeds, [io_names.LOGITS])
     got = ort_outputs(pruned.SerializeToString(), feeds, [io_names.LOGITS])
     np.testing.assert_array_equal(got[io_names.LOGITS], full[io_names.LOGITS])
+
+
+def test_seen_bias_without_seen_classes_is_refused(tmp_path):
+    from export import builders
+    from export.config import ExportCfg
+    from runtime.errors import ConfigError
+
+    cfg = ExportCfg.create(
+        method="zegclip",
+        backbone="ovss-tiny-vit",
+        output=str(tmp_path / "o"),
+        classes="a,b",
+        image_size=64,
+        templates="single",
+        seen_bias=0.1,
+    )
+    with pytest.raises(ConfigError, match="applies to no class"):
+        builders.build_zegclip(cfg)
+    assert not (tmp_path / "o").exists()

@@ -114,6 +114,11 @@ class ClipRc(nn.Module):
     def feature_stride(self) -> int:
         return self.backbone.patch
 
+    @property
+    def fixed_size(self) -> int:
+        """The only input side the model runs at (its region mask is built for one grid)."""
+        return self.cfg.image_size
+
     def train_outputs(self, image: torch.Tensor, text: torch.Tensor):
         """(mask logits [B,C,h,w], recovery L1 scalar (training mode) or None)."""
         patches, cls, regions = self.backbone(image)

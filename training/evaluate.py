@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.cli import ArgumentParser, cli_main, setup_logging
+from runtime.cli import ArgumentParser, cli_main, nonneg_int, positive_int, setup_logging
 from training.methods import get_method, trainable
+from training.methods.spec import TEMPLATE_NAMES
+from training.methods.zegclip import ZegClipCfg, slide_step
 
 if TYPE_CHECKING:  # torch is imported only once the arguments are parsed
     import torch
@@ -109,21 +111,14 @@ def whole_scores(model, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor
         return logits.softmax(dim=1)
 
 
-# ZegCLIP's official step at its 512 crop: the reported stride of whole-image methods, as before.
-OFFICIAL_STRIDE, OFFICIAL_CROP = 426, 512
-
-
 def slide_stride(trained: Trained) -> int:
-    """The method's slide step for this model's crop: the config's ``slide_stride`` (ZegCLIP:
-    426), given at the method's default input side (512), scaled to the training crop. Methods
-    without one (``eval_mode`` whole: unused) get ZegCLIP's ratio."""
-    ref = get_method(trained.method).defaults()
-    step = getattr(trained.model_cfg, "slide_stride", getattr(ref, "slide_stride", None))
-    if step is None:
-        step, side = OFFICIAL_STRIDE, OFFICIAL_CROP
-    else:
-        side = ref.image_size
-    return max(1, round(trained.crop_size * step / side))
+    """The method's slide step at this model's crop (``training.methods.zegclip.slide_step``:
+    the config's ``slide_stride``, else the official 426/512 of the crop). Methods without one
+    (``eval_mode`` whole: unused) get the same ratio."""
+    cfg = trained.model_cfg
+    if not hasattr(cfg, "slide_stride"):
+        cfg = ZegClipCfg(image_size=trained.crop_size)
+    return slide_step(dataclasses.replace(cfg, image_size=trained.crop_size))
 
 
 def evaluate_model(
@@ -249,14 +244,15 @@ def parse_args(argv=None) -> EvalCfg:
         ("method", str),
         ("backbone", str),
         ("seen_bias", float),
-        ("stride", int),
+        ("stride", positive_int),
         ("templates", str),
         ("text_embeddings", str),
         ("device", str),
-        ("limit", int),
+        ("limit", nonneg_int),
     ):
         default = EvalCfg.__dataclass_fields__[name].default
-        extra = {"choices": trainable()} if name == "method" else {}
+        extra = {"method": {"choices": trainable()}, "templates": {"choices": TEMPLATE_NAMES}}
+        extra = extra.get(name, {})
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, **extra)
     return EvalCfg(**vars(p.parse_args(argv)))
 

@@ -16,6 +16,7 @@ SPEC = register(
         model_builder="training.models:build_cliprc",
         wrapper="export.wrappers:ClipRcOnnxModel",
         settings=SETTINGS,
+        accepts=("checkpoint", "seen", "text_embeddings"),
         train_loop="training.train:zero_shot_loop",
         eval_mode="slide",
         published=(

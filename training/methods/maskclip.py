@@ -51,6 +51,8 @@ class MaskClipCfg:
             raise ValueError(f"ks_norm must be one of {KS_NORMS}, got {self.ks_norm!r}")
         if self.image_size <= 0:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
 
 
 SPEC = register(

@@ -42,6 +42,7 @@ SPEC = register(
         model_builder="training.students:build_student",
         wrapper="export.wrappers:LogitsOnnxModel",
         settings=SETTINGS,
+        accepts=("checkpoint", "text_embeddings"),
         train_loop="training.train:maskclip_plus_loop",
         published=(
             Published("VOC20", 58.0, "R50", "annotation-free"),

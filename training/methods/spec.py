@@ -15,6 +15,8 @@ KINDS = ("training_free", "zero_shot", "student")
 # Names of training.text_classifier.TEMPLATE_SETS (kept here torch-free; a test checks they agree).
 TEMPLATE_NAMES = ("imagenet80", "maskclip85", "single", "zegclip")
 EVAL_MODES = ("whole", "slide")
+# Export inputs that only some methods take (``MethodSpec.accepts``).
+EXPORT_INPUTS = ("checkpoint", "seen", "text_embeddings")
 
 
 def option(default: Any, help: str, **kw) -> Any:  # noqa: A002 - mirrors argparse's name
@@ -46,11 +48,11 @@ class MethodSpec:
         name: registry key and ``--method`` value.
         summary: one line for ``--help``.
         config: flat frozen dataclass holding every model/inference default of the method
-            (input size, templates, slide crop/stride, logit scale, seen bias, ...); each field
+            (input size, templates, slide stride, logit scale, seen bias, ...); each field
             becomes a ``python -m export.build`` flag.
         kind: ``training_free`` (a CLIP surgery, no weights of its own), ``zero_shot`` (a trained
             head over CLIP, ZegCLIP-style) or ``student`` (MaskCLIP+).
-        exporter: ``"module:function"``; ``function(cfg: ExportCfg, spec) -> ExportResult``.
+        exporter: ``"module:function"``; ``function(cfg: ExportCfg) -> ExportResult``.
         model_builder: ``"module:function"`` building the torch model: ``(clip, method_cfg)`` for
             training-free and zero-shot methods, ``(StudentCfg)`` for students.
         wrapper: ``"module:Class"`` of the ONNX wrapper (used only for export).
@@ -58,6 +60,9 @@ class MethodSpec:
         train_loop: ``"module:function"`` making the training loop, or None.
         eval_mode: ``whole`` or ``slide`` (with the config's ``slide_crop`` / ``slide_stride``).
         published: the method's own published numbers (README table).
+        accepts: the general export inputs the method takes besides image, vocabulary and CLIP
+            weights: ``checkpoint``, ``seen``, ``text_embeddings`` (anything else given is refused,
+            never ignored).
         smoke_options: options for the smallest export that exercises the method on the tiny
             test ViT (``ovss-tiny-vit``); the registry-wide tests export every method with them.
     """
@@ -73,6 +78,7 @@ class MethodSpec:
     train_loop: str | None = None
     eval_mode: str = "whole"
     published: tuple[Published, ...] = ()
+    accepts: tuple[str, ...] = ("text_embeddings",)
     smoke_options: tuple[tuple[str, Any], ...] = (("image_size", 64),)
 
     def __post_init__(self):
@@ -82,6 +88,9 @@ class MethodSpec:
             raise ValueError(f"{self.name}: eval_mode must be one of {EVAL_MODES}")
         if not dataclasses.is_dataclass(self.config):
             raise TypeError(f"{self.name}: config must be a dataclass, got {self.config!r}")
+        unknown = sorted(set(self.accepts) - set(EXPORT_INPUTS))
+        if unknown:
+            raise ValueError(f"{self.name}: accepts {unknown}, not among {EXPORT_INPUTS}")
         if bool(self.settings) != bool(self.train_loop):
             raise ValueError(f"{self.name}: settings and train_loop go together")
 

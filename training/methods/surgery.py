@@ -97,3 +97,10 @@ def _check(cfg) -> None:
         raise ValueError(f"prob_thd must be in [0, 1), got {cfg.prob_thd}")
     if not cfg.pamr_dilations or min(cfg.pamr_dilations) <= 0:
         raise ValueError(f"pamr_dilations must be positive, got {cfg.pamr_dilations}")
+    if cfg.gaussian_std > 0 and cfg.attention != "kk":
+        raise ValueError(
+            f"gaussian_std is NACLIP's bias on k-k attention: it needs --attention kk, "
+            f"got {cfg.attention}"
+        )
+    if min(cfg.std) <= 0:
+        raise ValueError(f"std must be positive, got {cfg.std}")

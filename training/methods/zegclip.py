@@ -9,6 +9,16 @@ from training.methods import MethodSpec, Published, option, register
 from training.methods.spec import templates_option
 
 SETTINGS = ("inductive", "transductive")
+# The official slide_inference step at the official 512 crop.
+OFFICIAL_STRIDE, OFFICIAL_CROP = 426, 512
+
+
+def slide_step(cfg) -> int:
+    """The slide step of a ZegCLIP / CLIP-RC config: ``slide_stride``, or the official 426 / 512
+    ratio of its ``image_size`` (426 at 512, 53 at 64)."""
+    if cfg.slide_stride:
+        return cfg.slide_stride
+    return max(1, round(cfg.image_size * OFFICIAL_STRIDE / OFFICIAL_CROP))
 
 
 @dataclass(frozen=True)
@@ -22,7 +32,8 @@ class ZegClipCfg:
         decoder_layers, decoder_heads: TPN decoder depth and heads.
         seen_bias: subtracted from seen-class probabilities at inference (0.1 inductive, 0 ST).
         templates: prompt template set for new vocabularies (VOC's single "a photo of a {}").
-        slide_stride: official slide inference step (crop = image_size), pixels.
+        slide_stride: slide inference step (crop = image_size), pixels; None = the official
+            426 / 512 of ``image_size`` (``slide_step``).
     """
 
     image_size: int = option(512, "square input side (default: the checkpoint's crop)")
@@ -34,7 +45,9 @@ class ZegClipCfg:
         0.1, "subtracted from seen-class scores (default: 0.1 inductive, 0 transductive)"
     )
     templates: str = templates_option("zegclip", "prompt template set (default: the checkpoint's)")
-    slide_stride: int = option(426, "slide inference step in pixels (official 426 at crop 512)")
+    slide_stride: int | None = option(
+        None, "slide inference step in pixels (default: 426/512 of the input side)"
+    )
 
 
 SPEC = register(
@@ -47,6 +60,7 @@ SPEC = register(
         model_builder="training.models:build_zegclip",
         wrapper="export.wrappers:ZegClipOnnxModel",
         settings=SETTINGS,
+        accepts=("checkpoint", "seen", "text_embeddings"),
         train_loop="training.train:zero_shot_loop",
         eval_mode="slide",
         published=(
