@@ -58,11 +58,11 @@ class TrainCfg:
     warmup_iters: int | None = None
     min_lr: float | None = None
     power: float = 0.9
-    crop_size: int = 512
+    crop_size: int | None = None
     num_tokens: int | None = None
-    decoder_layers: int = 3
+    decoder_layers: int | None = None
     decoder_heads: int | None = None
-    seen_bias: float = 0.1
+    seen_bias: float | None = None
     focal_weight: float | None = None
     dice_weight: float | None = None
     recovery_weight: float | None = None
@@ -128,11 +128,10 @@ def official_defaults(method: str, dataset: str, setting: str) -> dict:
     switches from teacher labels to self-training at the official iteration of one schedule.
     """
     if is_student(method):
-        return _maskclip_plus_defaults(dataset, setting)
+        return _maskclip_plus_defaults(method, dataset, setting)
     coco = dataset == "coco_stuff"
     d = {
-        "num_tokens": 100 if dataset in ("coco_stuff", "context59", "context60") else 10,
-        "decoder_heads": 8,
+        **_method_defaults(method),
         "focal_weight": 100.0,
         "dice_weight": 1.0,
         "recovery_weight": 0.0,
@@ -142,8 +141,9 @@ def official_defaults(method: str, dataset: str, setting: str) -> dict:
         "weight_decay": 0.01,
         "warmup_iters": 1500,
         "min_lr": 1e-6,
-        "templates": "zegclip",
     }
+    if dataset in ("coco_stuff", "context59", "context60"):
+        d["num_tokens"] = 100  # the COCO and cross-dataset configs
     if method == "zegclip":
         d.update(
             batch_size=4,
@@ -164,12 +164,30 @@ def official_defaults(method: str, dataset: str, setting: str) -> dict:
     return d
 
 
-def _maskclip_plus_defaults(dataset: str, setting: str) -> dict:
+# TrainCfg fields whose defaults are the method config's (the config holds them once).
+FROM_METHOD = {
+    "crop_size": "image_size",
+    "num_tokens": "num_tokens",
+    "decoder_layers": "decoder_layers",
+    "decoder_heads": "decoder_heads",
+    "seen_bias": "seen_bias",
+    "templates": "templates",
+}
+
+
+def _method_defaults(method: str) -> dict:
+    """The TrainCfg defaults the method's config states (``FROM_METHOD``)."""
+    cfg = get_method(method).defaults()
+    return {k: getattr(cfg, v) for k, v in FROM_METHOD.items() if hasattr(cfg, v)}
+
+
+def _maskclip_plus_defaults(method: str, dataset: str, setting: str) -> dict:
     """MaskCLIP+ (``configs/maskclip_plus``): SGD 0.01, wd 5e-4 (zero-shot Context: 0.004, 1e-4),
     poly to 1e-4, no warm-up, batch 4;
     annotation-free 2k / 4k / 8k iterations of teacher labels (VOC / Context / COCO-Stuff),
     zero-shot 20k / 40k / 80k with self-training from 2k / 4k / 8k. Teacher: MaskCLIP with key
     smoothing and prompt denoising on (the ``*_kspd_*`` anno-free configs)."""
+    teacher = get_method("maskclip").defaults()
     context = dataset in ("context59", "context60")
     short = 8000 if dataset == "coco_stuff" else 4000 if context else 2000
     zero_shot = setting == "zero_shot"
@@ -183,9 +201,10 @@ def _maskclip_plus_defaults(dataset: str, setting: str) -> dict:
         "batch_size": 4,
         "max_iters": 10 * short if zero_shot else short,
         "st_start": short if zero_shot else None,
-        "templates": "maskclip85",
-        "ks_thresh": 1.0,
-        "pd_thresh": 0.5,
+        **_method_defaults(method),
+        # the teacher: MaskCLIP's own key smoothing and prompt denoising thresholds
+        "ks_thresh": teacher.ks_thresh,
+        "pd_thresh": teacher.pd_thresh,
     }
 
 
