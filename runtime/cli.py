@@ -23,8 +23,9 @@ Use::
 
 Error policy (``run_main`` / ``cli_main``), the same for every program:
     - argument errors: exit 2 with one line ``PROG: error: MESSAGE`` on stderr (no usage block);
-    - ``OvssError`` (bad input, ``runtime.errors``), ``ImportError`` (a missing extra) and
-      ``argparse.ArgumentTypeError``: exit 2 with one line ``error: MESSAGE`` on stderr;
+    - ``OvssError`` (bad input, ``runtime.errors``), ``ImportError`` (a missing extra),
+      ``argparse.ArgumentTypeError`` and ``OSError`` (an unreadable or unwritable path): exit 2
+      with one line ``error: MESSAGE`` on stderr;
     - ``KeyboardInterrupt``: exit 130 with one line ``interrupted`` on stderr;
     - ``BrokenPipeError`` (stdout closed early, ``| head``): exit 141, silently;
     - anything else is a bug and keeps its traceback. ``OVSS_TRACEBACK=1`` in the environment
@@ -43,7 +44,14 @@ from collections.abc import Callable, Iterable
 
 from runtime.errors import OvssError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (OvssError, ImportError, argparse.ArgumentTypeError)
+# OSError: a path the user gave cannot be read or written (missing parent, no permission, a
+# folder where a file should be); its message names the path.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    OvssError,
+    ImportError,
+    argparse.ArgumentTypeError,
+    OSError,
+)
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -320,7 +328,9 @@ def add_segmenter_args(
         ),
         "--stride": dict(type=positive_int, help="slide step in pixels (default: from the model)"),
         "--short-side": dict(
-            type=positive_int, help="rescale so the short side has this length first"
+            type=nonneg_int,
+            help="rescale so the short side has this length first (default: the method's, "
+            "from the manifest; 0: no rescaling)",
         ),
         "--threads": dict(type=positive_int, help="intra-op threads (default: all cores)"),
         "--classes": dict(type=vocabulary, metavar="SPEC", help=CLASSES_HELP),

@@ -65,7 +65,7 @@ class Segmenter:
         stride: slide step in pixels (default: the method's ``slide_stride`` recorded in the
             manifest, else two thirds of the input size).
         short_side: rescale images so the short side has this length first (aspect kept;
-            default: the method's ``short_side`` from the manifest, else none).
+            None: the method's ``short_side`` from the manifest, else none; 0: none).
         verify: check the model file's sha256 against the manifest.
         precision: which graph to run: ``fp32`` (``model.onnx``), or an ``fp16`` / ``int8``
             variant recorded in the manifest by ``calibration.calibrate``.
@@ -99,7 +99,8 @@ class Segmenter:
         # The method's own slide step and short side (recorded by the exporter) are the defaults.
         method = self.manifest.method_cfg
         self.mode, self.precision = mode, precision
-        self.short_side = short_side or method.get("short_side") or None
+        # short_side None: the method's (manifest); 0: no rescaling.
+        self.short_side = (method.get("short_side") if short_side is None else short_side) or None
         # SCLIP-style background threshold: low-confidence pixels go to class 0.
         self.background_thd = float(method.get("prob_thd") or 0.0)
         self.stride = (

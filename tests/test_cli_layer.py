@@ -57,6 +57,7 @@ def _raising(exc):
         (ModelFolderError("no manifest.json\n  in /x"), 2),
         (ImportError("needs the text extra"), 2),
         (argparse.ArgumentTypeError("bad"), 2),
+        (FileNotFoundError(2, "No such file or directory", "/proc/x/o.png"), 2),
         (KeyboardInterrupt(), 130),
     ],
 )

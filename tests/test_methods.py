@@ -88,3 +88,29 @@ def test_segmenter_applies_the_methods_background_threshold(tmp_path):
         off = seg(img)
     changed = on.labels != off.labels
     assert changed.any() and (on.labels[changed] == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in METHODS.items() if s.kind == "training_free"))
+def test_export_with_the_methods_own_templates(name, tmp_path):
+    """The smoke exports use one template; here each training-free method's default set
+    (imagenet80, maskclip85) is encoded, baked and recorded."""
+    import numpy as np
+    import onnx
+    from method_contract import export_method
+
+    from runtime.manifest import load_manifest
+    from training.clip_loader import load_clip
+    from training.text_classifier import TEMPLATE_SETS, encode_classes
+
+    default = METHODS[name].defaults().templates
+    folder = export_method(name, tmp_path / "m", templates=None)  # None: the method's default
+    assert load_manifest(folder).method_cfg["templates"] == default
+    baked = [
+        onnx.numpy_helper.to_array(i)
+        for i in onnx.load(str(folder / "model.onnx")).graph.initializer
+        if i.name == "text_classifier"
+    ][0]
+    want = encode_classes(
+        load_clip("ovss-tiny-vit", "none", 0), ("cat", "dog", "car", "tree"), TEMPLATE_SETS[default]
+    ).numpy()
+    np.testing.assert_allclose(baked.reshape(want.shape), want, rtol=1e-5, atol=1e-6)

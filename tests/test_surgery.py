@@ -177,3 +177,26 @@ def test_pamr_rejects_bad_settings():
         Pamr(0, (8,))
     with pytest.raises(ValueError, match="PAMR"):
         Pamr(3, ())
+
+
+def _official_pos_encoding(pos, h, w, patch):
+    """SCLIP / NACLIP ``interpolate_pos_encoding`` as written there: scale factors (w0 + 0.1) /
+    sqrt(N) on a [1, D, sqrt(N), sqrt(N)] grid, bicubic, then back to tokens."""
+    n = pos.shape[0] - 1
+    side = int(n**0.5)
+    w0, h0 = w // patch + 0.1, h // patch + 0.1
+    grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, scale_factor=(w0 / side, h0 / side), mode="bicubic")
+    return torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(-1, pos.shape[-1])])[None]
+
+
+@pytest.mark.parametrize("size", [64, 96, 448])
+def test_positional_embedding_follows_the_official_scale_factor(tiny, size):
+    from training.maskclip import interpolate_pos_embed as size_resize
+    from training.surgery import interpolate_pos_embed
+
+    pos = tiny.model.visual.positional_embedding.detach()
+    ours = interpolate_pos_embed(pos, (size // 16,) * 2)
+    torch.testing.assert_close(ours, _official_pos_encoding(pos, size, size, 16), rtol=0, atol=0)
+    # the +0.1 factor moves the bicubic sampling points: not the same as resizing to the size
+    assert not torch.allclose(ours, size_resize(pos, (size // 16,) * 2), atol=1e-6)

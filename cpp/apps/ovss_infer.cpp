@@ -40,7 +40,7 @@ ovss::SegmenterOptions options(const ovss::Args& args) {
     o.backend = args.get("--backend").value_or("auto");
     o.mode = args.get("--mode").value_or("auto");
     o.stride = args.get_int("--stride", 0, 1);
-    o.short_side = args.get_int("--short-side", 0, 1);
+    o.short_side = args.get_int("--short-side", -1, 0);  // -1: the manifest's; 0: none
     o.verify = !args.has("--no-verify");
     o.backend_options.threads = args.get_int("--threads", 0, 1);
     o.backend_options.engine = args.get("--engine").value_or("");

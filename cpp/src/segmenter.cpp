@@ -87,8 +87,8 @@ Segmenter::Segmenter(const fs::path& folder, SegmenterOptions options)
     if (options_.stride <= 0)
         options_.stride = manifest_.slide_stride > 0 ? manifest_.slide_stride
                                                      : default_stride(pre.input_h, pre.feature_stride);
-    if (options_.short_side < 0) throw ConfigError("short_side must be >= 0");
-    short_side_ = options_.short_side > 0 ? options_.short_side : manifest_.short_side;
+    if (options_.short_side < -1) throw ConfigError("short_side must be >= 0 (or -1: the manifest's)");
+    short_side_ = options_.short_side >= 0 ? options_.short_side : manifest_.short_side;
     backend_ = open_backend(options_.backend, model_path(), options_.backend_options);
     classes_ = manifest_.classes;
     check_graph_io();

@@ -37,7 +37,7 @@ struct SegmenterOptions {
     std::string backend = "onnxruntime";  ///< "onnxruntime", "tensorrt" or "auto"
     std::string mode = "auto";            ///< "auto" (whole if it fits, else slide), "whole", "slide"
     int stride = 0;      ///< slide step in pixels (0: the manifest's, else two thirds of the input)
-    int short_side = 0;  ///< rescale to this short side first (0: the manifest's, else none)
+    int short_side = -1;  ///< rescale to this short side first (-1: the manifest's; 0: none)
     bool verify = true;                   ///< check model_sha256
     BackendOptions backend_options;
 };
