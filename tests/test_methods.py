@@ -114,3 +114,17 @@ def test_export_with_the_methods_own_templates(name, tmp_path):
         load_clip("ovss-tiny-vit", "none", 0), ("cat", "dog", "car", "tree"), TEMPLATE_SETS[default]
     ).numpy()
     np.testing.assert_allclose(baked.reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sclip", "clearclip", "naclip"])
+def test_vit_b16_at_448_exports_with_parity(name, tmp_path):
+    """Full size: ViT-B/16 (random weights) at 448 px, the size the README benchmarks."""
+    from method_contract import export_method
+
+    from runtime.manifest import load_manifest
+
+    folder = export_method(name, tmp_path / "m", backbone="ViT-B-16", image_size=448)
+    m = load_manifest(folder)
+    assert m.preprocess.input_size == (448, 448) and m.backbone == "ViT-B-16"
+    assert m.parity["max_abs_diff"] <= 1e-4 and m.parity["label_agreement"] >= 0.999
