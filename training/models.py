@@ -1,4 +1,5 @@
-"""The one registry from trainable method name to model class, and the official freezing rule."""
+"""Building the zero-shot models (ZegCLIP, CLIP-RC) over a CLIP ViT, and the official freezing
+rule. Which builder a method uses is its registry entry's ``model_builder``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,8 @@ from torch import nn
 from runtime.errors import UnknownNameError
 from training.clip_loader import LoadedClip
 from training.cliprc import ClipRc
+from training.methods import get_method
 from training.zegclip import ZegClip, ZegClipCfg
-
-MODELS = {
-    "zegclip": ZegClip,
-    "cliprc": ClipRc,
-}
 
 
 def text_dim(clip: LoadedClip) -> int:
@@ -21,31 +18,38 @@ def text_dim(clip: LoadedClip) -> int:
 
 
 def build_model(method: str, clip: LoadedClip, cfg: ZegClipCfg) -> nn.Module:
-    """``method``'s model over ``clip``'s visual tower (its modules are shared, not copied).
+    """``method``'s model over ``clip`` (its registry ``model_builder``), for the zero-shot
+    methods (ZegCLIP, CLIP-RC)."""
+    spec = get_method(method)
+    if spec.kind != "zero_shot":
+        raise UnknownNameError(f"{method} is not a zero-shot method (it is {spec.kind})")
+    return spec.load("model_builder")(clip, cfg)
 
-    Freezing follows the official ``exclude_key='prompt'``: in the backbone only parameters whose
-    name contains "prompt" train (so CLIP-RC's region tokens stay frozen); the head trains fully.
-    """
-    if method not in MODELS:
-        raise UnknownNameError(f"unknown method {method!r}; trainable methods: {sorted(MODELS)}")
-    if clip.kind != "vit":
-        raise UnknownNameError(f"{method} needs a ViT backbone, got {clip.backbone} ({clip.kind})")
-    model = MODELS[method](clip.model.visual, cfg, text_dim(clip))
+
+def _frozen_as_official(model: nn.Module) -> nn.Module:
+    """Official ``exclude_key='prompt'``: in the backbone only parameters whose name contains
+    "prompt" train (so CLIP-RC's region tokens stay frozen); the head trains fully."""
     for name, p in model.backbone.named_parameters():
         p.requires_grad_("prompt" in name)
     return model
 
 
-def trainable_names(model: nn.Module) -> list[str]:
-    """Names of the parameters that train."""
-    return [n for n, p in model.named_parameters() if p.requires_grad]
+def _vit(clip: LoadedClip, method: str) -> nn.Module:
+    if clip.kind != "vit":
+        raise UnknownNameError(f"{method} needs a ViT backbone, got {clip.backbone} ({clip.kind})")
+    return clip.model.visual
 
 
 def build_zegclip(clip: LoadedClip, cfg: ZegClipCfg) -> nn.Module:
-    """ZegCLIP over ``clip`` (the registry's ``model_builder(clip, method_cfg)`` form)."""
-    return build_model("zegclip", clip, cfg)
+    """ZegCLIP over ``clip``'s visual tower (its modules are shared, not copied)."""
+    return _frozen_as_official(ZegClip(_vit(clip, "zegclip"), cfg, text_dim(clip)))
 
 
 def build_cliprc(clip: LoadedClip, cfg: ZegClipCfg) -> nn.Module:
-    """CLIP-RC over ``clip`` (the registry's ``model_builder(clip, method_cfg)`` form)."""
-    return build_model("cliprc", clip, cfg)
+    """CLIP-RC over ``clip``'s visual tower (its modules are shared, not copied)."""
+    return _frozen_as_official(ClipRc(_vit(clip, "cliprc"), cfg, text_dim(clip)))
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that train."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
