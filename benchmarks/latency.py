@@ -18,26 +18,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
 
 from benchmarks.machine import cpu_model, publish
-from export.builders import MODEL_FILE, ExportResult
 from export.config import ExportCfg
-from export.onnx_export import parity_image
 from export.registry import BUILDERS
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.cli import ArgumentParser, run_main, setup_logging
 from runtime.errors import UnknownNameError
 from runtime.manifest import Manifest
-from training.clip_loader import load_clip
 from training.methods import METHODS, get_method
-from training.text_classifier import TEMPLATE_SETS, build_text_classifier
+from training.methods.spec import TEMPLATE_NAMES
+
+if TYPE_CHECKING:  # torch and the exporter are imported after the arguments are parsed
+    import torch
+
+    from export.builders import ExportResult
 
 log = logging.getLogger(__name__)
 OUTPUTS = [io_names.LOGITS]  # what the deployed graph computes (its label branch is pruned)
@@ -59,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--templates",
         default="single",
-        choices=sorted(TEMPLATE_SETS),
+        choices=TEMPLATE_NAMES,
         help="prompt set; latency does not depend on it (the classifier is a constant)",
     )
     p.add_argument("--image-size", type=int, default=448)
@@ -101,6 +100,9 @@ def training_free_eager(m: Manifest, pretrained: str) -> torch.nn.Module:
 
     Raises RuntimeError if the reloaded weights differ from the exported ones (sha256).
     """
+    from training.clip_loader import load_clip
+    from training.text_classifier import build_text_classifier
+
     spec = get_method(m.method)
     clip = load_clip(m.backbone, pretrained)
     if clip.weights_sha256 != m.weights.sha256:
@@ -152,6 +154,8 @@ def make_impls(
     """{impl name: zero-argument callable running one batch-1 forward of the deployed output}.
 
     PyTorch runs the wrapped model's logits only, as the deployed graph does (no label map)."""
+    import torch
+
     feeds = {io_names.IMAGE: image.numpy()}
     ort = OrtBackend(path, providers=CPU, threads=threads)
 
@@ -177,6 +181,10 @@ def count_gflop(model: torch.nn.Module, image: torch.Tensor) -> float:
     FlopCounterMode sees neither nn.MultiheadAttention's fast path nor the fused CPU attention
     kernel, so both are off while counting (ViT-B/16 at 448: 156 GFLOP, not 94).
     """
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -191,6 +199,8 @@ def time_interleaved(
     impls: dict[str, Callable[[], object]], warmup: int, runs: int
 ) -> dict[str, list[float]]:
     """Wall-clock milliseconds per impl: ``warmup`` untimed rounds, then ``runs`` timed rounds."""
+    from tqdm import tqdm
+
     log.info("warm-up: %d round(s) of %s", warmup, ", ".join(impls))
     for _ in range(warmup):
         for fn in impls.values():
@@ -219,6 +229,11 @@ def summarize(name: str, ms: list[float], image_size: int, gflop: float) -> dict
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     """Export, build the eager twin, count FLOPs and time every impl; returns the report."""
+    import torch
+
+    from export.builders import MODEL_FILE
+    from export.onnx_export import parity_image
+
     if args.method not in EAGER:
         raise UnknownNameError(f"no eager model for method {args.method!r} in benchmarks.latency")
     with tempfile.TemporaryDirectory(prefix="ovss-bench-") as tmp:
@@ -268,6 +283,8 @@ def bench_main(
         args = parse(argv)
         setup_logging()
         threads = args.threads or len(os.sched_getaffinity(0))
+        import torch  # after parsing: --help and argument errors never pay for it
+
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:

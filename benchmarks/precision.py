@@ -21,7 +21,6 @@ import numpy as np
 
 from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from calibration.calibrate import text_feeds
-from export.onnx_export import parity_image
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.cli import ArgumentParser
@@ -44,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
+    from export.onnx_export import parity_image  # torch: after the arguments are parsed
+
     wanted = [p.strip() for p in args.precisions.split(",") if p.strip()]
     bad = [p for p in wanted if p not in PRECISIONS]
     if bad or not wanted:

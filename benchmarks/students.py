@@ -27,9 +27,9 @@ import sys
 import tempfile
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from benchmarks.latency import (
     CPU,
@@ -40,18 +40,21 @@ from benchmarks.latency import (
     maskclip_eager,
     time_interleaved,
 )
-from export.builders import MODEL_FILE, ExportResult
 from export.config import ExportCfg
-from export.onnx_export import parity_image
 from export.registry import BUILDERS
-from export.wrappers import LogitsOnnxModel
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.cli import ArgumentParser
 from runtime.errors import ConfigError, UnknownNameError
 from runtime.fsutil import atomic_write
-from training.students import STUDENTS, StudentCfg, build_student
-from training.text_classifier import TEMPLATE_SETS
+from training.methods.maskclip_plus import STUDENT_NAMES as STUDENTS
+from training.methods.spec import TEMPLATE_NAMES
+
+if TYPE_CHECKING:  # torch and the exporter are imported after the arguments are parsed
+    import torch
+
+    from export.builders import ExportResult
+    from export.wrappers import LogitsOnnxModel
 
 log = logging.getLogger(__name__)
 MASKCLIP = "maskclip"
@@ -66,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--templates",
         default="single",
-        choices=sorted(TEMPLATE_SETS),
+        choices=TEMPLATE_NAMES,
         help="prompt set; latency does not depend on it (the classifier is a constant)",
     )
     p.add_argument("--image-size", type=int, default=448, help="square input side, multiple of 32")
@@ -139,6 +142,11 @@ def export_graph(args: argparse.Namespace, name: str, folder: str) -> ExportResu
 
 def student_eager(name: str, text: torch.Tensor, seed: int = 0) -> LogitsOnnxModel:
     """The exported random student, rebuilt as the builder does (same seed), in its wrapper."""
+    import torch
+
+    from export.wrappers import LogitsOnnxModel
+    from training.students import StudentCfg, build_student
+
     torch.manual_seed(seed)
     student = build_student(StudentCfg(name, text.shape[1], dropout=0.0)).eval()
     return LogitsOnnxModel(student, text, "fixed").eval()
@@ -148,6 +156,10 @@ def graph_facts(
     wrapper: LogitsOnnxModel, image: torch.Tensor, result: ExportResult, ort: OrtBackend
 ) -> dict:
     """Static facts of one exported graph, from its eager twin and one onnxruntime run."""
+    import torch
+
+    from export.builders import MODEL_FILE
+
     with torch.no_grad():
         ref = wrapper.model(image, wrapper.text).numpy()
     out = ort({io_names.IMAGE: image.numpy()}, OUTPUTS)[io_names.LOGITS]
@@ -176,6 +188,9 @@ def graph_facts(
 
 def prepare(args: argparse.Namespace, names: list[str], tmp: str, threads: int):
     """Export every graph, open its session, record its facts; -> (sessions, facts, random)."""
+    from export.builders import MODEL_FILE
+    from export.onnx_export import parity_image
+
     sessions, facts, random, text = {}, {}, True, None
     for name in names:
         result = export_graph(args, name, os.path.join(tmp, name))
@@ -228,6 +243,8 @@ def summarize(name: str, ms: list[float], base: list[float], facts: dict) -> dic
 
 def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     """Validate, export, time every graph interleaved; returns the report (without the command)."""
+    import torch
+
     names = [MASKCLIP, *select_students(args.students)]
     check_size(args.image_size)
     with tempfile.TemporaryDirectory(prefix="ovss-bench-") as tmp:

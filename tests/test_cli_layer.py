@@ -333,3 +333,43 @@ def test_infer_classes_voc_segments_with_the_20_voc_names(te_folder, tmp_path, c
         want = seg(np.asarray(Image.open(tmp_path / "in.png").convert("RGB")))
     assert want.classes == VOC and list(want.classes_present) == line["classes_present"]
     np.testing.assert_array_equal(np.asarray(Image.open(labels_png)), want.labels)
+
+
+PROGRAMS = (
+    "export.build",
+    "export.engine",
+    "training.train",
+    "training.evaluate",
+    "calibration.calibrate",
+    "runtime.infer",
+    "runtime.camera",
+    "runtime.probe",
+    "benchmarks.latency",
+    "benchmarks.precision",
+    "benchmarks.students",
+    "benchmarks.zero_shot",
+    "benchmarks.methods",
+    "benchmarks.stages",
+    "benchmarks.camera",
+    "benchmarks.cpp_vs_python",
+)
+
+
+@pytest.mark.parametrize("module", PROGRAMS)
+def test_help_never_imports_torch(module):
+    """Every program answers --help (and argument errors) before importing torch."""
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['torch'] = None\n"
+        f"sys.argv = [{module!r}, '--help']\n"
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage:" in proc.stdout

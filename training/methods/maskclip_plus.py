@@ -9,6 +9,8 @@ from training.methods import MethodSpec, Published, option, register
 from training.methods.spec import templates_option
 
 SETTINGS = ("annotation_free", "zero_shot")
+# training.students.STUDENTS keys, torch-free (a test checks they agree).
+STUDENT_NAMES = ("deeplabv2_r101", "deeplabv3plus_r101", "deeplabv3plus_r18", "deeplabv3plus_mbv3")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,9 @@ class MaskClipPlusCfg:
         "maskclip85", "prompt template set (default: the checkpoint's)"
     )
     student: str | None = option(
-        None, "target network (default: the checkpoint's; required without --checkpoint)"
+        None,
+        "target network (default: the checkpoint's; required without --checkpoint)",
+        choices=STUDENT_NAMES,
     )
 
 
