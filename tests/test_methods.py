@@ -128,3 +128,10 @@ def test_vit_b16_at_448_exports_with_parity(name, tmp_path):
     m = load_manifest(folder)
     assert m.preprocess.input_size == (448, 448) and m.backbone == "ViT-B-16"
     assert m.parity["max_abs_diff"] <= 1e-4 and m.parity["label_agreement"] >= 0.999
+
+
+def test_student_names_match_the_students():
+    from training.methods.maskclip_plus import STUDENT_NAMES
+    from training.students import STUDENTS
+
+    assert STUDENT_NAMES == tuple(STUDENTS)
