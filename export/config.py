@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import ConfigError
+from training.methods.spec import EXPORT_INPUTS
 
 VOCAB_MODES = ("fixed", "input")
 
@@ -61,12 +62,12 @@ class ExportCfg:
         if self.opset < 17:
             raise ConfigError(f"opset must be >= 17 (LayerNormalization), got {self.opset}")
         spec = self.spec
-        for name in ("checkpoint", "seen", "text_embeddings"):
+        for name in EXPORT_INPUTS:
             if getattr(self, name) is not None and name not in spec.accepts:
-                flag = "--" + name.replace("_", "-")
+                takes = ", ".join("--" + a.replace("_", "-") for a in spec.accepts) or "none"
                 raise ConfigError(
-                    f"{flag} does not apply to --method {self.method} (it takes "
-                    f"{', '.join('--' + a.replace('_', '-') for a in spec.accepts)})"
+                    f"--{name.replace('_', '-')} does not apply to --method {self.method} (it "
+                    f"takes {takes})"
                 )
         names = {f.name for f in spec.fields()}
         unknown = sorted(set(self.options) - names)
