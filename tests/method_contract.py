@@ -97,10 +97,10 @@ class MethodContract:
         from runtime.preprocess import normalize
         from runtime.segmenter import Segmenter
 
-        with Segmenter(fixed, backend="onnxruntime", mode="whole", short_side=None) as seg:
+        # short_side 0: no rescaling (the method's own short side would resize the image)
+        with Segmenter(fixed, backend="onnxruntime", mode="whole", short_side=0) as seg:
             size = seg.manifest.preprocess.input_size
             img = smooth_image(size)
-            seg.short_side = None  # the method's default short side would rescale the image
             res = seg(img)
             pre = seg.manifest.preprocess
         with OrtBackend(str(fixed / "model.onnx")) as ort:
@@ -110,14 +110,27 @@ class MethodContract:
         assert set(np.unique(res.labels)) <= set(range(len(CLASSES)))
 
     def test_runtime_slide(self, fixed):
+        """One row of windows over a wide image: where only the first window reaches, the
+        stitched logits are that window's own (a direct backend run on the crop)."""
+        from runtime.backends.ort import OrtBackend
+        from runtime.preprocess import normalize
         from runtime.segmenter import Segmenter
+        from runtime.windows import plan_windows
 
-        with Segmenter(fixed, backend="onnxruntime", mode="slide") as seg:
-            seg.short_side = None
-            s = seg.manifest.preprocess.input_size[0]
-            res = seg(smooth_image((s + 8, 2 * s + 20), seed=1))
-        assert res.mode == "slide" and res.windows >= 3
-        assert res.labels.shape == (s + 8, 2 * s + 20) and np.isfinite(res.logits).all()
+        with Segmenter(fixed, backend="onnxruntime", mode="slide", short_side=0) as seg:
+            pre = seg.manifest.preprocess
+            s, p = pre.input_size[0], pre.feature_stride
+            img = smooth_image((s, 2 * s + 20), seed=1)
+            res = seg(img)
+            plan = plan_windows(img.shape[:2], s, seg.stride, p)
+        assert res.mode == "slide" and res.windows == len(plan.boxes) >= 3
+        assert res.labels.shape == img.shape[:2] and np.isfinite(res.logits).all()
+        only_first = plan.boxes[1][1] // p  # feature columns before the second window
+        with OrtBackend(str(fixed / "model.onnx")) as ort:
+            crop = ort({"image": normalize(img[:, :s], pre)}, ["logits"])["logits"][0]
+        np.testing.assert_allclose(
+            res.logits[:, :, :only_first], crop[:, :, :only_first], rtol=1e-5, atol=1e-5
+        )
 
     def test_vocabulary_change_through_the_text_input(self, text_input):
         from runtime.segmenter import Segmenter

@@ -80,9 +80,8 @@ def test_segmenter_applies_the_methods_background_threshold(tmp_path):
 
     folder = export_method("sclip", tmp_path / "bg", prob_thd=0.6)
     img = smooth_image((64, 64), seed=4)
-    with Segmenter(folder, backend="onnxruntime") as seg:
+    with Segmenter(folder, backend="onnxruntime", short_side=0) as seg:
         assert seg.background_thd == 0.6
-        seg.short_side = None
         on = seg(img)
         seg.background_thd = 0.0
         off = seg(img)
