@@ -52,6 +52,7 @@ from runtime.fsutil import atomic_write_text
 from runtime.segmenter import Segmenter, SegResult
 from runtime.sources import Frame, FrameSource, SourceCfg, open_source, parse_size
 from runtime.video_out import DEFAULT_FPS, Painter, Sink, open_sink
+from runtime.vocab_watch import ClassFileWatcher
 
 log = logging.getLogger(__name__)
 DROP_POLICIES = ("auto", "oldest", "never")  # auto: oldest for live sources, never for finite ones
@@ -128,6 +129,7 @@ class LoopStats:
         stage_median_ms: median per stage: read (in the source), wait (captured -> segment start),
             segment (its preprocess/inference/postprocess too when it reports them), render, write.
         peak_rss_mb, rss_mb: ru_maxrss, and /proc/self/statm resident size now (None elsewhere).
+        vocabulary_changes: vocabularies taken from a watched class file after the first.
     """
 
     source: str
@@ -151,6 +153,7 @@ class LoopStats:
     stage_median_ms: dict[str, float]
     peak_rss_mb: float
     rss_mb: float | None
+    vocabulary_changes: int = 0
 
 
 def rss_mb() -> float | None:
@@ -174,13 +177,15 @@ def peak_rss_mb() -> float:
 class _Step:
     """Segment, render and write one frame; keeps the per-frame timings (bounded)."""
 
-    def __init__(self, segment: Segment, painter: Painter, sink: Sink, window: int):
-        self.segment, self.painter, self.sink = segment, painter, sink
+    def __init__(self, segment: Segment, painter: Painter, sink: Sink, window: int, watcher=None):
+        self.segment, self.painter, self.sink, self.watcher = segment, painter, sink, watcher
         self.processed, self.last_latency_ms = 0, 0.0
         self.latency_ms = Ring(window)
         self.stages: dict[str, Ring] = collections.defaultdict(lambda: Ring(window))
 
     def __call__(self, frame: Frame) -> None:
+        if self.watcher is not None:  # between frames: a changed class file applies to this one
+            self.watcher.poll()
         t0 = time.perf_counter()
         result = self.segment(frame.image)
         t1 = time.perf_counter()
@@ -259,6 +264,7 @@ def run_loop(
     sink: Sink,
     cfg: LoopCfg = LoopCfg(),
     stop: threading.Event | None = None,
+    watcher: ClassFileWatcher | None = None,
 ) -> LoopStats:
     """Run the camera loop until the source ends, ``max_frames``, ``stop`` is set, or it fails.
 
@@ -268,6 +274,9 @@ def run_loop(
         sink: receives each rendered (H + legend)xWx3 uint8 RGB frame with its Frame.
         cfg: loop settings.
         stop: set it (e.g. from a signal handler) to stop cleanly; set on return.
+        watcher: a watched class file, polled before every frame (live vocabulary); a
+            ``Segmenter.set_classes`` call from another thread works too (it lands between
+            frames).
     Returns:
         LoopStats. A live source that stays down ends with stop_reason "source_failed".
     The loop owns ``source`` and ``sink``: both are closed on return or on an exception (the source
@@ -283,7 +292,7 @@ def run_loop(
         reconnect_attempts=cfg.reconnect_attempts,
         window=cfg.stats_window,
     )
-    step = _Step(segment, Painter(cfg.alpha, cfg.legend), sink, cfg.stats_window)
+    step = _Step(segment, Painter(cfg.alpha, cfg.legend), sink, cfg.stats_window, watcher)
     drop = cfg.drop == "oldest" or (cfg.drop == "auto" and source.live)
     frames = None if cfg.sequential else FrameQueue(cfg.queue_size, drop_oldest=drop)
     capture, error, close_source, crashed, t0 = None, None, True, True, time.perf_counter()
@@ -351,6 +360,7 @@ def _stats(
         stage_median_ms={k: _pct(v, 50) for k, v in stages.items() if len(v)},
         peak_rss_mb=round(peak_rss_mb(), 2),
         rss_mb=None if now_rss is None else round(now_rss, 2),
+        vocabulary_changes=step.watcher.changes if step.watcher is not None else 0,
     )
 
 
@@ -367,6 +377,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-frames", type=positive_int, help="stop after this many processed frames")
     p.add_argument("--json", help="also write the stats here (atomically)")
     p.add_argument("--show", action="store_true", help="display in a window (OpenCV GUI build)")
+    p.add_argument(
+        "--watch-classes",
+        metavar="FILE",
+        help="live vocabulary: a class file (one class per line) read now and re-read before "
+        "every frame; a change applies to the next frame (needs a folder exported with "
+        "--text-encoder; replace the file atomically for a clean switch)",
+    )
     p.add_argument("--queue", type=positive_int, default=2, help="capture queue size (default 2)")
     p.add_argument("--sequential", action="store_true", help="no capture thread (for comparison)")
     p.add_argument(
@@ -402,6 +419,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_verbose_arg(p)
     args = p.parse_args(argv)
+    if args.watch_classes and args.classes:
+        p.error("--classes and --watch-classes both set the vocabulary: give one")
     if args.fourcc is not None and len(args.fourcc) != 4:
         p.error(f"--fourcc must be 4 characters, e.g. MJPG, got {args.fourcc!r}")
     if args.reconnect_delay > args.reconnect_max_delay:
@@ -462,6 +481,9 @@ def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
     with seg:
         if args.classes:
             seg.set_classes(args.classes)
+        watcher = (
+            ClassFileWatcher(args.watch_classes, seg.set_classes) if args.watch_classes else None
+        )
         width, height = args.capture_size or (None, None)
         source = open_source(args.source, SourceCfg(fourcc=args.fourcc, width=width, height=height))
         try:
@@ -479,7 +501,7 @@ def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
             "weights_random": seg.manifest.weights.random,
             "out": args.out,
         }
-        stats = run_loop(source, seg, sink, cfg, stop)
+        stats = run_loop(source, seg, sink, cfg, stop, watcher)
     return {**dataclasses.asdict(stats), **model}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,11 @@ class Segmenter:
         )
         opened = open_backend(backend, ref, **backend_options)
         self.backend, self.backend_reasons = opened.backend, opened.reasons
-        self._text: np.ndarray | None = None
+        # (text [C,D] or None, class names): replaced as one object, read once per call, so a
+        # vocabulary change from another thread lands between calls and a result's classes
+        # always match its logits.
+        self._vocab: tuple[np.ndarray | None, tuple[str, ...]] = (None, self.manifest.classes)
+        self._encode_lock = threading.Lock()
         # The on-device text encoder (set_classes): always onnxruntime, loaded on first use, with
         # this backend's options when it is onnxruntime too (else only its thread count).
         self._text_encoder: TextEncoder | None = None
@@ -127,7 +132,6 @@ class Segmenter:
             "verify": verify,
             **{k: backend_options[k] for k in ort_keys if k in backend_options},
         }
-        self.classes = self.manifest.classes
         try:
             self._check_graph_io()
             if self.manifest.vocab_mode == "input":
@@ -198,8 +202,17 @@ class Segmenter:
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         if not np.all(np.isfinite(emb)) or np.any(norms == 0):
             raise VocabularyError("embeddings contain non-finite values or all-zero rows")
-        self._text = np.ascontiguousarray(emb / norms, dtype=np.float32)
-        self.classes = classes
+        self._vocab = (np.ascontiguousarray(emb / norms, dtype=np.float32), classes)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The current vocabulary, index-aligned with the labels of the next call."""
+        return self._vocab[1]
+
+    @property
+    def _text(self) -> np.ndarray | None:
+        """The current [C,D] text classifier input (None for fixed-vocabulary models)."""
+        return self._vocab[0]
 
     def set_classes(self, names: list[str] | tuple[str, ...]) -> None:
         """Change the vocabulary on the device: encode ``names`` with the folder's text encoder
@@ -224,14 +237,16 @@ class Segmenter:
                 "--text-encoder, or pass embeddings to set_vocabulary"
             )
         classes = validate_classes(names)
-        if self._text_encoder is None:
-            self._text_encoder = TextEncoder(self.folder, info, **self._text_encoder_options)
-        self.set_vocabulary(classes, self._text_encoder.encode(classes))
+        with self._encode_lock:  # one encoder, loaded once, even with callers on several threads
+            if self._text_encoder is None:
+                self._text_encoder = TextEncoder(self.folder, info, **self._text_encoder_options)
+            embeddings = self._text_encoder.encode(classes)
+        self.set_vocabulary(classes, embeddings)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray, text: np.ndarray | None) -> np.ndarray:
         feeds = {io_names.IMAGE: x}
-        if self._text is not None:
-            feeds[io_names.TEXT_EMBEDDINGS] = self._text
+        if text is not None:
+            feeds[io_names.TEXT_EMBEDDINGS] = text
         return self.backend(feeds, [io_names.LOGITS])[io_names.LOGITS][0]
 
     def _slide(self, work: np.ndarray) -> tuple[np.ndarray, WindowPlan]:
@@ -248,8 +263,11 @@ class Segmenter:
             image (np.ndarray): HxWx3 uint8 RGB [0,255] (gray and RGBA accepted, see runtime.image).
         Returns:
             SegResult with labels at the image's own size.
+        Thread safety: the vocabulary is read once per call (``set_vocabulary`` /
+        ``set_classes`` from another thread take effect from the next call).
         """
         t0 = time.perf_counter()
+        text, classes = self._vocab
         rgb = as_rgb_uint8(image)
         out_hw = rgb.shape[:2]
         work = (
@@ -264,20 +282,20 @@ class Segmenter:
         if mode == "whole":
             x = normalize(resize_rgb(work, size), self.manifest.preprocess)
             t1 = time.perf_counter()
-            logits, runs = self._run(x), 1
+            logits, runs = self._run(x, text), 1
             span = out_hw
         else:
             x, plan = self._slide(work)
             padded = plan.padded_hw
             t1 = time.perf_counter()
             zeros = functools.partial(np.zeros, dtype=np.float32)
-            logits = stitch(plan, x, lambda w: self._run(np.ascontiguousarray(w)), zeros)
+            logits = stitch(plan, x, lambda w: self._run(np.ascontiguousarray(w), text), zeros)
             runs = len(plan.boxes)
             scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
             span = (padded[0] * scale[0], padded[1] * scale[1])
         t2 = time.perf_counter()
         labels = upsample_argmax(logits, out_hw, span, background_thd=self.background_thd)
-        present = tuple(self.classes[i] for i in np.unique(labels))
+        present = tuple(classes[i] for i in np.unique(labels))
         t3 = time.perf_counter()
         ms = {
             "preprocess": (t1 - t0) * 1e3,
@@ -287,7 +305,7 @@ class Segmenter:
         return SegResult(
             labels,
             logits,
-            tuple(self.classes),
+            tuple(classes),
             present,
             mode,
             runs,

@@ -65,7 +65,7 @@ def parse_vocabulary(spec: str) -> tuple[str, ...]:
     if not spec:
         raise VocabularyError("vocabulary is empty: give a list name, a class file or 'a,b,c'")
     if _is_file(spec):
-        return _read_class_file(Path(spec))
+        return read_class_file(Path(spec))
     if spec.lower() in BUILTIN:
         return BUILTIN[spec.lower()]
     if "," not in spec:
@@ -93,9 +93,12 @@ def _is_file(spec: str) -> bool:
         return False
 
 
-def _read_class_file(path: Path) -> tuple[str, ...]:
+def read_class_file(path: Path, content: bytes | None = None) -> tuple[str, ...]:
+    """The vocabulary of a class file (one class per line; blank lines and ``#`` comments
+    skipped; UTF-8 with or without BOM, LF or CRLF). ``content``: the file's bytes, if already
+    read. Raises VocabularyError: unreadable, not UTF-8, empty, blank or duplicate names."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = (path.read_bytes() if content is None else content).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise VocabularyError(
             f"class file {str(path)!r} is not valid UTF-8 (byte {e.start}: "
