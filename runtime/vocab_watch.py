@@ -34,6 +34,7 @@ class ClassFileWatcher:
     def __init__(self, path: str | Path, apply: Callable[[tuple[str, ...]], None]):
         self.path, self.apply = Path(path), apply
         self.changes = self.errors = 0
+        self._unreadable = False  # in an outage (missing or unreadable file): warned once
         self._content = self._read()
         self.names = read_class_file(self.path, self._content)
         apply(self.names)
@@ -50,6 +51,7 @@ class ClassFileWatcher:
             content = self._read()
         except VocabularyError as e:
             return self._refuse(e, None)
+        self._unreadable = False
         if content == self._content:
             return False
         self._content = content
@@ -65,7 +67,8 @@ class ClassFileWatcher:
         return True
 
     def _refuse(self, error: VocabularyError, content: bytes | None) -> bool:
-        if content is not None or self.errors == 0:  # an unreadable file: warn once per outage
+        if content is not None or not self._unreadable:  # an unreadable file: once per outage
             log.warning("%s; keeping the current %d classes", error, len(self.names))
+        self._unreadable = content is None
         self.errors += 1
         return False
