@@ -134,3 +134,16 @@ def test_student_names_match_the_students():
     from training.students import STUDENTS
 
     assert STUDENT_NAMES == tuple(STUDENTS)
+
+
+def test_readme_quotes_every_published_figure_of_the_registry():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [
+        (n, p.dataset, p.miou)
+        for n, s in METHODS.items()
+        for p in s.published
+        if f"{p.miou:g}" not in readme
+    ]
+    assert not missing
