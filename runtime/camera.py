@@ -49,6 +49,7 @@ from runtime.cli import (
 from runtime.errors import ConfigError, SourceError
 from runtime.frame_queue import CaptureThread, FrameQueue, QueueClosed, Reader, Ring
 from runtime.fsutil import atomic_write_text
+from runtime.postprocess import load_palette
 from runtime.segmenter import Segmenter, SegResult
 from runtime.sources import Frame, FrameSource, SourceCfg, open_source, parse_size
 from runtime.video_out import DEFAULT_FPS, Painter, Sink, open_sink
@@ -72,6 +73,7 @@ class LoopCfg:
             camera would.
         pace_fps: frame rate for ``realtime`` when the source reports none.
         alpha, legend: overlay opacity in [0, 1]; legend strip below the overlay.
+        palette_file: class colours from an image (e.g. the dataset's), else the fixed palette.
         backoff_initial_s, backoff_max_s: reconnect delay, doubling from initial up to max.
         reconnect_attempts: reopen attempts per outage before giving up (0: never give up).
         stats_window: latency/timing samples kept (the most recent), so memory stays flat.
@@ -87,6 +89,7 @@ class LoopCfg:
     pace_fps: float = DEFAULT_FPS
     alpha: float = 0.5
     legend: bool = True
+    palette_file: str | None = None
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 8.0
     reconnect_attempts: int = 0
@@ -292,7 +295,8 @@ def run_loop(
         reconnect_attempts=cfg.reconnect_attempts,
         window=cfg.stats_window,
     )
-    step = _Step(segment, Painter(cfg.alpha, cfg.legend), sink, cfg.stats_window, watcher)
+    painter = Painter(cfg.alpha, cfg.legend, cfg.palette_file)
+    step = _Step(segment, painter, sink, cfg.stats_window, watcher)
     drop = cfg.drop == "oldest" or (cfg.drop == "auto" and source.live)
     frames = None if cfg.sequential else FrameQueue(cfg.queue_size, drop_oldest=drop)
     capture, error, close_source, crashed, t0 = None, None, True, True, time.perf_counter()
@@ -403,6 +407,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0,1]")
     p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
+    p.add_argument(
+        "--palette",
+        metavar="FILE",
+        help="class colours from an image: a palette PNG or a colour strip (CamVid's "
+        "palette11.png); default: a fixed VOC-style palette",
+    )
     p.add_argument("--fourcc", help="camera pixel format to request, e.g. MJPG")
     p.add_argument("--capture-size", type=parse_size, help="camera capture size WIDTHxHEIGHT")
     p.add_argument(
@@ -442,6 +452,7 @@ def loop_cfg(args: argparse.Namespace) -> LoopCfg:
         pace_fps=args.fps or DEFAULT_FPS,
         alpha=args.alpha,
         legend=not args.no_legend,
+        palette_file=args.palette,
         backoff_initial_s=args.reconnect_delay,
         backoff_max_s=args.reconnect_max_delay,
         reconnect_attempts=args.reconnect_attempts,
@@ -477,6 +488,8 @@ def stop_on_signals(stop: threading.Event):
 def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
     """Load the model, open the source and the output, run the loop; returns the report."""
     cfg = loop_cfg(args)
+    if args.palette:
+        load_palette(args.palette)  # a bad palette fails before the model is loaded
     seg = Segmenter(**segmenter_kwargs(args))
     with seg:
         if args.classes:

@@ -24,10 +24,9 @@ from runtime.cli import (
     setup_logging,
     unit_float,
 )
-from runtime.errors import OvssError
 from runtime.fsutil import atomic_write
 from runtime.image import load_image
-from runtime.postprocess import legend, overlay, palette
+from runtime.postprocess import class_colours, label_png, legend, load_palette, overlay
 from runtime.segmenter import Segmenter
 
 
@@ -38,7 +37,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--image", required=True, help="image file, or sample:NAME (scikit-image sample)"
     )
     p.add_argument("--out", required=True, help="overlay PNG to write")
-    p.add_argument("--labels-out", help="also write the label map as an 8-bit PNG")
+    p.add_argument(
+        "--labels-out",
+        help="also write the label map: a palette PNG whose pixel values are the class indices",
+    )
+    p.add_argument(
+        "--palette",
+        metavar="FILE",
+        help="class colours from an image: a palette PNG, or a colour strip such as CamVid's "
+        "palette11.png (default: a fixed VOC-style palette)",
+    )
     p.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0,1]")
     p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
     add_verbose_arg(p)
@@ -56,21 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # a bad --classes fails here, before any model is loaded
     setup_logging(args.verbose)
     image = load_image(args.image)
+    if args.palette:
+        load_palette(args.palette)  # a bad palette fails before the model is loaded
     with Segmenter(**segmenter_kwargs(args)) as seg:
         if args.classes is not None:
             seg.set_classes(args.classes)
         result = seg(image)
         random_weights, reasons = seg.manifest.weights.random, list(seg.backend_reasons)
-    colours = palette(len(result.classes))
+    colours = class_colours(len(result.classes), args.palette)
     shown = overlay(image, result.labels, colours, args.alpha)
     if not args.no_legend:
         idx = [result.classes.index(n) for n in result.classes_present]
         shown = legend(shown, list(result.classes_present), colours[idx])
-    if args.labels_out and len(result.classes) > 256:
-        raise OvssError("--labels-out needs at most 256 classes for an 8-bit PNG")
+    labels_png = label_png(result.labels, colours) if args.labels_out else None  # checks C
     _save_png(args.out, shown)
-    if args.labels_out:
-        _save_png(args.labels_out, result.labels.astype(np.uint8))
+    if labels_png is not None:
+        atomic_write(args.labels_out, lambda tmp: labels_png.save(tmp, format="PNG"))
     line = {
         "backend": result.backend,
         "precision": args.precision,

@@ -7,7 +7,11 @@ classes runs over row blocks so a large image never holds C x H x W floats at on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from runtime.errors import ConfigError
 
 
 def bilinear_matrix(
@@ -125,3 +129,63 @@ def legend(image: np.ndarray, names: list[str], colours: np.ndarray, row: int = 
         draw.rectangle([x, y, x + row - 6, y + row - 6], fill=tuple(int(c) for c in colour))
         draw.text((x + row, y), name, fill=(0, 0, 0))
     return np.asarray(canvas)
+
+
+def load_palette(path: str | Path) -> np.ndarray:
+    """Class colours from an image file: uint8 [N, 3].
+
+    A palette-mode PNG gives its palette; any other image gives its pixels in row-major order
+    (a 1xN or Nx1 colour strip such as CamVid's ``palette11.png``; alpha dropped).
+    Raises:
+        ConfigError: the file is missing or not an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P":
+                flat = np.asarray(im.getpalette() or [], dtype=np.uint8)
+                return flat[: len(flat) // 3 * 3].reshape(-1, 3)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).reshape(-1, 3)
+    except (OSError, UnidentifiedImageError) as e:
+        raise ConfigError(f"cannot read palette {str(path)!r}: {e}") from None
+
+
+def class_colours(
+    num_classes: int, palette_file: str | Path | None = None, extend: bool = False
+) -> np.ndarray:
+    """uint8 [num_classes, 3]: the first colours of ``palette_file`` (e.g. the dataset's own),
+    else the deterministic ``palette``. A file with too few colours is a ConfigError, or with
+    ``extend`` (a live vocabulary that outgrew it) is completed from ``palette``."""
+    if palette_file is None:
+        return palette(num_classes)
+    colours = load_palette(palette_file)
+    if len(colours) < num_classes and extend:
+        return np.concatenate([colours, palette(num_classes)[len(colours) :]])
+    if len(colours) < num_classes:
+        raise ConfigError(
+            f"palette {str(palette_file)!r} has {len(colours)} colours for {num_classes} classes"
+        )
+    return np.ascontiguousarray(colours[:num_classes])
+
+
+def label_png(labels: np.ndarray, colours: np.ndarray):
+    """A palette-mode (P) PIL image of ``labels``: the pixel values are the class indices
+    exactly (0..C-1, C <= 256) and the palette makes it viewable.
+
+    Args:
+        labels (np.ndarray): HxW int in [0, C).
+        colours (np.ndarray): uint8 [C, 3].
+    Raises:
+        ConfigError: more than 256 classes (an 8-bit PNG cannot hold them).
+    """
+    from PIL import Image
+
+    if len(colours) > 256:
+        raise ConfigError(f"a label PNG holds at most 256 classes, got {len(colours)}")
+    h, w = labels.shape
+    im = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(colours)] = colours
+    im.putpalette(table.reshape(-1).tolist())
+    return im

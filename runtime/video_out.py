@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.errors import ConfigError, SourceError
 from runtime.fsutil import atomic_write
-from runtime.postprocess import legend, overlay, palette
+from runtime.postprocess import class_colours, legend, overlay
 from runtime.sources import CV2_AVAILABLE, Frame, require_cv2
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,22 @@ class Painter:
     Args:
         alpha: label colour weight in [0, 1].
         with_legend: append the legend strip below the overlay.
+        palette_file: class colours from an image (``runtime.postprocess.load_palette``; e.g.
+            the dataset's own), else the fixed palette.
     """
 
-    def __init__(self, alpha: float = 0.5, with_legend: bool = True):
+    def __init__(
+        self, alpha: float = 0.5, with_legend: bool = True, palette_file: str | None = None
+    ):
         assert 0.0 <= alpha <= 1.0, f"alpha must be in [0, 1], got {alpha}"
-        self.alpha, self.with_legend = alpha, with_legend
+        self.alpha, self.with_legend, self.palette_file = alpha, with_legend, palette_file
         self._colours: dict[tuple[str, ...], np.ndarray] = {}
         self._strips: dict[tuple[tuple[str, ...], int], np.ndarray] = {}
 
     def colours(self, classes: tuple[str, ...]) -> np.ndarray:
         """uint8 [C, 3] palette for ``classes`` (cached)."""
         if classes not in self._colours:
-            self._colours[classes] = palette(len(classes))
+            self._colours[classes] = class_colours(len(classes), self.palette_file, extend=True)
         return self._colours[classes]
 
     def strip(self, classes: tuple[str, ...], width: int) -> np.ndarray:
