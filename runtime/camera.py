@@ -74,6 +74,7 @@ class LoopCfg:
         pace_fps: frame rate for ``realtime`` when the source reports none.
         alpha, legend: overlay opacity in [0, 1]; legend strip below the overlay.
         palette_file: class colours from an image (e.g. the dataset's), else the fixed palette.
+        overlay_stats: draw the frame rate and latency (over the last 30 frames) top left.
         backoff_initial_s, backoff_max_s: reconnect delay, doubling from initial up to max.
         reconnect_attempts: reopen attempts per outage before giving up (0: never give up).
         stats_window: latency/timing samples kept (the most recent), so memory stays flat.
@@ -90,6 +91,7 @@ class LoopCfg:
     alpha: float = 0.5
     legend: bool = True
     palette_file: str | None = None
+    overlay_stats: bool = False
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 8.0
     reconnect_attempts: int = 0
@@ -180,8 +182,17 @@ def peak_rss_mb() -> float:
 class _Step:
     """Segment, render and write one frame; keeps the per-frame timings (bounded)."""
 
-    def __init__(self, segment: Segment, painter: Painter, sink: Sink, window: int, watcher=None):
+    def __init__(
+        self,
+        segment: Segment,
+        painter: Painter,
+        sink: Sink,
+        window: int,
+        watcher=None,
+        overlay_stats: bool = False,
+    ):
         self.segment, self.painter, self.sink, self.watcher = segment, painter, sink, watcher
+        self.overlay_stats, self._done = overlay_stats, collections.deque(maxlen=30)
         self.processed, self.last_latency_ms = 0, 0.0
         self.latency_ms = Ring(window)
         self.stages: dict[str, Ring] = collections.defaultdict(lambda: Ring(window))
@@ -193,10 +204,13 @@ class _Step:
         result = self.segment(frame.image)
         t1 = time.perf_counter()
         shown = self.painter(frame.image, result.labels, tuple(result.classes))
+        if self.overlay_stats:
+            shown = draw_stats(shown, self._fps(), self.last_latency_ms)
         t2 = time.perf_counter()
         self.sink.write(shown, frame)
         t3 = time.perf_counter()
         self.processed += 1
+        self._done.append(t3)
         self.last_latency_ms = (t3 - frame.t_capture) * 1e3
         self.latency_ms.append(self.last_latency_ms)
         ms = {"wait": t0 - frame.t_capture, "segment": t1 - t0, "render": t2 - t1, "write": t3 - t2}
@@ -204,6 +218,27 @@ class _Step:
             self.stages[name].append(seconds * 1e3)
         for name, value in (getattr(result, "timings_ms", None) or {}).items():
             self.stages[name].append(float(value))
+
+    def _fps(self) -> float | None:
+        """Frames per second over the last (up to 30) written frames; None before two."""
+        if len(self._done) < 2 or self._done[-1] <= self._done[0]:
+            return None
+        return (len(self._done) - 1) / (self._done[-1] - self._done[0])
+
+
+def draw_stats(image: np.ndarray, fps: float | None, latency_ms: float | None) -> np.ndarray:
+    """``image`` (HxWx3 uint8 RGB) with "F fps | L ms" drawn top left, white on a dark box."""
+    import cv2
+
+    text = f"{fps:.1f} fps" if fps else "-- fps"
+    text += f" | {latency_ms:.0f} ms" if latency_ms else ""
+    out = np.ascontiguousarray(image).copy()
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    cv2.rectangle(out, (0, 0), (w + 8, h + base + 8), (0, 0, 0), thickness=-1)
+    cv2.putText(
+        out, text, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA
+    )
+    return out
 
 
 class _Progress:
@@ -296,7 +331,7 @@ def run_loop(
         window=cfg.stats_window,
     )
     painter = Painter(cfg.alpha, cfg.legend, cfg.palette_file)
-    step = _Step(segment, painter, sink, cfg.stats_window, watcher)
+    step = _Step(segment, painter, sink, cfg.stats_window, watcher, cfg.overlay_stats)
     drop = cfg.drop == "oldest" or (cfg.drop == "auto" and source.live)
     frames = None if cfg.sequential else FrameQueue(cfg.queue_size, drop_oldest=drop)
     capture, error, close_source, crashed, t0 = None, None, True, True, time.perf_counter()
@@ -413,6 +448,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="class colours from an image: a palette PNG or a colour strip (CamVid's "
         "palette11.png); default: a fixed VOC-style palette",
     )
+    p.add_argument(
+        "--overlay-stats",
+        action="store_true",
+        help="draw the frame rate and latency (last 30 frames) top left of the output",
+    )
     p.add_argument("--fourcc", help="camera pixel format to request, e.g. MJPG")
     p.add_argument("--capture-size", type=parse_size, help="camera capture size WIDTHxHEIGHT")
     p.add_argument(
@@ -453,6 +493,7 @@ def loop_cfg(args: argparse.Namespace) -> LoopCfg:
         alpha=args.alpha,
         legend=not args.no_legend,
         palette_file=args.palette,
+        overlay_stats=args.overlay_stats,
         backoff_initial_s=args.reconnect_delay,
         backoff_max_s=args.reconnect_max_delay,
         reconnect_attempts=args.reconnect_attempts,
@@ -515,7 +556,16 @@ def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
             "out": args.out,
         }
         stats = run_loop(source, seg, sink, cfg, stop, watcher)
-    return {**dataclasses.asdict(stats), **model}
+    return {**dataclasses.asdict(stats), **model, "video_codec": _video_codec(sink)}
+
+
+def _video_codec(sink) -> str | None:
+    """The codec the output video was written with (H.264 ``avc1`` or ``mp4v``, ``MJPG``), or
+    None (no video, or no frame written)."""
+    for s in (sink, *getattr(sink, "sinks", ())):
+        if getattr(s, "codec", None):
+            return s.codec
+    return None
 
 
 @cli_main

@@ -7,6 +7,7 @@ the output path only ever holds a complete, readable video.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -24,7 +25,9 @@ from runtime.sources import CV2_AVAILABLE, Frame, require_cv2
 
 log = logging.getLogger(__name__)
 
-VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}  # codecs the opencv-python wheels can write
+# Codecs tried in order: H.264 where the OpenCV/FFmpeg build has an encoder (the opencv-python
+# wheels do not), else what every build writes.
+VIDEO_FOURCC = {".mp4": ("avc1", "mp4v"), ".avi": ("MJPG",)}
 DEFAULT_FPS = 30.0
 WINDOW = "ovss-edge"
 
@@ -107,8 +110,32 @@ def _discard(path: str) -> None:
         log.debug("could not remove %s: %s", path, e)
 
 
+# Whether this process's OpenCV could open a writer with a codec ({fourcc: bool}), so a missing
+# encoder is tried (and its FFmpeg complaints silenced) once, not for every output.
+_CODEC_WORKS: dict[str, bool] = {}
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 sent to /dev/null for the block: FFmpeg writes its "could not find an
+    encoder" lines there directly, under OpenCV's own log level."""
+    try:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class VideoSink:
-    """A video file (``.mp4``: mp4v, ``.avi``: MJPG) opened at the first frame's size.
+    """A video file (``.mp4``: H.264 where the OpenCV build can encode it, else mp4v; ``.avi``:
+    MJPG) opened at the first frame's size; ``codec`` says which was used.
 
     Later frames of another size are resized to it (logged once). Raises SourceError if OpenCV
     cannot open a writer; ConfigError for another suffix.
@@ -122,7 +149,7 @@ class VideoSink:
             )
         assert self.fps > 0, f"fps must be > 0, got {fps}"
         self._writer, self._tmp, self._size, self._resized = None, None, None, False
-        self.frames = 0
+        self.frames, self.codec = 0, None
 
     def _open(self, width: int, height: int) -> None:
         cv2 = require_cv2()
@@ -134,12 +161,23 @@ class VideoSink:
         # (the stem is cut so that the temp name is no longer than the final one can be)
         name = f".{self.path.stem[:200]}.{os.getpid()}.tmp{self.path.suffix}"
         self._tmp = str(self.path.with_name(name))
-        fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
-        self._writer = cv2.VideoWriter(self._tmp, fourcc, self.fps, (width, height))
-        if not self._writer.isOpened():
+        candidates = VIDEO_FOURCC[self.path.suffix.lower()]
+        for codec in candidates:
+            if not _CODEC_WORKS.get(codec, True):
+                continue
+            fourcc = cv2.VideoWriter_fourcc(*codec)
+            probing = codec not in _CODEC_WORKS and codec != candidates[-1]
+            with _quiet_stderr() if probing else contextlib.nullcontext():
+                self._writer = cv2.VideoWriter(self._tmp, fourcc, self.fps, (width, height))
+            _CODEC_WORKS[codec] = self._writer.isOpened() or _CODEC_WORKS.get(codec, False)
+            if self._writer.isOpened():
+                self.codec = codec
+                break
             _discard(self._tmp)  # OpenCV may not have created it
             self._writer = None
+        if self._writer is None:
             raise SourceError(f"OpenCV cannot write {str(self.path)!r} ({width}x{height})")
+        log.info("writing %s with the %s codec", self.path, self.codec)
         self._size = (width, height)
 
     def write(self, image: np.ndarray, frame: Frame) -> None:

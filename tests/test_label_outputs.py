@@ -106,3 +106,64 @@ def test_camera_painter_takes_the_palette_and_extends_it_for_a_larger_vocabulary
     np.testing.assert_array_equal(three[2], palette(3)[2])
     args = parse_args(["--model", "m", "--source", "0", "--palette", str(tmp_path / "pal.png")])
     assert args.palette == str(tmp_path / "pal.png")
+
+
+def test_video_sink_says_which_codec_it_used(tmp_path):
+    pytest.importorskip("cv2")
+    from runtime.video_out import VideoSink
+
+    for name, allowed in (("v.mp4", {"avc1", "mp4v"}), ("v.avi", {"MJPG"})):
+        sink = VideoSink(tmp_path / name, 10)
+        for _ in range(3):
+            sink.write(np.zeros((48, 64, 3), np.uint8), None)
+        sink.close()
+        assert sink.codec in allowed and (tmp_path / name).stat().st_size > 0
+
+
+def test_stats_overlay_draws_fps_and_latency_top_left():
+    pytest.importorskip("cv2")
+    from runtime.camera import draw_stats
+
+    img = np.full((60, 200, 3), 127, np.uint8)
+    out = draw_stats(img, 24.5, 41.0)
+    assert out.shape == img.shape and np.array_equal(img, np.full_like(img, 127))  # a copy
+    corner = out[:20, :100]
+    assert (corner == 0).any() and (corner > 200).any()  # dark box, white text
+    assert np.array_equal(out[40:], img[40:])  # nothing drawn below the box
+    assert not np.array_equal(draw_stats(img, 24.5, 41.0), draw_stats(img, 99.0, 3.0))
+
+
+def test_camera_cli_reports_the_codec_and_draws_stats(tiny_vit_folder, tmp_path):
+    pytest.importorskip("cv2")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks.camera import synthetic_video
+
+    src = synthetic_video(tmp_path / "in.mp4", 4, 96, 64, fps=25)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime.camera",
+            "--model",
+            str(tiny_vit_folder),
+            "--source",
+            str(src),
+            "--out",
+            str(out),
+            "--overlay-stats",
+            "--no-legend",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["video_codec"] in ("avc1", "mp4v") and report["frames_processed"] == 4
+    assert out.stat().st_size > 0
