@@ -26,3 +26,26 @@ def make_folder(root: Path, n: int, size: int = 64, seed: int = 0) -> Path:
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "img" / f"s{i}.png")
         Image.fromarray(label).save(root / "ann" / f"s{i}.png")
     return root
+
+
+def tiny_train_cfg(data: Path, work: Path, method: str, **overrides):
+    """A TrainCfg for a CPU run on a ``make_folder`` dataset: the tiny ViT, crop 64, batch 2,
+    no workers, no periodic logs or checkpoints; ``overrides`` on top."""
+    from training.train_config import TrainCfg
+
+    base = dict(
+        method=method,
+        backbone="ovss-tiny-vit",
+        work_dir=str(work),
+        dataset="folder",
+        images=str(data / "img"),
+        masks=str(data / "ann"),
+        classes=CLASSES,
+        crop_size=64,
+        batch_size=2,
+        num_workers=0,
+        device="cpu",
+        log_interval=10_000,
+        ckpt_interval=10_000,
+    )
+    return TrainCfg(**{**base, **overrides})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic import CLASSES, make_folder
+from synthetic import make_folder, tiny_train_cfg
 
 from training import loading
 from training.checkpoint import FORMAT, load_checkpoint, read_raw, save_checkpoint
@@ -30,26 +30,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def _cfg(data: Path, work: Path, method: str, **kw) -> TrainCfg:
-    base = dict(
-        method=method,
-        backbone="ovss-tiny-vit",
-        work_dir=str(work),
-        dataset="folder",
-        images=str(data / "img"),
-        masks=str(data / "ann"),
-        classes=CLASSES,
-        crop_size=64,
-        max_iters=1,
-        batch_size=2,
-        warmup_iters=1,
-        num_workers=0,
-        device="cpu",
-        log_interval=10_000,
-        ckpt_interval=10_000,
-        unseen="yellow",
-    )
-    base.update(kw)
-    return TrainCfg(**base)
+    defaults = {"max_iters": 1, "warmup_iters": 1, "unseen": "yellow"}
+    return tiny_train_cfg(data, work, method, **{**defaults, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from synthetic import CLASSES, make_folder
+from synthetic import CLASSES, make_folder, tiny_train_cfg
 
 from export import build as build_cli
 from export.builders import build_maskclip_plus
@@ -48,26 +48,8 @@ def data6(tmp_path_factory) -> Path:
 
 
 def mcfg(data: Path, work: Path, **kw) -> TrainCfg:
-    base = dict(
-        method="maskclip_plus",
-        student="deeplabv3plus_r18",
-        backbone="ovss-tiny-vit",
-        work_dir=str(work),
-        dataset="folder",
-        images=str(data / "img"),
-        masks=str(data / "ann"),
-        classes=CLASSES,
-        crop_size=64,
-        max_iters=4,
-        batch_size=2,
-        num_workers=0,
-        device="cpu",
-        log_interval=10_000,
-        ckpt_interval=10_000,
-        templates="single",
-    )
-    base.update(kw)
-    return TrainCfg(**base)
+    defaults = {"student": "deeplabv3plus_r18", "max_iters": 4, "templates": "single"}
+    return tiny_train_cfg(data, work, "maskclip_plus", **{**defaults, **kw})
 
 
 class Spy:

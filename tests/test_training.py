@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from synthetic import CLASSES, make_folder
+from synthetic import CLASSES, make_folder, tiny_train_cfg
 
 from runtime.errors import CheckpointError
 from training import evaluate as evaluate_cli
@@ -55,25 +55,7 @@ def data1(tmp_path_factory) -> Path:
 
 
 def tcfg(data: Path, work: Path, method: str, **kw) -> TrainCfg:
-    base = dict(
-        method=method,
-        backbone="ovss-tiny-vit",
-        work_dir=str(work),
-        dataset="folder",
-        images=str(data / "img"),
-        masks=str(data / "ann"),
-        classes=CLASSES,
-        crop_size=64,
-        max_iters=6,
-        batch_size=2,
-        warmup_iters=2,
-        num_workers=0,
-        device="cpu",
-        log_interval=10_000,
-        ckpt_interval=10_000,
-    )
-    base.update(kw)
-    return TrainCfg(**base)
+    return tiny_train_cfg(data, work, method, **{"max_iters": 6, "warmup_iters": 2, **kw})
 
 
 def cli_args(data: Path, work: Path, method: str = "zegclip", **kw) -> list[str]:
