@@ -139,7 +139,6 @@ class _Eager(Mapping):
 
 
 EAGER = _Eager()
-maskclip_eager = training_free_eager  # the name it had when MaskCLIP was the only one
 
 
 def ort_variant(path: str, name: str, threads: int) -> OrtBackend:

@@ -25,3 +25,31 @@ def publish(report: dict, prog: str, argv: list[str], json_path: str | None) -> 
     if json_path:
         atomic_write_text(json_path, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
+
+
+def save_png(fig, path: str) -> None:
+    """Write a matplotlib figure as a PNG atomically and free it."""
+    import matplotlib.pyplot as plt
+
+    from runtime.fsutil import atomic_write
+
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def torch_free_main(prog: str, argv: list[str] | None, parse, run, plot) -> int:
+    """The body of a torch-free benchmark CLI: parse, log, ``run(args) -> report``, the PNG
+    (``plot(report, args.png)`` when ``--png`` is given), then ``publish``."""
+    import sys
+
+    from runtime.cli import setup_logging
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv)
+    setup_logging(args.verbose)
+    report = run(args)
+    if args.png:
+        plot(report, args.png)
+    publish(report, prog, argv, args.json)
+    return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import cpu_model, publish
+from benchmarks.machine import cpu_model, save_png, torch_free_main
 from runtime import io_names
 from runtime.backends import ModelRef, open_backend
 from runtime.cli import (
@@ -29,11 +29,9 @@ from runtime.cli import (
     cli_main,
     nonneg_int,
     positive_int,
-    setup_logging,
 )
 from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ConfigError
-from runtime.fsutil import atomic_write
 from runtime.image import load_image
 from runtime.manifest import load_manifest
 from runtime.preprocess import normalize, resize_rgb
@@ -146,21 +144,12 @@ def plot(report: dict, path: str) -> None:
         f"vs {report['baseline']}" + (" (random weights)" if report["weights_random"] else "")
     )
     ax.set_xlim(0, max(r["median_ms"] for r in rows) * 1.35)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    setup_logging(args.verbose)
-    report = run_benchmark(args)
-    if args.png:
-        plot(report, args.png)
-    publish(report, "benchmarks.methods", argv, args.json)
-    return 0
+    return torch_free_main("benchmarks.methods", argv, parse_args, run_benchmark, plot)
 
 
 if __name__ == "__main__":

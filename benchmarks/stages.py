@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import publish
+from benchmarks.machine import save_png, torch_free_main
 from runtime.backends import BACKENDS
 from runtime.camera import peak_rss_mb, rss_mb
 from runtime.cli import (
@@ -32,10 +32,8 @@ from runtime.cli import (
     nonneg_int,
     positive_int,
     segmenter_kwargs,
-    setup_logging,
 )
 from runtime.errors import OvssError
-from runtime.fsutil import atomic_write
 from runtime.image import load_image
 from runtime.manifest import PRECISIONS
 from runtime.segmenter import Segmenter
@@ -207,21 +205,12 @@ def plot(report: dict, path: str) -> None:
         + (" (random weights)" if report["weights_random"] else "")
     )
     ax.legend(ncol=len(STAGES), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, path)
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
-    setup_logging(args.verbose)
-    report = run_benchmark(args)
-    if args.png:
-        plot(report, args.png)
-    publish(report, "benchmarks.stages", argv, args.json)
-    return 0
+    return torch_free_main("benchmarks.stages", argv, parse_args, run_benchmark, plot)
 
 
 if __name__ == "__main__":

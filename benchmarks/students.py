@@ -37,8 +37,8 @@ from benchmarks.latency import (
     bench_main,
     count_gflop,
     cpu_model,
-    maskclip_eager,
     time_interleaved,
+    training_free_eager,
 )
 from export.config import ExportCfg
 from export.registry import BUILDERS
@@ -197,7 +197,7 @@ def prepare(args: argparse.Namespace, names: list[str], tmp: str, threads: int):
         m = result.manifest
         random = random and m.weights.random
         if name == MASKCLIP:
-            wrapper = maskclip_eager(m, args.pretrained)
+            wrapper = training_free_eager(m, args.pretrained)
             text = wrapper.text
         else:
             wrapper = student_eager(name, text)

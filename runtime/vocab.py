@@ -77,11 +77,6 @@ def parse_vocabulary(spec: str) -> tuple[str, ...]:
     return validate_classes(names)
 
 
-def read_classes(spec: str) -> tuple[str, ...]:
-    """Former name of :func:`parse_vocabulary` (which now also knows the built-in lists)."""
-    return parse_vocabulary(spec)
-
-
 def _is_file(spec: str) -> bool:
     """Whether ``spec`` names an existing file, without ever raising: a comma list longer than a
     file name can be (``NAME_MAX`` bytes per path component) is not even looked up."""

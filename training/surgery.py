@@ -146,8 +146,6 @@ class SurgerySeg(nn.Module):
 
     def __init__(self, visual: nn.Module, cfg):
         super().__init__()
-        if not hasattr(visual, "conv1") or not hasattr(visual, "transformer"):
-            raise ValueError("last-block surgery needs a ViT visual tower")
         self.cfg = cfg
         self.dense = SurgeryViT(
             visual, cfg.image_size, cfg.attention, cfg.residual, cfg.ffn, cfg.gaussian_std

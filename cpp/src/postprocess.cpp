@@ -57,16 +57,18 @@ cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_
     const BilinearTaps tw = bilinear_taps(out_w, static_cast<int>(logits.shape[2]), span_w);
     const std::vector<double> cols = resample_columns(logits, tw, out_w);
     cv::Mat labels(out_h, out_w, CV_32S);
-    std::vector<double> best(out_w);
+    std::vector<double> best(out_w), denom(out_w);
+    // Row y of class c, bilinear between its two resampled source rows.
+    const auto value = [&](int64_t c, int y, int x) {
+        double v = cols[(c * h + th.i0[y]) * out_w + x] * th.w0[y];
+        if (th.i1[y] != th.i0[y]) v += cols[(c * h + th.i1[y]) * out_w + x] * th.w1[y];
+        return v;
+    };
     for (int y = 0; y < out_h; ++y) {
         int32_t* out = labels.ptr<int32_t>(y);
         for (int64_t c = 0; c < c_n; ++c) {
-            const double* r0 = &cols[(c * h + th.i0[y]) * out_w];
-            const double* r1 = &cols[(c * h + th.i1[y]) * out_w];
-            const bool two = th.i1[y] != th.i0[y];
             for (int x = 0; x < out_w; ++x) {
-                double v = r0[x] * th.w0[y];
-                if (two) v += r1[x] * th.w1[y];
+                const double v = value(c, y, x);
                 // First maximum wins, and a NaN beats numbers (numpy's argmax).
                 if (c == 0 || v > best[x] || (std::isnan(v) && !std::isnan(best[x]))) {
                     best[x] = v;
@@ -75,17 +77,9 @@ cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_
             }
         }
         if (background_thd > 0) {  // p_top = 1 / sum_c exp(v_c - v_top)
-            std::vector<double> denom(out_w, 0.0);
-            for (int64_t c = 0; c < c_n; ++c) {
-                const double* r0 = &cols[(c * h + th.i0[y]) * out_w];
-                const double* r1 = &cols[(c * h + th.i1[y]) * out_w];
-                const bool two = th.i1[y] != th.i0[y];
-                for (int x = 0; x < out_w; ++x) {
-                    double v = r0[x] * th.w0[y];
-                    if (two) v += r1[x] * th.w1[y];
-                    denom[x] += std::exp(v - best[x]);
-                }
-            }
+            std::fill(denom.begin(), denom.end(), 0.0);
+            for (int64_t c = 0; c < c_n; ++c)
+                for (int x = 0; x < out_w; ++x) denom[x] += std::exp(value(c, y, x) - best[x]);
             for (int x = 0; x < out_w; ++x)
                 if (1.0 / denom[x] < background_thd) out[x] = 0;
         }

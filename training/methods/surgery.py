@@ -45,8 +45,6 @@ def surgery_config(
     probability), prob_thd (background probability threshold, recorded for the runtime),
     templates, pamr / pamr_steps / pamr_dilations (PAMR refinement in the graph), mean, std.
     """
-    if attention not in ATTENTIONS:
-        raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
     fields = [
         (
             "image_size",
