@@ -126,7 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group(
         "method options (generated from each method's config; [method default] in brackets)"
     )
-    for name, kw in method_flags().items():
+    flags = method_flags()
+    for name, kw in flags.items():
         g.add_argument(
             _flag(name),
             dest=name,
@@ -137,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     spec = get_method(args.method)
     own = {f.name for f in spec.fields()}
-    foreign = sorted(_flag(n) for n in vars(args) if n in method_flags() and n not in own)
+    foreign = sorted(_flag(n) for n in vars(args) if n in flags and n not in own)
     if foreign:
         p.error(
             f"{', '.join(foreign)} do(es) not apply to --method {args.method} (its options: "
