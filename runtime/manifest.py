@@ -21,6 +21,14 @@ FORMAT_VERSION = 1
 VOCAB_MODES = ("fixed", "input")
 METADATA_KEY = "ovss_manifest"
 PRECISIONS = ("fp32", "fp16", "int8")
+# preprocess.input_format: what the graph's IMAGE input is (export.build --input-format).
+INPUT_FORMATS = ("float32-nchw", "uint8-nhwc", "uint8-nchw")
+# Manifest.score: how a method's logits become per-class scores (softmax over classes, or the
+# logits are per-class probabilities already).
+SCORE_KINDS = ("softmax", "probability")
+LABEL_DTYPES = ("uint8", "int32")
+# Manifests written before ``score`` existed: the methods whose logits are probabilities.
+PROBABILITY_METHODS = ("zegclip", "cliprc")
 
 
 @dataclass(frozen=True)
@@ -31,12 +39,42 @@ class PreprocessCfg:
         input_size: (H, W) of the fixed model input, pixels.
         mean, std: per-channel RGB normalisation on the 0..255 scale.
         feature_stride: input pixels per logit cell (patch size for ViT, 32 for ModifiedResNet).
+        input_format: the IMAGE input: ``float32-nchw`` (the host resizes and normalises:
+            float32 [1,3,H,W]), or ``uint8-nhwc`` / ``uint8-nchw`` (the host only resizes: uint8
+            [1,H,W,3] / [1,3,H,W] RGB 0..255; the graph casts, transposes and normalises with
+            ``mean`` / ``std``).
     """
 
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     feature_stride: int
+    input_format: str = "float32-nchw"
+
+    @property
+    def image_dtype(self) -> str:
+        """dtype of the IMAGE input: "float32" or "uint8"."""
+        return "float32" if self.input_format == "float32-nchw" else "uint8"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the IMAGE input: (1, H, W, 3) for uint8-nhwc, else (1, 3, H, W)."""
+        h, w = self.input_size
+        return (1, h, w, 3) if self.input_format == "uint8-nhwc" else (1, 3, h, w)
+
+
+@dataclass(frozen=True)
+class PostprocessCfg:
+    """In-graph post-processing (``export.build --postprocess graph``): the graph computes
+    ``io_names.LABELS`` and ``io_names.SCORES`` from its LOGITS (which it still outputs).
+
+    Attributes:
+        output_hw: (H, W) of LABELS and SCORES, pixels (the logits are bilinearly resized to it).
+        labels_dtype: dtype of LABELS: "uint8" (fixed vocabulary of <= 255 classes) or "int32".
+    """
+
+    output_hw: tuple[int, int]
+    labels_dtype: str
 
 
 @dataclass(frozen=True)
@@ -100,7 +138,15 @@ class TextEncoderInfo:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything a runtime needs to run ``model_file`` without the training code."""
+    """Everything a runtime needs to run ``model_file`` without the training code.
+
+    Attributes (besides the self-explanatory ones):
+        score: the method's normalisation of its logits: ``softmax`` (scaled cosine logits:
+            probabilities are softmax over classes) or ``probability`` (ZegCLIP, CLIP-RC: the
+            logits are per-class sigmoid scores minus the seen bias already).
+        postprocess: in-graph post-processing (LABELS and SCORES outputs), or None: the host
+            upsamples and takes the argmax of LOGITS.
+    """
 
     method: str
     backbone: str
@@ -119,6 +165,8 @@ class Manifest:
     parity: dict[str, float] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
     text_encoder: TextEncoderInfo | None = None
+    score: str = "softmax"
+    postprocess: PostprocessCfg | None = None
     format_version: int = FORMAT_VERSION
 
     def model_for(self, precision: str) -> tuple[str, str]:
@@ -188,7 +236,12 @@ def _specs(items: Any, where: str) -> tuple[TensorSpec, ...]:
 
 
 def manifest_from_dict(d: dict) -> Manifest:
-    """Build and validate a Manifest from parsed JSON; ModelFolderError names the bad field."""
+    """Build and validate a Manifest from parsed JSON; ModelFolderError names the bad field.
+
+    Fields added after format 1 was first written (``preprocess.input_format``, ``score``,
+    ``postprocess``) may be absent: float32-nchw input, the method's known score kind, host
+    post-processing.
+    """
     if not isinstance(d, dict):
         raise ModelFolderError("manifest must be a JSON object")
     version = _require(d, "format_version", int, "")
@@ -196,24 +249,16 @@ def manifest_from_dict(d: dict) -> Manifest:
         raise ModelFolderError(
             f"manifest format_version {version} is not supported ({FORMAT_VERSION})"
         )
-    pre, w = _require(d, "preprocess", dict, ""), _require(d, "weights", dict, "")
-    size = _require(pre, "input_size", list, "preprocess.")
-    mean, std = (
-        _require(pre, "mean", list, "preprocess."),
-        _require(pre, "std", list, "preprocess."),
-    )
-    if len(size) != 2 or len(mean) != 3 or len(std) != 3 or min(std) <= 0 or min(size) <= 0:
-        raise ModelFolderError(
-            "manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0"
-        )
+    w = _require(d, "weights", dict, "")
     classes = _require(d, "classes", list, "")
     if not classes or not all(isinstance(c, str) and c for c in classes):
         raise ModelFolderError("manifest 'classes' must be a non-empty list of names")
     vocab_mode = _require(d, "vocab_mode", str, "")
     if vocab_mode not in VOCAB_MODES:
         raise ModelFolderError(f"manifest vocab_mode {vocab_mode!r} not in {VOCAB_MODES}")
+    method = _require(d, "method", str, "")
     manifest = Manifest(
-        method=_require(d, "method", str, ""),
+        method=method,
         backbone=_require(d, "backbone", str, ""),
         weights=WeightsInfo(
             source=_require(w, "source", str, "weights."),
@@ -222,12 +267,7 @@ def manifest_from_dict(d: dict) -> Manifest:
         ),
         classes=tuple(classes),
         vocab_mode=vocab_mode,
-        preprocess=PreprocessCfg(
-            input_size=(int(size[0]), int(size[1])),
-            mean=tuple(float(m) for m in mean),
-            std=tuple(float(s) for s in std),
-            feature_stride=_require(pre, "feature_stride", int, "preprocess."),
-        ),
+        preprocess=_preprocess(_require(d, "preprocess", dict, "")),
         inputs=_specs(d.get("inputs"), "inputs"),
         outputs=_specs(d.get("outputs"), "outputs"),
         opset=_require(d, "opset", int, ""),
@@ -239,10 +279,99 @@ def manifest_from_dict(d: dict) -> Manifest:
         parity=d.get("parity", {}),
         variants=_variants(d.get("variants", {})),
         text_encoder=_text_encoder(d.get("text_encoder")),
+        score=_score(d, method),
+        postprocess=_postprocess(d.get("postprocess")),
         format_version=version,
     )
     _check_text_encoder(manifest)
+    _check_image_input(manifest)
+    _check_postprocess(manifest)
     return manifest
+
+
+def _preprocess(pre: dict) -> PreprocessCfg:
+    """The ``preprocess`` entry; ``input_format`` absent (older manifests) = float32-nchw."""
+    size = _require(pre, "input_size", list, "preprocess.")
+    mean, std = (
+        _require(pre, "mean", list, "preprocess."),
+        _require(pre, "std", list, "preprocess."),
+    )
+    if len(size) != 2 or len(mean) != 3 or len(std) != 3 or min(std) <= 0 or min(size) <= 0:
+        raise ModelFolderError(
+            "manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0"
+        )
+    input_format = pre.get("input_format", INPUT_FORMATS[0])
+    if input_format not in INPUT_FORMATS:
+        raise ModelFolderError(
+            f"manifest preprocess.input_format {input_format!r} is not one of {INPUT_FORMATS}"
+        )
+    return PreprocessCfg(
+        input_size=(int(size[0]), int(size[1])),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        feature_stride=_require(pre, "feature_stride", int, "preprocess."),
+        input_format=input_format,
+    )
+
+
+def _score(d: dict, method: str) -> str:
+    """``score``; absent (older manifests): "probability" for ZegCLIP / CLIP-RC, else "softmax"."""
+    score = d.get("score")
+    if score is None:
+        return "probability" if method in PROBABILITY_METHODS else "softmax"
+    if score not in SCORE_KINDS:
+        raise ModelFolderError(f"manifest score {score!r} is not one of {SCORE_KINDS}")
+    return score
+
+
+def _postprocess(d: Any) -> PostprocessCfg | None:
+    """The optional ``postprocess`` entry (absent or null: host post-processing)."""
+    if d is None:
+        return None
+    hw = _require(d, "output_hw", list, "postprocess.")
+    if len(hw) != 2 or not all(type(v) is int and v > 0 for v in hw):
+        raise ModelFolderError(f"manifest postprocess.output_hw must be [H,W] > 0, got {hw}")
+    dtype = _require(d, "labels_dtype", str, "postprocess.")
+    if dtype not in LABEL_DTYPES:
+        raise ModelFolderError(
+            f"manifest postprocess.labels_dtype {dtype!r} is not one of {LABEL_DTYPES}"
+        )
+    return PostprocessCfg((hw[0], hw[1]), dtype)
+
+
+def _check_image_input(m: Manifest) -> None:
+    """The IMAGE input spec, where declared, has the dtype and shape of ``input_format``."""
+    pre = m.preprocess
+    if pre.input_format == INPUT_FORMATS[0] and not any(t.name == io_names.IMAGE for t in m.inputs):
+        return  # older hand-made manifests may not declare it; uint8 formats must
+    spec = m.input(io_names.IMAGE)
+    if spec.dtype != pre.image_dtype or tuple(spec.shape) != pre.image_shape:
+        raise ModelFolderError(
+            f"manifest input {io_names.IMAGE!r} is {spec.dtype} {list(spec.shape)}, but "
+            f"preprocess.input_format {pre.input_format!r} at {list(pre.input_size)} needs "
+            f"{pre.image_dtype} {list(pre.image_shape)}"
+        )
+
+
+def _check_postprocess(m: Manifest) -> None:
+    """In-graph post-processing declares LOGITS, LABELS and SCORES outputs that fit it."""
+    post = m.postprocess
+    if post is None:
+        return
+    if post.labels_dtype == "uint8" and (m.vocab_mode != "fixed" or len(m.classes) > 255):
+        raise ModelFolderError(
+            "manifest postprocess.labels_dtype 'uint8' needs a fixed vocabulary of <= 255 "
+            f"classes (vocab_mode {m.vocab_mode!r}, {len(m.classes)} classes): use 'int32'"
+        )
+    m.output(io_names.LOGITS)
+    want = (1, *post.output_hw)
+    for name, dtype in ((io_names.LABELS, post.labels_dtype), (io_names.SCORES, "float32")):
+        spec = m.output(name)
+        if spec.dtype != dtype or tuple(spec.shape) != want:
+            raise ModelFolderError(
+                f"manifest output {name!r} is {spec.dtype} {list(spec.shape)}; "
+                f"postprocess needs {dtype} {list(want)}"
+            )
 
 
 def _variants(d: Any) -> dict[str, Variant]:

@@ -19,6 +19,7 @@ SPEC = register(
         accepts=("checkpoint", "seen", "text_embeddings"),
         train_loop="training.train:zero_shot_loop",
         eval_mode="slide",
+        score="probability",
         published=(
             Published("VOC (15/5) hIoU", 88.4, note="inductive"),
             Published("VOC (15/5) hIoU", 93.0, note="transductive"),

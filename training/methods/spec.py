@@ -15,6 +15,10 @@ KINDS = ("training_free", "zero_shot", "student")
 # Names of training.text_classifier.TEMPLATE_SETS (kept here torch-free; a test checks they agree).
 TEMPLATE_NAMES = ("imagenet80", "maskclip85", "single", "zegclip")
 EVAL_MODES = ("whole", "slide")
+# How a method's graph logits become scores (runtime.manifest.SCORE_KINDS; kept here torch-free
+# and runtime-free): "softmax" over classes of scaled cosine logits, or "probability" (the logits
+# are per-class sigmoid scores already).
+SCORE_KINDS = ("softmax", "probability")
 # Export inputs that only some methods take (``MethodSpec.accepts``).
 EXPORT_INPUTS = ("checkpoint", "seen", "text_embeddings")
 
@@ -65,6 +69,10 @@ class MethodSpec:
             never ignored).
         smoke_options: options for the smallest export that exercises the method on the tiny
             test ViT (``ovss-tiny-vit``); the registry-wide tests export every method with them.
+        score: how the exported logits become per-class scores: ``softmax`` (scaled cosine
+            logits, softmax over classes) or ``probability`` (ZegCLIP-style sigmoid scores minus
+            the seen bias: already per-class probabilities). Written to the manifest; the
+            in-graph SCORES output follows it.
     """
 
     name: str
@@ -80,12 +88,15 @@ class MethodSpec:
     published: tuple[Published, ...] = ()
     accepts: tuple[str, ...] = ("text_embeddings",)
     smoke_options: tuple[tuple[str, Any], ...] = (("image_size", 64),)
+    score: str = "softmax"
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.eval_mode not in EVAL_MODES:
             raise ValueError(f"{self.name}: eval_mode must be one of {EVAL_MODES}")
+        if self.score not in SCORE_KINDS:
+            raise ValueError(f"{self.name}: score must be one of {SCORE_KINDS}, got {self.score!r}")
         if not dataclasses.is_dataclass(self.config):
             raise TypeError(f"{self.name}: config must be a dataclass, got {self.config!r}")
         unknown = sorted(set(self.accepts) - set(EXPORT_INPUTS))

@@ -63,6 +63,7 @@ SPEC = register(
         accepts=("checkpoint", "seen", "text_embeddings"),
         train_loop="training.train:zero_shot_loop",
         eval_mode="slide",
+        score="probability",
         published=(
             Published("VOC (15/5) hIoU", 84.3, note="inductive"),
             Published("VOC (15/5) hIoU", 91.1, note="transductive"),
