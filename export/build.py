@@ -18,7 +18,9 @@ import sys
 import types
 import typing
 
+from export.config import POSTPROCESS_MODES
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
+from runtime.manifest import INPUT_FORMATS
 from runtime.vocab import parse_vocabulary
 from training.methods import METHODS, get_method
 
@@ -64,6 +66,20 @@ def method_flags() -> dict[str, dict]:
     for name, kw in flags.items():
         kw["help"] = f"{kw['help']} [{'; '.join(defaults[name])}]"
     return flags
+
+
+def output_size(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``120x200``) -> (H, W), both positive ints; ArgumentTypeError otherwise."""
+    parts = text.lower().split("x")
+    try:
+        hw = tuple(int(p) for p in parts)
+    except ValueError:
+        hw = ()
+    if len(hw) != 2 or min(hw) < 1:
+        raise argparse.ArgumentTypeError(
+            f"output size must be HxW with positive integers (e.g. 120x200), got {text!r}"
+        )
+    return hw
 
 
 def _shown(value) -> str:
@@ -123,6 +139,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--text-embeddings",
         help="ZegCLIP / CLIP-RC / MaskCLIP+: .npy [C,D] classifier used as it is",
     )
+    d = p.add_argument_group("device I/O")
+    d.add_argument(
+        "--postprocess",
+        default="host",
+        choices=POSTPROCESS_MODES,
+        help="host: the graph outputs logits only (the runtime upsamples); graph: also labels "
+        "(uint8/int32 argmax) and scores (float32 top-class score) at --output-size",
+    )
+    d.add_argument(
+        "--output-size",
+        type=output_size,
+        help="HxW of the in-graph labels and scores (default: the model input size); "
+        "needs --postprocess graph",
+    )
+    d.add_argument(
+        "--input-format",
+        default=INPUT_FORMATS[0],
+        choices=INPUT_FORMATS,
+        help="image input: float32-nchw (normalised on the host) or uint8-nhwc / uint8-nchw "
+        "(RGB 0..255: the graph casts, transposes and normalises)",
+    )
     g = p.add_argument_group(
         "method options (generated from each method's config; [method default] in brackets)"
     )
@@ -180,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 "parity": m.parity,
                 "simplified": result.export.simplified,
                 "text_encoder": m.text_encoder is not None,
+                "input_format": m.preprocess.input_format,
+                "postprocess": None if m.postprocess is None else dataclasses.asdict(m.postprocess),
                 "nodes": [result.export.nodes_traced, result.export.nodes_final],
                 "seconds": round(result.seconds, 1),
             }

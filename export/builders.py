@@ -12,6 +12,8 @@ import onnx
 import torch
 
 from export.config import ExportCfg
+from export.device_check import DeviceIoReport, verify_device_graph
+from export.graph_io import device_graph, labels_dtype
 from export.onnx_export import (
     ExportError,
     OnnxExport,
@@ -30,7 +32,14 @@ from export.wrappers import ClipRcOnnxModel, LogitsOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
 from runtime.errors import CheckpointError, ConfigError, UnknownNameError, VocabularyError
 from runtime.fsutil import atomic_save_npy, atomic_write, sha256_file
-from runtime.manifest import METADATA_KEY, Manifest, PreprocessCfg, TensorSpec, WeightsInfo
+from runtime.manifest import (
+    METADATA_KEY,
+    Manifest,
+    PostprocessCfg,
+    PreprocessCfg,
+    TensorSpec,
+    WeightsInfo,
+)
 from training.clip_loader import LoadedClip, load_clip
 from training.loading import Trained, class_text, load_text_file, load_trained
 from training.maskclip import IMAGENET_MEAN, IMAGENET_STD
@@ -47,6 +56,8 @@ MODEL_FILE = "model.onnx"
 # ZegCLIP / CLIP-RC options that shape the network (a checkpoint fixes them).
 ARCHITECTURE_OPTIONS = ("num_tokens", "total_d_layer", "decoder_layers", "decoder_heads")
 TEXT_FILE = "text_embeddings.npy"
+# Gate on |in-graph SCORES - host score| (float32 Resize/Softmax vs the float64 host).
+SCORE_ATOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -377,13 +388,23 @@ def _text_encoder(
     return export
 
 
-def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int):
+def _tensor_specs(
+    cfg: ExportCfg,
+    pre: PreprocessCfg,
+    post: PostprocessCfg | None,
+    num_classes: int,
+    dim: int,
+):
+    """(inputs, outputs) TensorSpecs of the deployed graph."""
     s = pre.input_size[0]
     f = s // pre.feature_stride
     c = "num_classes" if cfg.vocab_mode == "input" else num_classes
-    inputs = [
-        TensorSpec(io_names.IMAGE, "float32", (1, 3, s, s), io_names.MEANINGS[io_names.IMAGE])
-    ]
+    image = (
+        io_names.MEANINGS[io_names.IMAGE]
+        if pre.image_dtype == "float32"
+        else io_names.IMAGE_UINT8_MEANING
+    )
+    inputs = [TensorSpec(io_names.IMAGE, pre.image_dtype, pre.image_shape, image)]
     if cfg.vocab_mode == "input":
         inputs.append(
             TensorSpec(
@@ -396,7 +417,64 @@ def _tensor_specs(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int, dim: int
     outputs = [
         TensorSpec(io_names.LOGITS, "float32", (1, c, f, f), io_names.MEANINGS[io_names.LOGITS])
     ]
+    if post is not None:
+        hw = (1, *post.output_hw)
+        outputs += [
+            TensorSpec(io_names.LABELS, post.labels_dtype, hw, io_names.MEANINGS[io_names.LABELS]),
+            TensorSpec(io_names.SCORES, "float32", hw, io_names.MEANINGS[io_names.SCORES]),
+        ]
     return tuple(inputs), tuple(outputs)
+
+
+def _postprocess_cfg(cfg: ExportCfg, pre: PreprocessCfg, num_classes: int):
+    """The in-graph post-processing of ``cfg`` (None for ``--postprocess host``)."""
+    if cfg.postprocess != "graph":
+        return None
+    hw = tuple(cfg.output_size) if cfg.output_size else pre.input_size
+    return PostprocessCfg(hw, labels_dtype(cfg.vocab_mode, num_classes))
+
+
+def _device_io(
+    cfg: ExportCfg,
+    model: onnx.ModelProto,
+    pre: PreprocessCfg,
+    post: PostprocessCfg | None,
+    text: torch.Tensor,
+) -> tuple[onnx.ModelProto, DeviceIoReport | None]:
+    """The deployed graph with ``cfg``'s input format and post-processing (``export.graph_io``),
+    checked against ``model`` on a probe image; ``model`` as it is (no report) for the defaults.
+
+    Raises:
+        ExportError: the edited graph's logits, labels or scores disagree with the reference.
+    """
+    if post is None and pre.input_format == "float32-nchw":
+        return model, None
+    edited = device_graph(model, pre, post, cfg.spec.score)
+    extra = {io_names.TEXT_EMBEDDINGS: text.float().numpy()} if cfg.vocab_mode == "input" else {}
+    report = verify_device_graph(model, edited, pre, post, cfg.spec.score, extra, cfg.atol)
+    log.info(
+        "device I/O (%s, %s): max|logit diff| %.3g, labels %.5f where decided (%d near ties, "
+        "%d pixels differ), max|score diff| %.3g",
+        pre.input_format,
+        "host post-processing" if post is None else f"labels/scores at {post.output_hw}",
+        report.max_abs_diff,
+        report.label_agreement,
+        report.near_ties,
+        report.disagreements,
+        report.max_score_diff,
+    )
+    if (
+        report.max_abs_diff > cfg.atol
+        or report.label_agreement < cfg.min_label_agreement
+        or report.max_score_diff > SCORE_ATOL
+    ):
+        raise ExportError(
+            f"the device graph disagrees with the host: max|logit diff| "
+            f"{report.max_abs_diff:.3g} (<= {cfg.atol}), decided labels "
+            f"{report.label_agreement:.5f} (>= {cfg.min_label_agreement}), max|score diff| "
+            f"{report.max_score_diff:.3g} (<= {SCORE_ATOL})"
+        )
+    return edited, report
 
 
 def _build(
@@ -421,6 +499,8 @@ def _build(
     """
     if templates not in TEMPLATE_SETS:
         raise UnknownNameError(f"unknown template set {templates!r}; sets: {sorted(TEMPLATE_SETS)}")
+    preprocess = dataclasses.replace(preprocess, input_format=cfg.input_format)
+    post = _postprocess_cfg(cfg, preprocess, len(classes))
     dummy = {io_names.IMAGE: parity_image(size, preprocess.mean, preprocess.std, cfg.seed)}
     axes = {}
     if cfg.vocab_mode == "input":
@@ -437,8 +517,14 @@ def _build(
         atol=cfg.atol,
         min_label_agreement=cfg.min_label_agreement,
     )
+    # The traced LABELS (int64, input size) is checked above (parity) but not deployed:
+    # onnxruntime would compute the C x S x S label map on every call anyway. The device graph
+    # gets its own LABELS / SCORES (``--postprocess graph``) and IMAGE format, checked here.
+    deployed, device = _device_io(
+        cfg, keep_outputs(result.model, [io_names.LOGITS]), preprocess, post, text
+    )
     text_export = _text_encoder(cfg, templates, clip, classes, text, text_tower)
-    inputs, outputs = _tensor_specs(cfg, preprocess, len(classes), text.shape[1])
+    inputs, outputs = _tensor_specs(cfg, preprocess, post, len(classes), text.shape[1])
     manifest = Manifest(
         method=cfg.method,
         backbone=cfg.backbone,
@@ -453,6 +539,8 @@ def _build(
         model_file=MODEL_FILE,
         text_embeddings_file=TEXT_FILE if cfg.vocab_mode == "input" else None,
         method_cfg={**method_cfg, "templates": templates},
+        score=cfg.spec.score,
+        postprocess=post,
         parity={
             "max_abs_diff": result.parity.max_abs_diff,
             "atol": result.parity.atol,
@@ -460,15 +548,13 @@ def _build(
             "label_agreement": result.parity.label_agreement,
             "decided_label_agreement": result.parity.decided_agreement,
             "tie_fraction": result.parity.tie_fraction,
+            **_device_parity(device),
         },
     )
     out = Path(cfg.output)
     if text_export is not None:
         info = write_text_encoder(out, text_export, TEMPLATE_SETS[templates])
         manifest = dataclasses.replace(manifest, text_encoder=info)
-    # LABELS is checked above (parity) but not deployed: the runtime reads LOGITS only, and
-    # onnxruntime would compute the C x S x S label map on every call anyway.
-    deployed = keep_outputs(result.model, [io_names.LOGITS])
     if cfg.vocab_mode == "fixed" and not name_text_classifier(deployed, text.float().numpy()):
         log.warning(
             "the baked text classifier was not found in the graph: precision variants "
@@ -478,6 +564,19 @@ def _build(
     final = dataclasses.replace(manifest, model_sha256=sha256_file(out / MODEL_FILE))
     final.write(out)
     return ExportResult(out, final, result, time.perf_counter() - t0)
+
+
+def _device_parity(report: DeviceIoReport | None) -> dict[str, float]:
+    """The manifest's ``parity`` entries of the device graph check ({} when there was none)."""
+    if report is None:
+        return {}
+    return {
+        "device_max_abs_diff": report.max_abs_diff,
+        "device_decided_label_agreement": report.label_agreement,
+        "device_label_near_ties": report.near_ties,
+        "device_label_disagreements": report.disagreements,
+        "device_max_score_diff": report.max_score_diff,
+    }
 
 
 def _write_folder(

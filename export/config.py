@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import ConfigError
+from runtime.manifest import INPUT_FORMATS
 from training.methods.spec import EXPORT_INPUTS
 
 VOCAB_MODES = ("fixed", "input")
+# Where labels are made: "host" (the runtime upsamples LOGITS) or "graph" (LABELS and SCORES
+# outputs, ``export.graph_io``).
+POSTPROCESS_MODES = ("host", "graph")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,12 @@ class ExportCfg:
         seen: classes seen in training (names, comma-separated) that get ``seen_bias`` subtracted;
             None = from our checkpoint by name (official checkpoints carry no names: pass it).
         text_embeddings: an .npy [C,D] classifier to use as it is (e.g. the official float16).
+        postprocess: ``host`` (the graph outputs LOGITS only) or ``graph`` (also LABELS and
+            SCORES at ``output_size``, for device backends).
+        output_size: (H, W) of the in-graph LABELS / SCORES, pixels; None = the model input size.
+            Only with ``postprocess='graph'``.
+        input_format: the IMAGE input: ``float32-nchw`` (normalised on the host) or
+            ``uint8-nhwc`` / ``uint8-nchw`` (RGB 0..255, normalised in the graph).
         options: {method config field: value} set explicitly (see ``create``).
     """
 
@@ -54,11 +64,15 @@ class ExportCfg:
     checkpoint: str | None = None
     seen: str | None = None
     text_embeddings: str | None = None
+    postprocess: str = "host"
+    output_size: tuple[int, int] | None = None
+    input_format: str = "float32-nchw"
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.vocab_mode not in VOCAB_MODES:
             raise ConfigError(f"vocab_mode must be one of {VOCAB_MODES}, got {self.vocab_mode!r}")
+        self._check_device_io()
         if self.opset < 17:
             raise ConfigError(f"opset must be >= 17 (LayerNormalization), got {self.opset}")
         spec = self.spec
@@ -76,6 +90,24 @@ class ExportCfg:
                 f"option(s) {unknown} do not apply to --method {self.method} (its "
                 f"options: {sorted(names)})"
             )
+
+    def _check_device_io(self) -> None:
+        """``postprocess``, ``output_size`` and ``input_format`` are known and consistent."""
+        if self.postprocess not in POSTPROCESS_MODES:
+            raise ConfigError(
+                f"postprocess must be one of {POSTPROCESS_MODES}, got {self.postprocess!r}"
+            )
+        if self.input_format not in INPUT_FORMATS:
+            raise ConfigError(
+                f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}"
+            )
+        if self.output_size is None:
+            return
+        size = tuple(self.output_size)
+        if len(size) != 2 or not all(type(v) is int and v > 0 for v in size):
+            raise ConfigError(f"output_size must be (H, W) positive ints, got {self.output_size}")
+        if self.postprocess != "graph":
+            raise ConfigError("--output-size needs --postprocess graph (it sizes LABELS/SCORES)")
 
     @classmethod
     def create(cls, **kwargs) -> ExportCfg:

@@ -137,7 +137,11 @@ def parse_onnx(trt, network, logger, onnx_path: Path):
 
 def add_profile(trt, builder, network, config, manifest: Manifest, max_classes: int) -> dict:
     """One optimisation profile when an input is dynamic (the text input of vocab-as-input
-    graphs): classes from 1 to ``max_classes``, optimised for the manifest's vocabulary size."""
+    graphs): classes from 1 to ``max_classes``, optimised for the manifest's vocabulary size.
+
+    Profiles carry shapes only: dtypes come from the parsed graph, so a uint8 IMAGE
+    (``--input-format uint8-*``, static [1,H,W,3] or [1,3,H,W]) needs no profile and is cast to
+    float32 by the graph's first node, as TensorRT requires of uint8 network inputs."""
     shapes = {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
