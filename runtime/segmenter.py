@@ -14,11 +14,12 @@ import numpy as np
 from runtime import io_names
 from runtime.backends import ModelRef, open_backend
 from runtime.engine_cache import manifest_input_shapes
-from runtime.errors import ModelFolderError, VocabularyError
+from runtime.errors import ConfigError, ModelFolderError, VocabularyError
 from runtime.fsutil import sha256_file
 from runtime.image import as_rgb_uint8
+from runtime.label_map import METHODS as LABEL_METHODS
+from runtime.label_map import UNKNOWN, label_map
 from runtime.manifest import Manifest, load_manifest
-from runtime.postprocess import upsample_argmax
 from runtime.preprocess import normalize, resize_rgb, short_side_size
 from runtime.text_encoder import TextEncoder
 from runtime.vocab import validate_classes
@@ -26,6 +27,17 @@ from runtime.windows import WindowPlan, default_stride, plan_windows, stitch
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "whole", "slide")
+# Methods whose graph outputs per-class probabilities (sigmoid scores) rather than logits, for
+# manifests written before the manifest recorded its score kind.
+_PROBABILITY_METHODS = ("zegclip", "cliprc")
+
+
+def score_kind(manifest: Manifest) -> str:
+    """How the folder's scores become probabilities: ``softmax`` (logits) or ``probability``."""
+    kind = getattr(manifest, "score", None)
+    if kind:
+        return kind
+    return "probability" if manifest.method in _PROBABILITY_METHODS else "softmax"
 
 
 @dataclass(frozen=True)
@@ -33,11 +45,15 @@ class SegResult:
     """One segmented image.
 
     Attributes:
-        labels: int32 [H, W] class indices at the input image's size.
+        labels: int32 [H, W] class indices at the input image's size; ``UNKNOWN`` (255) where
+            the top score is below the score threshold.
         logits: float32 [C, h, w] scores at feature resolution (stitched over windows in slide
             mode).
         classes: the class names, index-aligned with ``labels`` values.
         classes_present: names of classes that occur in ``labels``, in class order.
+        scores: float32 [H, W] top-class probability in [0, 1] (the method's own
+            normalisation, see ``Segmenter``), or None when not asked for.
+        unknown: fraction of pixels labelled ``UNKNOWN``, in [0, 1].
         mode: "whole" (one resized pass) or "slide" (windows at native scale).
         windows: number of model runs.
         timings_ms: {"preprocess", "inference", "postprocess"} wall-clock milliseconds.
@@ -53,6 +69,8 @@ class SegResult:
     timings_ms: dict[str, float]
     backend: str
     providers: tuple[str, ...]
+    scores: np.ndarray | None = None
+    unknown: float = 0.0
 
 
 class Segmenter:
@@ -70,6 +88,15 @@ class Segmenter:
         verify: check the model file's sha256 against the manifest.
         precision: which graph to run: ``fp32`` (``model.onnx``), or an ``fp16`` / ``int8``
             variant recorded in the manifest by ``calibration.calibrate``.
+        score_threshold: in [0, 1): pixels whose top-class probability is below it are labelled
+            ``UNKNOWN`` (255) instead of being forced into a class; 0 = off (needs <= 255
+            classes). The probability is the method's own: softmax over the classes of the
+            upsampled logits (MaskCLIP, MaskCLIP+, SCLIP, ClearCLIP, NACLIP; with logit scale
+            100, cosine gaps of a few hundredths already give p near 1), or the upsampled
+            per-class sigmoid score minus the seen bias (ZegCLIP, CLIP-RC; not exclusive, so
+            a pixel can have no class above 0.5). Settable between calls.
+        label_method: ``fast`` (default; same labels, see ``runtime.label_map``) or ``exact``
+            (the reference upsample of every class to every pixel).
         backend_options: passed to ``runtime.backends.open_backend`` (threads, providers,
             cuda_graph, dla_core, probe).
 
@@ -88,10 +115,15 @@ class Segmenter:
         short_side: int | None = None,
         verify: bool = True,
         precision: str = "fp32",
+        score_threshold: float = 0.0,
+        label_method: str = "fast",
         **backend_options,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if label_method not in LABEL_METHODS:
+            raise ValueError(f"label_method must be one of {LABEL_METHODS}, got {label_method!r}")
+        self.label_method = label_method
         self.folder = Path(folder)
         self.manifest: Manifest = load_manifest(self.folder)
         size = self.manifest.preprocess.input_size
@@ -104,6 +136,8 @@ class Segmenter:
         self.short_side = (method.get("short_side") if short_side is None else short_side) or None
         # SCLIP-style background threshold: low-confidence pixels go to class 0.
         self.background_thd = float(method.get("prob_thd") or 0.0)
+        self.score_kind = score_kind(self.manifest)
+        self.score_threshold = score_threshold
         self.stride = (
             stride
             or method.get("slide_stride")
@@ -141,6 +175,18 @@ class Segmenter:
             raise
         if self.manifest.weights.random:
             log.warning("model %s has RANDOM weights: its masks are meaningless", self.folder)
+
+    @property
+    def score_threshold(self) -> float:
+        """Pixels whose top-class probability is below this get ``UNKNOWN``; 0 = off."""
+        return self._score_threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"score threshold must be in [0, 1), got {value}")
+        self._score_threshold = value
 
     def _model_path(self, verify: bool) -> Path:
         name, sha = self.manifest.model_for(self.precision)
@@ -256,18 +302,24 @@ class Segmenter:
         x[:, :, : work.shape[0], : work.shape[1]] = normalize(work, pre)
         return x, plan
 
-    def __call__(self, image: np.ndarray) -> SegResult:
+    def __call__(self, image: np.ndarray, *, scores: bool = False) -> SegResult:
         """Segment one image.
 
         Args:
             image (np.ndarray): HxWx3 uint8 RGB [0,255] (gray and RGBA accepted, see runtime.image).
+            scores: also return the confidence map (``SegResult.scores``); it costs a softmax
+                over the relevant classes at every pixel.
         Returns:
             SegResult with labels at the image's own size.
-        Thread safety: the vocabulary is read once per call (``set_vocabulary`` /
-        ``set_classes`` from another thread take effect from the next call).
+        Raises:
+            ConfigError: a score threshold with more than 255 classes.
+        Thread safety: the vocabulary and the score threshold are read once per call
+        (``set_vocabulary`` / ``set_classes`` / ``score_threshold =`` from another thread take
+        effect from the next call).
         """
         t0 = time.perf_counter()
         text, classes = self._vocab
+        threshold = self._score_threshold
         rgb = as_rgb_uint8(image)
         out_hw = rgb.shape[:2]
         work = (
@@ -294,8 +346,17 @@ class Segmenter:
             scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
             span = (padded[0] * scale[0], padded[1] * scale[1])
         t2 = time.perf_counter()
-        labels = upsample_argmax(logits, out_hw, span, background_thd=self.background_thd)
-        present = tuple(classes[i] for i in np.unique(labels))
+        out = label_map(
+            logits,
+            out_hw,
+            span,
+            score_kind=self.score_kind,
+            score_threshold=threshold,
+            background_thd=self.background_thd,
+            with_scores=scores,
+            method=self.label_method,
+        )
+        present = tuple(classes[i] for i in out.present() if i != UNKNOWN or threshold == 0)
         t3 = time.perf_counter()
         ms = {
             "preprocess": (t1 - t0) * 1e3,
@@ -303,7 +364,7 @@ class Segmenter:
             "postprocess": (t3 - t2) * 1e3,
         }
         return SegResult(
-            labels,
+            out.labels,
             logits,
             tuple(classes),
             present,
@@ -312,6 +373,8 @@ class Segmenter:
             {k: round(v, 3) for k, v in ms.items()},
             self.backend.name,
             self.backend.providers,
+            out.scores,
+            float(out.counts[UNKNOWN]) / out.labels.size if threshold > 0 else 0.0,
         )
 
     def close(self) -> None:
