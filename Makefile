@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_PINS)
-	$(BIN)/python -m pip install -e ".[export,ort,text,camera,train,calib,bench,dev]"
+	$(BIN)/python -m pip install -e ".[export,ort,text,camera,fast,train,calib,bench,dev]"
 	# Best effort: TensorRT's runtime-only wheel lets a test check our API calls against the real
 	# bindings (no GPU here, so nothing is deserialised). Without it that test skips.
 	$(BIN)/python -m pip install "tensorrt-lean>=10" || echo "tensorrt-lean not installable here: its API test will skip"
