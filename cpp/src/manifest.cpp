@@ -82,6 +82,10 @@ PreprocessCfg parse_preprocess(const json& pre) {
     for (int c = 0; c < 3; ++c) cfg.mean[c] = mean[c], cfg.std[c] = std[c];
     cfg.feature_stride = req_int(pre, "feature_stride", w);
     if (cfg.feature_stride <= 0) throw ModelFolderError("manifest preprocess.feature_stride must be > 0");
+    if (pre.contains("input_format")) cfg.input_format = require(pre, "input_format", Kind::Str, w).get<std::string>();
+    if (cfg.input_format != "float32-nchw" && cfg.input_format != "uint8-nhwc" && cfg.input_format != "uint8-nchw")
+        throw ModelFolderError("manifest preprocess.input_format '" + cfg.input_format +
+                               "' is not one of ('float32-nchw', 'uint8-nhwc', 'uint8-nchw')");
     return cfg;
 }
 
@@ -115,6 +119,31 @@ WeightsInfo parse_weights(const json& d) {
     const json& w = require(d, "weights", Kind::Dict, "");
     return {req_str(w, "source", "weights."), req_str(w, "sha256", "weights."),
             require(w, "random", Kind::Bool, "weights.").get<bool>()};
+}
+
+/// ``score``; absent (older manifests): "probability" for ZegCLIP / CLIP-RC, else "softmax".
+std::string parse_score(const json& d, const std::string& method) {
+    if (!d.contains("score") || d.at("score").is_null())
+        return method == "zegclip" || method == "cliprc" ? "probability" : "softmax";
+    const std::string score = require(d, "score", Kind::Str, "").get<std::string>();
+    if (score != "softmax" && score != "probability")
+        throw ModelFolderError("manifest score '" + score + "' is not one of ('softmax', 'probability')");
+    return score;
+}
+
+/// The optional ``postprocess`` entry (absent or null: host post-processing).
+std::optional<PostprocessCfg> parse_postprocess(const json& d) {
+    if (!d.contains("postprocess") || d.at("postprocess").is_null()) return std::nullopt;
+    const json& post = require(d, "postprocess", Kind::Dict, "");
+    const json& hw = require(post, "output_hw", Kind::List, "postprocess.");
+    bool ok = hw.size() == 2;
+    for (const json& v : hw) ok = ok && v.is_number_integer() && v.get<int64_t>() > 0;
+    if (!ok) throw ModelFolderError("manifest postprocess.output_hw must be [H,W] > 0, got " + hw.dump());
+    PostprocessCfg cfg{hw[0].get<int>(), hw[1].get<int>(), req_str(post, "labels_dtype", "postprocess.")};
+    if (cfg.labels_dtype != "uint8" && cfg.labels_dtype != "int32")
+        throw ModelFolderError("manifest postprocess.labels_dtype '" + cfg.labels_dtype +
+                               "' is not one of ('uint8', 'int32')");
+    return cfg;
 }
 
 const TensorSpec& find_spec(const std::vector<TensorSpec>& specs, const std::string& name,
@@ -161,6 +190,8 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.package_version = req_str(d, "package_version");
     m.model_file = req_str(d, "model_file");
     m.model_sha256 = req_str(d, "model_sha256");
+    m.score = parse_score(d, m.method);
+    m.postprocess = parse_postprocess(d);
     if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
         m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();
     if (d.contains("method_cfg") && d.at("method_cfg").is_object()) {

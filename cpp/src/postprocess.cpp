@@ -1,4 +1,4 @@
-// Label maps (float64 bilinear upsample + argmax), palette and overlay, as runtime/postprocess.py.
+// Bilinear taps, palette, overlay and legend strip, as runtime/postprocess.py.
 #include "ovss/postprocess.hpp"
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "ovss/errors.hpp"
+#include "ovss/label_map.hpp"
 
 namespace ovss {
 
@@ -26,65 +27,6 @@ BilinearTaps bilinear_taps(int out_len, int in_len, double span) {
         t.w1[i] = i0 == i1 ? 0.0 : frac;
     }
     return t;
-}
-
-namespace {
-
-/// cols[c][y][X]: the logits resampled along the width, float64 [C,h,W].
-std::vector<double> resample_columns(const Tensor& logits, const BilinearTaps& tw, int out_w) {
-    const int64_t c_n = logits.shape[0], h = logits.shape[1], w = logits.shape[2];
-    std::vector<double> cols(static_cast<size_t>(c_n * h) * out_w);
-    for (int64_t row = 0; row < c_n * h; ++row) {
-        const float* src = &logits.data[row * w];
-        double* dst = &cols[row * out_w];
-        for (int x = 0; x < out_w; ++x) {
-            double acc = static_cast<double>(src[tw.i0[x]]) * tw.w0[x];
-            if (tw.i1[x] != tw.i0[x]) acc += static_cast<double>(src[tw.i1[x]]) * tw.w1[x];
-            dst[x] = acc;
-        }
-    }
-    return cols;
-}
-
-}  // namespace
-
-cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_h, double span_w,
-                        double background_thd) {
-    if (logits.shape.size() != 3 || logits.numel() == 0)
-        throw ModelFolderError("logits must be a non-empty [C,h,w] tensor, got " + logits.shape_str());
-    const int64_t c_n = logits.shape[0], h = logits.shape[1];
-    const BilinearTaps th = bilinear_taps(out_h, static_cast<int>(h), span_h);
-    const BilinearTaps tw = bilinear_taps(out_w, static_cast<int>(logits.shape[2]), span_w);
-    const std::vector<double> cols = resample_columns(logits, tw, out_w);
-    cv::Mat labels(out_h, out_w, CV_32S);
-    std::vector<double> best(out_w), denom(out_w);
-    // Row y of class c, bilinear between its two resampled source rows.
-    const auto value = [&](int64_t c, int y, int x) {
-        double v = cols[(c * h + th.i0[y]) * out_w + x] * th.w0[y];
-        if (th.i1[y] != th.i0[y]) v += cols[(c * h + th.i1[y]) * out_w + x] * th.w1[y];
-        return v;
-    };
-    for (int y = 0; y < out_h; ++y) {
-        int32_t* out = labels.ptr<int32_t>(y);
-        for (int64_t c = 0; c < c_n; ++c) {
-            for (int x = 0; x < out_w; ++x) {
-                const double v = value(c, y, x);
-                // First maximum wins, and a NaN beats numbers (numpy's argmax).
-                if (c == 0 || v > best[x] || (std::isnan(v) && !std::isnan(best[x]))) {
-                    best[x] = v;
-                    out[x] = static_cast<int32_t>(c);
-                }
-            }
-        }
-        if (background_thd > 0) {  // p_top = 1 / sum_c exp(v_c - v_top)
-            std::fill(denom.begin(), denom.end(), 0.0);
-            for (int64_t c = 0; c < c_n; ++c)
-                for (int x = 0; x < out_w; ++x) denom[x] += std::exp(value(c, y, x) - best[x]);
-            for (int x = 0; x < out_w; ++x)
-                if (1.0 / denom[x] < background_thd) out[x] = 0;
-        }
-    }
-    return labels;
 }
 
 std::vector<Rgb> palette(int num_classes) {
@@ -108,11 +50,29 @@ cv::Mat overlay(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<Rgb
         const int32_t* lab = labels.ptr<int32_t>(y);
         uint8_t* dst = out.ptr<uint8_t>(y);
         for (int x = 0; x < rgb.cols; ++x) {
+            if (lab[x] == kUnknown && static_cast<size_t>(lab[x]) >= colours.size()) {
+                std::copy(src + x * 3, src + x * 3 + 3, dst + x * 3);
+                continue;
+            }
             const Rgb& col = colours.at(static_cast<size_t>(lab[x]));
             for (int c = 0; c < 3; ++c) {
                 const float v = b * static_cast<float>(src[x * 3 + c]) + a * static_cast<float>(col[c]) + 0.5f;
                 dst[x * 3 + c] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)));
             }
+        }
+    }
+    return out;
+}
+
+cv::Mat scores_to_u8(const cv::Mat& scores) {
+    if (scores.type() != CV_32F) throw ConfigError("a score map must be CV_32F");
+    cv::Mat out(scores.size(), CV_8U);
+    for (int y = 0; y < scores.rows; ++y) {
+        const float* in = scores.ptr<float>(y);
+        uint8_t* dst = out.ptr<uint8_t>(y);
+        for (int x = 0; x < scores.cols; ++x) {
+            const float v = std::nearbyint(255.0f * in[x]);  // the default rounding: half to even
+            dst[x] = std::isnan(v) ? 0 : static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, v)));
         }
     }
     return out;

@@ -1,6 +1,7 @@
 // Segmenter: validation, whole/slide, backend, upsample + argmax (runtime/segmenter.py).
 #include "ovss/segmenter.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <set>
@@ -10,7 +11,7 @@
 #include "ovss/image.hpp"
 #include "ovss/io_names.hpp"
 #include "ovss/npy.hpp"
-#include "ovss/postprocess.hpp"
+#include "ovss/label_map.hpp"
 #include "ovss/preprocess.hpp"
 #include "ovss/sha256.hpp"
 #include "ovss/windows.hpp"
@@ -66,6 +67,18 @@ std::vector<float> l2_normalize_rows(const std::vector<T>& emb, int64_t rows, in
     return out;
 }
 
+/// classes_present and unknown_pixels of r.labels.
+void summarise_labels(SegResult& r) {
+    std::vector<int64_t> count(std::max<size_t>(r.classes.size(), kUnknown + 1), 0);
+    for (int y = 0; y < r.labels.rows; ++y) {
+        const int32_t* row = r.labels.ptr<int32_t>(y);
+        for (int x = 0; x < r.labels.cols; ++x) ++count.at(static_cast<size_t>(row[x]));
+    }
+    for (size_t c = 0; c < r.classes.size(); ++c)
+        if (count[c]) r.classes_present.push_back(r.classes[c]);
+    if (r.classes.size() <= static_cast<size_t>(kUnknown)) r.unknown_pixels = count[kUnknown];
+}
+
 std::string join(const std::vector<std::string>& v) {
     std::string s = "(";
     for (size_t i = 0; i < v.size(); ++i) s += (i ? ", '" : "'") + v[i] + "'";
@@ -80,6 +93,10 @@ Segmenter::Segmenter(const fs::path& folder, SegmenterOptions options)
     if (mode != "auto" && mode != "whole" && mode != "slide")
         throw ConfigError("mode must be one of auto, whole, slide, got '" + mode + "'");
     const PreprocessCfg& pre = manifest_.preprocess;
+    if (pre.input_format != "float32-nchw")
+        throw ModelFolderError("preprocess.input_format '" + pre.input_format +
+                               "' (uint8 image input) is not supported by the C++ runtime yet: export the "
+                               "folder with --input-format float32-nchw");
     if (pre.input_h != pre.input_w)
         throw ModelFolderError("only square inputs are supported, manifest has " + std::to_string(pre.input_h) +
                                "x" + std::to_string(pre.input_w));
@@ -89,10 +106,20 @@ Segmenter::Segmenter(const fs::path& folder, SegmenterOptions options)
                                                      : default_stride(pre.input_h, pre.feature_stride);
     if (options_.short_side < -1) throw ConfigError("short_side must be >= 0 (or -1: the manifest's)");
     short_side_ = options_.short_side >= 0 ? options_.short_side : manifest_.short_side;
+    if (!(options_.score_threshold >= 0.0 && options_.score_threshold < 1.0))
+        throw ConfigError("score threshold must be in [0, 1), got " + std::to_string(options_.score_threshold));
+    score_kind_ = parse_score_kind(manifest_.score);
+    check_class_count(manifest_.classes.size());
     backend_ = open_backend(options_.backend, model_path(), options_.backend_options);
     classes_ = manifest_.classes;
     check_graph_io();
     if (manifest_.vocab_mode == "input") load_default_vocabulary();
+}
+
+void Segmenter::check_class_count(size_t classes) const {
+    if (options_.score_threshold > 0 && classes > static_cast<size_t>(kUnknown))
+        throw ConfigError("a score threshold labels unknown pixels 255: at most 255 classes, got " +
+                          std::to_string(classes));
 }
 
 fs::path Segmenter::model_path() const {
@@ -146,6 +173,7 @@ void Segmenter::set_vocabulary(const std::vector<std::string>& classes, const st
     if (classes.empty() || static_cast<int64_t>(embeddings.size()) != rows * dim)
         throw VocabularyError("embeddings must be float [" + std::to_string(rows) + ", " + std::to_string(dim) +
                               "], got " + std::to_string(embeddings.size()) + " values");
+    check_class_count(classes.size());
     text_ = Tensor{{rows, dim}, l2_normalize_rows(embeddings, rows, dim)};
     classes_ = classes;
 }
@@ -195,14 +223,14 @@ SegResult Segmenter::operator()(const cv::Mat& image) {
         span_w = plan.padded_w * (static_cast<double>(out_w) / rgb.cols);
     }
     const auto t2 = Clock::now();
-    r.labels = upsample_argmax(r.logits, out_h, out_w, span_h, span_w, manifest_.prob_thd);
-    std::vector<bool> seen(classes_.size(), false);
-    for (int y = 0; y < r.labels.rows; ++y)
-        for (int x = 0; x < r.labels.cols; ++x) seen.at(static_cast<size_t>(r.labels.at<int32_t>(y, x))) = true;
-    for (size_t c = 0; c < classes_.size(); ++c)
-        if (seen[c]) r.classes_present.push_back(classes_[c]);
-    const auto t3 = Clock::now();
     r.classes = classes_;
+    LabelOptions lo{score_kind_, options_.score_threshold, manifest_.prob_thd, options_.with_scores,
+                    options_.label_method};
+    LabelMap lm = label_map(r.logits, out_h, out_w, span_h, span_w, lo);
+    r.labels = lm.labels, r.scores = lm.scores;
+    r.postprocess = lm.fast ? "fast" : "exact";
+    summarise_labels(r);
+    const auto t3 = Clock::now();
     r.timings = {ms_between(t0, t1), ms_between(t1, t2), ms_between(t2, t3)};
     r.backend = backend_->name();
     r.providers = backend_->providers();

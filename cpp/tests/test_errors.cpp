@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 
 #include "golden.hpp"
 #include "ovss/errors.hpp"
@@ -156,4 +157,41 @@ TEST_F(FolderCopy, BadOptions) {
     o = opts();
     o.backend = "tensorrt";
     expect_error<BackendUnavailable>([&] { Segmenter(f, o); }, "TensorRT");
+}
+
+TEST_F(FolderCopy, ScoreInputFormatAndPostprocessFields) {
+    const fs::path f = copy("vit_fixed");
+    const nlohmann::json good = manifest(f);
+    const auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
+        nlohmann::json m = good;
+        edit(m);
+        write(f / "manifest.json", m.dump());
+    };
+    with([](nlohmann::json& m) { m["score"] = "sigmoid"; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "manifest score 'sigmoid' is not one of");
+    with([](nlohmann::json& m) { m["preprocess"]["input_format"] = "uint8-nhwc"; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "'uint8-nhwc' (uint8 image input) is not supported");
+    with([](nlohmann::json& m) { m["preprocess"]["input_format"] = "float16"; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "input_format 'float16' is not one of");
+    with([](nlohmann::json& m) { m["postprocess"] = {{"output_hw", {0, 4}}, {"labels_dtype", "uint8"}}; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "postprocess.output_hw must be [H,W] > 0");
+    with([](nlohmann::json& m) { m["postprocess"] = {{"output_hw", {4, 4}}, {"labels_dtype", "int64"}}; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "labels_dtype 'int64' is not one of");
+    // Old manifests: the score kind follows the method; the field, where present, wins.
+    with([](nlohmann::json& m) { m.erase("score"); m["method"] = "zegclip"; });
+    EXPECT_EQ(Segmenter(f, opts()).manifest().score, "probability");
+    with([](nlohmann::json& m) { m["score"] = "softmax"; m["method"] = "cliprc"; });
+    EXPECT_EQ(Segmenter(f, opts()).manifest().score, "softmax");
+}
+
+TEST_F(FolderCopy, ScoreThresholdOptions) {
+    const fs::path f = copy("vit_fixed");
+    SegmenterOptions o = opts();
+    o.score_threshold = 1.0;
+    expect_error<ConfigError>([&] { Segmenter(f, o); }, "score threshold must be in [0, 1)");
+    nlohmann::json m = manifest(f);
+    m["classes"] = std::vector<std::string>(256, "thing");
+    write(f / "manifest.json", m.dump());
+    o.score_threshold = 0.5;
+    expect_error<ConfigError>([&] { Segmenter(f, o); }, "at most 255 classes, got 256");
 }

@@ -28,10 +28,11 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
     return worst;
 }
 
-SegmenterOptions one_thread(const std::string& mode) {
+SegmenterOptions one_thread(const std::string& mode, LabelMethod method = LabelMethod::Fast) {
     SegmenterOptions o;
     o.backend = "onnxruntime";
     o.mode = mode;
+    o.label_method = method;
     o.backend_options.threads = 1;  // deterministic, like the Python side
     return o;
 }
@@ -61,24 +62,27 @@ TEST(Golden, SegmentationMatchesPython) {
     int64_t pixels = 0;
     ASSERT_FALSE(idx["cases"].empty());
     for (const auto& c : idx["cases"]) {
-        SCOPED_TRACE(c["name"].get<std::string>());
-        Segmenter seg(golden::dir() / c["folder"].get<std::string>(), one_thread(c["mode_arg"]));
-        const SegResult r = seg(golden::read_png_rgb(golden::dir() / c["image"].get<std::string>()));
-        const NpyArray labels = read_npy(golden::dir() / c["labels"].get<std::string>());
-        const NpyArray logits = read_npy(golden::dir() / c["logits"].get<std::string>());
-        EXPECT_EQ(r.mode, c["mode"].get<std::string>());
-        EXPECT_EQ(r.windows, c["windows"].get<int>());
-        EXPECT_EQ(r.classes_present, c["classes_present"].get<std::vector<std::string>>());
-        ASSERT_EQ(r.logits.shape, logits.shape);
-        const double diff = max_abs_diff(r.logits.data, logits.to_float());
-        EXPECT_LE(diff, atol);
-        worst = std::max(worst, diff);
-        ASSERT_EQ((std::vector<int64_t>{r.labels.rows, r.labels.cols}), labels.shape);
-        const std::vector<int32_t> want = labels.to_int32();
-        const cv::Mat want_mat(r.labels.rows, r.labels.cols, CV_32S, const_cast<int32_t*>(want.data()));
-        const int differing = cv::countNonZero(r.labels != want_mat);
-        EXPECT_EQ(differing, 0) << "label pixels differ";
-        pixels += static_cast<int64_t>(want.size());
+        for (const LabelMethod method : {LabelMethod::Fast, LabelMethod::Exact}) {
+            SCOPED_TRACE(c["name"].get<std::string>() + " postprocess " + label_method_name(method));
+            Segmenter seg(golden::dir() / c["folder"].get<std::string>(), one_thread(c["mode_arg"], method));
+            const SegResult r = seg(golden::read_png_rgb(golden::dir() / c["image"].get<std::string>()));
+            const NpyArray labels = read_npy(golden::dir() / c["labels"].get<std::string>());
+            const NpyArray logits = read_npy(golden::dir() / c["logits"].get<std::string>());
+            EXPECT_EQ(r.mode, c["mode"].get<std::string>());
+            EXPECT_EQ(r.windows, c["windows"].get<int>());
+            EXPECT_EQ(r.classes_present, c["classes_present"].get<std::vector<std::string>>());
+            ASSERT_EQ(r.logits.shape, logits.shape);
+            const double diff = max_abs_diff(r.logits.data, logits.to_float());
+            EXPECT_LE(diff, atol);
+            worst = std::max(worst, diff);
+            ASSERT_EQ((std::vector<int64_t>{r.labels.rows, r.labels.cols}), labels.shape);
+            const std::vector<int32_t> want = labels.to_int32();
+            const cv::Mat want_mat(r.labels.rows, r.labels.cols, CV_32S, const_cast<int32_t*>(want.data()));
+            const int differing = cv::countNonZero(r.labels != want_mat);
+            EXPECT_EQ(differing, 0) << "label pixels differ";
+            EXPECT_EQ(r.postprocess, label_method_name(method));  // golden logits are finite, grids > 1x1
+            pixels += static_cast<int64_t>(want.size());
+        }
     }
     std::cout << "[ parity   ] " << idx["cases"].size() << " cases, " << pixels
               << " label pixels identical check, max |logit diff| = " << worst << std::endl;

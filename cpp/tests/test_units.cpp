@@ -12,6 +12,7 @@
 #include "ovss/cli.hpp"
 #include "ovss/errors.hpp"
 #include "ovss/image.hpp"
+#include "ovss/label_map.hpp"
 #include "ovss/manifest.hpp"
 #include "ovss/npy.hpp"
 #include "ovss/postprocess.hpp"
@@ -68,10 +69,22 @@ TEST(Postprocess, TapsMatchAlignCornersFalse) {
     EXPECT_DOUBLE_EQ(t.w1[3], 0.0);
 }
 
+namespace {
+
+/// The reference labels of ``logits`` at h x w (span = output size).
+cv::Mat exact_labels(const Tensor& logits, int h, int w, double background_thd = 0.0) {
+    LabelOptions o;
+    o.method = LabelMethod::Exact;
+    o.background_thd = background_thd;
+    return label_map(logits, h, w, h, w, o).labels;
+}
+
+}  // namespace
+
 TEST(Postprocess, ArgmaxTiesGoToTheFirstClass) {
     Tensor logits = Tensor::zeros({3, 2, 2});
     for (int i = 0; i < 4; ++i) logits.data[4 + i] = 1.0f, logits.data[8 + i] = 1.0f;
-    const cv::Mat labels = upsample_argmax(logits, 5, 7, 5, 7);
+    const cv::Mat labels = exact_labels(logits, 5, 7);
     EXPECT_EQ(cv::countNonZero(labels == 1), 35);
 }
 
@@ -81,15 +94,15 @@ TEST(Postprocess, BackgroundThresholdSendsUnsurePixelsToClass0) {
     logits.data[3] = static_cast<float>(std::log(2.0));  // class 1, right
     logits.data[4] = 4.0f;                                // class 2, left
     const auto at = [](const cv::Mat& m, int x) { return m.at<int32_t>(0, x); };
-    cv::Mat plain = upsample_argmax(logits, 1, 2, 1, 2);
+    cv::Mat plain = exact_labels(logits, 1, 2);
     EXPECT_EQ(at(plain, 0), 2);
     EXPECT_EQ(at(plain, 1), 1);
-    cv::Mat above = upsample_argmax(logits, 1, 2, 1, 2, 0.51);
+    cv::Mat above = exact_labels(logits, 1, 2, 0.51);
     EXPECT_EQ(at(above, 0), 2);
     EXPECT_EQ(at(above, 1), 0);
-    cv::Mat below = upsample_argmax(logits, 1, 2, 1, 2, 0.49);
+    cv::Mat below = exact_labels(logits, 1, 2, 0.49);
     EXPECT_EQ(at(below, 1), 1);
-    cv::Mat all = upsample_argmax(logits, 1, 2, 1, 2, 0.99);
+    cv::Mat all = exact_labels(logits, 1, 2, 0.99);
     EXPECT_EQ(at(all, 0), 0);
     EXPECT_EQ(at(all, 1), 0);
 }

@@ -19,6 +19,17 @@ struct PreprocessCfg {
     std::array<double, 3> mean{};    ///< per-channel RGB mean, 0..255 scale
     std::array<double, 3> std{};     ///< per-channel RGB std, 0..255 scale, > 0
     int feature_stride = 0;          ///< input pixels per logit cell
+    /// The image input: "float32-nchw" (host resizes and normalises: float32 [1,3,H,W]), or
+    /// "uint8-nhwc" / "uint8-nchw" (host only resizes: uint8 [1,H,W,3] / [1,3,H,W] RGB 0..255,
+    /// the graph normalises). Absent in older manifests: float32-nchw.
+    std::string input_format = "float32-nchw";
+};
+
+/// In-graph post-processing: the graph also outputs "labels" [1,H,W] (``labels_dtype``) and
+/// "scores" float32 [1,H,W] at ``output_h`` x ``output_w``, beside its logits.
+struct PostprocessCfg {
+    int output_h = 0, output_w = 0;
+    std::string labels_dtype;  ///< "uint8" or "int32"
 };
 
 /// One graph input or output. Named (dynamic) axes are -1 in ``shape``.
@@ -51,6 +62,10 @@ struct Manifest {
     int slide_stride = 0;
     int short_side = 0;  ///< the method's test resize: short side in pixels (0: none)
     double prob_thd = 0.0;
+    /// How logits become p_top: "softmax" or "probability" (ZegCLIP / CLIP-RC). Absent in older
+    /// manifests: "probability" for those two methods, else "softmax".
+    std::string score = "softmax";
+    std::optional<PostprocessCfg> postprocess;  ///< absent: the host upsamples the logits
 
     /// The input called ``name``; throws ModelFolderError if absent.
     const TensorSpec& input(const std::string& name) const;

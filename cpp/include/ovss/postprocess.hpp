@@ -1,4 +1,4 @@
-// Logits to label maps and colour overlays (runtime/postprocess.py).
+// Bilinear taps, palette, overlay and legend (runtime/postprocess.py); label maps: label_map.hpp.
 #pragma once
 
 #include <array>
@@ -21,25 +21,23 @@ struct BilinearTaps {
 
 BilinearTaps bilinear_taps(int out_len, int in_len, double span);
 
-/// Argmax over classes of bilinearly upsampled logits, in float64; ties -> the first class.
-///
-/// Args: logits: float32 [C,h,w]; out_h, out_w: output size; span_h, span_w: the size the
-///   logits span (the padded size in slide mode, else out_h, out_w).
-/// background_thd: in [0, 1); pixels whose top softmax probability over the upsampled logits is
-///   below it get class 0 (SCLIP / ClearCLIP / NACLIP ``prob_thd``); 0 = off.
-/// Returns: CV_32S out_h x out_w class indices in [0, C).
-cv::Mat upsample_argmax(const Tensor& logits, int out_h, int out_w, double span_h, double span_w,
-                        double background_thd = 0.0);
-
 using Rgb = std::array<uint8_t, 3>;
 
 /// Deterministic colours, one per class (PASCAL VOC bit pattern).
 std::vector<Rgb> palette(int num_classes);
 
-/// clip((1 - alpha) * image + alpha * colour + 0.5) in float32, truncated to uint8.
-/// Args: rgb: HxWx3 uint8; labels: CV_32S HxW in [0, colours.size()); alpha in [0, 1].
+/// Colour of the unknown label (255, below the score threshold) in label PNGs and legends.
+inline constexpr Rgb kUnknownColour{128, 128, 128};
+
+/// clip((1 - alpha) * image + alpha * colour + 0.5) in float32, truncated to uint8; pixels
+/// labelled 255 (unknown) beyond the colours are left as they are (not blended).
+/// Args: rgb: HxWx3 uint8; labels: CV_32S HxW in [0, colours.size()) or 255; alpha in [0, 1].
 cv::Mat overlay(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<Rgb>& colours,
                 double alpha);
+
+/// A score map as an 8-bit image: round(255 * p) (float32 product, half to even, as numpy),
+/// clipped to 0..255; NaN -> 0. Args: scores: CV_32F HxW in [0, 1].
+cv::Mat scores_to_u8(const cv::Mat& scores);
 
 /// A white strip (OpenCV text) listing ``names`` with their colour swatches, ``width`` wide.
 cv::Mat legend_strip(const std::vector<std::string>& names, const std::vector<Rgb>& colours,

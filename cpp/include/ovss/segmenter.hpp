@@ -9,6 +9,7 @@
 #include <opencv2/core.hpp>
 
 #include "ovss/backend.hpp"
+#include "ovss/label_map.hpp"
 #include "ovss/manifest.hpp"
 #include "ovss/tensor.hpp"
 
@@ -22,10 +23,13 @@ struct Timings {
 
 /// One segmented image.
 struct SegResult {
-    cv::Mat labels;                            ///< CV_32S HxW class indices, input image size
+    cv::Mat labels;                            ///< CV_32S HxW class indices (255: unknown), input size
+    cv::Mat scores;                            ///< CV_32F HxW top-class score p_top (with_scores), else empty
     Tensor logits;                             ///< float32 [C,h,w] at feature resolution
     std::vector<std::string> classes;          ///< index-aligned with the label values
     std::vector<std::string> classes_present;  ///< classes occurring in ``labels``, class order
+    int64_t unknown_pixels = 0;                ///< pixels labelled unknown (255, score threshold)
+    std::string postprocess;                   ///< the label path that ran: "fast" or "exact"
     std::string mode;                          ///< "whole" or "slide"
     int windows = 0;                           ///< number of model runs
     Timings timings;
@@ -39,6 +43,12 @@ struct SegmenterOptions {
     int stride = 0;      ///< slide step in pixels (0: the manifest's, else two thirds of the input)
     int short_side = -1;  ///< rescale to this short side first (-1: the manifest's; 0: none)
     bool verify = true;                   ///< check model_sha256
+    /// In [0, 1): pixels whose top-class score (the manifest's "score" kind) is below it are
+    /// labelled 255, "unknown"; 0 = off. Needs at most 255 classes.
+    double score_threshold = 0.0;
+    bool with_scores = false;             ///< also return the per-pixel top-class score map
+    /// Fast (default) or Exact: identical labels (see label_map.hpp); Exact is the reference.
+    LabelMethod label_method = LabelMethod::Fast;
     BackendOptions backend_options;
 };
 
@@ -58,16 +68,19 @@ public:
     const Manifest& manifest() const { return manifest_; }
     Backend& backend() { return *backend_; }
     const std::vector<std::string>& classes() const { return classes_; }
+    const SegmenterOptions& options() const { return options_; }
 
 private:
     std::filesystem::path model_path() const;
     void check_graph_io() const;
     void load_default_vocabulary();
     Tensor run_model(const Tensor& image);
+    void check_class_count(size_t classes) const;
 
     std::filesystem::path folder_;
     SegmenterOptions options_;
     int short_side_ = 0;  ///< resolved: options, else the manifest's method short side
+    ScoreKind score_kind_ = ScoreKind::Softmax;  ///< the manifest's
     Manifest manifest_;
     std::unique_ptr<Backend> backend_;
     std::vector<std::string> classes_;
