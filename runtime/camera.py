@@ -330,7 +330,9 @@ def run_loop(
         reconnect_attempts=cfg.reconnect_attempts,
         window=cfg.stats_window,
     )
-    painter = Painter(cfg.alpha, cfg.legend, cfg.palette_file)
+    # A score threshold at the start lists "unknown" in the (fixed-height) legend.
+    unknown = float(getattr(segment, "score_threshold", 0.0) or 0.0) > 0
+    painter = Painter(cfg.alpha, cfg.legend, cfg.palette_file, unknown_legend=unknown)
     step = _Step(segment, painter, sink, cfg.stats_window, watcher, cfg.overlay_stats)
     drop = cfg.drop == "oldest" or (cfg.drop == "auto" and source.live)
     frames = None if cfg.sequential else FrameQueue(cfg.queue_size, drop_oldest=drop)

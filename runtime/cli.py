@@ -238,6 +238,11 @@ def unit_float(text: str) -> float:
     return _checked(text, float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
 
 
+def threshold_float(text: str) -> float:
+    """argparse type: a number in [0, 1) (a probability threshold)."""
+    return _checked(text, float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+
+
 def multiple_of(n: int) -> Callable[[str], int]:
     """argparse type factory: a positive integer multiple of ``n`` (e.g. a patch size)."""
     if not isinstance(n, int) or n <= 0:
@@ -274,6 +279,7 @@ SEGMENTER_FLAGS = (
     "--stride",
     "--short-side",
     "--threads",
+    "--score-threshold",
     "--classes",
 )
 CLASSES_HELP = (
@@ -291,6 +297,7 @@ def add_segmenter_args(
     Flags (dest in brackets): ``--model DIR`` (required), ``--backend {auto,onnxruntime,tensorrt}``,
     ``--cuda-graph``, ``--precision {fp32,fp16,int8}``, ``--mode {auto,whole,slide}``,
     ``--stride PX``, ``--short-side PX``, ``--threads N`` (positive ints or None),
+    ``--score-threshold T`` (in [0, 1), default 0),
     ``--classes SPEC`` (parsed to a tuple of names, or None). Map them to the Segmenter's keyword
     arguments with :func:`segmenter_kwargs`.
 
@@ -333,6 +340,14 @@ def add_segmenter_args(
             "from the manifest; 0: no rescaling)",
         ),
         "--threads": dict(type=positive_int, help="intra-op threads (default: all cores)"),
+        "--score-threshold": dict(
+            type=threshold_float,
+            default=0.0,
+            metavar="T",
+            help="open-set output: pixels whose top-class probability (the method's softmax, or "
+            "ZegCLIP / CLIP-RC's sigmoid score) is below T get label 255, 'unknown' "
+            "(default 0: off)",
+        ),
         "--classes": dict(type=vocabulary, metavar="SPEC", help=CLASSES_HELP),
     }
     for flag, options in flags.items():
@@ -357,6 +372,7 @@ def segmenter_kwargs(args: argparse.Namespace, **overrides) -> dict:
         "short_side": "short_side",
         "precision": "precision",
         "threads": "threads",
+        "score_threshold": "score_threshold",
     }
     kwargs = {key: getattr(args, dest) for dest, key in names.items() if hasattr(args, dest)}
     if getattr(args, "cuda_graph", False):

@@ -26,7 +26,15 @@ from runtime.cli import (
 )
 from runtime.fsutil import atomic_write
 from runtime.image import load_image
-from runtime.postprocess import class_colours, label_png, legend, load_palette, overlay
+from runtime.postprocess import (
+    UNKNOWN_COLOUR,
+    UNKNOWN_NAME,
+    class_colours,
+    label_png,
+    legend,
+    load_palette,
+    overlay,
+)
 from runtime.segmenter import Segmenter
 
 
@@ -40,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--labels-out",
         help="also write the label map: a palette PNG whose pixel values are the class indices",
+    )
+    p.add_argument(
+        "--scores-out",
+        metavar="FILE",
+        help="also write the confidence map (top-class probability per pixel): FILE.npy "
+        "(float32 HxW in [0, 1]) or a grey PNG (round(255 * p))",
     )
     p.add_argument(
         "--palette",
@@ -59,6 +73,19 @@ def _save_png(path: str, array: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
+def _save_scores(path: str, scores: np.ndarray) -> None:
+    """The confidence map as float32 .npy, or as an 8-bit grey PNG for any other suffix."""
+    if Path(path).suffix.lower() == ".npy":
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a name
+                np.save(f, scores.astype(np.float32))
+
+        atomic_write(path, write)
+        return
+    _save_png(path, np.clip(np.rint(scores * 255.0), 0, 255).astype(np.uint8))
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # a bad --classes fails here, before any model is loaded
@@ -69,17 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     with Segmenter(**segmenter_kwargs(args)) as seg:
         if args.classes is not None:
             seg.set_classes(args.classes)
-        result = seg(image)
+        result = seg(image, scores=args.scores_out is not None)
         random_weights, reasons = seg.manifest.weights.random, list(seg.backend_reasons)
     colours = class_colours(len(result.classes), args.palette)
     shown = overlay(image, result.labels, colours, args.alpha)
     if not args.no_legend:
-        idx = [result.classes.index(n) for n in result.classes_present]
-        shown = legend(shown, list(result.classes_present), colours[idx])
+        names = list(result.classes_present)
+        swatches = colours[[result.classes.index(n) for n in names]]
+        if result.unknown > 0:
+            names, swatches = names + [UNKNOWN_NAME], np.vstack([swatches, UNKNOWN_COLOUR])
+        shown = legend(shown, names, swatches)
     labels_png = label_png(result.labels, colours) if args.labels_out else None  # checks C
     _save_png(args.out, shown)
     if labels_png is not None:
         atomic_write(args.labels_out, lambda tmp: labels_png.save(tmp, format="PNG"))
+    if args.scores_out:
+        _save_scores(args.scores_out, result.scores)
     line = {
         "backend": result.backend,
         "precision": args.precision,
@@ -87,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         "backend_reasons": reasons,
         "classes": len(result.classes),
         "classes_present": list(result.classes_present),
+        "score_threshold": args.score_threshold,
+        "unknown_fraction": round(result.unknown, 6),
         "timings_ms": result.timings_ms,
         "mode": result.mode,
         "windows": result.windows,

@@ -43,15 +43,15 @@ def kernel():
 
 
 def _cells(
-    s, ys, yn, ya, yb, xs, xn, xa, xb, kind, thds, fillv, want_scores, labels, scores, counts
+    s, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv, want_scores, labels, scores, counts
 ):
     """Fill ``labels`` (int32 [H, W]) and, with ``want_scores``, ``scores`` (float32 [H, W]).
 
     s: float64 [C, h, w], finite; ys, yn / xs, xn: int64 first output row / column and count per
     cell row / column; ya, yb / xa, xb: float64 weights on a cell's low / high feature cell per
-    output row / column (``label_map._cell_axis``); kind: 0 softmax, 1 probability; thds, fillv:
-    thresholds and their fill labels, applied in order; counts: int64 [h - 1, >= 256 and > C],
-    zeros, gets per cell row the number of pixels of each label.
+    output row / column (``label_map._cell_axis``); kind: 0 softmax (of scale * v), 1 probability;
+    thds, fillv: thresholds and their fill labels, applied in order; counts: int64
+    [h - 1, >= 256 and > C], zeros, gets per cell row the number of pixels of each label.
     """
     c_n, h, w = s.shape
     n_f = len(thds)
@@ -85,8 +85,8 @@ def _cells(
                 else:
                     d_hi, d_lo = 0.0, 0.0
                     for c in range(c_n):
-                        d_hi += math.exp(cmx[c] - low)
-                        d_lo += math.exp(cmn[c] - high)
+                        d_hi += math.exp(scale * (cmx[c] - low))
+                        d_lo += math.exp(scale * (cmn[c] - high))
                     p_lo, p_hi = 1.0 / d_hi, min(1.0, 1.0 / d_lo)
                 for f in range(n_f):
                     if p_hi < thds[f] - _DECIDE_TOL:
@@ -106,7 +106,7 @@ def _cells(
             if kind != PROBABILITY:  # a softmax sum needs every relevant class
                 k_n = 0
                 for c in range(c_n):
-                    if cmx[c] >= low - _RELEVANT:
+                    if cmx[c] >= low - _RELEVANT / scale:
                         cand[k_n] = c
                         k_n += 1
             for y in range(y0, y0 + ny):
@@ -121,7 +121,7 @@ def _cells(
                         den = 0.0
                         for k in range(k_n):
                             v = _value(s, cand[k], r, q, ya[y], yb[y], xa[x], xb[x])
-                            den += math.exp(v - best)
+                            den += math.exp(scale * (v - best))
                         p = 1.0 / den
                     lab = cand[bk]
                     for f in range(n_f):
@@ -204,7 +204,7 @@ def _refine_py(
                 n += 1
 
 
-def run(s: np.ndarray, ay, ax, kind: str, fills, with_scores: bool):
+def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     """(labels int32 [H, W], scores float32 [H, W] or None, counts int64 [max(C, 256)] pixels
     per label) for ``label_map`` (finite ``s``, h, w >= 2; ``ay`` / ``ax``: ``_CellAxis``)."""
     out_hw = (len(ay.cell), len(ax.cell))
@@ -212,8 +212,8 @@ def run(s: np.ndarray, ay, ax, kind: str, fills, with_scores: bool):
     scores = np.empty(out_hw if with_scores else (1, 1), dtype=np.float32)
     thds = np.array([t for t, _ in fills], dtype=np.float64)
     fillv = np.array([f for _, f in fills], dtype=np.int64)
-    code = PROBABILITY if kind == "probability" else 0
+    code = PROBABILITY if rule[0] == "probability" else 0
     counts = np.zeros((s.shape[1] - 1, max(s.shape[0], 256)), dtype=np.int64)
-    kernel()(s, ay.start, ay.count, ay.a, ay.b, ax.start, ax.count, ax.a, ax.b, code, thds,
-             fillv, with_scores, labels, scores, counts)  # fmt: skip
+    kernel()(s, ay.start, ay.count, ay.a, ay.b, ax.start, ax.count, ax.a, ax.b, code, rule[1],
+             thds, fillv, with_scores, labels, scores, counts)  # fmt: skip
     return labels, (scores if with_scores else None), counts.sum(axis=0)

@@ -19,13 +19,15 @@ the others only the candidates are evaluated, per pixel, with the reference's ow
 expressions, so the labels equal the reference's bit for bit (the candidate test keeps a 1e-9
 relative margin, far above float64 rounding).
 
-Scores and thresholds: ``p_top`` is the top class's probability after the method's normalisation
-(``score_kind``): ``softmax`` -> ``1 / sum_c exp(v_c - v_top)`` over the upsampled values,
-``probability`` (the graph already outputs per-class probabilities, e.g. ZegCLIP's sigmoid
-scores) -> ``v_top``. The fast path decides whole cells from bounds on ``p_top`` and computes it
-per pixel only where the bounds straddle a threshold (or a score map is asked for), summing over
-the classes within 40 of ``L`` (the others add < e^-40 each: relative error < C * 4.3e-18, so a
-threshold decision can differ from the reference only where ``|p_top - T| < 1e-12``).
+Scores and thresholds: ``p_top`` is the top class's probability after the method's
+normalisation (``score_kind``): ``softmax`` -> ``1 / sum_c exp(k (v_c - v_top))`` over the
+upsampled values (``k = score_scale``, e.g. CLIP's 100 for raw cosine logits), ``probability``
+(the graph already outputs per-class probabilities, e.g. ZegCLIP's sigmoid scores) -> ``v_top``
+(clipped to [0, 1] in the score map). The fast path decides whole cells from bounds on ``p_top``
+and computes it per pixel only where the bounds straddle a threshold (or a score map is asked
+for), summing over the classes within 40 / k of ``L`` (the others add < e^-40 each: relative
+error < C * 4.3e-18, so a threshold decision can differ from the reference only where
+``|p_top - T| < 1e-12``).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def taps(out_len: int, in_len: int, span: float | None = None) -> _Taps:
     return _Taps(i0, i1, w0, w1)
 
 
-def _check(logits: np.ndarray, out_hw, score_kind: str, method: str, thresholds) -> None:
+def _check(logits: np.ndarray, out_hw, score_kind: str, method: str, thresholds, scale) -> None:
     if not isinstance(logits, np.ndarray) or logits.ndim != 3 or 0 in logits.shape:
         shape = getattr(logits, "shape", None)
         raise ConfigError(f"logits must be a non-empty float array [C, h, w], got shape {shape}")
@@ -102,6 +104,8 @@ def _check(logits: np.ndarray, out_hw, score_kind: str, method: str, thresholds)
         raise ConfigError(f"output size must be two positive ints, got {tuple(out_hw)}")
     if score_kind not in SCORE_KINDS:
         raise ConfigError(f"score kind must be one of {SCORE_KINDS}, got {score_kind!r}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ConfigError(f"score scale must be a positive number, got {scale}")
     if method not in METHODS:
         raise ConfigError(f"label method must be one of {METHODS}, got {method!r}")
     for name, t in thresholds.items():
@@ -120,6 +124,7 @@ def label_map(
     span_hw: tuple[float, float] | None = None,
     *,
     score_kind: str = "softmax",
+    score_scale: float = 1.0,
     score_threshold: float = 0.0,
     background_thd: float = 0.0,
     with_scores: bool = False,
@@ -133,6 +138,7 @@ def label_map(
         span_hw: (Hp, Wp) size the logits span when they cover a padded image (default out_hw).
         score_kind: ``softmax`` (logits; p = softmax over classes) or ``probability`` (values
             are already per-class probabilities; p = the top value).
+        score_scale: k > 0, softmax temperature: p = softmax(k * v) (``softmax`` kind only).
         score_threshold: in [0, 1): pixels with p_top below it get ``UNKNOWN`` (255); 0 = off.
             Needs C <= 255.
         background_thd: in [0, 1): pixels with p_top below it get class 0 (SCLIP / ClearCLIP /
@@ -145,7 +151,7 @@ def label_map(
         ConfigError: bad shapes, kinds or thresholds.
     """
     thresholds = {"background_thd": background_thd, "score_threshold": score_threshold}
-    _check(logits, out_hw, score_kind, method, thresholds)
+    _check(logits, out_hw, score_kind, method, thresholds, score_scale)
     out_hw = (int(out_hw[0]), int(out_hw[1]))
     span_hw = out_hw if span_hw is None else span_hw
     s = np.ascontiguousarray(logits, dtype=np.float64)
@@ -154,17 +160,20 @@ def label_map(
     fills = [(t, f) for t, f in ((background_thd, 0), (score_threshold, UNKNOWN)) if t > 0]
     fast = method == "fast" and min(s.shape[1:]) > 1 and bool(np.isfinite(s).all())
     run = _fast if fast else _exact
-    labels, scores, *counts = run(s, ty, tx, score_kind, fills, with_scores)
+    rule = (score_kind, float(score_scale))
+    labels, scores, *counts = run(s, ty, tx, rule, fills, with_scores)
+    if scores is not None and score_kind == "probability":
+        np.clip(scores, 0.0, 1.0, out=scores)
     if not counts:  # the compiled kernel counts as it fills; numpy counts afterwards
         counts = [np.bincount(labels.ravel(), minlength=max(s.shape[0], 256))]
     return LabelMap(labels, scores, counts[0])
 
 
-def _top_probability(v: np.ndarray, vmax: np.ndarray, score_kind: str) -> np.ndarray:
-    """p_top from values v [K, ...] (classes first) and their max [...]."""
-    if score_kind == "probability":
+def _top_probability(v: np.ndarray, vmax: np.ndarray, rule) -> np.ndarray:
+    """p_top from values v [K, ...] (classes first) and their max [...]; rule = (kind, k)."""
+    if rule[0] == "probability":
         return vmax
-    return 1.0 / np.exp(v - vmax).sum(axis=0)
+    return 1.0 / np.exp(rule[1] * (v - vmax)).sum(axis=0)
 
 
 def _apply_fills(labels: np.ndarray, p: np.ndarray, fills) -> None:
@@ -172,7 +181,7 @@ def _apply_fills(labels: np.ndarray, p: np.ndarray, fills) -> None:
         labels[p < t] = fill
 
 
-def _exact(s, ty: _Taps, tx: _Taps, score_kind, fills, with_scores, block_rows: int = 64):
+def _exact(s, ty: _Taps, tx: _Taps, rule, fills, with_scores, block_rows: int = 64):
     """The reference: every class at every pixel, float64, row blocks of ``block_rows``."""
     cols = s[:, :, tx.i0] * tx.w0 + s[:, :, tx.i1] * tx.w1  # [C, h, W]
     out_h, out_w = len(ty.i0), len(tx.i0)
@@ -184,7 +193,7 @@ def _exact(s, ty: _Taps, tx: _Taps, score_kind, fills, with_scores, block_rows: 
         v = cols[:, ty.i0[rows], :] * w0 + cols[:, ty.i1[rows], :] * w1
         top = v.argmax(axis=0).astype(np.int32)
         if fills or with_scores:
-            p = _top_probability(v, v.max(axis=0), score_kind)
+            p = _top_probability(v, v.max(axis=0), rule)
             _apply_fills(top, p, fills)
             if scores is not None:
                 scores[rows] = p
@@ -225,17 +234,18 @@ def _corner_bounds(s: np.ndarray):
     return np.maximum.reduce(corners), np.minimum.reduce(corners)
 
 
-def _cell_decisions(cmax, cmin, low, high, score_kind, fills):
+def _cell_decisions(cmax, cmin, low, high, rule, fills):
     """Per cell, from bounds on p_top: (failed fill value or -1, undecided) for the thresholds.
 
     A cell passes a threshold when the lowest p_top it can hold is above it, fails when the
     highest is below; failures are applied in order, so the last failed fill wins.
     """
-    if score_kind == "probability":
+    kind, k = rule
+    if kind == "probability":
         p_lo, p_hi = low, high  # v_top lies in [L, U]
-    else:  # p_top = 1 / sum exp(v_c - v_top), v_c in [cmin, cmax], v_top in [L, U]
-        p_lo = 1.0 / np.exp(cmax - low).sum(axis=0)
-        p_hi = np.minimum(1.0, 1.0 / np.exp(cmin - high).sum(axis=0))
+    else:  # p_top = 1 / sum exp(k (v_c - v_top)), v_c in [cmin, cmax], v_top in [L, U]
+        p_lo = 1.0 / np.exp(k * (cmax - low)).sum(axis=0)
+        p_hi = np.minimum(1.0, 1.0 / np.exp(k * (cmin - high)).sum(axis=0))
     failed = np.full(low.shape, -1, dtype=np.int32)
     undecided = np.zeros(low.shape, dtype=bool)
     for t, fill in fills:
@@ -245,18 +255,18 @@ def _cell_decisions(cmax, cmin, low, high, score_kind, fills):
     return failed, undecided
 
 
-def _fast(s, ty: _Taps, tx: _Taps, score_kind, fills, with_scores):
+def _fast(s, ty: _Taps, tx: _Taps, rule, fills, with_scores):
     c_n, h, w = s.shape
     ay, ax = _cell_axis(ty, h), _cell_axis(tx, w)
     if USE_NUMBA and label_kernel.NUMBA_AVAILABLE:
-        return label_kernel.run(s, ay, ax, score_kind, fills, with_scores)
+        return label_kernel.run(s, ay, ax, rule, fills, with_scores)
     cmax, cmin = _corner_bounds(s)
     low, high = cmin.max(axis=0), cmax.max(axis=0)  # L and U per cell
     scale = 1.0 + np.maximum(np.abs(cmax), np.abs(cmin)).max(axis=0)
     cand = cmax >= low - _CAND_TOL * scale  # [C, h-1, w-1], always holds the reference argmax
     first = cand.argmax(axis=0).astype(np.int32)
     many = cand.sum(axis=0) > 1
-    failed, undecided = _cell_decisions(cmax, cmin, low, high, score_kind, fills)
+    failed, undecided = _cell_decisions(cmax, cmin, low, high, rule, fills)
     cell_labels = np.where(failed >= 0, failed, first)
     # Cells needing per-pixel work, and which classes to evaluate there: the candidates, or
     # every relevant class where a softmax probability is needed.
@@ -265,12 +275,12 @@ def _fast(s, ty: _Taps, tx: _Taps, score_kind, fills, with_scores):
     need_p = undecided | with_scores
     sel = (many & (failed < 0)) | need_p
     classes = cand
-    if score_kind == "softmax":
-        classes = np.where(need_p, cmax >= low - _RELEVANT, cand)
+    if rule[0] == "softmax":
+        classes = np.where(need_p, cmax >= low - _RELEVANT / rule[1], cand)
     labels = np.repeat(np.repeat(cell_labels, ay.count, axis=0), ax.count, axis=1)
     scores = np.empty(labels.shape, dtype=np.float32) if with_scores else None
     if sel.any():
-        _per_pixel(s, ay, ax, sel, classes & sel, score_kind, fills, labels, scores)
+        _per_pixel(s, ay, ax, sel, classes & sel, rule, fills, labels, scores)
     return labels, scores
 
 
@@ -285,7 +295,7 @@ def _candidate_lists(classes: np.ndarray) -> np.ndarray:
     return lists
 
 
-def _per_pixel(s, ay: _CellAxis, ax: _CellAxis, sel, classes, score_kind, fills, labels, scores):
+def _per_pixel(s, ay: _CellAxis, ax: _CellAxis, sel, classes, rule, fills, labels, scores):
     """Evaluate each selected cell's classes at its pixels with the reference expressions and
     write labels (and scores) there. Works on strip columns: (cell row r, output column x)."""
     c_n, h, w = s.shape
@@ -311,7 +321,7 @@ def _per_pixel(s, ay: _CellAxis, ax: _CellAxis, sel, classes, score_kind, fills,
         got = np.take_along_axis(cls[:, None, :], best[None], axis=0)[0].astype(np.int32)
         if fills or scores is not None:
             vmax = np.take_along_axis(v, best[None], axis=0)[0]
-            p = _top_probability(v, vmax, score_kind)
+            p = _top_probability(v, vmax, rule)
             _apply_fills(got, p, fills)
         flat = (rows * labels.shape[1] + x)[valid]
         labels.flat[flat] = got[valid]

@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import ConfigError
+from runtime.label_map import UNKNOWN
+
+UNKNOWN_NAME = "unknown"  # legend entry of pixels below the score threshold
+UNKNOWN_COLOUR = np.array([128, 128, 128], dtype=np.uint8)  # its swatch and label-PNG colour
 
 
 def bilinear_matrix(
@@ -94,14 +98,36 @@ def overlay(
 
     Args:
         image (np.ndarray): HxWx3 uint8 RGB.
-        labels (np.ndarray): HxW int, values in [0, len(colours)).
+        labels (np.ndarray): HxW int, values in [0, len(colours)), or ``UNKNOWN`` (255: left
+            unblended, the image shows through).
         colours (np.ndarray): uint8 [C, 3].
         alpha: weight of the label colours, in [0, 1].
     Returns:
         np.ndarray: HxWx3 uint8.
     """
-    mix = (1.0 - alpha) * image.astype(np.float32) + alpha * colours[labels].astype(np.float32)
-    return np.clip(mix + 0.5, 0, 255).astype(np.uint8)
+    unknown = unknown_mask(labels, len(colours))
+    table = colours if unknown is None else with_unknown(colours)
+    mix = (1.0 - alpha) * image.astype(np.float32) + alpha * table[labels].astype(np.float32)
+    out = np.clip(mix + 0.5, 0, 255).astype(np.uint8)
+    if unknown is not None:
+        out[unknown] = image[unknown]
+    return out
+
+
+def unknown_mask(labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """HxW bool of ``UNKNOWN`` pixels, or None when there are none (or 255 is a real class)."""
+    if num_classes > UNKNOWN:
+        return None
+    mask = labels == UNKNOWN
+    return mask if mask.any() else None
+
+
+def with_unknown(colours: np.ndarray) -> np.ndarray:
+    """uint8 [256, 3]: ``colours`` [C <= 255, 3] padded, with ``UNKNOWN_COLOUR`` at 255."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(colours)] = colours
+    table[UNKNOWN] = UNKNOWN_COLOUR
+    return table
 
 
 def legend(image: np.ndarray, names: list[str], colours: np.ndarray, row: int = 18) -> np.ndarray:
@@ -174,7 +200,7 @@ def label_png(labels: np.ndarray, colours: np.ndarray):
     exactly (0..C-1, C <= 256) and the palette makes it viewable.
 
     Args:
-        labels (np.ndarray): HxW int in [0, C).
+        labels (np.ndarray): HxW int in [0, C), or ``UNKNOWN`` (255, drawn grey).
         colours (np.ndarray): uint8 [C, 3].
     Raises:
         ConfigError: more than 256 classes (an 8-bit PNG cannot hold them).
@@ -185,7 +211,6 @@ def label_png(labels: np.ndarray, colours: np.ndarray):
         raise ConfigError(f"a label PNG holds at most 256 classes, got {len(colours)}")
     h, w = labels.shape
     im = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-    table = np.zeros((256, 3), dtype=np.uint8)
-    table[: len(colours)] = colours
+    table = with_unknown(colours) if len(colours) <= UNKNOWN else colours
     im.putpalette(table.reshape(-1).tolist())
     return im

@@ -20,7 +20,15 @@ import numpy as np
 
 from runtime.errors import ConfigError, SourceError
 from runtime.fsutil import atomic_write
-from runtime.postprocess import class_colours, legend, overlay
+from runtime.postprocess import (
+    UNKNOWN_COLOUR,
+    UNKNOWN_NAME,
+    class_colours,
+    legend,
+    overlay,
+    unknown_mask,
+    with_unknown,
+)
 from runtime.sources import CV2_AVAILABLE, Frame, require_cv2
 
 log = logging.getLogger(__name__)
@@ -50,13 +58,20 @@ class Painter:
         with_legend: append the legend strip below the overlay.
         palette_file: class colours from an image (``runtime.postprocess.load_palette``; e.g.
             the dataset's own), else the fixed palette.
+        unknown_legend: list "unknown" (pixels below a score threshold, drawn unblended) in
+            the legend too.
     """
 
     def __init__(
-        self, alpha: float = 0.5, with_legend: bool = True, palette_file: str | None = None
+        self,
+        alpha: float = 0.5,
+        with_legend: bool = True,
+        palette_file: str | None = None,
+        unknown_legend: bool = False,
     ):
         assert 0.0 <= alpha <= 1.0, f"alpha must be in [0, 1], got {alpha}"
         self.alpha, self.with_legend, self.palette_file = alpha, with_legend, palette_file
+        self.unknown_legend = unknown_legend
         self._colours: dict[tuple[str, ...], np.ndarray] = {}
         self._strips: dict[tuple[tuple[str, ...], int], np.ndarray] = {}
 
@@ -71,7 +86,10 @@ class Painter:
         key = (classes, width)
         if key not in self._strips:
             blank = np.zeros((1, width, 3), dtype=np.uint8)
-            self._strips[key] = legend(blank, list(classes), self.colours(classes))[1:]
+            names, colours = list(classes), self.colours(classes)
+            if self.unknown_legend:
+                names, colours = names + [UNKNOWN_NAME], np.vstack([colours, UNKNOWN_COLOUR])
+            self._strips[key] = legend(blank, names, colours)[1:]
         return self._strips[key]
 
     def blend(self, image: np.ndarray, labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -80,9 +98,14 @@ class Painter:
         if not CV2_AVAILABLE:
             return overlay(image, labels, colours, self.alpha)
         cv2 = require_cv2()
-        return cv2.addWeighted(
-            image, 1.0 - self.alpha, np.take(colours, labels, axis=0), self.alpha, 0.0
+        unknown = unknown_mask(labels, len(colours))
+        table = colours if unknown is None else with_unknown(colours)
+        out = cv2.addWeighted(
+            image, 1.0 - self.alpha, np.take(table, labels, axis=0), self.alpha, 0.0
         )
+        if unknown is not None:  # below the score threshold: the image shows through
+            out[unknown] = image[unknown]
+        return out
 
     def __call__(
         self, image: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
@@ -91,7 +114,7 @@ class Painter:
 
         Args:
             image (np.ndarray): HxWx3 uint8 RGB.
-            labels (np.ndarray): HxW int class indices in [0, len(classes)).
+            labels (np.ndarray): HxW int class indices in [0, len(classes)), or ``UNKNOWN``.
             classes: class names, index-aligned with ``labels``.
         Returns:
             np.ndarray: (H + legend)xWx3 uint8 RGB.

@@ -146,3 +146,13 @@ def test_fast_equals_exact_on_camvid_frames(camvid, tiny_vit_folder):
                 a, b = fast(image), exact(image)
                 np.testing.assert_array_equal(a.labels, b.labels)
                 assert a.classes_present == b.classes_present and a.unknown == b.unknown
+
+
+def test_score_scale_is_a_softmax_temperature(fast_path):
+    x = _smooth(np.random.default_rng(4), 10, 8, 8, 0.05)  # cosine-like logits
+    hot = label_map(x, (40, 40), score_scale=100.0, score_threshold=0.4, with_scores=True)
+    ref = label_map(x.astype(np.float64) * 100.0, (40, 40), method="exact", with_scores=True)
+    np.testing.assert_allclose(hot.scores, ref.scores, atol=1e-5)
+    np.testing.assert_array_equal(hot.labels == UNKNOWN, ref.scores < 0.4)
+    with pytest.raises(ConfigError, match="score scale"):
+        label_map(x, (4, 4), score_scale=0.0)
