@@ -10,7 +10,8 @@ thread) and writes, under ``DIR``:
 - ``images/<name>.png``: the inputs (synthetic sizes below and above the model input, gray, RGBA,
   and the first two CamVid test frames when ``../shared/data/camvid`` is present);
 - ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]);
-- ``resize/<n>.in.npy`` / ``<n>.out.npy``: uint8 images and their Pillow BILINEAR resize;
+- ``resize/<n>.in.npy`` / ``<n>.out.npy``: uint8 images and ``runtime.preprocess.resize_rgb``
+  of each (OpenCV INTER_LINEAR);
 - ``video/clip.mp4``: a small mp4v clip for the camera program;
 - ``bad_images/``: a 16-bit PNG and a file that is not an image (error tests);
 - ``index.json``: every case with its mode, window count and file names (paths relative to DIR).
@@ -35,8 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CAMVID_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid" / "test"
 CLASSES = "cat,dog,car,tree"
-# (input HxW, output HxW, channels): up- and down-scaling, odd factors, degenerate sizes, and both
-# pass orders of Pillow 13 (vertical first when the height loses > 2x the pixels the width loses).
+# (input HxW, output HxW, channels): up- and down-scaling, odd and exact (2x, 4x) factors, and
+# degenerate sizes.
 RESIZE_CASES = (
     ((37, 53), (224, 224), 3),
     ((300, 410), (224, 224), 3),
@@ -52,6 +53,9 @@ RESIZE_CASES = (
     ((53, 21), (31, 13), 3),
     ((60, 46), (26, 20), 3),
     ((47, 33), (39, 29), 3),
+    ((64, 48), (32, 24), 3),
+    ((32, 24), (64, 48), 3),
+    ((128, 96), (32, 24), 4),
 )
 
 
@@ -229,9 +233,9 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
 
 
 def write_resize(out: Path) -> list[dict]:
-    """Random uint8 images and Pillow's BILINEAR resize of each (no smoothing: worst case): the
-    fixed cases, then 24 random sizes from 1 to 79 pixels."""
-    from PIL import Image
+    """Random uint8 images and the Python runtime's resize of each (no smoothing: worst case):
+    the fixed cases, then 24 random sizes from 1 to 79 pixels."""
+    from runtime.preprocess import resize_rgb
 
     (out / "resize").mkdir(parents=True)
     rng = np.random.default_rng(123)
@@ -242,7 +246,7 @@ def write_resize(out: Path) -> list[dict]:
     rows = []
     for i, ((h, w), (oh, ow), c) in enumerate(cases):
         img = rng.integers(0, 256, size=(h, w, c) if c > 1 else (h, w), dtype=np.uint8)
-        res = np.asarray(Image.fromarray(img).resize((ow, oh), Image.BILINEAR))
+        res = resize_rgb(img, (oh, ow))
         np.save(out / "resize" / f"{i}.in.npy", img)
         np.save(out / "resize" / f"{i}.out.npy", res)
         rows.append(

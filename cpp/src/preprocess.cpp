@@ -1,128 +1,35 @@
-// Pillow-identical BILINEAR resize of uint8 images, and normalisation to float32 NCHW.
+// OpenCV INTER_LINEAR resize of uint8 images, and normalisation to float32 NCHW.
 //
-// The resize reimplements the algorithm of Pillow's libImaging/Resample.c (written from its
-// description, not copied): per output sample a triangle filter centred at (i + 0.5) * scale,
-// support 1 * max(scale, 1), weights normalised to sum 1 in double, then rounded to 22-bit fixed
-// point; accumulation in int starts at 0.5 (1 << 21) and the result is clipped to 0..255 after an
-// arithmetic shift. Each pass's output is uint8. Pass order as in Pillow 13: vertical first when
-// the height shrinks by more than twice as many pixels as the width does, else horizontal first
-// (the order changes the rounding of the intermediate image; older Pillow always went horizontal
-// first, so byte equality holds against Pillow 13, the version the golden test runs).
+// The resize is cv::resize with cv::INTER_LINEAR, the interpolation the models are trained and
+// evaluated with (cv2 in training/data/transforms.py) and that runtime/preprocess.py reproduces.
+// Its uint8 arithmetic: source coordinate (i + 0.5) * scale - 0.5 rounded to float, weights
+// (1 - f, f) in 11-bit fixed point, edge columns clamped, a horizontal pass into int32, then
+// ((w0 * (r0 >> 4)) >> 16) + ((w1 * (r1 >> 4)) >> 16) rounded by (v + 2) >> 2. OpenCV does not
+// promise INTER_LINEAR is bit-exact across versions and CPUs (INTER_LINEAR_EXACT is), so
+// cpp/tests/test_resize.cpp checks the linked OpenCV against that arithmetic, and the golden
+// test against the Python runtime's bytes.
 #include "ovss/preprocess.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
-#include <vector>
+
+#include <opencv2/imgproc.hpp>
 
 #include "ovss/errors.hpp"
 
 namespace ovss {
-namespace {
 
-constexpr int kPrecisionBits = 32 - 8 - 2;
-
-/// Fixed-point filter taps for one axis: output i reads in[first[i] .. first[i] + count[i]).
-struct Taps {
-    int ksize = 0;
-    std::vector<int> first, count;
-    std::vector<int32_t> k;  ///< ksize per output sample
-};
-
-double triangle(double x) {
-    x = std::fabs(x);
-    return x < 1.0 ? 1.0 - x : 0.0;
-}
-
-int32_t to_fixed(double w) {
-    const double scaled = w * static_cast<double>(1 << kPrecisionBits);
-    return static_cast<int32_t>(w < 0 ? -0.5 + scaled : 0.5 + scaled);
-}
-
-Taps precompute(int in_size, int out_size) {
-    const double scale = static_cast<double>(in_size) / out_size;
-    const double filterscale = std::max(scale, 1.0);
-    const double support = 1.0 * filterscale;
-    Taps t;
-    t.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
-    t.first.resize(out_size);
-    t.count.resize(out_size);
-    t.k.assign(static_cast<size_t>(out_size) * t.ksize, 0);
-    std::vector<double> w(t.ksize);
-    for (int i = 0; i < out_size; ++i) {
-        const double center = (i + 0.5) * scale;
-        const int lo = std::max(0, static_cast<int>(center - support + 0.5));
-        const int hi = std::min(in_size, static_cast<int>(center + support + 0.5));
-        double total = 0.0;
-        for (int x = 0; x < hi - lo; ++x) {
-            w[x] = triangle((x + lo - center + 0.5) * (1.0 / filterscale));
-            total += w[x];
-        }
-        for (int x = 0; x < hi - lo; ++x)
-            t.k[static_cast<size_t>(i) * t.ksize + x] = to_fixed(total != 0.0 ? w[x] / total : w[x]);
-        t.first[i] = lo;
-        t.count[i] = hi - lo;
-    }
-    return t;
-}
-
-inline uint8_t clip8(int acc) {
-    const int v = acc >> kPrecisionBits;  // arithmetic shift, as in Pillow
-    return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
-}
-
-cv::Mat horizontal(const cv::Mat& in, int out_w) {
-    const Taps t = precompute(in.cols, out_w);
-    const int ch = in.channels();
-    cv::Mat out(in.rows, out_w, in.type());
-    for (int y = 0; y < in.rows; ++y) {
-        const uint8_t* src = in.ptr<uint8_t>(y);
-        uint8_t* dst = out.ptr<uint8_t>(y);
-        for (int x = 0; x < out_w; ++x) {
-            const int32_t* k = &t.k[static_cast<size_t>(x) * t.ksize];
-            const uint8_t* s = src + static_cast<size_t>(t.first[x]) * ch;
-            for (int c = 0; c < ch; ++c) {
-                int acc = 1 << (kPrecisionBits - 1);
-                for (int j = 0; j < t.count[x]; ++j) acc += s[j * ch + c] * k[j];
-                dst[x * ch + c] = clip8(acc);
-            }
-        }
-    }
-    return out;
-}
-
-cv::Mat vertical(const cv::Mat& in, int out_h) {
-    const Taps t = precompute(in.rows, out_h);
-    const int row_len = in.cols * in.channels();
-    cv::Mat out(out_h, in.cols, in.type());
-    std::vector<int> acc(row_len);
-    for (int y = 0; y < out_h; ++y) {
-        const int32_t* k = &t.k[static_cast<size_t>(y) * t.ksize];
-        std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
-        for (int j = 0; j < t.count[y]; ++j) {
-            const uint8_t* src = in.ptr<uint8_t>(t.first[y] + j);
-            for (int i = 0; i < row_len; ++i) acc[i] += src[i] * k[j];
-        }
-        uint8_t* dst = out.ptr<uint8_t>(y);
-        for (int i = 0; i < row_len; ++i) dst[i] = clip8(acc[i]);
-    }
-    return out;
-}
-
-}  // namespace
-
-cv::Mat resize_bilinear_pillow(const cv::Mat& image, int out_h, int out_w) {
+cv::Mat resize_bilinear(const cv::Mat& image, int out_h, int out_w) {
     if (image.empty() || image.depth() != CV_8U || image.channels() > 4)
         throw InvalidImageError("resize needs a non-empty uint8 image with 1-4 channels");
     if (out_h <= 0 || out_w <= 0)
         throw ConfigError("resize target must be positive, got " + std::to_string(out_h) + "x" +
                           std::to_string(out_w));
-    cv::Mat out = image.isContinuous() ? image : image.clone();
-    const bool vertical_first = image.rows > out_h && (image.rows - out_h) > (image.cols - out_w) * 2;
-    if (vertical_first && out_h != out.rows) out = vertical(out, out_h);
-    if (out_w != out.cols) out = horizontal(out, out_w);
-    if (out_h != out.rows) out = vertical(out, out_h);
-    return out.data == image.data ? out.clone() : out;
+    if (image.rows == out_h && image.cols == out_w) return image.clone();
+    cv::Mat out;
+    cv::resize(image, out, cv::Size(out_w, out_h), 0, 0, cv::INTER_LINEAR);
+    return out;
 }
 
 std::pair<int, int> short_side_size(int h, int w, int short_side) {
@@ -135,7 +42,7 @@ std::pair<int, int> short_side_size(int h, int w, int short_side) {
 
 cv::Mat resize_rgb(const cv::Mat& rgb, int out_h, int out_w) {
     if (rgb.rows == out_h && rgb.cols == out_w) return rgb;
-    return resize_bilinear_pillow(rgb, out_h, out_w);
+    return resize_bilinear(rgb, out_h, out_w);
 }
 
 void normalize_into(const cv::Mat& rgb, const PreprocessCfg& cfg, Tensor& dst) {

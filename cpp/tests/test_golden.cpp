@@ -1,4 +1,4 @@
-// Parity with the Python runtime on golden files: Pillow-identical resize, identical labels,
+// Parity with the Python runtime on golden files: identical resize bytes, identical labels,
 // logits within the index's tolerance (1e-5), same mode and window count.
 #include <gtest/gtest.h>
 
@@ -39,14 +39,14 @@ SegmenterOptions one_thread(const std::string& mode, LabelMethod method = LabelM
 
 }  // namespace
 
-TEST(Golden, ResizeMatchesPillowByteForByte) {
+TEST(Golden, ResizeMatchesPythonByteForByte) {
     SKIP_WITHOUT_GOLDEN();
     const auto idx = golden::index();
     ASSERT_FALSE(idx["resize"].empty());
     for (const auto& c : idx["resize"]) {
         const cv::Mat in = npy_to_mat(read_npy(golden::dir() / c["input"].get<std::string>()));
         const cv::Mat want = npy_to_mat(read_npy(golden::dir() / c["output"].get<std::string>()));
-        const cv::Mat got = resize_bilinear_pillow(in, c["size_hw"][0], c["size_hw"][1]);
+        const cv::Mat got = resize_bilinear(in, c["size_hw"][0], c["size_hw"][1]);
         SCOPED_TRACE(c["input"].get<std::string>() + " -> " + c["size_hw"].dump());
         ASSERT_EQ(got.size(), want.size());
         ASSERT_EQ(got.type(), want.type());

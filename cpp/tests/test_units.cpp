@@ -172,9 +172,9 @@ TEST(ImagePolicy, RejectsWrongShapesWithClearMessages) {
 
 TEST(Resize, IdentityAndBadTargets) {
     cv::Mat img(3, 4, CV_8UC3, cv::Scalar(9, 8, 7));
-    EXPECT_EQ(cv::norm(resize_bilinear_pillow(img, 3, 4), img, cv::NORM_INF), 0.0);
-    EXPECT_THROW(resize_bilinear_pillow(img, 0, 4), ConfigError);
-    EXPECT_THROW(resize_bilinear_pillow(cv::Mat(), 2, 2), InvalidImageError);
+    EXPECT_EQ(cv::norm(resize_bilinear(img, 3, 4), img, cv::NORM_INF), 0.0);
+    EXPECT_THROW(resize_bilinear(img, 0, 4), ConfigError);
+    EXPECT_THROW(resize_bilinear(cv::Mat(), 2, 2), InvalidImageError);
 }
 
 TEST(Manifest, RejectsBadJsonAndFields) {
