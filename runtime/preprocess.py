@@ -118,7 +118,8 @@ def normalize(image: np.ndarray, cfg: PreprocessCfg) -> np.ndarray:
 
 
 def short_side_size(hw: tuple[int, int], short_side: int) -> tuple[int, int]:
-    """(H, W) scaled, aspect kept, so that min(H, W) == short_side."""
+    """(H, W) scaled, aspect kept, so that min(H, W) == short_side; sides round half up, as the
+    evaluation's ``training.data.transforms.eval_size`` (mmseg: ``int(x + 0.5)``)."""
     h, w = hw
     scale = short_side / min(h, w)
-    return max(1, round(h * scale)), max(1, round(w * scale))
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))

@@ -118,6 +118,15 @@ def test_training_and_evaluation_resize_are_resize_rgb():
         np.testing.assert_array_equal(transforms.eval_image(image, cfg), want)
 
 
+def test_short_side_size_rounds_as_the_evaluation():
+    assert short_side_size((1440, 1920), 448) == (448, 597)
+    assert short_side_size((4, 5), 2) == (2, 3)  # a tie: 2.5 rounds up, as int(x + 0.5)
+    rng = np.random.default_rng(4)
+    for h, w, short in rng.integers(1, 3000, size=(2000, 3)):
+        want = tuple(transforms.eval_size(int(h), int(w), int(short)))
+        assert short_side_size((int(h), int(w)), int(short)) == want
+
+
 def _camvid_frames(n: int = 3) -> list[np.ndarray]:
     from PIL import Image
 
@@ -136,6 +145,7 @@ def test_camvid_frames_resize_identically(path):
         for image in (frame, big):
             for short in (224, 448, 512):
                 size = short_side_size(image.shape[:2], short)
+                assert size == tuple(transforms.eval_size(*image.shape[:2], short))
                 got = resize_rgb(image, size)
                 np.testing.assert_array_equal(got, _cv2_resize(image, size))
                 np.testing.assert_array_equal(got, transforms.rescale(image, (4 * short, short)))

@@ -11,7 +11,6 @@
 #include "ovss/preprocess.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 
 #include <opencv2/imgproc.hpp>
@@ -35,9 +34,9 @@ cv::Mat resize_bilinear(const cv::Mat& image, int out_h, int out_w) {
 std::pair<int, int> short_side_size(int h, int w, int short_side) {
     if (h <= 0 || w <= 0 || short_side <= 0) throw ConfigError("short_side_size needs positive sizes");
     const double scale = static_cast<double>(short_side) / std::min(h, w);
-    // std::nearbyint rounds half to even (the default rounding mode), as Python's round().
-    return {std::max(1, static_cast<int>(std::nearbyint(h * scale))),
-            std::max(1, static_cast<int>(std::nearbyint(w * scale)))};
+    // Half up, as the evaluation's int(x + 0.5) (the same double arithmetic as Python's).
+    return {std::max(1, static_cast<int>(h * scale + 0.5)),
+            std::max(1, static_cast<int>(w * scale + 0.5))};
 }
 
 cv::Mat resize_rgb(const cv::Mat& rgb, int out_h, int out_w) {

@@ -120,3 +120,11 @@ TEST(Resize, SameSizeAndBadTargets) {
     EXPECT_THROW(resize_bilinear(img, 4, 0), ConfigError);
     EXPECT_THROW(resize_bilinear(cv::Mat(3, 4, CV_16UC3), 2, 2), InvalidImageError);
 }
+
+TEST(Resize, ShortSideRoundsHalfUpLikeTheEvaluation) {
+    EXPECT_EQ(short_side_size(4, 5, 2), std::make_pair(2, 3));          // 2.5 -> 3
+    EXPECT_EQ(short_side_size(100, 150, 51), std::make_pair(51, 77));   // 76.5 -> 77
+    EXPECT_EQ(short_side_size(1440, 1920, 448), std::make_pair(448, 597));
+    EXPECT_EQ(short_side_size(375, 500, 512), std::make_pair(512, 683));
+    EXPECT_EQ(short_side_size(1, 1000, 1), std::make_pair(1, 1000));
+}

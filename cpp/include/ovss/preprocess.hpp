@@ -18,7 +18,8 @@ namespace ovss {
 /// Returns: CV_8UC(n) out_h x out_w (a new image, also when the size is unchanged).
 cv::Mat resize_bilinear(const cv::Mat& image, int out_h, int out_w);
 
-/// (H, W) scaled, aspect kept, so that min(H, W) == short_side (Python's round: half to even).
+/// (H, W) scaled, aspect kept, so that min(H, W) == short_side; sides round half up, as the
+/// evaluation's ``eval_size`` (``int(x + 0.5)``).
 std::pair<int, int> short_side_size(int h, int w, int short_side);
 
 /// ``resize_bilinear`` of HxWx3 RGB, returning ``rgb`` itself when the size matches.
