@@ -33,7 +33,7 @@ from runtime.preprocess import normalize, resize_rgb
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
-CACHE_VERSION = 1  # bump when the tensors a given key maps to change (preprocessing, decoding)
+CACHE_VERSION = 2  # bump when the tensors a given key maps to change (preprocessing, decoding)
 CV2_AVAILABLE = find_spec("cv2") is not None
 TQDM_AVAILABLE = find_spec("tqdm") is not None
 
