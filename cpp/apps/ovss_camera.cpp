@@ -6,6 +6,11 @@
 //               [--threads N] [--mode M] [--backend B] [--engine FILE] [--drop auto|oldest|never]
 //               [--realtime] [--fps F] [--alpha A] [--no-legend] [--fourcc MJPG] [--capture-size WxH]
 //               [--reconnect-delay S] [--reconnect-max-delay S] [--reconnect-attempts N]
+//               [--score-threshold T] [--postprocess fast|exact]
+//
+// --score-threshold T in [0,1): pixels whose top-class score is below T are "unknown" (label
+// 255: left unblended, listed last in the legend). --postprocess exact: the reference label
+// computation (same labels as the default fast one, slower).
 //
 // Live sources drop the OLDEST queued frame when the queue is full and reopen with exponential
 // backoff; finite ones wait for room so every frame is processed. SIGINT/SIGTERM stop cleanly
@@ -33,7 +38,8 @@ const char* kUsage =
     "usage: ovss_camera --model DIR --source SRC [--out FILE.mp4|DIR] [--max-frames N] [--queue N]\n"
     "                   [--json STATS] [--show] [--threads N] [--mode auto|whole|slide] [--drop auto|oldest|never]\n"
     "                   [--realtime] [--fps F] [--alpha A] [--no-legend] [--fourcc XXXX] [--capture-size WxH]\n"
-    "                   [--reconnect-delay S] [--reconnect-max-delay S] [--reconnect-attempts N]\n";
+    "                   [--reconnect-delay S] [--reconnect-max-delay S] [--reconnect-attempts N]\n"
+    "                   [--score-threshold T] [--postprocess fast|exact]\n";
 
 ovss::StopFlag g_stop;
 volatile std::sig_atomic_t g_signals = 0;
@@ -135,6 +141,9 @@ ovss::SegmenterOptions seg_options(const ovss::Args& args) {
     o.mode = args.get("--mode").value_or("auto");
     o.backend_options.threads = args.get_int("--threads", 0, 1);
     o.backend_options.engine = args.get("--engine").value_or("");
+    o.score_threshold = args.get_double("--score-threshold", 0.0, 0.0, 1.0);
+    if (o.score_threshold >= 1.0) throw ovss::ConfigError("--score-threshold must be in [0, 1)");
+    o.label_method = ovss::parse_label_method(args.get("--postprocess").value_or("fast"));
     return o;
 }
 
@@ -159,7 +168,8 @@ int run(int argc, char** argv) {
     const ovss::Args args(argc, argv,
                           {"--model", "--source", "--out", "--max-frames", "--queue", "--json", "--threads", "--mode",
                            "--backend", "--engine", "--drop", "--fps", "--alpha", "--fourcc", "--capture-size",
-                           "--reconnect-delay", "--reconnect-max-delay", "--reconnect-attempts"},
+                           "--reconnect-delay", "--reconnect-max-delay", "--reconnect-attempts", "--score-threshold",
+                           "--postprocess"},
                           {"--show", "--realtime", "--no-legend"});
     const std::string model = args.require("--model"), spec = args.require("--source");
     const int max_frames = args.get_int("--max-frames", 0, 1), queue_size = args.get_int("--queue", 2, 1);
@@ -173,7 +183,8 @@ int run(int argc, char** argv) {
     std::shared_ptr<ovss::FrameSource> source = ovss::open_source(spec, source_cfg(args));
     if (args.has("--realtime")) rcfg.pace_fps = source->fps > 0 ? source->fps : (fps_arg > 0 ? fps_arg : ovss::kDefaultFps);
     auto sink = ovss::open_sink(args.get("--out"), fps_arg > 0 ? fps_arg : source->fps, args.has("--show"), g_stop);
-    Step step(seg, ovss::Painter(args.get_double("--alpha", 0.5, 0.0, 1.0), !args.has("--no-legend")), *sink);
+    const bool unknown = seg.options().score_threshold > 0;
+    Step step(seg, ovss::Painter(args.get_double("--alpha", 0.5, 0.0, 1.0), !args.has("--no-legend"), unknown), *sink);
     auto reader = std::make_shared<ovss::Reader>(*source, g_stop, rcfg);
     const bool drop_oldest = drop == "oldest" || (drop == "auto" && source->live);
     LoopOut out;
@@ -191,6 +202,8 @@ int run(int argc, char** argv) {
     report.update({{"model", model}, {"backend", seg.backend().name()}, {"precision", "fp32"},
                    {"providers", seg.backend().providers()}, {"classes", seg.classes().size()},
                    {"weights_random", seg.manifest().weights.random},
+                   {"score_threshold", seg.options().score_threshold},
+                   {"postprocess", ovss::label_method_name(seg.options().label_method)},
                    {"out", args.get("--out") ? json(*args.get("--out")) : json(nullptr)}});
     if (const auto path = args.get("--json")) {
         const std::string tmp = *path + ".tmp";

@@ -1,14 +1,24 @@
 // ovss_infer: segment one image with a deployable folder; print one JSON line (runtime/infer.py).
 //
-//   ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png] [--threads N]
+//   ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png|L.npy] [--threads N]
 //              [--mode auto|whole|slide] [--stride PX] [--short-side PX] [--repeat N] [--backend B] [--engine FILE]
+//              [--score-threshold T] [--scores-out S.npy|S.png] [--postprocess fast|exact]
 //              [--alpha A] [--no-legend] [--no-verify]
+//
+// --labels-out: a palette PNG whose pixel values are the class indices (255: unknown, grey), or
+// an int32 .npy. --score-threshold T in [0,1): pixels whose top-class score (the manifest's
+// "score": softmax probability, or the method's own probability) is below T are labelled 255,
+// "unknown" (left unblended in the overlay, listed in the legend). --scores-out: that score per
+// pixel, float32 .npy or 8-bit PNG (round(255 p)). --postprocess exact: the reference label
+// computation instead of the fast one (same labels; for checks and timings).
 //
 // Exit status 2 with a one-line "error: ..." on bad input. --repeat N segments the image N times
 // and reports median timings (and every run's total) for benchmarks.
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -16,16 +26,20 @@
 #include "ovss/cli.hpp"
 #include "ovss/errors.hpp"
 #include "ovss/image.hpp"
+#include "ovss/label_map.hpp"
+#include "ovss/npy.hpp"
+#include "ovss/png.hpp"
 #include "ovss/postprocess.hpp"
 #include "ovss/segmenter.hpp"
 
 namespace {
 
 const char* kUsage =
-    "usage: ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png] [--threads N]\n"
+    "usage: ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png|L.npy] [--threads N]\n"
     "                  [--mode auto|whole|slide] [--stride PX] [--short-side PX] [--repeat N]\n"
-    "                  [--backend auto|onnxruntime|tensorrt]\n"
-    "                  [--engine FILE] [--alpha A] [--no-legend] [--no-verify]\n";
+    "                  [--backend auto|onnxruntime|tensorrt] [--engine FILE]\n"
+    "                  [--score-threshold T] [--scores-out S.npy|S.png] [--postprocess fast|exact]\n"
+    "                  [--alpha A] [--no-legend] [--no-verify]\n";
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -34,6 +48,7 @@ double median(std::vector<double> v) {
 }
 
 double round3(double v) { return std::round(v * 1000.0) / 1000.0; }
+double round6(double v) { return std::round(v * 1e6) / 1e6; }
 
 ovss::SegmenterOptions options(const ovss::Args& args) {
     ovss::SegmenterOptions o;
@@ -44,7 +59,31 @@ ovss::SegmenterOptions options(const ovss::Args& args) {
     o.verify = !args.has("--no-verify");
     o.backend_options.threads = args.get_int("--threads", 0, 1);
     o.backend_options.engine = args.get("--engine").value_or("");
+    o.score_threshold = args.get_double("--score-threshold", 0.0, 0.0, 1.0);
+    if (o.score_threshold >= 1.0) throw ovss::ConfigError("--score-threshold must be in [0, 1)");
+    o.with_scores = args.has("--scores-out");
+    o.label_method = ovss::parse_label_method(args.get("--postprocess").value_or("fast"));
     return o;
+}
+
+std::string suffix(const std::string& path) {
+    std::string ext = std::filesystem::path(path).extension().string();
+    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return ext;
+}
+
+/// .png or .npy, else a ConfigError naming ``flag`` (checked before the model is loaded).
+void check_suffix(const ovss::Args& args, const std::string& flag) {
+    const auto path = args.get(flag);
+    if (path && suffix(*path) != ".png" && suffix(*path) != ".npy")
+        throw ovss::ConfigError(flag + " must end in .png or .npy, got '" + *path + "'");
+}
+
+/// An HxW Mat of T (int32 labels, float32 scores) as a 2-D .npy.
+template <class T>
+void write_mat_npy(const std::string& path, const cv::Mat& m) {
+    const cv::Mat c = m.isContinuous() ? m : m.clone();
+    ovss::write_npy(path, ovss::make_npy(std::vector<T>(c.begin<T>(), c.end<T>()), {c.rows, c.cols}));
 }
 
 /// Median per-stage timings over ``runs`` and every run's total.
@@ -71,28 +110,35 @@ void write_outputs(const ovss::Args& args, const cv::Mat& rgb, const ovss::SegRe
     const auto colours = ovss::palette(static_cast<int>(r.classes.size()));
     cv::Mat shown = ovss::overlay(rgb, r.labels, colours, args.get_double("--alpha", 0.5, 0.0, 1.0));
     if (!args.has("--no-legend")) {
+        std::vector<std::string> names = r.classes_present;
         std::vector<ovss::Rgb> present;
         for (const auto& name : r.classes_present)
             present.push_back(colours[std::find(r.classes.begin(), r.classes.end(), name) - r.classes.begin()]);
-        cv::vconcat(shown, ovss::legend_strip(r.classes_present, present, shown.cols), shown);
+        if (r.unknown_pixels > 0) names.push_back("unknown"), present.push_back(ovss::kUnknownColour);
+        cv::vconcat(shown, ovss::legend_strip(names, present, shown.cols), shown);
     }
     ovss::save_image_atomic(args.require("--out"), shown);
-    if (const auto labels_out = args.get("--labels-out")) {
-        if (r.classes.size() > 256) throw ovss::OvssError("--labels-out needs at most 256 classes for an 8-bit PNG");
-        cv::Mat labels8;
-        r.labels.convertTo(labels8, CV_8U);
-        ovss::save_image_atomic(*labels_out, labels8);
+    if (const auto path = args.get("--labels-out")) {
+        if (suffix(*path) == ".npy") write_mat_npy<int32_t>(*path, r.labels);
+        else ovss::write_label_png(*path, r.labels, colours);
+    }
+    if (const auto path = args.get("--scores-out")) {
+        if (suffix(*path) == ".npy") write_mat_npy<float>(*path, r.scores);
+        else ovss::save_image_atomic(*path, ovss::scores_to_u8(r.scores));
     }
 }
 
 int run(int argc, char** argv) {
     const ovss::Args args(argc, argv,
                           {"--model", "--image", "--out", "--labels-out", "--threads", "--mode", "--stride",
-                           "--short-side", "--repeat", "--backend", "--engine", "--alpha"},
+                           "--short-side", "--repeat", "--backend", "--engine", "--alpha", "--score-threshold",
+                           "--scores-out", "--postprocess"},
                           {"--no-legend", "--no-verify"});
     const std::string model = args.require("--model"), image_path = args.require("--image");
     args.require("--out");
     const int repeat = args.get_int("--repeat", 1, 1);
+    check_suffix(args, "--labels-out");
+    check_suffix(args, "--scores-out");
     const cv::Mat rgb = ovss::load_image(image_path);
     ovss::Segmenter seg(model, options(args));
     ovss::SegResult result;
@@ -108,6 +154,9 @@ int run(int argc, char** argv) {
     nlohmann::json line = {{"backend", result.backend}, {"precision", "fp32"}, {"providers", result.providers},
                            {"classes", result.classes.size()}, {"classes_present", result.classes_present}};
     line.update(timing_json(runs, walls));
+    line.update({{"postprocess", result.postprocess}, {"score", seg.manifest().score},
+                 {"score_threshold", seg.options().score_threshold},
+                 {"unknown_fraction", round6(static_cast<double>(result.unknown_pixels) / result.labels.total())}});
     line.update({{"mode", result.mode}, {"windows", result.windows}, {"image_hw", {rgb.rows, rgb.cols}},
                  {"weights_random", seg.manifest().weights.random}, {"repeat", repeat},
                  {"out", args.require("--out")}});

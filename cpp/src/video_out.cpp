@@ -100,7 +100,8 @@ private:
 
 }  // namespace
 
-Painter::Painter(double alpha, bool with_legend) : alpha_(alpha), with_legend_(with_legend) {
+Painter::Painter(double alpha, bool with_legend, bool with_unknown)
+    : alpha_(alpha), with_legend_(with_legend), with_unknown_(with_unknown) {
     if (!(alpha >= 0.0 && alpha <= 1.0)) throw ConfigError("alpha must be in [0, 1]");
 }
 
@@ -113,7 +114,12 @@ cv::Mat Painter::operator()(const cv::Mat& rgb, const cv::Mat& labels, const std
     cv::Mat shown = overlay(rgb, labels, colours_, alpha_);
     if (!with_legend_) return shown;
     auto it = strips_.find(rgb.cols);
-    if (it == strips_.end()) it = strips_.emplace(rgb.cols, legend_strip(classes_, colours_, rgb.cols)).first;
+    if (it == strips_.end()) {
+        std::vector<std::string> names = classes_;
+        std::vector<Rgb> colours = colours_;
+        if (with_unknown_) names.push_back("unknown"), colours.push_back(kUnknownColour);
+        it = strips_.emplace(rgb.cols, legend_strip(names, colours, rgb.cols)).first;
+    }
     cv::vconcat(shown, it->second, shown);
     return shown;
 }

@@ -8,14 +8,17 @@ set(OVSS_GOLDEN_DIR "${CMAKE_BINARY_DIR}/golden")
 set(OVSS_TEST_OUT "${CMAKE_BINARY_DIR}/test_out")
 set(_expect "${CMAKE_SOURCE_DIR}/cpp/tests/expect_exit.cmake")
 
-add_executable(ovss_unit_tests cpp/tests/test_units.cpp cpp/tests/test_label_map.cpp)
+add_executable(ovss_unit_tests cpp/tests/test_units.cpp cpp/tests/test_label_map.cpp cpp/tests/test_png.cpp)
 add_executable(ovss_golden_tests cpp/tests/test_golden.cpp cpp/tests/test_errors.cpp)
 add_executable(ovss_camera_check cpp/tests/camera_check.cpp)
-target_sources(ovss_unit_tests PRIVATE cpp/tests/test_resize.cpp)
 foreach(t ovss_unit_tests ovss_golden_tests)
   target_compile_options(${t} PRIVATE ${OVSS_WARNINGS} ${OVSS_FP_FLAGS})
   target_link_libraries(${t} PRIVATE ovss_runtime nlohmann_json::nlohmann_json GTest::gtest_main)
 endforeach()
+if(ZLIB_FOUND)  # the label PNG test inflates and CRC-checks what the encoders write
+  target_compile_definitions(ovss_unit_tests PRIVATE OVSS_TEST_HAVE_ZLIB=1)
+  target_link_libraries(ovss_unit_tests PRIVATE ZLIB::ZLIB)
+endif()
 target_link_libraries(ovss_camera_check PRIVATE nlohmann_json::nlohmann_json ${OpenCV_LIBS})
 
 gtest_discover_tests(ovss_unit_tests TEST_PREFIX "unit.")
@@ -56,6 +59,31 @@ set(_o "${OVSS_TEST_OUT}")
 ovss_expect(cli.infer_ok 0 "\"mode\":\"slide\".*\"windows\":6"
             ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/overlay.png
             --labels-out ${_o}/labels.png --threads 1)
+set_tests_properties(cli.infer_ok PROPERTIES FIXTURES_SETUP labels_png)
+# Open set: T = 0.5 marks some of the random-weight model's pixels unknown; the fast path's PNG
+# and the exact path's .npy must agree, and Pillow must read the PNGs as palette images.
+ovss_expect(cli.infer_open_set_fast 0 "\"postprocess\":\"fast\".*\"unknown_fraction\":0\\.[0-9]*[1-9]"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/overlay_open.png
+            --labels-out ${_o}/open_fast.png --scores-out ${_o}/scores_fast.png --score-threshold 0.5 --threads 1)
+ovss_expect(cli.infer_open_set_exact 0 "\"postprocess\":\"exact\".*\"unknown_fraction\":0\\.[0-9]*[1-9]"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/overlay_open_exact.png
+            --labels-out ${_o}/open_exact.npy --scores-out ${_o}/scores_exact.npy --score-threshold 0.5
+            --postprocess exact --threads 1)
+set_tests_properties(cli.infer_open_set_fast cli.infer_open_set_exact PROPERTIES FIXTURES_SETUP open_set)
+add_test(NAME cli.labels_png_pillow
+         COMMAND "${OVSS_PYTHON}" "${CMAKE_SOURCE_DIR}/cpp/tests/check_label_png.py" ${_o}/labels.png
+                 "${_g}/seg/vit_fixed__large_300x410__auto.labels.npy")
+set_tests_properties(cli.labels_png_pillow PROPERTIES FIXTURES_REQUIRED "golden;labels_png")
+add_test(NAME cli.labels_png_open_set_pillow
+         COMMAND "${OVSS_PYTHON}" "${CMAKE_SOURCE_DIR}/cpp/tests/check_label_png.py" ${_o}/open_fast.png
+                 ${_o}/open_exact.npy --unknown)
+set_tests_properties(cli.labels_png_open_set_pillow PROPERTIES FIXTURES_REQUIRED open_set)
+ovss_expect(cli.infer_bad_threshold 2 "error: --score-threshold must be in"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --score-threshold 1)
+ovss_expect(cli.infer_bad_postprocess 2 "error: postprocess must be fast or exact, got 'quick'"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --postprocess quick)
+ovss_expect(cli.infer_bad_scores_suffix 2 "error: --scores-out must end in .png or .npy"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --scores-out ${_o}/s.tif)
 ovss_expect(cli.infer_vocab_input_ok 0 "\"classes_present\""
             ${_infer} --model ${_g}/folders/vit_input --image ${_img} --out ${_o}/overlay_input.png --threads 1)
 ovss_expect(cli.infer_missing_folder 2 "error: model folder .* does not exist or is not a folder"
@@ -93,6 +121,9 @@ add_test(NAME camera.video_check COMMAND ovss_camera_check ${_o}/camera_stats.js
 set_tests_properties(camera.video_check PROPERTIES FIXTURES_REQUIRED camera_out)
 ovss_expect(camera.image_folder 0 "\"frames_processed\":9.*\"stop_reason\":\"end\""
             ${_camera} --model ${_g}/folders/vit_fixed --source ${_g}/images --out ${_o}/camera_pngs --threads 1)
+ovss_expect(camera.image_folder_open_set 0 "\"score_threshold\":0.5.*\"stop_reason\":\"end\""
+            ${_camera} --model ${_g}/folders/vit_fixed --source ${_g}/images --out ${_o}/camera_open --threads 1
+            --score-threshold 0.5)
 ovss_expect(camera.missing_source 2 "error: source file or folder .* does not exist"
             ${_camera} --model ${_g}/folders/vit_fixed --source ${_o}/nope.mp4)
 ovss_expect(camera.bad_model 2 "error: .*is not valid JSON"

@@ -19,16 +19,18 @@ namespace ovss {
 
 inline constexpr double kDefaultFps = 30.0;
 
-/// Colour overlay plus an optional legend strip listing every class (so the height is fixed).
+/// Colour overlay plus an optional legend strip listing every class (so the height is fixed),
+/// and "unknown" after them when ``with_unknown`` (a score threshold is on; those pixels are
+/// left unblended).
 class Painter {
 public:
-    Painter(double alpha, bool with_legend);
+    Painter(double alpha, bool with_legend, bool with_unknown = false);
     /// HxWx3 RGB + CV_32S labels -> (H + legend)xWx3 RGB.
     cv::Mat operator()(const cv::Mat& rgb, const cv::Mat& labels, const std::vector<std::string>& classes);
 
 private:
     double alpha_;
-    bool with_legend_;
+    bool with_legend_, with_unknown_;
     std::vector<std::string> classes_;  ///< the vocabulary the caches below were made for
     std::vector<Rgb> colours_;
     std::map<int, cv::Mat> strips_;     ///< legend strip per width
