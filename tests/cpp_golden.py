@@ -9,15 +9,20 @@ thread) and writes, under ``DIR``:
 - ``folders/<name>/``: the deployable folders;
 - ``images/<name>.png``: the inputs (synthetic sizes below and above the model input, gray, RGBA,
   and the first two CamVid test frames when ``../shared/data/camvid`` is present);
-- ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]);
+- ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]), and
+  ``seg/<case>.scores.npy`` (float32 [H,W]) for the cases with a score threshold;
+- ``label_map/<name>.{logits,labels,scores}.npy``: ``runtime.label_map`` (the exact reference) on
+  near-ties, duplicated classes, padded spans, a 1xN grid, 150 classes and real-image-like scores
+  (colour distances of an image's pixels to class prototypes), with thresholds and score maps;
 - ``resize/<n>.in.npy`` / ``<n>.out.npy``: uint8 images and ``runtime.preprocess.resize_rgb``
   of each (OpenCV INTER_LINEAR);
 - ``video/clip.mp4``: a small mp4v clip for the camera program;
 - ``bad_images/``: a 16-bit PNG and a file that is not an image (error tests);
 - ``index.json``: every case with its mode, window count and file names (paths relative to DIR).
 
-ctest runs this as its fixture-setup test; the C++ tests then compare labels exactly and logits
-within 1e-5. Needs the export extras (torch, open_clip) and OpenCV for the clip.
+ctest runs this as its fixture-setup test; the C++ tests then compare labels exactly (by both of
+their label paths), logits within 1e-5 and scores within 1e-6. Needs the export extras (torch,
+open_clip) and OpenCV for the clip.
 """
 
 from __future__ import annotations
@@ -61,15 +66,18 @@ RESIZE_CASES = (
 
 @dataclass(frozen=True)
 class Case:
-    """One golden segmentation: a folder, an image and the mode asked for."""
+    """One golden segmentation: a folder, an image, the mode asked for and a score threshold
+    (> 0: unknown pixels, and the score map is saved too)."""
 
     folder: str
     image: str
     mode: str = "auto"
+    threshold: float = 0.0
 
     @property
     def name(self) -> str:
-        return f"{self.folder}__{self.image}__{self.mode}"
+        suffix = f"__t{self.threshold:g}" if self.threshold else ""
+        return f"{self.folder}__{self.image}__{self.mode}{suffix}"
 
 
 def smooth_image(h: int, w: int, seed: int, channels: int = 3) -> np.ndarray:
@@ -193,6 +201,13 @@ def cases_for(images: list[str]) -> list[Case]:
     cases += [Case("sclip_method", n) for n in subset + ["tall_100x60"]]
     if "camvid0" in images:
         cases += [Case("vit_fixed", "camvid0", "whole"), Case("rn_fixed", "camvid0", "whole")]
+    # Open set: T = 0.5 marks some of the random model's pixels unknown; on the SCLIP folder it
+    # is applied after the manifest's background threshold 0.9.
+    cases += [
+        Case("vit_fixed", "large_300x410", threshold=0.5),
+        Case("vit_fixed", "small_160x200", threshold=0.5),
+        Case("sclip_method", "large_300x410", threshold=0.95),
+    ]
     return cases
 
 
@@ -211,13 +226,20 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
     (out / "seg").mkdir(parents=True)
     rows = []
     for case in cases:
-        with Segmenter(folders[case.folder], "onnxruntime", mode=case.mode, threads=1) as seg:
-            res = seg(read_png(out / "images" / f"{case.image}.png"))
+        opts = dict(mode=case.mode, threads=1, score_threshold=case.threshold)
+        with Segmenter(folders[case.folder], "onnxruntime", **opts) as seg:
+            res = seg(read_png(out / "images" / f"{case.image}.png"), scores=case.threshold > 0)
         np.save(out / "seg" / f"{case.name}.labels.npy", res.labels.astype(np.int32))
         np.save(out / "seg" / f"{case.name}.logits.npy", res.logits.astype(np.float32))
+        scores = None
+        if res.scores is not None:
+            scores = f"seg/{case.name}.scores.npy"
+            np.save(out / scores, res.scores.astype(np.float32))
         rows.append(
             {
                 "name": case.name,
+                "score_threshold": case.threshold,
+                "scores": scores,
                 "folder": f"folders/{case.folder}",
                 "image": f"images/{case.image}.png",
                 "mode_arg": case.mode,
@@ -229,6 +251,97 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
                 "logits": f"seg/{case.name}.logits.npy",
             }
         )
+    return rows
+
+
+# (name, classes, feature h x w, output H x W, span / output, label_map options): real-image-like
+# scores with and without thresholds and score maps, then the awkward cases.
+LABEL_MAP_CASES = (
+    ("real20", 20, (23, 40), (360, 640), 1.0, {}),
+    ("real20_open", 20, (23, 40), (360, 640), 1.0, {"score_threshold": 0.3, "with_scores": True}),
+    (
+        "real20_slide_bg",
+        20,
+        (23, 40),
+        (331, 597),
+        1.1,
+        {"score_threshold": 0.25, "background_thd": 0.5},
+    ),
+    (
+        "real150_open",
+        150,
+        (23, 40),
+        (360, 640),
+        1.0,
+        {"score_threshold": 0.05, "with_scores": True},
+    ),
+    (
+        "cosine20_scale100",
+        20,
+        (23, 40),
+        (360, 640),
+        1.0,
+        {"score_scale": 100.0, "score_threshold": 0.3},
+    ),
+    (
+        "probability12",
+        12,
+        (23, 40),
+        (360, 640),
+        1.0,
+        {"score_kind": "probability", "score_threshold": 0.4, "with_scores": True},
+    ),
+    # p_top = 1/8 + 0..3e-8 (classes 1e-7 apart): T splits the pixels on differences that small.
+    ("near_ties", 8, (6, 7), (50, 61), 1.0, {"score_threshold": 0.125000015, "with_scores": True}),
+    ("row", 5, (1, 9), (5, 40), 1.0, {"with_scores": True}),
+)
+
+
+def label_map_logits(name: str, rgb: np.ndarray, classes: int, hw: tuple[int, int]) -> np.ndarray:
+    """float32 [classes, h, w] for a LABEL_MAP_CASES entry. Real-image-like: minus the squared
+    colour distance of the image (box-averaged to h x w) to class prototypes (its own pixels,
+    jittered), / 2 * 12^2: regions follow the image's edges, similar prototypes nearly tie."""
+    from PIL import Image
+
+    rng = np.random.default_rng(len(name) * 1000 + classes)
+    if name in ("near_ties", "row"):  # classes 1e-7 apart, odd classes duplicating even ones
+        base = rng.standard_normal(hw)
+        logits = np.stack([base + (c % 3) * 1e-7 * rng.choice([-1, 1], hw) for c in range(classes)])
+        logits[1::2] = logits[0::2][: classes // 2]
+        return logits.astype(np.float32)
+    small = np.asarray(Image.fromarray(rgb).resize(hw[::-1], Image.BOX), dtype=np.float64)
+    pixels = small.reshape(-1, 3)
+    protos = pixels[rng.choice(len(pixels), classes)] + rng.normal(0, 8, (classes, 3))
+    dist2 = ((small[None] - protos[:, None, None, :]) ** 2).sum(axis=-1)
+    logits = -dist2 / (2 * 12.0**2)
+    if name.startswith("cosine"):  # raw-cosine-like values: softmax needs the scale 100
+        logits = logits / 100.0
+    if name.startswith("probability"):  # sigmoid scores, several classes can be above 0.5
+        logits = 1.0 / (1.0 + np.exp(-(logits + 1.5) * 3.0))
+    return logits.astype(np.float32)
+
+
+def write_label_maps(out: Path, images: list[str]) -> list[dict]:
+    """``runtime.label_map`` (method exact, the reference) on LABEL_MAP_CASES; the real-image
+    scores come from the first CamVid frame when present, else the large synthetic image."""
+    from runtime.label_map import label_map
+
+    (out / "label_map").mkdir(parents=True)
+    rgb = read_png(out / "images" / f"{'camvid0' if 'camvid0' in images else 'large_300x410'}.png")
+    rows = []
+    for name, classes, hw, out_hw, span, options in LABEL_MAP_CASES:
+        logits = label_map_logits(name, rgb, classes, hw)
+        span_hw = (out_hw[0] * span, out_hw[1] * span)
+        res = label_map(logits, out_hw, span_hw, method="exact", **options)
+        files = {kind: f"label_map/{name}.{kind}.npy" for kind in ("logits", "labels", "scores")}
+        np.save(out / files["logits"], logits)
+        np.save(out / files["labels"], res.labels.astype(np.int32))
+        if res.scores is not None:
+            np.save(out / files["scores"], res.scores.astype(np.float32))
+        opts = {"score_kind": "softmax", "score_scale": 1.0, "score_threshold": 0.0}
+        opts.update({"background_thd": 0.0, "with_scores": False, **options})
+        row = {"name": name, "out_hw": list(out_hw), "span_hw": list(span_hw), **opts}
+        rows.append({**row, **files, "scores": files["scores"] if res.scores is not None else None})
     return rows
 
 
@@ -280,6 +393,7 @@ def write_golden(out: str | Path, camvid: bool = True) -> Path:
     folders = export_folders(out)
     index = {
         "cases": run_cases(out, folders, cases_for(images)),
+        "label_maps": write_label_maps(out, images),
         "resize": write_resize(out),
         "video": write_video(out),
         "bad_images": write_bad_images(out),

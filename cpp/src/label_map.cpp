@@ -29,19 +29,30 @@ int32_t apply_fills(int32_t label, double p, const std::vector<Fill>& fills) {
     return label;
 }
 
-/// p_top from the values of a pixel's classes (stride apart, class order) and the top value.
-double top_probability(const double* v, int n, size_t stride, double top, ScoreKind kind) {
-    if (kind == ScoreKind::Probability) return top;
-    double denom = 0.0;
-    for (int k = 0; k < n; ++k) denom += std::exp(v[k * stride] - top);
-    return 1.0 / denom;
-}
+/// How values become p_top: the score kind and the softmax scale k.
+struct Rule {
+    ScoreKind kind;
+    double k;
+    /// One softmax term, exp(k (v - top)), as numpy's ``np.exp(k * (v - vmax))``.
+    double term(double v, double top) const { return std::exp(k * (v - top)); }
+    /// p_top from the values of a pixel's classes (stride apart, class order) and the top value.
+    double top_probability(const double* v, int n, size_t stride, double top) const {
+        if (kind == ScoreKind::Probability) return top;
+        double denom = 0.0;
+        for (int i = 0; i < n; ++i) denom += term(v[i * stride], top);
+        return 1.0 / denom;
+    }
+    /// The score map's value: p_top, clipped to [0, 1] for probabilities (softmax is in it).
+    float score(double p) const {
+        return static_cast<float>(kind == ScoreKind::Probability ? std::min(1.0, std::max(0.0, p)) : p);
+    }
+};
 
 struct Job {
     const Tensor& logits;
     BilinearTaps th, tw;
     std::vector<Fill> fills;
-    ScoreKind kind;
+    Rule rule;
     bool with_scores;
 };
 
@@ -92,9 +103,9 @@ LabelMap exact(const Job& job) {
         }
         if (!need_p) continue;
         for (int x = 0; x < out_w; ++x) {
-            const double p = top_probability(&v[x], static_cast<int>(c_n), out_w, best[x], job.kind);
+            const double p = job.rule.top_probability(&v[x], static_cast<int>(c_n), out_w, best[x]);
             out[x] = apply_fills(out[x], p, job.fills);
-            if (job.with_scores) m.scores.ptr<float>(y)[x] = static_cast<float>(p);
+            if (job.with_scores) m.scores.ptr<float>(y)[x] = job.rule.score(p);
         }
     }
     return m;
@@ -186,19 +197,19 @@ void FastPath::cell(int r, int q) {
         ++m_.cells_filled;
         return;
     }
-    if (job_.kind == ScoreKind::Probability) return per_pixel(r, q, cand_, Work::Scores);  // p = v_top
-    relevant_.clear();  // a superset of the candidates (tol << 40 for any sane logits)
-    const double cut = low - std::max(kRelevant, tol_);
+    if (job_.rule.kind == ScoreKind::Probability) return per_pixel(r, q, cand_, Work::Scores);  // p = v_top
+    relevant_.clear();  // a superset of the candidates (tol << 40 / k for any sane logits)
+    const double k = job_.rule.k, cut = low - std::max(kRelevant / k, tol_);
     for (int c = 0; c < c_n_; ++c)
         if (cmax_[c] >= cut) relevant_.push_back(c);
     if (job_.with_scores) return per_pixel(r, q, relevant_, Work::Scores);
     // Thresholds per pixel: the classes near L exactly, bounds on the rest (each term < e^-8).
     near_.clear();
     rest_hi_ = rest_lo_ = 0.0;
-    const double near_cut = low - std::max(kNear, tol_);
+    const double near_cut = low - std::max(kNear / k, tol_);
     for (int c = 0; c < c_n_; ++c) {
         if (cmax_[c] >= near_cut) near_.push_back(c);
-        else rest_hi_ += std::exp(cmax_[c] - low), rest_lo_ += std::exp(cmin_[c] - low);  // each < 1
+        else rest_hi_ += job_.rule.term(cmax_[c], low), rest_lo_ += job_.rule.term(cmin_[c], low);  // each < 1
     }
     per_pixel(r, q, near_, Work::Bounds);
 }
@@ -209,10 +220,10 @@ void FastPath::cell(int r, int q) {
 void FastPath::decide(int32_t& failed, bool& undecided) const {
     if (job_.fills.empty()) return;
     double p_lo = 0.0, p_hi = 0.0;
-    if (job_.kind == ScoreKind::Softmax) {
-        // D = sum_c exp(v_c - v_top) = 1 + the other classes' terms, and top is a candidate:
-        // D <= 1 + sum over c != k_lo of exp(cmax_c - L), k_lo the candidate of least cmax;
-        // D >= 1 + sum over c != k_hi of exp(cmin_c - U), k_hi the candidate of largest cmin.
+    if (job_.rule.kind == ScoreKind::Softmax) {
+        // D = sum_c exp(k (v_c - v_top)) = 1 + the other classes' terms, and top is a candidate:
+        // D <= 1 + sum over c != k_lo of exp(k (cmax_c - L)), k_lo the candidate of least cmax;
+        // D >= 1 + sum over c != k_hi of exp(k (cmin_c - U)), k_hi the candidate of largest cmin.
         int k_lo = cand_[0], k_hi = cand_[0];
         for (int c : cand_) {
             if (cmax_[c] < cmax_[k_lo]) k_lo = c;
@@ -220,8 +231,8 @@ void FastPath::decide(int32_t& failed, bool& undecided) const {
         }
         double d_hi = 1.0, d_lo = 1.0;
         for (int c = 0; c < c_n_; ++c) {
-            if (c != k_lo) d_hi += std::exp(cmax_[c] - low_ + 2.0 * tol_);
-            if (c != k_hi) d_lo += std::exp(cmin_[c] - high_ - 2.0 * tol_);
+            if (c != k_lo) d_hi += job_.rule.term(cmax_[c] + 2.0 * tol_, low_);
+            if (c != k_hi) d_lo += job_.rule.term(cmin_[c] - 2.0 * tol_, high_);
         }
         p_lo = 1.0 / d_hi, p_hi = 1.0 / d_lo;
     } else {
@@ -263,15 +274,16 @@ double FastPath::value(int c, int y, int x) const {
 int32_t FastPath::bounded_label(int32_t label, const double* v, int k_n, size_t stride, double top, int y,
                                 int x) const {
     double d_cand = 0.0;
-    for (int k = 0; k < k_n; ++k) d_cand += std::exp(v[k * stride] - top);
-    const double p_lo = 1.0 / (d_cand + std::exp(low_ - top + tol_) * rest_hi_);
-    const double p_hi = 1.0 / (d_cand + std::exp(low_ - top - tol_) * rest_lo_);
+    const Rule& rule = job_.rule;
+    for (int k = 0; k < k_n; ++k) d_cand += rule.term(v[k * stride], top);
+    const double p_lo = 1.0 / (d_cand + rule.term(low_ + tol_, top) * rest_hi_);
+    const double p_hi = 1.0 / (d_cand + rule.term(low_ - tol_, top) * rest_lo_);
     int32_t out = label;
     for (const Fill& f : job_.fills) {
         if (p_lo >= f.threshold * (1.0 + kDecideTol)) continue;
         if (p_hi >= f.threshold * (1.0 - kDecideTol)) {  // straddles: p_top itself decides
             double denom = 0.0;
-            for (int c : relevant_) denom += std::exp(value(c, y, x) - top);
+            for (int c : relevant_) denom += rule.term(value(c, y, x), top);
             return apply_fills(label, 1.0 / denom, job_.fills);
         }
         out = f.label;
@@ -316,9 +328,9 @@ void FastPath::per_pixel(int r, int q, const std::vector<int>& classes, Work wor
             if (work == Work::Bounds) {
                 out[j] = bounded_label(out[j], &v_[j], k_n, nxs, top, y, xs + j);
             } else if (work == Work::Scores) {
-                const double p = top_probability(&v_[j], k_n, nxs, top, job_.kind);
+                const double p = job_.rule.top_probability(&v_[j], k_n, nxs, top);
                 out[j] = apply_fills(out[j], p, job_.fills);
-                if (job_.with_scores) m_.scores.ptr<float>(y)[xs + j] = static_cast<float>(p);
+                if (job_.with_scores) m_.scores.ptr<float>(y)[xs + j] = job_.rule.score(p);
             }
         }
     }
@@ -360,12 +372,14 @@ LabelMap label_map(const Tensor& logits, int out_h, int out_w, double span_h, do
         throw ConfigError("output size must be positive, got " + std::to_string(out_h) + "x" + std::to_string(out_w));
     for (const auto& [name, t] : {std::pair{"score_threshold", o.score_threshold}, {"background_thd", o.background_thd}})
         if (!(t >= 0.0 && t < 1.0)) throw ConfigError(std::string(name) + " must be in [0, 1), got " + std::to_string(t));
+    if (!(std::isfinite(o.score_scale) && o.score_scale > 0))
+        throw ConfigError("score scale must be a positive number, got " + std::to_string(o.score_scale));
     const int64_t c_n = logits.shape[0], h = logits.shape[1], w = logits.shape[2];
     if (o.score_threshold > 0 && c_n > kUnknown)
         throw ConfigError("a score threshold labels unknown pixels 255: at most 255 classes, got " +
                           std::to_string(c_n));
     Job job{logits, bilinear_taps(out_h, static_cast<int>(h), span_h),
-            bilinear_taps(out_w, static_cast<int>(w), span_w), {}, o.score_kind, o.with_scores};
+            bilinear_taps(out_w, static_cast<int>(w), span_w), {}, {o.score_kind, o.score_scale}, o.with_scores};
     if (o.background_thd > 0) job.fills.push_back({o.background_thd, 0});
     if (o.score_threshold > 0) job.fills.push_back({o.score_threshold, kUnknown});
     if (o.method == LabelMethod::Fast && h > 1 && w > 1 && all_finite(logits.data)) return FastPath(job).run();

@@ -191,6 +191,12 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.model_file = req_str(d, "model_file");
     m.model_sha256 = req_str(d, "model_sha256");
     m.score = parse_score(d, m.method);
+    if (d.contains("score_scale")) {
+        const json& k = d.at("score_scale");
+        if (!k.is_number() || !(k.get<double>() > 0 && k.get<double>() < 1e6))
+            throw ModelFolderError("manifest score_scale must be a number in (0, 1e6), got " + k.dump());
+        m.score_scale = k.get<double>();
+    }
     m.postprocess = parse_postprocess(d);
     if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
         m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();

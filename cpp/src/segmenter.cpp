@@ -224,8 +224,8 @@ SegResult Segmenter::operator()(const cv::Mat& image) {
     }
     const auto t2 = Clock::now();
     r.classes = classes_;
-    LabelOptions lo{score_kind_, options_.score_threshold, manifest_.prob_thd, options_.with_scores,
-                    options_.label_method};
+    LabelOptions lo{score_kind_, manifest_.score_scale, options_.score_threshold, manifest_.prob_thd,
+                    options_.with_scores, options_.label_method};
     LabelMap lm = label_map(r.logits, out_h, out_w, span_h, span_w, lo);
     r.labels = lm.labels, r.scores = lm.scores;
     r.postprocess = lm.fast ? "fast" : "exact";

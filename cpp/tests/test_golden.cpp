@@ -1,5 +1,6 @@
-// Parity with the Python runtime on golden files: identical resize bytes, identical labels,
-// logits within the index's tolerance (1e-5), same mode and window count.
+// Parity with the Python runtime on golden files: identical resize bytes, identical labels (by
+// the fast and the exact label path, with and without a score threshold), logits within the
+// index's tolerance (1e-5), scores within 1e-6, same mode and window count.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,6 +8,7 @@
 #include <iostream>
 
 #include "golden.hpp"
+#include "ovss/label_map.hpp"
 #include "ovss/npy.hpp"
 #include "ovss/preprocess.hpp"
 #include "ovss/segmenter.hpp"
@@ -26,6 +28,31 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
     double worst = 0;
     for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])));
     return worst;
+}
+
+/// A golden .npy as a CV_32S / CV_32F HxW Mat.
+cv::Mat npy_mat(const std::filesystem::path& path) {
+    const NpyArray a = read_npy(path);
+    const int type = a.descr == "<i4" ? CV_32S : CV_32F;
+    EXPECT_TRUE(a.descr == "<i4" || a.descr == "<f4") << path;
+    cv::Mat m(static_cast<int>(a.shape.at(0)), static_cast<int>(a.shape.at(1)), type);
+    std::memcpy(m.data, a.bytes.data(), a.bytes.size());
+    return m;
+}
+
+/// Labels identical and, where the golden has them, scores within 1e-6; returns |score diff|.
+double expect_labels_and_scores(const cv::Mat& labels, const cv::Mat& scores, const nlohmann::json& c) {
+    const cv::Mat want = npy_mat(golden::dir() / c["labels"].get<std::string>());
+    EXPECT_EQ(labels.size(), want.size());
+    if (labels.size() != want.size()) return 0;
+    EXPECT_EQ(cv::countNonZero(labels != want), 0) << "label pixels differ";
+    if (!c.contains("scores") || c["scores"].is_null()) return 0;
+    const cv::Mat want_scores = npy_mat(golden::dir() / c["scores"].get<std::string>());
+    EXPECT_EQ(scores.size(), want_scores.size());
+    if (scores.size() != want_scores.size()) return 0;
+    const double diff = cv::norm(scores, want_scores, cv::NORM_INF);
+    EXPECT_LE(diff, 1e-6) << "scores differ";
+    return diff;
 }
 
 SegmenterOptions one_thread(const std::string& mode, LabelMethod method = LabelMethod::Fast) {
@@ -64,7 +91,10 @@ TEST(Golden, SegmentationMatchesPython) {
     for (const auto& c : idx["cases"]) {
         for (const LabelMethod method : {LabelMethod::Fast, LabelMethod::Exact}) {
             SCOPED_TRACE(c["name"].get<std::string>() + " postprocess " + label_method_name(method));
-            Segmenter seg(golden::dir() / c["folder"].get<std::string>(), one_thread(c["mode_arg"], method));
+            SegmenterOptions o = one_thread(c["mode_arg"], method);
+            o.score_threshold = c.value("score_threshold", 0.0);
+            o.with_scores = c.contains("scores") && !c["scores"].is_null();
+            Segmenter seg(golden::dir() / c["folder"].get<std::string>(), o);
             const SegResult r = seg(golden::read_png_rgb(golden::dir() / c["image"].get<std::string>()));
             const NpyArray labels = read_npy(golden::dir() / c["labels"].get<std::string>());
             const NpyArray logits = read_npy(golden::dir() / c["logits"].get<std::string>());
@@ -76,12 +106,9 @@ TEST(Golden, SegmentationMatchesPython) {
             EXPECT_LE(diff, atol);
             worst = std::max(worst, diff);
             ASSERT_EQ((std::vector<int64_t>{r.labels.rows, r.labels.cols}), labels.shape);
-            const std::vector<int32_t> want = labels.to_int32();
-            const cv::Mat want_mat(r.labels.rows, r.labels.cols, CV_32S, const_cast<int32_t*>(want.data()));
-            const int differing = cv::countNonZero(r.labels != want_mat);
-            EXPECT_EQ(differing, 0) << "label pixels differ";
+            expect_labels_and_scores(r.labels, r.scores, c);
             EXPECT_EQ(r.postprocess, label_method_name(method));  // golden logits are finite, grids > 1x1
-            pixels += static_cast<int64_t>(want.size());
+            pixels += static_cast<int64_t>(r.labels.total());
         }
     }
     std::cout << "[ parity   ] " << idx["cases"].size() << " cases, " << pixels
@@ -102,4 +129,28 @@ TEST(Golden, SetVocabularyRenormalisesRows) {
     seg.set_vocabulary(seg.classes(), rows);
     const SegResult after = seg(img);
     EXPECT_LE(max_abs_diff(before.logits.data, after.logits.data), 1e-5);
+}
+
+TEST(Golden, LabelMapsMatchPython) {
+    SKIP_WITHOUT_GOLDEN();
+    const auto idx = golden::index();
+    ASSERT_FALSE(idx["label_maps"].empty());
+    double worst = 0;
+    for (const auto& c : idx["label_maps"]) {
+        const NpyArray a = read_npy(golden::dir() / c["logits"].get<std::string>());
+        const Tensor logits{a.shape, a.to_float()};
+        LabelOptions o;
+        o.score_kind = parse_score_kind(c["score_kind"]);
+        o.score_scale = c["score_scale"], o.score_threshold = c["score_threshold"];
+        o.background_thd = c["background_thd"], o.with_scores = c["with_scores"];
+        for (const LabelMethod method : {LabelMethod::Fast, LabelMethod::Exact}) {
+            SCOPED_TRACE(c["name"].get<std::string>() + " " + label_method_name(method));
+            o.method = method;
+            const LabelMap m = label_map(logits, c["out_hw"][0], c["out_hw"][1], c["span_hw"][0], c["span_hw"][1], o);
+            EXPECT_EQ(m.fast, method == LabelMethod::Fast && a.shape[1] > 1 && a.shape[2] > 1);
+            worst = std::max(worst, expect_labels_and_scores(m.labels, m.scores, c));
+        }
+    }
+    std::cout << "[ parity   ] " << idx["label_maps"].size() << " label maps identical, max |score diff| = " << worst
+              << std::endl;
 }

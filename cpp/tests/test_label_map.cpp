@@ -3,6 +3,7 @@
 // spans, down- and upscaling, 1xN grids, non-finite values.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -49,7 +50,8 @@ Tensor make_logits(Field kind, int c_n, int h, int w, std::mt19937& rng, bool du
 
 /// The reference p_top at (y, x), in float64 from the formulas of label_map.hpp (this file is
 /// compiled with -ffp-contract=off too), for checking threshold decisions near T.
-double reference_p(const Tensor& s, const BilinearTaps& th, const BilinearTaps& tw, int y, int x, ScoreKind kind) {
+double reference_p(const Tensor& s, const BilinearTaps& th, const BilinearTaps& tw, int y, int x, ScoreKind kind,
+                   double k = 1.0) {
     const int64_t c_n = s.shape[0], h = s.shape[1], w = s.shape[2];
     std::vector<double> v(c_n);
     double top = -std::numeric_limits<double>::infinity();
@@ -66,7 +68,7 @@ double reference_p(const Tensor& s, const BilinearTaps& th, const BilinearTaps& 
     }
     if (kind == ScoreKind::Probability) return top;
     double d = 0;
-    for (double val : v) d += std::exp(val - top);
+    for (double val : v) d += std::exp(k * (val - top));
     return 1.0 / d;
 }
 
@@ -91,7 +93,7 @@ LabelMap expect_same(const Tensor& logits, const Grid& g, LabelOptions o) {
         for (int x = 0; x < g.out_w; ++x) {
             const int32_t a = want.labels.at<int32_t>(y, x), b = got.labels.at<int32_t>(y, x);
             if (a == b) continue;
-            const double p = reference_p(logits, th, tw, y, x, o.score_kind);
+            const double p = reference_p(logits, th, tw, y, x, o.score_kind, o.score_scale);
             const bool near = thresholds && (std::fabs(p - o.score_threshold) < 1e-12 || std::fabs(p - o.background_thd) < 1e-12);
             if (!near && differ++ < 5) ADD_FAILURE() << "label differs at " << y << "," << x << ": exact " << a << " fast " << b << " p " << p;
         }
@@ -143,6 +145,7 @@ TEST(LabelMap, ThresholdsAndScoresMatchTheReference) {
         g.span_h = g.out_h * (trial % 2 ? 1.0 : 1.3), g.span_w = g.out_w * (trial % 2 ? 1.0 : 1.2);
         LabelOptions o;
         o.score_kind = kind == Field::Unit || trial % 7 == 0 ? ScoreKind::Probability : ScoreKind::Softmax;
+        o.score_scale = std::array<double, 3>{1.0, 100.0, 0.25}[trial % 3];  // CLIP's 100 on raw cosines
         // Softmax p_top lies in [1/C, 1]: thresholds spread over that range hit every decision.
         const double lo = o.score_kind == ScoreKind::Softmax ? 1.0 / c_n : 0.0;
         o.score_threshold = std::min(0.999, lo + (1 - lo) * t01(rng));
@@ -247,5 +250,9 @@ TEST(LabelMap, BackgroundThenUnknown) {
     const LabelMap p = label_map(logits, 1, 2, 1, 2, o);  // probability: p_top = v_top (3 and 0)
     EXPECT_EQ(p.labels.at<int32_t>(0, 0), 1);
     EXPECT_EQ(p.labels.at<int32_t>(0, 1), kUnknown);
-    EXPECT_FLOAT_EQ(p.scores.at<float>(0, 0), 3.0f);
+    EXPECT_FLOAT_EQ(p.scores.at<float>(0, 0), 1.0f);  // the map clips probabilities to [0, 1]
+    o.score_kind = ScoreKind::Softmax, o.score_scale = 0.5;  // p = 1 / (1 + e^(-1.5))
+    EXPECT_NEAR(label_map(logits, 1, 2, 1, 2, o).scores.at<float>(0, 0), 1.0 / (1.0 + std::exp(-1.5)), 1e-7);
+    o.score_scale = 0;
+    EXPECT_THROW(label_map(logits, 1, 2, 1, 2, o), ConfigError);
 }

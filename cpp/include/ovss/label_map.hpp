@@ -18,12 +18,15 @@
 // to the lowest index). The values are bit-identical to the reference's, so the labels are too.
 // h == 1, w == 1 or any non-finite logit: the exact path.
 //
-// p_top, the top class's score: ScoreKind::Softmax: 1 / sum_c exp(v_c - v_top) (sequential sum in
-// class order); ScoreKind::Probability: v_top. The fast path decides whole cells from bounds on
-// p_top and evaluates it per pixel where they straddle a threshold (or scores are asked for); its
-// softmax sum then covers the cell's classes with a largest corner >= L - 40: each class left out
-// adds < e^-40 to a sum >= 1, so p_top's relative error is < C * 4.3e-18 and a threshold decision
-// can differ from the reference only where |p_top - T| < 1e-12.
+// p_top, the top class's score: ScoreKind::Softmax: 1 / sum_c exp(k (v_c - v_top)) (k = the
+// manifest's score_scale, e.g. 100 for raw cosines; sequential sum in class order);
+// ScoreKind::Probability: v_top (clipped to [0, 1] in the score map only). The fast path decides
+// whole cells from bounds on p_top (tighter than sum_c exp(k (cmax_c - L)): the top class's own
+// term is exactly 1), then per pixel from the near classes' exact terms plus bounds on the rest,
+// and computes p_top itself only where those straddle a threshold, or everywhere for the score
+// map. That sum covers the cell's classes with a largest corner >= L - 40 / k: each class left
+// out adds < e^-40 to a sum >= 1, so p_top's relative error is < C * 4.3e-18 and a threshold
+// decision can differ from the reference only where |p_top - T| < 1e-12.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +55,7 @@ const char* label_method_name(LabelMethod method);
 
 struct LabelOptions {
     ScoreKind score_kind = ScoreKind::Softmax;
+    double score_scale = 1.0;  ///< softmax scale k > 0: p = softmax(k v) (Softmax kind only)
     /// In [0, 1): pixels with p_top below it get kUnknown (255); 0 = off. Needs C <= 255.
     double score_threshold = 0.0;
     /// In [0, 1): pixels with p_top below it get class 0 (SCLIP / ClearCLIP / NACLIP prob_thd),
