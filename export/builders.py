@@ -440,6 +440,7 @@ def _device_io(
     pre: PreprocessCfg,
     post: PostprocessCfg | None,
     text: torch.Tensor,
+    score: tuple[str, float],
 ) -> tuple[onnx.ModelProto, DeviceIoReport | None]:
     """The deployed graph with ``cfg``'s input format and post-processing (``export.graph_io``),
     checked against ``model`` on a probe image; ``model`` as it is (no report) for the defaults.
@@ -449,9 +450,10 @@ def _device_io(
     """
     if post is None and pre.input_format == "float32-nchw":
         return model, None
-    edited = device_graph(model, pre, post, cfg.spec.score)
+    kind, scale = score
+    edited = device_graph(model, pre, post, kind, scale)
     extra = {io_names.TEXT_EMBEDDINGS: text.float().numpy()} if cfg.vocab_mode == "input" else {}
-    report = verify_device_graph(model, edited, pre, post, cfg.spec.score, extra, cfg.atol)
+    report = verify_device_graph(model, edited, pre, post, kind, extra, cfg.atol, scale)
     log.info(
         "device I/O (%s, %s): max|logit diff| %.3g, labels %.5f where decided (%d near ties, "
         "%d pixels differ), max|score diff| %.3g",
@@ -520,8 +522,9 @@ def _build(
     # The traced LABELS (int64, input size) is checked above (parity) but not deployed:
     # onnxruntime would compute the C x S x S label map on every call anyway. The device graph
     # gets its own LABELS / SCORES (``--postprocess graph``) and IMAGE format, checked here.
+    score = cfg.spec.score_of(method_cfg)
     deployed, device = _device_io(
-        cfg, keep_outputs(result.model, [io_names.LOGITS]), preprocess, post, text
+        cfg, keep_outputs(result.model, [io_names.LOGITS]), preprocess, post, text, score
     )
     text_export = _text_encoder(cfg, templates, clip, classes, text, text_tower)
     inputs, outputs = _tensor_specs(cfg, preprocess, post, len(classes), text.shape[1])
@@ -539,7 +542,8 @@ def _build(
         model_file=MODEL_FILE,
         text_embeddings_file=TEXT_FILE if cfg.vocab_mode == "input" else None,
         method_cfg={**method_cfg, "templates": templates},
-        score=cfg.spec.score,
+        score=score[0],
+        score_scale=score[1],
         postprocess=post,
         parity={
             "max_abs_diff": result.parity.max_abs_diff,

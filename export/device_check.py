@@ -68,7 +68,9 @@ class HostScores:
     gap: np.ndarray
 
 
-def host_scores(logits: np.ndarray, out_hw: tuple[int, int], score: str) -> HostScores:
+def host_scores(
+    logits: np.ndarray, out_hw: tuple[int, int], score: str, score_scale: float = 1.0
+) -> HostScores:
     """The host's reference for LABELS / SCORES of ``logits`` (float32 [C,h,w]) at ``out_hw``:
     labels from ``runtime.postprocess.upsample_argmax`` (int32 [H,W]); the top score (float64
     [H,W], softmax or probability) and top-2 gap of the same float64 bilinear resize."""
@@ -79,7 +81,7 @@ def host_scores(logits: np.ndarray, out_hw: tuple[int, int], score: str) -> Host
     top2 = np.sort(up, axis=0)[-2:] if c > 1 else np.stack([up[0] - np.inf, up[0]])
     best = top2[-1]
     if score == "softmax":
-        best = 1.0 / np.exp(up - top2[-1]).sum(axis=0)
+        best = 1.0 / np.exp(score_scale * (up - top2[-1])).sum(axis=0)
     return HostScores(upsample_argmax(logits, out_hw), best, top2[1] - top2[0])
 
 
@@ -91,6 +93,7 @@ def verify_device_graph(
     score: str,
     extra_feeds: dict[str, np.ndarray],
     tie_tol: float,
+    score_scale: float = 1.0,
 ) -> DeviceIoReport:
     """Run ``before`` (float32 input) and ``after`` (``device_graph``) on ``probe_image`` and
     compare: LOGITS, and LABELS / SCORES against ``host_scores`` of ``after``'s own LOGITS.
@@ -99,6 +102,7 @@ def verify_device_graph(
         extra_feeds: the other inputs (TEXT_EMBEDDINGS for an input vocabulary), or {}.
         tie_tol: host top-2 gaps at or below it are near ties (float32 Resize vs float64 host
             may pick either class there).
+        score_scale: the softmax temperature of the scores (``Manifest.score_scale``).
     """
     rgb = probe_image(pre.input_size)
     host_pre = dataclasses.replace(pre, input_format=INPUT_FORMATS[0])
@@ -114,7 +118,7 @@ def verify_device_graph(
     diff = float(np.abs(got[io_names.LOGITS] - ref).max())
     if post is None:
         return DeviceIoReport(diff, 1.0, 0, 0, 0.0)
-    host = host_scores(got[io_names.LOGITS][0], post.output_hw, score)
+    host = host_scores(got[io_names.LOGITS][0], post.output_hw, score, score_scale)
     differ = got[io_names.LABELS][0] != host.labels
     decided = host.gap > tie_tol
     return DeviceIoReport(

@@ -138,7 +138,11 @@ def _normalise_nodes(pre: PreprocessCfg, output: str) -> list[onnx.NodeProto]:
 
 
 def add_postprocess(
-    model: onnx.ModelProto, output_hw: tuple[int, int], dtype: str, score: str
+    model: onnx.ModelProto,
+    output_hw: tuple[int, int],
+    dtype: str,
+    score: str,
+    score_scale: float = 1.0,
 ) -> onnx.ModelProto:
     """A copy of ``model`` with LABELS and SCORES outputs computed from LOGITS.
 
@@ -148,6 +152,7 @@ def add_postprocess(
         output_hw: (H, W) of LABELS and SCORES, pixels.
         dtype: LABELS dtype, "uint8" (C <= 255) or "int32".
         score: "softmax" (SCORES = max_c softmax_c) or "probability" (SCORES = max_c).
+        score_scale: softmax temperature k: SCORES = max_c softmax_c(k * logits).
     Returns:
         The graph with outputs LOGITS, LABELS [1,H,W] ``dtype`` in [0,C), SCORES float32 [1,H,W].
     """
@@ -166,7 +171,7 @@ def add_postprocess(
     up = PREFIX + "resized"
     g.node.extend(_resize_nodes(logits[1], output_hw, up))
     g.node.extend(_label_nodes(up, dtype))
-    g.node.extend(_score_nodes(up, score, _opset(out)))
+    g.node.extend(_score_nodes(up, score, _opset(out), score_scale))
     shape = [1, *output_hw]
     g.output.extend(
         [
@@ -240,12 +245,17 @@ def _label_nodes(up: str, dtype: str) -> list[onnx.NodeProto]:
     return nodes
 
 
-def _score_nodes(up: str, score: str, opset: int) -> list[onnx.NodeProto]:
-    """[Softmax over classes] -> ReduceMax over classes -> SCORES."""
+def _score_nodes(up: str, score: str, opset: int, scale: float = 1.0) -> list[onnx.NodeProto]:
+    """[Mul by the temperature, Softmax over classes] -> ReduceMax over classes -> SCORES."""
     nodes, x = [], up
     if score == "softmax":
-        x = PREFIX + "softmax"
-        nodes.append(helper.make_node("Softmax", [up], [x], name=x, axis=1))
+        if scale != 1.0:
+            nodes.append(_const("score_scale", np.asarray(scale, np.float32)))
+            x = PREFIX + "scaled"
+            nodes.append(helper.make_node("Mul", [up, PREFIX + "score_scale"], [x], name=x))
+        soft = PREFIX + "softmax"
+        nodes.append(helper.make_node("Softmax", [x], [soft], name=soft, axis=1))
+        x = soft
     if opset >= 18:  # ReduceMax takes its axes as an input from opset 18
         nodes.append(_const("axes", np.asarray([1], np.int64)))
         nodes.append(
@@ -277,12 +287,16 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 
 def device_graph(
-    model: onnx.ModelProto, pre: PreprocessCfg, post: PostprocessCfg | None, score: str
+    model: onnx.ModelProto,
+    pre: PreprocessCfg,
+    post: PostprocessCfg | None,
+    score: str,
+    score_scale: float = 1.0,
 ) -> onnx.ModelProto:
     """``model`` with ``pre.input_format`` and, when ``post`` is set, LABELS and SCORES;
     checked (``check_graph``). ``model`` itself is not modified."""
     out = add_input_format(model, pre)
     if post is not None:
-        out = add_postprocess(out, post.output_hw, post.labels_dtype, score)
+        out = add_postprocess(out, post.output_hw, post.labels_dtype, score, score_scale)
     check_graph(out)
     return out

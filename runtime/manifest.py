@@ -144,6 +144,8 @@ class Manifest:
         score: the method's normalisation of its logits: ``softmax`` (scaled cosine logits:
             probabilities are softmax over classes) or ``probability`` (ZegCLIP, CLIP-RC: the
             logits are per-class sigmoid scores minus the seen bias already).
+        score_scale: softmax temperature k > 0: probabilities are softmax(k * logits) (100,
+            CLIP's logit scale, for graphs that output raw cosines).
         postprocess: in-graph post-processing (LABELS and SCORES outputs), or None: the host
             upsamples and takes the argmax of LOGITS.
     """
@@ -166,6 +168,7 @@ class Manifest:
     variants: dict[str, Variant] = field(default_factory=dict)
     text_encoder: TextEncoderInfo | None = None
     score: str = "softmax"
+    score_scale: float = 1.0
     postprocess: PostprocessCfg | None = None
     format_version: int = FORMAT_VERSION
 
@@ -280,6 +283,7 @@ def manifest_from_dict(d: dict) -> Manifest:
         variants=_variants(d.get("variants", {})),
         text_encoder=_text_encoder(d.get("text_encoder")),
         score=_score(d, method),
+        score_scale=_score_scale(d),
         postprocess=_postprocess(d.get("postprocess")),
         format_version=version,
     )
@@ -322,6 +326,18 @@ def _score(d: dict, method: str) -> str:
     if score not in SCORE_KINDS:
         raise ModelFolderError(f"manifest score {score!r} is not one of {SCORE_KINDS}")
     return score
+
+
+def _score_scale(d: dict) -> float:
+    """``score_scale``, a positive finite number; absent (older manifests): 100 for MaskCLIP
+    without key smoothing (raw cosines), else 1."""
+    raw_cosine = d.get("method") == "maskclip" and not d.get("method_cfg", {}).get(
+        "key_smoothing", True
+    )
+    scale = d.get("score_scale", 100.0 if raw_cosine else 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < 1e6:
+        raise ModelFolderError(f"manifest score_scale must be a number in (0, 1e6), got {scale!r}")
+    return float(scale)
 
 
 def _postprocess(d: Any) -> PostprocessCfg | None:

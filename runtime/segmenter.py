@@ -18,7 +18,7 @@ from runtime.errors import ConfigError, ModelFolderError, VocabularyError
 from runtime.fsutil import sha256_file
 from runtime.image import as_rgb_uint8
 from runtime.label_map import METHODS as LABEL_METHODS
-from runtime.label_map import UNKNOWN, label_map
+from runtime.label_map import UNKNOWN, LabelMap, label_map
 from runtime.manifest import Manifest, load_manifest
 from runtime.preprocess import normalize, resize_rgb, short_side_size
 from runtime.text_encoder import TextEncoder
@@ -27,17 +27,6 @@ from runtime.windows import WindowPlan, default_stride, plan_windows, stitch
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "whole", "slide")
-# Methods whose graph outputs per-class probabilities (sigmoid scores) rather than logits, for
-# manifests written before the manifest recorded its score kind.
-_PROBABILITY_METHODS = ("zegclip", "cliprc")
-
-
-def score_kind(manifest: Manifest) -> str:
-    """How the folder's scores become probabilities: ``softmax`` (logits) or ``probability``."""
-    kind = getattr(manifest, "score", None)
-    if kind:
-        return kind
-    return "probability" if manifest.method in _PROBABILITY_METHODS else "softmax"
 
 
 @dataclass(frozen=True)
@@ -48,7 +37,7 @@ class SegResult:
         labels: int32 [H, W] class indices at the input image's size; ``UNKNOWN`` (255) where
             the top score is below the score threshold.
         logits: float32 [C, h, w] scores at feature resolution (stitched over windows in slide
-            mode).
+            mode); None when the graph computed the labels (``postprocess == "graph"``).
         classes: the class names, index-aligned with ``labels`` values.
         classes_present: names of classes that occur in ``labels``, in class order.
         scores: float32 [H, W] top-class probability in [0, 1] (the method's own
@@ -58,10 +47,12 @@ class SegResult:
         windows: number of model runs.
         timings_ms: {"preprocess", "inference", "postprocess"} wall-clock milliseconds.
         backend, providers: the backend name and the providers it actually used.
+        postprocess: "host" (``runtime.label_map``) or "graph" (the folder's in-graph labels
+            and scores, exported with ``--postprocess graph``).
     """
 
     labels: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray | None
     classes: tuple[str, ...]
     classes_present: tuple[str, ...]
     mode: str
@@ -71,6 +62,7 @@ class SegResult:
     providers: tuple[str, ...]
     scores: np.ndarray | None = None
     unknown: float = 0.0
+    postprocess: str = "host"
 
 
 class Segmenter:
@@ -97,6 +89,8 @@ class Segmenter:
             a pixel can have no class above 0.5). Settable between calls.
         label_method: ``fast`` (default; same labels, see ``runtime.label_map``) or ``exact``
             (the reference upsample of every class to every pixel).
+        graph_labels: use the folder's in-graph labels and scores (``--postprocess graph``) in
+            whole-image mode when the image has the graph's output size; False: always the host.
         backend_options: passed to ``runtime.backends.open_backend`` (threads, providers,
             cuda_graph, dla_core, probe).
 
@@ -117,13 +111,15 @@ class Segmenter:
         precision: str = "fp32",
         score_threshold: float = 0.0,
         label_method: str = "fast",
+        graph_labels: bool = True,
         **backend_options,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if label_method not in LABEL_METHODS:
             raise ValueError(f"label_method must be one of {LABEL_METHODS}, got {label_method!r}")
-        self.label_method = label_method
+        self.label_method, self.graph_labels = label_method, graph_labels
+        self._warned_graph_size: tuple[int, int] | None = None
         self.folder = Path(folder)
         self.manifest: Manifest = load_manifest(self.folder)
         size = self.manifest.preprocess.input_size
@@ -136,7 +132,7 @@ class Segmenter:
         self.short_side = (method.get("short_side") if short_side is None else short_side) or None
         # SCLIP-style background threshold: low-confidence pixels go to class 0.
         self.background_thd = float(method.get("prob_thd") or 0.0)
-        self.score_kind = score_kind(self.manifest)
+        self.score_kind, self.score_scale = self.manifest.score, self.manifest.score_scale
         self.score_threshold = score_threshold
         self.stride = (
             stride
@@ -289,18 +285,66 @@ class Segmenter:
             embeddings = self._text_encoder.encode(classes)
         self.set_vocabulary(classes, embeddings)
 
-    def _run(self, x: np.ndarray, text: np.ndarray | None) -> np.ndarray:
+    def _run(self, x: np.ndarray, text: np.ndarray | None, names=(io_names.LOGITS,)):
+        """The graph on one input; the first batch item of each of ``names`` (default: logits)."""
         feeds = {io_names.IMAGE: x}
         if text is not None:
             feeds[io_names.TEXT_EMBEDDINGS] = text
-        return self.backend(feeds, [io_names.LOGITS])[io_names.LOGITS][0]
+        out = self.backend(feeds, list(names))
+        return out[names[0]][0] if len(names) == 1 else [out[n][0] for n in names]
+
+    def _feed(self, nchw: np.ndarray) -> np.ndarray:
+        """The image input from [1, 3, S, S] (normalised float32, or uint8 for graphs that
+        normalise themselves): laid out as the manifest's ``input_format`` says."""
+        if self.manifest.preprocess.input_format == "uint8-nhwc":
+            return np.ascontiguousarray(nchw[0].transpose(1, 2, 0)[None])
+        return np.ascontiguousarray(nchw)
+
+    def _nchw(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 -> [1, 3, H, W]: normalised float32, or uint8 when the graph normalises."""
+        pre = self.manifest.preprocess
+        if pre.input_format == "float32-nchw":
+            return normalize(rgb, pre)
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
 
     def _slide(self, work: np.ndarray) -> tuple[np.ndarray, WindowPlan]:
         pre = self.manifest.preprocess
         plan = plan_windows(work.shape[:2], pre.input_size[0], self.stride, pre.feature_stride)
-        x = np.zeros((1, 3) + plan.padded_hw, dtype=np.float32)  # zero = mean colour
-        x[:, :, : work.shape[0], : work.shape[1]] = normalize(work, pre)
-        return x, plan
+        x = self._nchw(work)
+        # Padding is the mean colour: 0 after normalisation, the rounded mean in uint8 (within
+        # half a grey level of it).
+        canvas = np.zeros((1, 3) + plan.padded_hw, dtype=x.dtype)
+        if x.dtype == np.uint8:
+            canvas[:] = np.rint(np.asarray(pre.mean)).astype(np.uint8)[None, :, None, None]
+        canvas[:, :, : work.shape[0], : work.shape[1]] = x
+        return canvas, plan
+
+    def _use_graph_labels(self, mode: str, out_hw: tuple[int, int]) -> bool:
+        post = self.manifest.postprocess
+        if not self.graph_labels or post is None or mode != "whole":
+            return False
+        if tuple(post.output_hw) == tuple(out_hw):
+            return True
+        if self._warned_graph_size != out_hw:
+            self._warned_graph_size = out_hw
+            log.info(
+                "image %s is not the graph's label size %s: labels computed on the host",
+                list(out_hw),
+                list(post.output_hw),
+            )
+        return False
+
+    def _graph_labels(self, labels: np.ndarray, scores: np.ndarray, threshold: float):
+        """The graph's labels / scores [H, W] with the thresholds applied, as ``label_map``."""
+        labels = labels.astype(np.int32)
+        scores = np.asarray(scores, dtype=np.float32)
+        if self.score_kind == "probability":
+            scores = np.clip(scores, 0.0, 1.0)
+        for t, fill in ((self.background_thd, 0), (threshold, UNKNOWN)):
+            if t > 0:
+                labels[scores < t] = fill
+        counts = np.bincount(labels.ravel(), minlength=max(len(self.classes), 256))
+        return LabelMap(labels, scores, counts)
 
     def __call__(self, image: np.ndarray, *, scores: bool = False) -> SegResult:
         """Segment one image.
@@ -331,31 +375,39 @@ class Segmenter:
         mode = self.mode
         if mode == "auto":
             mode = "whole" if work.shape[0] <= size[0] and work.shape[1] <= size[1] else "slide"
+        on_graph = self._use_graph_labels(mode, out_hw)
+        if on_graph and threshold > 0 and len(classes) > UNKNOWN:
+            raise ConfigError(f"a score threshold needs <= {UNKNOWN} classes, got {len(classes)}")
         if mode == "whole":
-            x = normalize(resize_rgb(work, size), self.manifest.preprocess)
+            x = self._feed(self._nchw(resize_rgb(work, size)))
             t1 = time.perf_counter()
-            logits, runs = self._run(x, text), 1
+            names = (io_names.LABELS, io_names.SCORES) if on_graph else (io_names.LOGITS,)
+            logits, runs = self._run(x, text, names), 1
             span = out_hw
         else:
             x, plan = self._slide(work)
             padded = plan.padded_hw
             t1 = time.perf_counter()
             zeros = functools.partial(np.zeros, dtype=np.float32)
-            logits = stitch(plan, x, lambda w: self._run(np.ascontiguousarray(w), text), zeros)
+            logits = stitch(plan, x, lambda w: self._run(self._feed(w), text), zeros)
             runs = len(plan.boxes)
             scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
             span = (padded[0] * scale[0], padded[1] * scale[1])
         t2 = time.perf_counter()
-        out = label_map(
-            logits,
-            out_hw,
-            span,
-            score_kind=self.score_kind,
-            score_threshold=threshold,
-            background_thd=self.background_thd,
-            with_scores=scores,
-            method=self.label_method,
-        )
+        if on_graph:
+            out, logits = self._graph_labels(*logits, threshold), None
+        else:
+            out = label_map(
+                logits,
+                out_hw,
+                span,
+                score_kind=self.score_kind,
+                score_scale=self.score_scale,
+                score_threshold=threshold,
+                background_thd=self.background_thd,
+                with_scores=scores,
+                method=self.label_method,
+            )
         present = tuple(classes[i] for i in out.present() if i != UNKNOWN or threshold == 0)
         t3 = time.perf_counter()
         ms = {
@@ -373,8 +425,9 @@ class Segmenter:
             {k: round(v, 3) for k, v in ms.items()},
             self.backend.name,
             self.backend.providers,
-            out.scores,
+            out.scores if scores else None,
             float(out.counts[UNKNOWN]) / out.labels.size if threshold > 0 else 0.0,
+            "graph" if on_graph else "host",
         )
 
     def close(self) -> None:

@@ -79,14 +79,16 @@ GRAPH_CASES = {
     "maskclip-input-size": ("maskclip", 224, None),
     "zegclip-input-size": ("zegclip", 128, None),
     "zegclip-120x200": ("zegclip", 128, (120, 200)),
+    "maskclip-cosine": ("maskclip", 224, (120, 200), {"key_smoothing": False}),
 }
 
 
 @pytest.fixture(scope="module")
 def graph_folder(request, rows, tmp_path_factory) -> Path:
-    method, size, out_hw = GRAPH_CASES[request.param]
+    method, size, out_hw, *options = GRAPH_CASES[request.param]
     out = tmp_path_factory.mktemp(request.param)
-    return _export(out, method, size, rows, postprocess="graph", output_size=out_hw)
+    kw = options[0] if options else {}
+    return _export(out, method, size, rows, postprocess="graph", output_size=out_hw, **kw)
 
 
 def _run(folder: Path, rgb: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
@@ -99,7 +101,7 @@ def _run(folder: Path, rgb: np.ndarray, names: list[str]) -> dict[str, np.ndarra
 def test_in_graph_labels_and_scores_equal_the_host(graph_folder):
     m = load_manifest(graph_folder)
     post = m.postprocess
-    assert post is not None and m.score == METHODS[m.method].score
+    assert post is not None and (m.score, m.score_scale) == METHODS[m.method].score_of(m.method_cfg)
     hw = post.output_hw
     names = [io_names.LOGITS, io_names.LABELS, io_names.SCORES]
     near = differ = pixels = 0
@@ -121,7 +123,7 @@ def test_in_graph_labels_and_scores_equal_the_host(graph_folder):
             differ + int(wrong.sum()),
             pixels + wrong.size,
         )
-        want = _host_top_score(up, m.score)
+        want = _host_top_score(up, m.score, m.score_scale)
         np.testing.assert_allclose(scores[0], want, atol=SCORE_ATOL, rtol=0)
         assert len(np.unique(host)) > 1  # the labels under test are not one constant class
     print(f"{m.method} {hw}: {differ} of {pixels} pixels differ, {near} near ties")  # pytest -s
@@ -135,10 +137,10 @@ def _host_upsample(logits: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.einsum("hi,cij,wj->chw", a_h, logits.astype(np.float64), a_w)
 
 
-def _host_top_score(up: np.ndarray, score: str) -> np.ndarray:
+def _host_top_score(up: np.ndarray, score: str, scale: float = 1.0) -> np.ndarray:
     if score == "probability":
         return up.max(axis=0)
-    e = np.exp(up - up.max(axis=0, keepdims=True))
+    e = np.exp(scale * (up - up.max(axis=0, keepdims=True)))
     return (e / e.sum(axis=0, keepdims=True)).max(axis=0)
 
 
@@ -265,7 +267,8 @@ def combined(rows, tmp_path_factory) -> Path:
 def test_manifest_round_trip_and_metadata_copy(combined):
     m = load_manifest(combined)
     assert m.preprocess.input_format == "uint8-nchw" and m.preprocess.image_shape == (1, 3, 64, 64)
-    assert m.score == "softmax" and m.postprocess == PostprocessCfg((48, 80), "uint8")
+    assert (m.score, m.score_scale) == ("softmax", 1.0)
+    assert m.postprocess == PostprocessCfg((48, 80), "uint8")
     assert [o.name for o in m.outputs] == [io_names.LOGITS, io_names.LABELS, io_names.SCORES]
     assert m.output(io_names.LABELS).dtype == "uint8"
     assert manifest_from_dict(json.loads(m.to_json())) == m
@@ -281,15 +284,24 @@ def _dict(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
-@pytest.mark.parametrize("method,score", [("maskclip", "softmax"), ("zegclip", "probability")])
-def test_old_manifest_loads_with_inferred_defaults(formats, method, score):
+@pytest.mark.parametrize(
+    "method,smoothing,score,scale",
+    [
+        ("maskclip", True, "softmax", 1.0),
+        ("maskclip", False, "softmax", 100.0),
+        ("sclip", False, "softmax", 1.0),
+        ("zegclip", False, "probability", 1.0),
+    ],
+)
+def test_old_manifest_loads_with_inferred_defaults(formats, method, smoothing, score, scale):
     d = _dict(formats["float32-nchw"])
-    for key in ("score", "postprocess"):
+    for key in ("score", "score_scale", "postprocess"):
         d.pop(key)
     d["preprocess"].pop("input_format")
     d["method"] = method
+    d["method_cfg"]["key_smoothing"] = smoothing
     m = manifest_from_dict(d)
-    assert m.score == score and m.postprocess is None
+    assert (m.score, m.score_scale) == (score, scale) and m.postprocess is None
     assert m.preprocess.input_format == "float32-nchw"
 
 
@@ -403,3 +415,49 @@ def test_calibration_variants_of_a_graph_postprocess_folder(graph_folder_for_cal
 @pytest.fixture()
 def graph_folder_for_calib(rows, tmp_path) -> Path:
     return _export(tmp_path / "g", "maskclip", 64, rows, postprocess="graph")
+
+
+# --- the runtime on device-I/O folders -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["uint8-nhwc", "uint8-nchw"])
+@pytest.mark.parametrize("mode,hw", [("whole", (180, 260)), ("slide", (300, 410))])
+def test_segmenter_feeds_uint8_folders(formats, fmt, mode, hw):
+    """The Segmenter feeds uint8 (host resize only): logits = the float folder's within 1e-4
+    (slide padding: the rounded mean colour, within half a grey level of the float mean)."""
+    from runtime.segmenter import Segmenter
+
+    rgb = smooth_image(hw, seed=3)
+    with (
+        Segmenter(formats["float32-nchw"], mode=mode, threads=1) as ref,
+        Segmenter(formats[fmt], mode=mode, threads=1) as seg,
+    ):
+        want, got = ref(rgb), seg(rgb)
+    # slide: the padded bottom/right edge moves logits by < 0.1 % of their range
+    atol = 1e-4 if mode == "whole" else 1e-3 * float(np.abs(want.logits).max())
+    np.testing.assert_allclose(got.logits, want.logits, atol=atol, rtol=0)
+    if mode == "whole":
+        np.testing.assert_array_equal(got.labels, want.labels)
+
+
+@pytest.mark.parametrize("graph_folder", ["zegclip-120x200", "maskclip-cosine"], indirect=True)
+def test_segmenter_uses_in_graph_labels_at_their_size(graph_folder):
+    from runtime.segmenter import Segmenter
+
+    hw = load_manifest(graph_folder).postprocess.output_hw
+    rgb = smooth_image(hw, seed=4)
+    with (
+        Segmenter(graph_folder, mode="whole", threads=1) as seg,
+        Segmenter(graph_folder, mode="whole", threads=1, graph_labels=False) as host,
+    ):
+        got, want = seg(rgb, scores=True), host(rgb, scores=True)
+        assert got.postprocess == "graph" and got.logits is None and want.postprocess == "host"
+        assert seg(smooth_image((hw[0] + 2, hw[1]))).postprocess == "host"  # another size
+        seg.score_threshold = host.score_threshold = float(np.median(want.scores))
+        got_t, want_t = seg(rgb), host(rgb)
+    # float32 Resize/Softmax on the device vs float64 on the host: equal but at near ties
+    assert (got.labels == want.labels).mean() > 0.999
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    clear = np.abs(want.scores - seg.score_threshold) > 1e-5
+    np.testing.assert_array_equal((got_t.labels == 255)[clear], (want_t.labels == 255)[clear])
+    assert 0.2 < got_t.unknown < 0.8

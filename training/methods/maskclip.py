@@ -55,6 +55,14 @@ class MaskClipCfg:
             raise ValueError(f"std must be positive, got {self.std}")
 
 
+def score_rule(options: dict) -> tuple[str, float]:
+    """MaskCLIP's probabilities: without key smoothing the graph outputs raw cosines, and
+    MaskCLIP's own confidence is softmax(100 * cosine) (its refinement's temperature); with it
+    the output is W @ softmax(100 * cosine) (W not normalised, so neither bounded nor summing to
+    1), and the probabilities are the official pipeline's softmax over classes of it."""
+    return ("softmax", 1.0) if options.get("key_smoothing", True) else ("softmax", 100.0)
+
+
 SPEC = register(
     MethodSpec(
         name="maskclip",
@@ -64,6 +72,7 @@ SPEC = register(
         exporter="export.builders:build_training_free",
         model_builder="training.maskclip:build_maskclip_model",
         wrapper="export.wrappers:LogitsOnnxModel",
+        score_rule="training.methods.maskclip:score_rule",
         published=(
             Published("VOC20", 49.5, note="annotation-free, KS/PD off (repo README)"),
             Published("Context59", 21.7, note="annotation-free"),

@@ -73,6 +73,8 @@ class MethodSpec:
             logits, softmax over classes) or ``probability`` (ZegCLIP-style sigmoid scores minus
             the seen bias: already per-class probabilities). Written to the manifest; the
             in-graph SCORES output follows it.
+        score_rule: ``"module:function"`` (method options dict -> (score kind, softmax
+            temperature)) where the options change it; None: (``score``, 1).
     """
 
     name: str
@@ -89,6 +91,7 @@ class MethodSpec:
     accepts: tuple[str, ...] = ("text_embeddings",)
     smoke_options: tuple[tuple[str, Any], ...] = (("image_size", 64),)
     score: str = "softmax"
+    score_rule: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -104,6 +107,15 @@ class MethodSpec:
             raise ValueError(f"{self.name}: accepts {unknown}, not among {EXPORT_INPUTS}")
         if bool(self.settings) != bool(self.train_loop):
             raise ValueError(f"{self.name}: settings and train_loop go together")
+
+    def score_of(self, options: dict) -> tuple[str, float]:
+        """(score kind, softmax temperature) of an export with these method options."""
+        if self.score_rule is None:
+            return self.score, 1.0
+        kind, scale = self.load("score_rule")(options)
+        if kind not in SCORE_KINDS or not scale > 0:
+            raise ValueError(f"{self.name}: score rule gave ({kind!r}, {scale!r})")
+        return kind, float(scale)
 
     @property
     def trainable(self) -> bool:
