@@ -6,7 +6,8 @@ Exports tiny deployable folders with the real builder (MaskCLIP on the random-in
 backbones), segments a fixed set of images with ``runtime.segmenter.Segmenter`` (onnxruntime, one
 thread) and writes, under ``DIR``:
 
-- ``folders/<name>/``: the deployable folders;
+- ``folders/<name>/``: the deployable folders (float32 and uint8 image inputs, host and in-graph
+  post-processing);
 - ``images/<name>.png``: the inputs (synthetic sizes below and above the model input, gray, RGBA,
   and the first two CamVid test frames when ``../shared/data/camvid`` is present);
 - ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]), and
@@ -139,7 +140,8 @@ def export_folders(out: Path) -> dict[str, Path]:
     from training.clip_loader import load_clip
     from training.models import text_dim
 
-    names = ("vit_fixed", "vit_input", "rn_fixed", "sclip_method")
+    names = ("vit_fixed", "vit_input", "rn_fixed", "sclip_method", "vit_u8_nhwc", "vit_u8_graph")
+    names += ("vit_graph",)
     folders = {name: out / "folders" / name for name in names}
     base = dict(
         method="maskclip",
@@ -185,6 +187,15 @@ def export_folders(out: Path) -> dict[str, Path]:
             output=str(folders["sclip_method"]),
         )
     )
+    # Graphs that normalise uint8 input themselves, and in-graph labels / scores (160x200: the
+    # small image's size, so whole mode uses them; other sizes fall back to the host).
+    build_maskclip(
+        ExportCfg.create(**base, output=str(folders["vit_u8_nhwc"]), input_format="uint8-nhwc")
+    )
+    graph = dict(postprocess="graph", output_size=(160, 200))
+    u8_graph = dict(output=str(folders["vit_u8_graph"]), input_format="uint8-nchw", **graph)
+    build_maskclip(ExportCfg.create(**base, **u8_graph))
+    build_maskclip(ExportCfg.create(**base, output=str(folders["vit_graph"]), **graph))
     return folders
 
 
@@ -208,6 +219,15 @@ def cases_for(images: list[str]) -> list[Case]:
         Case("vit_fixed", "small_160x200", threshold=0.5),
         Case("sclip_method", "large_300x410", threshold=0.95),
     ]
+    # uint8 input (whole and slide; host labels), in-graph labels with and without a threshold,
+    # and a size the graph was not made for.
+    cases += [Case("vit_u8_nhwc", "large_300x410"), Case("vit_u8_nhwc", "small_160x200")]
+    cases += [
+        Case(f, "small_160x200", threshold=t)
+        for f in ("vit_u8_graph", "vit_graph")
+        for t in (0, 0.3)
+    ]
+    cases += [Case("vit_u8_graph", "tall_100x60"), Case("vit_u8_graph", "large_300x410")]
     return cases
 
 
@@ -230,7 +250,10 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
         with Segmenter(folders[case.folder], "onnxruntime", **opts) as seg:
             res = seg(read_png(out / "images" / f"{case.image}.png"), scores=case.threshold > 0)
         np.save(out / "seg" / f"{case.name}.labels.npy", res.labels.astype(np.int32))
-        np.save(out / "seg" / f"{case.name}.logits.npy", res.logits.astype(np.float32))
+        logits = None  # the graph's own labels: no logits
+        if res.logits is not None:
+            logits = f"seg/{case.name}.logits.npy"
+            np.save(out / logits, res.logits.astype(np.float32))
         scores = None
         if res.scores is not None:
             scores = f"seg/{case.name}.scores.npy"
@@ -247,8 +270,9 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
                 "windows": res.windows,
                 "image_hw": list(res.labels.shape),
                 "classes_present": list(res.classes_present),
+                "postprocess": res.postprocess,
                 "labels": f"seg/{case.name}.labels.npy",
-                "logits": f"seg/{case.name}.logits.npy",
+                "logits": logits,
             }
         )
     return rows

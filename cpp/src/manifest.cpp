@@ -146,6 +146,27 @@ std::optional<PostprocessCfg> parse_postprocess(const json& d) {
     return cfg;
 }
 
+/// The image input spec, where declared, has the dtype and shape of ``input_format``
+/// (runtime/manifest.py _check_image_input); uint8 formats must declare it.
+void check_image_input(const Manifest& m) {
+    const PreprocessCfg& pre = m.preprocess;
+    const bool floats = pre.input_format == "float32-nchw";
+    const TensorSpec* spec = nullptr;
+    for (const TensorSpec& t : m.inputs)
+        if (t.name == "image") spec = &t;
+    if (!spec && floats) return;
+    const std::string dtype = floats ? "float32" : "uint8";
+    const std::vector<int64_t> shape = pre.input_format == "uint8-nhwc"
+                                           ? std::vector<int64_t>{1, pre.input_h, pre.input_w, 3}
+                                           : std::vector<int64_t>{1, 3, pre.input_h, pre.input_w};
+    if (!spec || spec->dtype != dtype || spec->shape != shape) {
+        json want = shape, got = spec ? json(spec->shape) : json();
+        throw ModelFolderError("manifest input 'image' is " + (spec ? spec->dtype + " " + got.dump() : "missing") +
+                               ", but preprocess.input_format '" + pre.input_format + "' needs " + dtype + " " +
+                               want.dump());
+    }
+}
+
 const TensorSpec& find_spec(const std::vector<TensorSpec>& specs, const std::string& name,
                             const char* kind) {
     for (const TensorSpec& s : specs)
@@ -190,6 +211,7 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.package_version = req_str(d, "package_version");
     m.model_file = req_str(d, "model_file");
     m.model_sha256 = req_str(d, "model_sha256");
+    check_image_input(m);
     m.score = parse_score(d, m.method);
     if (d.contains("score_scale")) {
         const json& k = d.at("score_scale");

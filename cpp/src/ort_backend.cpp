@@ -51,34 +51,51 @@ public:
     std::vector<std::string> input_names() const override { return inputs_; }
     std::vector<std::string> output_names() const override { return outputs_; }
 
-    Tensor run(const Feeds& feeds, const std::string& output) override {
+    std::vector<TypedTensor> run_outputs(const Feeds& feeds, const std::vector<std::string>& outputs) override {
         const auto mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-        std::vector<const char*> names;
+        std::vector<const char*> names, out_names;
         std::vector<Ort::Value> values;
         for (const auto& [name, t] : feeds) {
             names.push_back(name.c_str());
-            values.push_back(Ort::Value::CreateTensor<float>(mem, const_cast<float*>(t->data.data()),
-                                                             t->data.size(), t->shape.data(), t->shape.size()));
+            values.push_back(Ort::Value::CreateTensor(mem, const_cast<void*>(t.data), t.bytes(), t.shape.data(),
+                                                      t.shape.size(), ort_type(t.dtype)));
         }
-        const char* out_name = output.c_str();
+        for (const std::string& name : outputs) out_names.push_back(name.c_str());
         try {
             auto outs = session_.Run(Ort::RunOptions{nullptr}, names.data(), values.data(), values.size(),
-                                     &out_name, 1);
-            return to_tensor(outs.at(0));
+                                     out_names.data(), out_names.size());
+            std::vector<TypedTensor> result;
+            for (const Ort::Value& v : outs) result.push_back(to_typed(v));
+            return result;
         } catch (const Ort::Exception& e) {
             throw OvssError(std::string("onnxruntime run failed: ") + e.what());
         }
     }
 
 private:
-    static Tensor to_tensor(const Ort::Value& v) {
+    static ONNXTensorElementDataType ort_type(DType dtype) {
+        switch (dtype) {
+            case DType::Float32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+            case DType::UInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+            case DType::Int32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+            case DType::Int64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+        }
+        return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    }
+
+    static TypedTensor to_typed(const Ort::Value& v) {
         const auto info = v.GetTensorTypeAndShapeInfo();
-        if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-            throw ModelFolderError("model output is not float32");
-        Tensor t;
+        TypedTensor t;
+        switch (info.GetElementType()) {
+            case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: t.dtype = DType::Float32; break;
+            case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: t.dtype = DType::UInt8; break;
+            case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: t.dtype = DType::Int32; break;
+            case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: t.dtype = DType::Int64; break;
+            default: throw ModelFolderError("model output has an unsupported element type");
+        }
         t.shape = info.GetShape();
-        const float* p = v.GetTensorData<float>();
-        t.data.assign(p, p + info.GetElementCount());
+        const auto* p = static_cast<const uint8_t*>(v.GetTensorRawData());
+        t.bytes.assign(p, p + info.GetElementCount() * dtype_size(t.dtype));
         return t;
     }
 

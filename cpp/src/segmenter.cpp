@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <utility>
 
@@ -67,6 +68,47 @@ std::vector<float> l2_normalize_rows(const std::vector<T>& emb, int64_t rows, in
     return out;
 }
 
+/// The graph's uint8 image input from an SxS RGB window, laid out as ``format`` says:
+/// "uint8-nhwc" [1,S,S,3] (the pixels as they are) or "uint8-nchw" [1,3,S,S].
+TypedTensor uint8_input(const cv::Mat& rgb, const std::string& format) {
+    TypedTensor t{DType::UInt8, {}, std::vector<uint8_t>(rgb.total() * 3)};
+    const int h = rgb.rows, w = rgb.cols;
+    const size_t plane = rgb.total();
+    if (format == "uint8-nhwc") t.shape = {1, h, w, 3};
+    else t.shape = {1, 3, h, w};
+    for (int y = 0; y < h; ++y) {
+        const uint8_t* row = rgb.ptr<uint8_t>(y);
+        if (format == "uint8-nhwc") {
+            std::memcpy(&t.bytes[static_cast<size_t>(y) * w * 3], row, static_cast<size_t>(w) * 3);
+            continue;
+        }
+        for (int x = 0; x < w; ++x)
+            for (int c = 0; c < 3; ++c) t.bytes[c * plane + static_cast<size_t>(y) * w + x] = row[x * 3 + c];
+    }
+    return t;
+}
+
+/// In-graph labels [1,H,W] (uint8, int32 or int64) as a CV_32S HxW map.
+cv::Mat graph_label_mat(const TypedTensor& labels, int h, int w) {
+    cv::Mat out(h, w, CV_32S);
+    int32_t* dst = out.ptr<int32_t>();
+    const size_t n = static_cast<size_t>(h) * w;
+    const uint8_t* src = labels.bytes.data();
+    switch (labels.dtype) {
+        case DType::UInt8: std::copy(src, src + n, dst); break;
+        case DType::Int32: std::memcpy(dst, src, n * 4); break;
+        case DType::Int64:
+            for (size_t i = 0; i < n; ++i) {
+                int64_t v;
+                std::memcpy(&v, src + i * 8, 8);
+                dst[i] = static_cast<int32_t>(v);
+            }
+            break;
+        default: throw ModelFolderError("graph labels must be uint8, int32 or int64");
+    }
+    return out;
+}
+
 /// classes_present and unknown_pixels of r.labels.
 void summarise_labels(SegResult& r) {
     std::vector<int64_t> count(std::max<size_t>(r.classes.size(), kUnknown + 1), 0);
@@ -93,10 +135,6 @@ Segmenter::Segmenter(const fs::path& folder, SegmenterOptions options)
     if (mode != "auto" && mode != "whole" && mode != "slide")
         throw ConfigError("mode must be one of auto, whole, slide, got '" + mode + "'");
     const PreprocessCfg& pre = manifest_.preprocess;
-    if (pre.input_format != "float32-nchw")
-        throw ModelFolderError("preprocess.input_format '" + pre.input_format +
-                               "' (uint8 image input) is not supported by the C++ runtime yet: export the "
-                               "folder with --input-format float32-nchw");
     if (pre.input_h != pre.input_w)
         throw ModelFolderError("only square inputs are supported, manifest has " + std::to_string(pre.input_h) +
                                "x" + std::to_string(pre.input_w));
@@ -178,10 +216,14 @@ void Segmenter::set_vocabulary(const std::vector<std::string>& classes, const st
     classes_ = classes;
 }
 
-Tensor Segmenter::run_model(const Tensor& image) {
-    Feeds feeds{{io_names::kImage, &image}};
-    if (!text_.shape.empty()) feeds.emplace_back(io_names::kTextEmbeddings, &text_);
-    Tensor out = backend_->run(feeds, io_names::kLogits);
+Feeds Segmenter::feeds(const TensorRef& image) const {
+    Feeds f{{io_names::kImage, image}};
+    if (!text_.shape.empty()) f.emplace_back(io_names::kTextEmbeddings, TensorRef(text_));
+    return f;
+}
+
+Tensor Segmenter::run_model(const TensorRef& image) {
+    Tensor out = backend_->run(feeds(image), io_names::kLogits);
     if (out.shape.size() != 4 || out.shape[0] != 1)
         throw ModelFolderError("model logits must be [1,C,h,w], got " + out.shape_str());
     if (out.shape[1] != static_cast<int64_t>(classes_.size()))
@@ -207,23 +249,28 @@ SegResult Segmenter::operator()(const cv::Mat& image) {
     if (r.mode == "auto") r.mode = rgb.rows <= pre.input_h && rgb.cols <= pre.input_w ? "whole" : "slide";
     double span_h = out_h, span_w = out_w;
     auto t1 = t0;
+    r.classes = classes_;
+    if (r.mode == "whole" && use_graph_labels(r.mode, out_h, out_w)) {
+        run_graph_labels(rgb, r, t0);
+        summarise_labels(r);
+        r.backend = backend_->name();
+        r.providers = backend_->providers();
+        return r;
+    }
     if (r.mode == "whole") {
-        const Tensor x = normalize(resize_rgb(rgb, pre.input_h, pre.input_w), pre);
+        const cv::Mat x = resize_rgb(rgb, pre.input_h, pre.input_w);
         t1 = Clock::now();
-        r.logits = run_model(x);
+        r.logits = run_image(x);
         r.windows = 1;
     } else {
         const WindowPlan plan = plan_windows(rgb.rows, rgb.cols, pre.input_h, options_.stride, pre.feature_stride);
-        Tensor x = Tensor::zeros({1, 3, plan.padded_h, plan.padded_w});  // zero = the mean colour
-        normalize_into(rgb, pre, x);
         t1 = Clock::now();
-        r.logits = stitch(plan, x, [this](const Tensor& w) { return run_model(w); });
+        r.logits = run_slide(rgb, plan);
         r.windows = static_cast<int>(plan.boxes.size());
         span_h = plan.padded_h * (static_cast<double>(out_h) / rgb.rows);
         span_w = plan.padded_w * (static_cast<double>(out_w) / rgb.cols);
     }
     const auto t2 = Clock::now();
-    r.classes = classes_;
     LabelOptions lo{score_kind_, manifest_.score_scale, options_.score_threshold, manifest_.prob_thd,
                     options_.with_scores, options_.label_method};
     LabelMap lm = label_map(r.logits, out_h, out_w, span_h, span_w, lo);
@@ -235,6 +282,77 @@ SegResult Segmenter::operator()(const cv::Mat& image) {
     r.backend = backend_->name();
     r.providers = backend_->providers();
     return r;
+}
+
+Tensor Segmenter::run_image(const cv::Mat& rgb) {
+    const PreprocessCfg& pre = manifest_.preprocess;
+    if (pre.input_format == "float32-nchw") return run_model(normalize(rgb, pre));
+    return run_model(uint8_input(rgb, pre.input_format));
+}
+
+Tensor Segmenter::run_slide(const cv::Mat& rgb, const WindowPlan& plan) {
+    const PreprocessCfg& pre = manifest_.preprocess;
+    const int s = plan.window;
+    if (pre.input_format == "float32-nchw") {
+        Tensor x = Tensor::zeros({1, 3, plan.padded_h, plan.padded_w});  // zero = the mean colour
+        normalize_into(rgb, pre, x);
+        return stitch(plan, x, [this](const Tensor& w) { return run_model(w); });
+    }
+    // Graphs that normalise themselves: pad with the mean colour rounded to uint8 (half to even,
+    // as numpy's rint), then cut each window out of that image.
+    cv::Scalar mean;
+    for (int c = 0; c < 3; ++c) mean[c] = std::nearbyint(pre.mean[c]);
+    cv::Mat canvas(plan.padded_h, plan.padded_w, CV_8UC3, mean);
+    rgb.copyTo(canvas(cv::Rect(0, 0, rgb.cols, rgb.rows)));
+    return stitch(plan, [&](int y, int x) { return run_image(canvas(cv::Rect(x, y, s, s)).clone()); });
+}
+
+bool Segmenter::use_graph_labels(const std::string& mode, int out_h, int out_w) const {
+    const auto& post = manifest_.postprocess;
+    return options_.graph_labels && post && mode == "whole" && post->output_h == out_h && post->output_w == out_w;
+}
+
+/// Whole mode on a folder with in-graph post-processing at the image's size: the graph's labels
+/// and scores, with the thresholds applied on the host as Python does (scores < T in float32;
+/// probability scores clipped to [0, 1] first).
+void Segmenter::run_graph_labels(const cv::Mat& rgb, SegResult& r, Clock::time_point t0) {
+    const PreprocessCfg& pre = manifest_.preprocess;
+    const cv::Mat x = resize_rgb(rgb, pre.input_h, pre.input_w);
+    Tensor xf;
+    TypedTensor x8;
+    const bool floats = pre.input_format == "float32-nchw";
+    if (floats) xf = normalize(x, pre);
+    else x8 = uint8_input(x, pre.input_format);
+    const auto t1 = Clock::now();
+    const auto outs = backend_->run_outputs(feeds(floats ? TensorRef(xf) : TensorRef(x8)),
+                                            {io_names::kLabels, io_names::kScores});
+    const auto t2 = Clock::now();
+    const TypedTensor &labels = outs.at(0), &scores = outs.at(1);
+    const int h = manifest_.postprocess->output_h, w = manifest_.postprocess->output_w;
+    const std::vector<int64_t> want{1, h, w};
+    if (labels.shape != want || scores.shape != want || scores.dtype != DType::Float32)
+        throw ModelFolderError("graph labels/scores must be [1," + std::to_string(h) + "," + std::to_string(w) +
+                               "] (scores float32), got " + Tensor{labels.shape, {}}.shape_str() + " " +
+                               dtype_name(labels.dtype) + " / " + Tensor{scores.shape, {}}.shape_str() + " " +
+                               dtype_name(scores.dtype));
+    r.labels = graph_label_mat(labels, h, w);
+    r.scores.create(h, w, CV_32F);
+    std::memcpy(r.scores.data, scores.bytes.data(), scores.bytes.size());
+    if (score_kind_ == ScoreKind::Probability) r.scores = cv::min(cv::max(r.scores, 0.0), 1.0);
+    std::vector<std::pair<float, int32_t>> fills;
+    if (manifest_.prob_thd > 0) fills.emplace_back(static_cast<float>(manifest_.prob_thd), 0);
+    if (options_.score_threshold > 0) fills.emplace_back(static_cast<float>(options_.score_threshold), kUnknown);
+    for (int y = 0; y < h; ++y) {
+        const float* p = r.scores.ptr<float>(y);
+        int32_t* out = r.labels.ptr<int32_t>(y);
+        for (int i = 0; i < w; ++i)
+            for (const auto& [t, fill] : fills)
+                if (p[i] < t) out[i] = fill;
+    }
+    if (!options_.with_scores) r.scores.release();
+    r.windows = 1;
+    r.postprocess = "graph";
+    r.timings = {ms_between(t0, t1), ms_between(t1, t2), ms_between(t2, Clock::now())};
 }
 
 }  // namespace ovss

@@ -4,7 +4,8 @@
 // TensorRT headers or GPU. It is written against the documented TensorRT 10 C++ API
 // (IRuntime::deserializeCudaEngine, IExecutionContext::setInputShape / setTensorAddress /
 // enqueueV3) and the CUDA runtime API; expect small fixes on the first real build (Jetson/JetPack
-// or an NVIDIA container). All I/O tensors are assumed float32, as the exporter writes them.
+// or an NVIDIA container). I/O tensors are float32, uint8 (images of graphs that normalise
+// themselves), int32 or int64 (in-graph labels).
 #include "ovss/trt_backend.hpp"
 
 #include <cuda_runtime_api.h>
@@ -68,34 +69,53 @@ public:
     std::vector<std::string> input_names() const override { return inputs_; }
     std::vector<std::string> output_names() const override { return outputs_; }
 
-    Tensor run(const Feeds& feeds, const std::string& output) override {
+    std::vector<TypedTensor> run_outputs(const Feeds& feeds, const std::vector<std::string>& outputs) override {
         for (const auto& [name, t] : feeds) {
             nvinfer1::Dims dims{};
-            dims.nbDims = static_cast<int32_t>(t->shape.size());
-            for (int i = 0; i < dims.nbDims; ++i) dims.d[i] = t->shape[i];
+            dims.nbDims = static_cast<int32_t>(t.shape.size());
+            for (int i = 0; i < dims.nbDims; ++i) dims.d[i] = t.shape[i];
             if (!context_->setInputShape(name.c_str(), dims)) throw OvssError("TensorRT rejects the shape of " + name);
-            void* ptr = buffer(name, t->data.size() * sizeof(float));
-            check(cudaMemcpyAsync(ptr, t->data.data(), t->data.size() * sizeof(float), cudaMemcpyHostToDevice, stream_),
-                  "cudaMemcpyAsync");
+            if (dtype_of(name) != t.dtype)
+                throw OvssError("TensorRT input " + name + " is " + dtype_name(dtype_of(name)) + ", fed " +
+                                dtype_name(t.dtype));
+            void* ptr = buffer(name, t.bytes());
+            check(cudaMemcpyAsync(ptr, t.data, t.bytes(), cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
             context_->setTensorAddress(name.c_str(), ptr);
         }
-        Tensor result;
+        std::map<std::string, TypedTensor> shaped;
         for (const std::string& name : outputs_) {  // every output needs an address
             const nvinfer1::Dims d = context_->getTensorShape(name.c_str());
-            Tensor t;
+            TypedTensor t;
+            t.dtype = dtype_of(name);
             t.shape.assign(d.d, d.d + d.nbDims);
-            t.data.resize(static_cast<size_t>(t.numel()));
-            context_->setTensorAddress(name.c_str(), buffer(name, t.data.size() * sizeof(float)));
-            if (name == output) result = std::move(t);
+            t.bytes.resize(static_cast<size_t>(t.numel()) * dtype_size(t.dtype));
+            context_->setTensorAddress(name.c_str(), buffer(name, t.bytes.size()));
+            shaped[name] = std::move(t);
         }
         if (!context_->enqueueV3(stream_)) throw OvssError("TensorRT enqueueV3 failed");
-        check(cudaMemcpyAsync(result.data.data(), buffers_.at(output).ptr, result.data.size() * sizeof(float),
-                              cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+        std::vector<TypedTensor> result;
+        for (const std::string& name : outputs) {
+            const auto it = shaped.find(name);
+            if (it == shaped.end()) throw ModelFolderError("TensorRT engine has no output '" + name + "'");
+            result.push_back(std::move(it->second));
+            check(cudaMemcpyAsync(result.back().bytes.data(), buffers_.at(name).ptr, result.back().bytes.size(),
+                                  cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+        }
         check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
         return result;
     }
 
 private:
+    DType dtype_of(const std::string& name) const {
+        switch (engine_->getTensorDataType(name.c_str())) {
+            case nvinfer1::DataType::kFLOAT: return DType::Float32;
+            case nvinfer1::DataType::kUINT8: return DType::UInt8;
+            case nvinfer1::DataType::kINT32: return DType::Int32;
+            case nvinfer1::DataType::kINT64: return DType::Int64;
+            default: throw ModelFolderError("TensorRT tensor '" + name + "' has an unsupported data type");
+        }
+    }
+
     void* buffer(const std::string& name, size_t bytes) {
         DeviceBuffer& buf = buffers_[name];
         if (buf.bytes < bytes) {

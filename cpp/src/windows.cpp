@@ -54,11 +54,15 @@ Tensor crop_window(const Tensor& padded, int y, int x, int size) {
 }
 
 Tensor stitch(const WindowPlan& plan, const Tensor& padded, const WindowRunner& run) {
+    return stitch(plan, [&](int y, int x) { return run(crop_window(padded, y, x, plan.window)); });
+}
+
+Tensor stitch(const WindowPlan& plan, const WindowAt& run_at) {
     const int p = plan.feature_stride, fh = plan.feature_h(), fw = plan.feature_w();
     Tensor canvas;
     std::vector<float> count(static_cast<size_t>(fh) * fw, 0.0f);
     for (const auto& [y, x] : plan.boxes) {
-        const Tensor out = run(crop_window(padded, y, x, plan.window));
+        const Tensor out = run_at(y, x);
         if (out.shape.size() != 3) throw ModelFolderError("window scores must be [C,h,w], got " + out.shape_str());
         const int64_t c_n = out.shape[0], h = out.shape[1], w = out.shape[2];
         if (canvas.shape.empty()) canvas = Tensor::zeros({c_n, fh, fw});

@@ -169,8 +169,10 @@ TEST_F(FolderCopy, ScoreInputFormatAndPostprocessFields) {
     };
     with([](nlohmann::json& m) { m["score"] = "sigmoid"; });
     expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "manifest score 'sigmoid' is not one of");
-    with([](nlohmann::json& m) { m["preprocess"]["input_format"] = "uint8-nhwc"; });
-    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "'uint8-nhwc' (uint8 image input) is not supported");
+    with([](nlohmann::json& m) { m["preprocess"]["input_format"] = "uint8-nhwc"; });  // graph input is float32
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); },
+                                   "input 'image' is float32 [1,3,224,224], but preprocess.input_format "
+                                   "'uint8-nhwc' needs uint8 [1,224,224,3]");
     with([](nlohmann::json& m) { m["preprocess"]["input_format"] = "float16"; });
     expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "input_format 'float16' is not one of");
     with([](nlohmann::json& m) { m["postprocess"] = {{"output_hw", {0, 4}}, {"labels_dtype", "uint8"}}; });

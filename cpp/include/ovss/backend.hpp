@@ -11,8 +11,8 @@
 
 namespace ovss {
 
-/// Named inputs for one run: (input name, tensor). The tensors must outlive the call.
-using Feeds = std::vector<std::pair<std::string, const Tensor*>>;
+/// Named inputs for one run: (input name, tensor view). The data must outlive the call.
+using Feeds = std::vector<std::pair<std::string, TensorRef>>;
 
 class Backend {
 public:
@@ -24,8 +24,12 @@ public:
     /// Graph input / output names, in order.
     virtual std::vector<std::string> input_names() const = 0;
     virtual std::vector<std::string> output_names() const = 0;
-    /// Run once; returns the output called ``output``.
-    virtual Tensor run(const Feeds& feeds, const std::string& output) = 0;
+    /// Run once; returns the outputs called ``outputs``, in that order, of whatever dtype.
+    virtual std::vector<TypedTensor> run_outputs(const Feeds& feeds, const std::vector<std::string>& outputs) = 0;
+    /// Run once; the float32 output called ``output``.
+    Tensor run(const Feeds& feeds, const std::string& output) {
+        return run_outputs(feeds, std::vector<std::string>{output}).at(0).to_float();
+    }
 };
 
 struct BackendOptions {

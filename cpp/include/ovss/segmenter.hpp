@@ -1,6 +1,7 @@
 // Segment images with a deployable folder (runtime/segmenter.py).
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -15,6 +16,8 @@
 
 namespace ovss {
 
+struct WindowPlan;
+
 /// Wall-clock milliseconds per stage of one call.
 struct Timings {
     double preprocess_ms = 0, inference_ms = 0, postprocess_ms = 0;
@@ -25,11 +28,11 @@ struct Timings {
 struct SegResult {
     cv::Mat labels;                            ///< CV_32S HxW class indices (255: unknown), input size
     cv::Mat scores;                            ///< CV_32F HxW top-class score p_top (with_scores), else empty
-    Tensor logits;                             ///< float32 [C,h,w] at feature resolution
+    Tensor logits;                             ///< float32 [C,h,w] at feature resolution (empty: graph labels)
     std::vector<std::string> classes;          ///< index-aligned with the label values
     std::vector<std::string> classes_present;  ///< classes occurring in ``labels``, class order
     int64_t unknown_pixels = 0;                ///< pixels labelled unknown (255, score threshold)
-    std::string postprocess;                   ///< the label path that ran: "fast" or "exact"
+    std::string postprocess;                   ///< the label path that ran: "fast", "exact" or "graph"
     std::string mode;                          ///< "whole" or "slide"
     int windows = 0;                           ///< number of model runs
     Timings timings;
@@ -49,6 +52,9 @@ struct SegmenterOptions {
     bool with_scores = false;             ///< also return the per-pixel top-class score map
     /// Fast (default) or Exact: identical labels (see label_map.hpp); Exact is the reference.
     LabelMethod label_method = LabelMethod::Fast;
+    /// Folders exported with in-graph post-processing: take the graph's labels and scores in
+    /// whole mode when the image has the graph's output size (else the host computes them).
+    bool graph_labels = true;
     BackendOptions backend_options;
 };
 
@@ -74,7 +80,12 @@ private:
     std::filesystem::path model_path() const;
     void check_graph_io() const;
     void load_default_vocabulary();
-    Tensor run_model(const Tensor& image);
+    Feeds feeds(const TensorRef& image) const;
+    Tensor run_model(const TensorRef& image);
+    Tensor run_image(const cv::Mat& rgb);
+    Tensor run_slide(const cv::Mat& rgb, const WindowPlan& plan);
+    bool use_graph_labels(const std::string& mode, int out_h, int out_w) const;
+    void run_graph_labels(const cv::Mat& rgb, SegResult& r, std::chrono::steady_clock::time_point t0);
     void check_class_count(size_t classes) const;
 
     std::filesystem::path folder_;

@@ -37,4 +37,9 @@ using WindowRunner = std::function<Tensor(const Tensor&)>;
 /// [C,Hp/p,Wp/p] canvas (sum, then divide by the per-cell count).
 Tensor stitch(const WindowPlan& plan, const Tensor& padded, const WindowRunner& run);
 
+/// The same with the caller cutting the windows: ``run_at(y, x)`` gives the scores of the window
+/// whose top-left corner is (y, x) (uint8 inputs crop their own padded image).
+using WindowAt = std::function<Tensor(int y, int x)>;
+Tensor stitch(const WindowPlan& plan, const WindowAt& run_at);
+
 }  // namespace ovss
