@@ -184,7 +184,8 @@ int run(int argc, char** argv) {
     if (args.has("--realtime")) rcfg.pace_fps = source->fps > 0 ? source->fps : (fps_arg > 0 ? fps_arg : ovss::kDefaultFps);
     auto sink = ovss::open_sink(args.get("--out"), fps_arg > 0 ? fps_arg : source->fps, args.has("--show"), g_stop);
     const bool unknown = seg.options().score_threshold > 0;
-    Step step(seg, ovss::Painter(args.get_double("--alpha", 0.5, 0.0, 1.0), !args.has("--no-legend"), unknown), *sink);
+    ovss::Painter painter(args.get_double("--alpha", 0.5, 0.0, 1.0), !args.has("--no-legend"), unknown);
+    Step step(seg, std::move(painter), *sink);
     auto reader = std::make_shared<ovss::Reader>(*source, g_stop, rcfg);
     const bool drop_oldest = drop == "oldest" || (drop == "auto" && source->live);
     LoopOut out;

@@ -370,8 +370,10 @@ LabelMap label_map(const Tensor& logits, int out_h, int out_w, double span_h, do
         throw ConfigError("logits must be a non-empty [C,h,w] tensor, got " + logits.shape_str());
     if (out_h < 1 || out_w < 1)
         throw ConfigError("output size must be positive, got " + std::to_string(out_h) + "x" + std::to_string(out_w));
-    for (const auto& [name, t] : {std::pair{"score_threshold", o.score_threshold}, {"background_thd", o.background_thd}})
-        if (!(t >= 0.0 && t < 1.0)) throw ConfigError(std::string(name) + " must be in [0, 1), got " + std::to_string(t));
+    for (const auto& [name, t] : {std::pair{"score_threshold", o.score_threshold}, {"background_thd", o.background_thd}}) {
+        if (!(t >= 0.0 && t < 1.0))
+            throw ConfigError(std::string(name) + " must be in [0, 1), got " + std::to_string(t));
+    }
     if (!(std::isfinite(o.score_scale) && o.score_scale > 0))
         throw ConfigError("score scale must be a positive number, got " + std::to_string(o.score_scale));
     const int64_t c_n = logits.shape[0], h = logits.shape[1], w = logits.shape[2];

@@ -131,6 +131,22 @@ std::string parse_score(const json& d, const std::string& method) {
     return score;
 }
 
+/// ``score_scale``, in (0, 1e6); absent (older manifests): 100 for MaskCLIP without key
+/// smoothing (raw cosines, scored softmax(100 x cosine)), else 1.
+double parse_score_scale(const json& d) {
+    if (!d.contains("score_scale")) {
+        const bool maskclip = d.contains("method") && d.at("method") == "maskclip";
+        const bool has_cfg = d.contains("method_cfg") && d.at("method_cfg").is_object();
+        const json cfg = has_cfg ? d.at("method_cfg") : json::object();
+        const bool raw_cosine = maskclip && cfg.contains("key_smoothing") && cfg.at("key_smoothing") == false;
+        return raw_cosine ? 100.0 : 1.0;
+    }
+    const json& k = d.at("score_scale");
+    if (!k.is_number() || !(k.get<double>() > 0 && k.get<double>() < 1e6))
+        throw ModelFolderError("manifest score_scale must be a number in (0, 1e6), got " + k.dump());
+    return k.get<double>();
+}
+
 /// The optional ``postprocess`` entry (absent or null: host post-processing).
 std::optional<PostprocessCfg> parse_postprocess(const json& d) {
     if (!d.contains("postprocess") || d.at("postprocess").is_null()) return std::nullopt;
@@ -213,12 +229,7 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.model_sha256 = req_str(d, "model_sha256");
     check_image_input(m);
     m.score = parse_score(d, m.method);
-    if (d.contains("score_scale")) {
-        const json& k = d.at("score_scale");
-        if (!k.is_number() || !(k.get<double>() > 0 && k.get<double>() < 1e6))
-            throw ModelFolderError("manifest score_scale must be a number in (0, 1e6), got " + k.dump());
-        m.score_scale = k.get<double>();
-    }
+    m.score_scale = parse_score_scale(d);
     m.postprocess = parse_postprocess(d);
     if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
         m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();

@@ -184,6 +184,19 @@ TEST_F(FolderCopy, ScoreInputFormatAndPostprocessFields) {
     EXPECT_EQ(Segmenter(f, opts()).manifest().score, "probability");
     with([](nlohmann::json& m) { m["score"] = "softmax"; m["method"] = "cliprc"; });
     EXPECT_EQ(Segmenter(f, opts()).manifest().score, "softmax");
+    // score_scale: the field, else 100 for MaskCLIP on raw cosines (no key smoothing), else 1.
+    with([](nlohmann::json& m) {
+        m.erase("score_scale");
+        m["method_cfg"]["key_smoothing"] = false;
+    });
+    EXPECT_EQ(Segmenter(f, opts()).manifest().score_scale, 100.0);
+    with([](nlohmann::json& m) {
+        m.erase("score_scale");
+        m["method_cfg"].erase("key_smoothing");
+    });
+    EXPECT_EQ(Segmenter(f, opts()).manifest().score_scale, 1.0);
+    with([](nlohmann::json& m) { m["score_scale"] = 0; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "score_scale must be a number in (0, 1e6)");
 }
 
 TEST_F(FolderCopy, ScoreThresholdOptions) {

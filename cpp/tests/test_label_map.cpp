@@ -23,7 +23,10 @@ Tensor make_logits(Field kind, int c_n, int h, int w, std::mt19937& rng, bool du
     std::uniform_real_distribution<double> u(-1.0, 1.0);
     Tensor t = Tensor::zeros({c_n, h, w});
     std::vector<double> fx(c_n), fy(c_n), ph(c_n);
-    for (int c = 0; c < c_n; ++c) fx[c] = 0.2 + 0.5 * (u(rng) + 1), fy[c] = 0.2 + 0.5 * (u(rng) + 1), ph[c] = 3 * u(rng);
+    for (int c = 0; c < c_n; ++c) {
+        fx[c] = 0.2 + 0.5 * (u(rng) + 1), fy[c] = 0.2 + 0.5 * (u(rng) + 1);
+        ph[c] = 3 * u(rng);
+    }
     std::vector<double> base(static_cast<size_t>(h) * w);
     for (double& b : base) b = u(rng);
     for (int c = 0; c < c_n; ++c)
@@ -36,7 +39,8 @@ Tensor make_logits(Field kind, int c_n, int h, int w, std::mt19937& rng, bool du
                     case Field::NearTies: v = base[i * w + j] + (c % 4) * 1e-7 * (u(rng) > 0 ? 1 : -1); break;
                     case Field::Smooth: v = std::sin(fx[c] * i + ph[c]) * std::cos(fy[c] * j - ph[c]); break;
                     case Field::Sharp:  // CLIP-like: large regions, a clear winner in most of them
-                        v = 10 * std::sin(0.15 * fx[c] * i + ph[c]) * std::cos(0.15 * fy[c] * j - ph[c]) + 0.05 * u(rng);
+                        v = 10 * std::sin(0.15 * fx[c] * i + ph[c]) * std::cos(0.15 * fy[c] * j - ph[c]);
+                        v += 0.05 * u(rng);
                         break;
                     case Field::Unit: v = 0.5 + 0.5 * u(rng); break;  // probabilities
                 }
@@ -94,8 +98,10 @@ LabelMap expect_same(const Tensor& logits, const Grid& g, LabelOptions o) {
             const int32_t a = want.labels.at<int32_t>(y, x), b = got.labels.at<int32_t>(y, x);
             if (a == b) continue;
             const double p = reference_p(logits, th, tw, y, x, o.score_kind, o.score_scale);
-            const bool near = thresholds && (std::fabs(p - o.score_threshold) < 1e-12 || std::fabs(p - o.background_thd) < 1e-12);
-            if (!near && differ++ < 5) ADD_FAILURE() << "label differs at " << y << "," << x << ": exact " << a << " fast " << b << " p " << p;
+            const bool near = thresholds && (std::fabs(p - o.score_threshold) < 1e-12 ||
+                                             std::fabs(p - o.background_thd) < 1e-12);
+            if (!near && differ++ < 5)
+                ADD_FAILURE() << "label differs at " << y << "," << x << ": exact " << a << " fast " << b << " p " << p;
         }
     if (o.with_scores) {
         EXPECT_EQ(got.scores.size(), want.scores.size());

@@ -65,7 +65,9 @@ struct Manifest {
     /// How logits become p_top: "softmax" or "probability" (ZegCLIP / CLIP-RC). Absent in older
     /// manifests: "probability" for those two methods, else "softmax".
     std::string score = "softmax";
-    double score_scale = 1.0;  ///< softmax scale k: p = softmax(k * logits); absent: 1
+    /// Softmax scale k: p = softmax(k * logits). Absent: 100 for MaskCLIP without key smoothing
+    /// (raw cosines), else 1.
+    double score_scale = 1.0;
     std::optional<PostprocessCfg> postprocess;  ///< absent: the host upsamples the logits
 
     /// The input called ``name``; throws ModelFolderError if absent.
