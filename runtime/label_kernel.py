@@ -23,22 +23,28 @@ _CAND_TOL = 1e-9
 _RELEVANT = 40.0
 _DECIDE_TOL = 1e-9
 _STACK = 128  # quadtree stack entries (depth <= 40 tiles)
+_LEAF = 16  # tiles of at most this many pixels are evaluated per pixel
 
 _kernel = None
-prange = range  # numba.prange once the kernel is compiled
-_value = _refine = None  # their compiled forms, set by kernel()
+_value = _refine = _undominated = _point_winners = _dominated = (
+    None  # compiled forms, set by kernel()
+)
 
 
 def kernel():
     """The compiled kernel (compiled, or loaded from numba's cache, on first use)."""
-    global _kernel, prange, _value, _refine
+    global _kernel, _dominated, _value, _refine, _undominated, _point_winners
     if _kernel is None:
         import numba
 
-        prange = numba.prange  # resolved by numba when it compiles _cells
         _value = numba.njit(inline="always")(_value_py)
+        _undominated = numba.njit(nogil=True)(_undominated_py)
+        _dominated = numba.njit(inline="always")(_dominated_py)
+        _point_winners = numba.njit(nogil=True)(_point_winners_py)
         _refine = numba.njit(nogil=True)(_refine_py)
-        _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_cells)
+        # Serial: numba's parallel loops cost more than they gave here (2 cores shared with the
+        # network's threads), and a camera pipeline keeps the other cores busy anyway.
+        _kernel = numba.njit(cache=True, nogil=True)(_cells)
     return _kernel
 
 
@@ -47,35 +53,47 @@ def _cells(
 ):
     """Fill ``labels`` (int32 [H, W]) and, with ``want_scores``, ``scores`` (float32 [H, W]).
 
-    s: float64 [C, h, w], finite; ys, yn / xs, xn: int64 first output row / column and count per
-    cell row / column; ya, yb / xa, xb: float64 weights on a cell's low / high feature cell per
-    output row / column (``label_map._cell_axis``); kind: 0 softmax (of scale * v), 1 probability;
-    thds, fillv: thresholds and their fill labels, applied in order; counts: int64
-    [h - 1, >= 256 and > C], zeros, gets per cell row the number of pixels of each label.
+    s: float64 [h, w, C], classes last (a cell's classes are contiguous), finite.
+    ys, yn / xs, xn: int64 first output row / column and count per cell row / column.
+    ya, yb / xa, xb: float64 weights on a cell's low / high feature cell per output row / column
+    (``label_map._cell_axis``). kind: 0 softmax (of scale * v), 1 probability. thds, fillv:
+    thresholds and their fill labels, applied in order. counts: int64 [h - 1, >= 256 and > C],
+    zeros; gets per cell row the number of pixels of each label.
     """
-    c_n, h, w = s.shape
+    h, w, c_n = s.shape
     n_f = len(thds)
-    for r in prange(h - 1):
-        cmx, cmn = np.empty(c_n), np.empty(c_n)
-        cand = np.empty(c_n, np.int64)
-        tile_max = np.empty(c_n)
-        stack, pool = np.empty((_STACK, 7), np.int64), np.empty(_STACK * c_n, np.int64)
+    top, sure = _point_winners(s)
+    max_nx = max(1, xn.max())
+    cmx, cmn = np.empty(c_n), np.empty(c_n)
+    cand = np.empty(c_n, np.int64)
+    tile, wins = np.empty((c_n, 4)), np.empty(4, np.int64)
+    cols = np.empty((2, c_n, max_nx))
+    stack, pool = np.empty((_STACK, 7), np.int64), np.empty(_STACK * c_n, np.int64)
+    for r in range(h - 1):
         y0, ny = ys[r], yn[r]
         for q in range(w - 1):
             x0, nx = xs[q], xn[q]
             if ny == 0 or nx == 0:
                 continue
+            w0 = top[r, q]
+            if n_f == 0 and not want_scores and sure[r, q] and sure[r, q + 1] and sure[r + 1, q]:
+                if sure[r + 1, q + 1] and top[r, q + 1] == w0 and top[r + 1, q] == w0:
+                    if top[r + 1, q + 1] == w0:  # one class wins all four corners: all of it
+                        labels[y0 : y0 + ny, x0 : x0 + nx] = w0
+                        counts[r, w0] += ny * nx
+                        continue
             low, high, big = -np.inf, -np.inf, 0.0
             for c in range(c_n):
-                a, b, d, e = s[c, r, q], s[c, r, q + 1], s[c, r + 1, q], s[c, r + 1, q + 1]
+                a, b, d, e = s[r, q, c], s[r, q + 1, c], s[r + 1, q, c], s[r + 1, q + 1, c]
                 mx, mn = max(max(a, b), max(d, e)), min(min(a, b), min(d, e))
                 cmx[c], cmn[c] = mx, mn
                 low, high = max(low, mn), max(high, mx)
                 big = max(big, max(abs(mx), abs(mn)))
             tol = _CAND_TOL * (1.0 + big)
+            wins[0], wins[1], wins[2], wins[3] = w0, top[r, q + 1], top[r + 1, q], top[r + 1, q + 1]
             k_n = 0
-            for c in range(c_n):
-                if cmx[c] >= low - tol:
+            for c in range(c_n):  # bound test, then dominance by the corner winners
+                if cmx[c] >= low - tol and not _dominated(s, r, q, c, wins, tol):
                     cand[k_n] = c
                     k_n += 1
             failed, undecided = -1, False
@@ -101,7 +119,7 @@ def _cells(
                 continue
             if not need_p:  # argmax only: refine the candidates on ever smaller tiles
                 _refine(s, r, q, ya, yb, xa, xb, y0, y0 + ny - 1, x0, x0 + nx - 1, cand, k_n,
-                        stack, pool, tile_max, labels, counts[r])  # fmt: skip
+                        stack, pool, tile, cols, labels, counts[r])  # fmt: skip
                 continue
             if kind != PROBABILITY:  # a softmax sum needs every relevant class
                 k_n = 0
@@ -133,27 +151,110 @@ def _cells(
                     counts[r, lab] += 1
 
 
+def _point_winners_py(s):
+    """Per feature point of s [h, w, C]: (first argmax int64 [h, w], whether it beats every other
+    class by the candidate margin, bool [h, w]). A cell whose four corners have the same sure
+    winner is that class everywhere (``_undominated``)."""
+    h, w, c_n = s.shape
+    big = 0.0
+    for y in range(h):
+        for x in range(w):
+            for c in range(c_n):
+                big = max(big, abs(s[y, x, c]))
+    tol = _CAND_TOL * (1.0 + big)
+    top, sure = np.empty((h, w), np.int64), np.empty((h, w), np.bool_)
+    for y in range(h):
+        for x in range(w):
+            best, second, bk = -np.inf, -np.inf, 0
+            for c in range(c_n):
+                v = s[y, x, c]
+                if v > best:
+                    best, second, bk = v, best, c
+                elif v > second:
+                    second = v
+            top[y, x], sure[y, x] = bk, best - second >= tol
+    return top, sure
+
+
 def _value_py(s, c, r, q, va, vb, wa, wb):
     """The reference's float64 value of class c at a pixel of cell (r, q) with row weights
     (va, vb) and column weights (wa, wb): columns first, then rows, as ``label_map._exact``."""
-    top = s[c, r, q] * wa + s[c, r, q + 1] * wb
-    bot = s[c, r + 1, q] * wa + s[c, r + 1, q + 1] * wb
+    top = s[r, q, c] * wa + s[r, q + 1, c] * wb
+    bot = s[r + 1, q, c] * wa + s[r + 1, q + 1, c] * wb
     return top * va + bot * vb
 
 
+def _dominated_py(s, r, q, c, wins, tol):
+    """Whether one of the cell's corner winners ``wins`` (int64 [4]) beats class c by ``tol``
+    at all four feature corners of cell (r, q), so everywhere in it (see ``_undominated``)."""
+    a, b, d, e = s[r, q, c], s[r, q + 1, c], s[r + 1, q, c], s[r + 1, q + 1, c]
+    for j in range(4):
+        w = wins[j]
+        if w != c and s[r, q, w] - a >= tol and s[r, q + 1, w] - b >= tol:
+            if s[r + 1, q, w] - d >= tol and s[r + 1, q + 1, w] - e >= tol:
+                return True
+    return False
+
+
+def _undominated_py(classes, n, values, tol, out):
+    """Keep (in order, into ``out``; returns how many) the ``classes[:n]`` that no corner winner
+    dominates. ``values`` float64 [>= C, 4]: each class's value at a tile's four corners (rows
+    indexed by class for the cell, by list position for ``_refine``: ``classes`` then holds
+    positions). A class whose value is below another's by ``tol`` at all four corners is below
+    it everywhere on the tile (their difference is bilinear, so the interior is a convex
+    combination of the corners); in particular one class winning all four corners by ``tol``
+    wins the whole tile. The winners checked are each corner's first maximum."""
+    winners = np.empty(4, np.int64)
+    for i in range(4):
+        best, wk = -np.inf, -1
+        for k in range(n):
+            v = values[classes[k], i]
+            if wk < 0 or v > best:
+                best, wk = v, classes[k]
+        winners[i] = wk
+    m = 0
+    for k in range(n):
+        c = classes[k]
+        beaten = False
+        for j in range(4):
+            w = winners[j]
+            if w != c:
+                beaten = True
+                for i in range(4):
+                    if values[w, i] - values[c, i] < tol:
+                        beaten = False
+                        break
+                if beaten:
+                    break
+        if not beaten:
+            out[m] = c
+            m += 1
+    return m
+
+
 def _refine_py(
-    s, r, q, ya, yb, xa, xb, y1, y2, x1, x2, cand, k_n, stack, pool, tile_max, labels, counts
+    s, r, q, ya, yb, xa, xb, y1, y2, x1, x2, cand, k_n, stack, pool, tile, cols, labels, counts
 ):
     """Argmax over ``cand[:k_n]`` for the pixels [y1..y2] x [x1..x2] of cell (r, q).
 
     A quadtree over the pixel block: a bilinear function's extremes over a rectangle are at its
     corners, so on each tile the classes whose largest corner value is below the largest
     smallest-corner value cannot win anywhere in it; a tile left with one class is filled,
-    a tile of <= 4 pixels is evaluated per pixel. Depth first, with each tile's surviving list
+    a tile of <= _LEAF pixels is evaluated per pixel. Depth first, with each tile's surviving list
     stored after its parent's in ``pool`` (int64 [>= depth * C]); ``stack`` int64 [>= 4 * depth, 7];
-    ``tile_max`` float64 [C] scratch; ``counts`` int64 [> C] gets the pixels per label.
+    ``tile`` float64 [C, 4] scratch; ``counts`` int64 [> C] gets the pixels per label. The
+    candidates of a tile are also pruned by corner dominance (``_undominated``). ``cols``
+    float64 [2, >= k_n, >= x2 - x1 + 1] scratch gets each candidate's column-interpolated top
+    and bottom rows (the reference's first pass), so a pixel costs two products and a sum;
+    the lists hold positions in ``cand``.
     """
-    pool[:k_n] = cand[:k_n]
+    for k in range(k_n):
+        c = cand[k]
+        s00, s01, s10, s11 = s[r, q, c], s[r, q + 1, c], s[r + 1, q, c], s[r + 1, q + 1, c]
+        for x in range(x1, x2 + 1):
+            cols[0, k, x - x1] = s00 * xa[x] + s01 * xb[x]
+            cols[1, k, x - x1] = s10 * xa[x] + s11 * xb[x]
+        pool[k] = k
     stack[0, 0], stack[0, 1], stack[0, 2], stack[0, 3] = y1, y2, x1, x2
     stack[0, 4], stack[0, 5], stack[0, 6] = 0, k_n, k_n
     n = 1
@@ -161,38 +262,44 @@ def _refine_py(
         n -= 1
         ty1, ty2, tx1, tx2 = stack[n, 0], stack[n, 1], stack[n, 2], stack[n, 3]
         off, cnt, base = stack[n, 4], stack[n, 5], stack[n, 6]
-        if cnt > 1 and (ty2 - ty1 + 1) * (tx2 - tx1 + 1) <= 4:
+        if cnt > 1 and (ty2 - ty1 + 1) * (tx2 - tx1 + 1) <= _LEAF:
             for y in range(ty1, ty2 + 1):
                 for x in range(tx1, tx2 + 1):
                     best, bk = -np.inf, -1
                     for k in range(cnt):
-                        v = _value(s, pool[off + k], r, q, ya[y], yb[y], xa[x], xb[x])
+                        p = pool[off + k]
+                        v = cols[0, p, x - x1] * ya[y] + cols[1, p, x - x1] * yb[y]
                         if bk < 0 or v > best:
                             best, bk = v, k
-                    labels[y, x] = pool[off + bk]
-                    counts[pool[off + bk]] += 1
+                    lab = cand[pool[off + bk]]
+                    labels[y, x] = lab
+                    counts[lab] += 1
             continue
         if cnt > 1:  # prune on this tile's corners
             low, big = -np.inf, 0.0
             for k in range(cnt):
-                c = pool[off + k]
-                a = _value(s, c, r, q, ya[ty1], yb[ty1], xa[tx1], xb[tx1])
-                b = _value(s, c, r, q, ya[ty1], yb[ty1], xa[tx2], xb[tx2])
-                d = _value(s, c, r, q, ya[ty2], yb[ty2], xa[tx1], xb[tx1])
-                e = _value(s, c, r, q, ya[ty2], yb[ty2], xa[tx2], xb[tx2])
+                p, j1, j2 = pool[off + k], tx1 - x1, tx2 - x1
+                a = cols[0, p, j1] * ya[ty1] + cols[1, p, j1] * yb[ty1]
+                b = cols[0, p, j2] * ya[ty1] + cols[1, p, j2] * yb[ty1]
+                d = cols[0, p, j1] * ya[ty2] + cols[1, p, j1] * yb[ty2]
+                e = cols[0, p, j2] * ya[ty2] + cols[1, p, j2] * yb[ty2]
+                tile[k, 0], tile[k, 1], tile[k, 2], tile[k, 3] = a, b, d, e
                 low = max(low, min(min(a, b), min(d, e)))
                 big = max(big, max(max(abs(a), abs(b)), max(abs(d), abs(e))))
-                tile_max[k] = max(max(a, b), max(d, e))
             tol = _CAND_TOL * (1.0 + big)
             m = 0
-            for k in range(cnt):
-                if tile_max[k] >= low - tol:
-                    pool[base + m] = pool[off + k]
+            for k in range(cnt):  # list positions that pass the bound test
+                if max(max(tile[k, 0], tile[k, 1]), max(tile[k, 2], tile[k, 3])) >= low - tol:
+                    pool[base + m] = k
                     m += 1
+            m = _undominated(pool[base : base + m], m, tile, tol, pool[base : base + m])
+            for k in range(m):  # tile positions -> cand positions (in place: base + k <= k)
+                pool[base + k] = pool[off + pool[base + k]]
             off, cnt = base, m
         if cnt == 1:
-            labels[ty1 : ty2 + 1, tx1 : tx2 + 1] = pool[off]
-            counts[pool[off]] += (ty2 - ty1 + 1) * (tx2 - tx1 + 1)
+            lab = cand[pool[off]]
+            labels[ty1 : ty2 + 1, tx1 : tx2 + 1] = lab
+            counts[lab] += (ty2 - ty1 + 1) * (tx2 - tx1 + 1)
             continue
         ym, xm = (ty1 + ty2) // 2, (tx1 + tx2) // 2
         for cy1, cy2 in ((ty1, ym), (ym + 1, ty2)):
@@ -206,7 +313,8 @@ def _refine_py(
 
 def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     """(labels int32 [H, W], scores float32 [H, W] or None, counts int64 [max(C, 256)] pixels
-    per label) for ``label_map`` (finite ``s``, h, w >= 2; ``ay`` / ``ax``: ``_CellAxis``)."""
+    per label) for ``label_map``: ``s`` float [C, h, w], finite, h, w >= 2; ``ay`` / ``ax``:
+    ``label_map._CellAxis``."""
     out_hw = (len(ay.cell), len(ax.cell))
     labels = np.empty(out_hw, dtype=np.int32)
     scores = np.empty(out_hw if with_scores else (1, 1), dtype=np.float32)
@@ -214,6 +322,9 @@ def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     fillv = np.array([f for _, f in fills], dtype=np.int64)
     code = PROBABILITY if rule[0] == "probability" else 0
     counts = np.zeros((s.shape[1] - 1, max(s.shape[0], 256)), dtype=np.int64)
+    st = np.empty(s.shape[1:] + s.shape[:1], dtype=np.float64)  # [h, w, C]: one cast + copy
+    st[...] = s.transpose(1, 2, 0)
+    s = st
     kernel()(s, ay.start, ay.count, ay.a, ay.b, ax.start, ax.count, ax.a, ax.b, code, rule[1],
              thds, fillv, with_scores, labels, scores, counts)  # fmt: skip
     return labels, (scores if with_scores else None), counts.sum(axis=0)

@@ -154,18 +154,22 @@ def label_map(
     _check(logits, out_hw, score_kind, method, thresholds, score_scale)
     out_hw = (int(out_hw[0]), int(out_hw[1]))
     span_hw = out_hw if span_hw is None else span_hw
-    s = np.ascontiguousarray(logits, dtype=np.float64)
-    ty = taps(out_hw[0], s.shape[1], span_hw[0])
-    tx = taps(out_hw[1], s.shape[2], span_hw[1])
+    c_n, h, w = logits.shape
+    ty, tx = taps(out_hw[0], h, span_hw[0]), taps(out_hw[1], w, span_hw[1])
     fills = [(t, f) for t, f in ((background_thd, 0), (score_threshold, UNKNOWN)) if t > 0]
-    fast = method == "fast" and min(s.shape[1:]) > 1 and bool(np.isfinite(s).all())
-    run = _fast if fast else _exact
     rule = (score_kind, float(score_scale))
-    labels, scores, *counts = run(s, ty, tx, rule, fills, with_scores)
+    fast = method == "fast" and min(h, w) > 1 and bool(np.isfinite(logits).all())
+    if fast and USE_NUMBA and label_kernel.NUMBA_AVAILABLE:  # it takes the float32 as it is
+        ay, ax = _cell_axis(ty, h), _cell_axis(tx, w)
+        labels, scores, *counts = label_kernel.run(logits, ay, ax, rule, fills, with_scores)
+    else:
+        s = np.ascontiguousarray(logits, dtype=np.float64)
+        run = _fast if fast else _exact
+        labels, scores, *counts = run(s, ty, tx, rule, fills, with_scores)
     if scores is not None and score_kind == "probability":
         np.clip(scores, 0.0, 1.0, out=scores)
     if not counts:  # the compiled kernel counts as it fills; numpy counts afterwards
-        counts = [np.bincount(labels.ravel(), minlength=max(s.shape[0], 256))]
+        counts = [np.bincount(labels.ravel(), minlength=max(c_n, 256))]
     return LabelMap(labels, scores, counts[0])
 
 
@@ -256,10 +260,9 @@ def _cell_decisions(cmax, cmin, low, high, rule, fills):
 
 
 def _fast(s, ty: _Taps, tx: _Taps, rule, fills, with_scores):
+    """The vectorised numpy version of the fast path (without numba)."""
     c_n, h, w = s.shape
     ay, ax = _cell_axis(ty, h), _cell_axis(tx, w)
-    if USE_NUMBA and label_kernel.NUMBA_AVAILABLE:
-        return label_kernel.run(s, ay, ax, rule, fills, with_scores)
     cmax, cmin = _corner_bounds(s)
     low, high = cmin.max(axis=0), cmax.max(axis=0)  # L and U per cell
     scale = 1.0 + np.maximum(np.abs(cmax), np.abs(cmin)).max(axis=0)
