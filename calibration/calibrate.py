@@ -206,6 +206,11 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
     _check(cfg)
     folder = Path(cfg.model)
     manifest = load_manifest(folder)
+    if manifest.preprocess.input_format != "float32-nchw":
+        raise CalibrationError(
+            f"{str(folder)!r} takes {manifest.preprocess.input_format} input: calibrate the "
+            "float32-nchw export of the same model, then re-export with --input-format"
+        )
     src = fp32_graph(folder, manifest)
     text = text_feeds(folder, manifest)
     log.info("building the %s variant of %s", cfg.precision, src)

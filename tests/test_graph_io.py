@@ -461,3 +461,17 @@ def test_segmenter_uses_in_graph_labels_at_their_size(graph_folder):
     clear = np.abs(want.scores - seg.score_threshold) > 1e-5
     np.testing.assert_array_equal((got_t.labels == 255)[clear], (want_t.labels == 255)[clear])
     assert 0.2 < got_t.unknown < 0.8
+
+
+def test_calibration_refuses_uint8_input_folders(formats, tmp_path, capsys):
+    from test_calibrate import smooth_frames
+
+    from calibration import calibrate as calib
+
+    frames = smooth_frames(tmp_path / "frames", 2)
+    before = sorted(p.name for p in formats["uint8-nhwc"].iterdir())
+    args = ["--model", str(formats["uint8-nhwc"]), "--precision", "fp16", "--images", str(frames)]
+    rc = calib.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "uint8-nhwc input" in err[-1] and "--input-format" in err[-1]
+    assert sorted(p.name for p in formats["uint8-nhwc"].iterdir()) == before
