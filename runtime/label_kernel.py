@@ -21,6 +21,7 @@ NUMBA_AVAILABLE = find_spec("numba") is not None
 PROBABILITY = 1  # score kind codes: 0 softmax, 1 probability
 _CAND_TOL = 1e-9
 _RELEVANT = 40.0
+_TINY = math.exp(-_RELEVANT)  # upper bound on a softmax term more than 40 below the top
 _DECIDE_TOL = 1e-9
 _STACK = 128  # quadtree stack entries (depth <= 40 tiles)
 _LEAF = 16  # tiles of at most this many pixels are evaluated per pixel
@@ -102,10 +103,13 @@ def _cells(
                     p_lo, p_hi = low, high
                 else:
                     d_hi, d_lo = 0.0, 0.0
-                    for c in range(c_n):
-                        d_hi += math.exp(scale * (cmx[c] - low))
-                        d_lo += math.exp(scale * (cmn[c] - high))
-                    p_lo, p_hi = 1.0 / d_hi, min(1.0, 1.0 / d_lo)
+                    for c in range(c_n):  # terms below e^-40 bounded, not computed
+                        u = scale * (cmx[c] - low)
+                        d_hi += math.exp(u) if u > -_RELEVANT else _TINY
+                        v = scale * (cmn[c] - high)
+                        if v > -_RELEVANT:  # dropping a term keeps a lower bound
+                            d_lo += math.exp(v)
+                    p_lo, p_hi = 1.0 / d_hi, (1.0 if d_lo <= 1.0 else 1.0 / d_lo)
                 for f in range(n_f):
                     if p_hi < thds[f] - _DECIDE_TOL:
                         failed = fillv[f]

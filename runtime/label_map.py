@@ -248,8 +248,9 @@ def _cell_decisions(cmax, cmin, low, high, rule, fills):
     if kind == "probability":
         p_lo, p_hi = low, high  # v_top lies in [L, U]
     else:  # p_top = 1 / sum exp(k (v_c - v_top)), v_c in [cmin, cmax], v_top in [L, U]
-        p_lo = 1.0 / np.exp(k * (cmax - low)).sum(axis=0)
-        p_hi = np.minimum(1.0, 1.0 / np.exp(k * (cmin - high)).sum(axis=0))
+        with np.errstate(divide="ignore", over="ignore"):  # sums may under/overflow: bounds
+            p_lo = 1.0 / np.exp(k * (cmax - low)).sum(axis=0)
+            p_hi = np.minimum(1.0, 1.0 / np.exp(k * (cmin - high)).sum(axis=0))
     failed = np.full(low.shape, -1, dtype=np.int32)
     undecided = np.zeros(low.shape, dtype=bool)
     for t, fill in fills:
