@@ -162,6 +162,27 @@ TEST(LabelMap, ThresholdsAndScoresMatchTheReference) {
     }
 }
 
+TEST(LabelMap, LargeCellsAreRefinedInBlocks) {
+    // 3x4 logits over 241x297 pixels: cells of ~80x75 pixels, split into blocks down to 16
+    // pixels, with class boundaries, near-ties and threshold crossings inside them.
+    std::mt19937 rng(17);
+    const Field kinds[] = {Field::Smooth, Field::NearTies, Field::Levels, Field::Unit, Field::Uniform};
+    for (int trial = 0; trial < 30; ++trial) {
+        const Field kind = kinds[trial % 5];
+        const int c_n = 2 + trial % 9;
+        const Tensor logits = make_logits(kind, c_n, 3, 4, rng, trial % 4 == 3);
+        LabelOptions o;
+        o.score_kind = kind == Field::Unit ? ScoreKind::Probability : ScoreKind::Softmax;
+        o.score_scale = trial % 3 == 1 ? 100.0 : 1.0;
+        const double lo = o.score_kind == ScoreKind::Softmax ? 1.0 / c_n : 0.0;
+        o.score_threshold = trial % 2 ? lo + (1 - lo) * (0.1 + 0.08 * (trial % 10)) : 0.0;
+        o.background_thd = trial % 6 == 5 ? lo + (1 - lo) * 0.5 : 0.0;
+        o.with_scores = trial % 7 == 0;
+        SCOPED_TRACE("trial " + std::to_string(trial));
+        expect_same(logits, {241, 297, 241 * 1.05, 297.0}, o);
+    }
+}
+
 TEST(LabelMap, ThresholdExactlyAtAPixelsScore) {
     // T = a pixel's own float64 p_top: the reference keeps it (p < T is false); the fast path may
     // only disagree within 1e-12 of T (expect_same checks that), and nowhere else.

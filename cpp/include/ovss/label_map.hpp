@@ -9,22 +9,25 @@
 //     label = first argmax over c of v (a NaN beats numbers, as numpy's argmax)
 // The library is built with -ffp-contract=off, so no FMA changes these roundings.
 //
-// Fast path (LabelMethod::Fast, the default): per cell (r, q) = the output pixels whose taps lie
-// in feature rows r..r+1 and columns q..q+1 (row y: r = min(i0y, h-2); column x likewise). v is a
-// convex combination of the cell's 4 corner values, so only classes whose largest corner reaches
-// L = max_c(smallest corner of c) - tol can win there (tol = 1e-9 * (1 + max |corner|), far above
-// float64 rounding). One such candidate: the cell is filled with it. Several: each pixel
-// evaluates only the candidates, with the reference expressions above, in class order (ties go
-// to the lowest index). The values are bit-identical to the reference's, so the labels are too.
+// Fast path (LabelMethod::Fast, the default; label_fast.cpp): per cell (r, q) = the output pixels
+// whose taps lie in feature rows r..r+1 and columns q..q+1 (row y: r = min(i0y, h-2); column x
+// likewise). v is a convex combination of the cell's 4 corner values, so only classes whose
+// largest corner reaches L = max_c(smallest corner of c) - tol can win there (tol = 1e-9 * (1 +
+// max |corner|), far above float64 rounding). One such candidate: the cell is filled with it.
+// Several: the cell is split into blocks (a quadtree down to 16 pixels), each bounded the same
+// way by the reference values at its 4 corner pixels (inside a cell a pixel's value is a convex
+// combination of those too), and filled where one candidate is left; the remaining pixels
+// evaluate only the candidates, with the reference expressions above, in class order (ties go
+// to the lowest index). Every value is bit-identical to the reference's, so the labels are too.
 // h == 1, w == 1 or any non-finite logit: the exact path.
 //
 // p_top, the top class's score: ScoreKind::Softmax: 1 / sum_c exp(k (v_c - v_top)) (k = the
 // manifest's score_scale, e.g. 100 for raw cosines; sequential sum in class order);
 // ScoreKind::Probability: v_top (clipped to [0, 1] in the score map only). The fast path decides
-// whole cells from bounds on p_top (tighter than sum_c exp(k (cmax_c - L)): the top class's own
-// term is exactly 1), then per pixel from the near classes' exact terms plus bounds on the rest,
-// and computes p_top itself only where those straddle a threshold, or everywhere for the score
-// map. That sum covers the cell's classes with a largest corner >= L - 40 / k: each class left
+// whole cells and blocks from bounds on p_top (tighter than sum_c exp(k (cmax_c - L)): the top
+// class's own term is exactly 1), then per pixel from the exact terms of the classes within 8 / k
+// of L plus bounds on the rest, and computes p_top itself only where those straddle a threshold,
+// or everywhere for the score map. That sum covers the cell's classes with a largest corner >= L - 40 / k: each class left
 // out adds < e^-40 to a sum >= 1, so p_top's relative error is < C * 4.3e-18 and a threshold
 // decision can differ from the reference only where |p_top - T| < 1e-12.
 #pragma once
