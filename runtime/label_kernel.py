@@ -1,23 +1,27 @@
 """The fast label-map path compiled with numba (optional ``fast`` extra): the cell algorithm of
-``runtime.label_map`` in loops, plus a per-column pruning step the numpy version cannot afford.
+``runtime.label_map`` in loops, with pruning the numpy version cannot afford.
 
-Per cell (two adjacent feature rows x two adjacent feature columns): the candidates are the
-classes whose largest corner score reaches ``L`` (the largest smallest-corner score); in each
-output column of the cell the candidates' column-interpolated top and bottom rows are computed
-with the reference expressions, pruned again in 1-D the same way (a value linear between top and
-bottom cannot beat another class's smaller end unless its larger end does), and only the
-survivors are evaluated per pixel. Every value that decides a label is the reference's float64
-expression, so the labels are the reference's. ``NUMBA_AVAILABLE`` says whether it can be used.
+Per cell (two adjacent feature rows x two adjacent feature columns), where every class's value is
+bilinear: a cell whose four feature corners have the same clear winner is that class everywhere
+(a class beaten at all four corners of a rectangle by a margin is beaten inside it: the
+difference of two bilinear functions is bilinear). Elsewhere the candidates are the classes whose
+largest corner score reaches ``L`` (the largest smallest-corner score) and that no corner winner
+dominates; a quadtree over the cell's pixels repeats both tests on ever smaller tiles and
+evaluates the survivors per pixel on small ones. Every value that decides a label is the
+reference's float64 expression, so the labels are the reference's. ``NUMBA_AVAILABLE`` says
+whether it can be used.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from importlib.util import find_spec
 
 import numpy as np
 
 NUMBA_AVAILABLE = find_spec("numba") is not None
+log = logging.getLogger(__name__)
 PROBABILITY = 1  # score kind codes: 0 softmax, 1 probability
 _CAND_TOL = 1e-9
 _RELEVANT = 40.0
@@ -33,10 +37,13 @@ _value = _refine = _undominated = _point_winners = _dominated = (
 
 
 def kernel():
-    """The compiled kernel (compiled, or loaded from numba's cache, on first use)."""
+    """The compiled kernel (compiled, or loaded from numba's cache, on first use: the first
+    compile on a machine takes seconds, so it is logged)."""
     global _kernel, _dominated, _value, _refine, _undominated, _point_winners
     if _kernel is None:
         import numba
+
+        log.info("loading the compiled label-map kernel (the first run on a machine compiles it)")
 
         _value = numba.njit(inline="always")(_value_py)
         _undominated = numba.njit(nogil=True)(_undominated_py)
@@ -313,6 +320,15 @@ def _refine_py(
                 stack[n, 0], stack[n, 1], stack[n, 2], stack[n, 3] = cy1, cy2, cx1, cx2
                 stack[n, 4], stack[n, 5], stack[n, 6] = off, cnt, off + cnt
                 n += 1
+
+
+def warm() -> None:
+    """Compile (or load) the kernel now and run it once on a tiny input, so that the first real
+    frame does not pay for it. A no-op without numba."""
+    if NUMBA_AVAILABLE and _kernel is None:
+        from runtime.label_map import label_map
+
+        label_map(np.zeros((2, 2, 2), np.float32), (3, 3))
 
 
 def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):

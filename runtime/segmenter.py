@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import io_names
+from runtime import io_names, label_kernel
 from runtime.backends import ModelRef, open_backend
 from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ConfigError, ModelFolderError, VocabularyError
@@ -169,6 +169,8 @@ class Segmenter:
         except BaseException:
             self.backend.close()
             raise
+        if label_method == "fast":
+            label_kernel.warm()  # compile / load the label kernel at load time, not on frame 1
         if self.manifest.weights.random:
             log.warning("model %s has RANDOM weights: its masks are meaningless", self.folder)
 
