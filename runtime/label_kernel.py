@@ -57,11 +57,13 @@ def kernel():
 
 
 def _cells(
-    s, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv, want_scores, labels, scores, counts
-):
+    s, s32, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv, want_scores, labels, scores,
+    counts,
+):  # fmt: skip
     """Fill ``labels`` (int32 [H, W]) and, with ``want_scores``, ``scores`` (float32 [H, W]).
 
-    s: float64 [h, w, C], classes last (a cell's classes are contiguous), finite.
+    s: float64 [h, w, C], classes last (a cell's classes are contiguous), finite; s32: the same
+    scores as the graph gave them, [C, h, w].
     ys, yn / xs, xn: int64 first output row / column and count per cell row / column.
     ya, yb / xa, xb: float64 weights on a cell's low / high feature cell per output row / column
     (``label_map._cell_axis``). kind: 0 softmax (of scale * v), 1 probability. thds, fillv:
@@ -70,7 +72,7 @@ def _cells(
     """
     h, w, c_n = s.shape
     n_f = len(thds)
-    top, sure = _point_winners(s)
+    top, sure = _point_winners(s32)
     max_nx = max(1, xn.max())
     cmx, cmn = np.empty(c_n), np.empty(c_n)
     cand = np.empty(c_n, np.int64)
@@ -162,29 +164,25 @@ def _cells(
                     counts[r, lab] += 1
 
 
-def _point_winners_py(s):
-    """Per feature point of s [h, w, C]: (first argmax int64 [h, w], whether it beats every other
-    class by the candidate margin, bool [h, w]). A cell whose four corners have the same sure
-    winner is that class everywhere (``_undominated``)."""
-    h, w, c_n = s.shape
+def _point_winners_py(s32):
+    """Per feature point of the graph's scores s32 [C, h, w] (float32, read once in memory
+    order): (first argmax int64 [h, w], whether it beats every other class by the candidate
+    margin, bool [h, w]). A cell whose four corners have the same sure winner is that class
+    everywhere (``_undominated``)."""
+    c_n, h, w = s32.shape
+    best, second = np.full((h, w), -np.inf), np.full((h, w), -np.inf)
+    top = np.zeros((h, w), np.int64)
     big = 0.0
-    for y in range(h):
-        for x in range(w):
-            for c in range(c_n):
-                big = max(big, abs(s[y, x, c]))
-    tol = _CAND_TOL * (1.0 + big)
-    top, sure = np.empty((h, w), np.int64), np.empty((h, w), np.bool_)
-    for y in range(h):
-        for x in range(w):
-            best, second, bk = -np.inf, -np.inf, 0
-            for c in range(c_n):
-                v = s[y, x, c]
-                if v > best:
-                    best, second, bk = v, best, c
-                elif v > second:
-                    second = v
-            top[y, x], sure[y, x] = bk, best - second >= tol
-    return top, sure
+    for c in range(c_n):
+        for y in range(h):
+            for x in range(w):
+                v = np.float64(s32[c, y, x])
+                big = max(big, abs(v))
+                if v > best[y, x]:
+                    second[y, x], best[y, x], top[y, x] = best[y, x], v, c
+                elif v > second[y, x]:
+                    second[y, x] = v
+    return top, best - second >= _CAND_TOL * (1.0 + big)
 
 
 def _value_py(s, c, r, q, va, vb, wa, wb):
@@ -342,9 +340,11 @@ def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     fillv = np.array([f for _, f in fills], dtype=np.int64)
     code = PROBABILITY if rule[0] == "probability" else 0
     counts = np.zeros((s.shape[1] - 1, max(s.shape[0], 256)), dtype=np.int64)
+    if s.dtype != np.float32:  # float32 (what graphs give) as it is; anything else in float64
+        s = np.ascontiguousarray(s, dtype=np.float64)
+    s = np.ascontiguousarray(s)
     st = np.empty(s.shape[1:] + s.shape[:1], dtype=np.float64)  # [h, w, C]: one cast + copy
     st[...] = s.transpose(1, 2, 0)
-    s = st
-    kernel()(s, ay.start, ay.count, ay.a, ay.b, ax.start, ax.count, ax.a, ax.b, code, rule[1],
+    kernel()(st, s, ay.start, ay.count, ay.a, ay.b, ax.start, ax.count, ax.a, ax.b, code, rule[1],
              thds, fillv, with_scores, labels, scores, counts)  # fmt: skip
     return labels, (scores if with_scores else None), counts.sum(axis=0)
