@@ -142,8 +142,14 @@ def test_segmenter_args_and_kwargs():
         short_side=None,
         precision="fp32",
         threads=2,
+        score_threshold=0.0,
         cuda_graph=True,
     )
+    args = p.parse_args(["--model", "m", "--score-threshold", "0.3"])
+    assert cli.segmenter_kwargs(args)["score_threshold"] == 0.3
+    for bad in ("1", "-0.1", "x"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["--model", "m", "--score-threshold", bad])
     q = cli.ArgumentParser()
     cli.add_segmenter_args(q, skip={"--backend", "--classes"}, help={"--threads": "custom"})
     args = q.parse_args(["--model", "m"])
