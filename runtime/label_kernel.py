@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from importlib.util import find_spec
 
 import numpy as np
 
 NUMBA_AVAILABLE = find_spec("numba") is not None
 log = logging.getLogger(__name__)
+prange = range  # numba.prange once the kernel is compiled
 PROBABILITY = 1  # score kind codes: 0 softmax, 1 probability
 _CAND_TOL = 1e-9
 _RELEVANT = 40.0
@@ -39,7 +41,7 @@ _value = _refine = _undominated = _point_winners = _dominated = (
 def kernel():
     """The compiled kernel (compiled, or loaded from numba's cache, on first use: the first
     compile on a machine takes seconds, so it is logged)."""
-    global _kernel, _dominated, _value, _refine, _undominated, _point_winners
+    global _kernel, prange, _dominated, _value, _refine, _undominated, _point_winners
     if _kernel is None:
         import numba
 
@@ -50,9 +52,8 @@ def kernel():
         _dominated = numba.njit(inline="always")(_dominated_py)
         _point_winners = numba.njit(nogil=True)(_point_winners_py)
         _refine = numba.njit(nogil=True)(_refine_py)
-        # Serial: numba's parallel loops cost more than they gave here (2 cores shared with the
-        # network's threads), and a camera pipeline keeps the other cores busy anyway.
-        _kernel = numba.njit(cache=True, nogil=True)(_cells)
+        prange = numba.prange  # resolved when numba compiles _cells
+        _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_cells)
     return _kernel
 
 
@@ -74,12 +75,12 @@ def _cells(
     n_f = len(thds)
     top, sure = _point_winners(s32)
     max_nx = max(1, xn.max())
-    cmx, cmn = np.empty(c_n), np.empty(c_n)
-    cand = np.empty(c_n, np.int64)
-    tile, wins = np.empty((c_n, 4)), np.empty(4, np.int64)
-    cols = np.empty((2, c_n, max_nx))
-    stack, pool = np.empty((_STACK, 7), np.int64), np.empty(_STACK * c_n, np.int64)
-    for r in range(h - 1):
+    for r in prange(h - 1):  # cell rows in parallel, each with its own scratch
+        cmx, cmn = np.empty(c_n), np.empty(c_n)
+        cand = np.empty(c_n, np.int64)
+        tile, wins = np.empty((c_n, 4)), np.empty(4, np.int64)
+        cols = np.empty((2, c_n, max_nx))
+        stack, pool = np.empty((_STACK, 7), np.int64), np.empty(_STACK * c_n, np.int64)
         y0, ny = ys[r], yn[r]
         for q in range(w - 1):
             x0, nx = xs[q], xn[q]
@@ -132,7 +133,7 @@ def _cells(
                 continue
             if not need_p:  # argmax only: refine the candidates on ever smaller tiles
                 _refine(s, r, q, ya, yb, xa, xb, y0, y0 + ny - 1, x0, x0 + nx - 1, cand, k_n,
-                        stack, pool, tile, cols, labels, counts[r])  # fmt: skip
+                        stack, pool, tile, cols, wins, labels, counts[r])  # fmt: skip
                 continue
             if kind != PROBABILITY:  # a softmax sum needs every relevant class
                 k_n = 0
@@ -205,15 +206,15 @@ def _dominated_py(s, r, q, c, wins, tol):
     return False
 
 
-def _undominated_py(classes, n, values, tol, out):
+def _undominated_py(classes, n, values, tol, out, winners):
     """Keep (in order, into ``out``; returns how many) the ``classes[:n]`` that no corner winner
     dominates. ``values`` float64 [>= C, 4]: each class's value at a tile's four corners (rows
     indexed by class for the cell, by list position for ``_refine``: ``classes`` then holds
     positions). A class whose value is below another's by ``tol`` at all four corners is below
     it everywhere on the tile (their difference is bilinear, so the interior is a convex
     combination of the corners); in particular one class winning all four corners by ``tol``
-    wins the whole tile. The winners checked are each corner's first maximum."""
-    winners = np.empty(4, np.int64)
+    wins the whole tile. The winners checked are each corner's first maximum (written to
+    ``winners``, int64 [4] scratch)."""
     for i in range(4):
         best, wk = -np.inf, -1
         for k in range(n):
@@ -242,8 +243,9 @@ def _undominated_py(classes, n, values, tol, out):
 
 
 def _refine_py(
-    s, r, q, ya, yb, xa, xb, y1, y2, x1, x2, cand, k_n, stack, pool, tile, cols, labels, counts
-):
+    s, r, q, ya, yb, xa, xb, y1, y2, x1, x2, cand, k_n, stack, pool, tile, cols, wins, labels,
+    counts,
+):  # fmt: skip
     """Argmax over ``cand[:k_n]`` for the pixels [y1..y2] x [x1..x2] of cell (r, q).
 
     A quadtree over the pixel block: a bilinear function's extremes over a rectangle are at its
@@ -272,6 +274,7 @@ def _refine_py(
         ty1, ty2, tx1, tx2 = stack[n, 0], stack[n, 1], stack[n, 2], stack[n, 3]
         off, cnt, base = stack[n, 4], stack[n, 5], stack[n, 6]
         if cnt > 1 and (ty2 - ty1 + 1) * (tx2 - tx1 + 1) <= _LEAF:
+            prev, run = -1, 0  # counted per run of one label (no read-modify-write per pixel)
             for y in range(ty1, ty2 + 1):
                 for x in range(tx1, tx2 + 1):
                     best, bk = -np.inf, -1
@@ -282,7 +285,12 @@ def _refine_py(
                             best, bk = v, k
                     lab = cand[pool[off + bk]]
                     labels[y, x] = lab
-                    counts[lab] += 1
+                    if lab != prev:
+                        if run:
+                            counts[prev] += run
+                        prev, run = lab, 0
+                    run += 1
+            counts[prev] += run
             continue
         if cnt > 1:  # prune on this tile's corners
             low, big = -np.inf, 0.0
@@ -301,7 +309,7 @@ def _refine_py(
                 if max(max(tile[k, 0], tile[k, 1]), max(tile[k, 2], tile[k, 3])) >= low - tol:
                     pool[base + m] = k
                     m += 1
-            m = _undominated(pool[base : base + m], m, tile, tol, pool[base : base + m])
+            m = _undominated(pool[base : base + m], m, tile, tol, pool[base : base + m], wins)
             for k in range(m):  # tile positions -> cand positions (in place: base + k <= k)
                 pool[base + k] = pool[off + pool[base + k]]
             off, cnt = base, m
@@ -318,6 +326,20 @@ def _refine_py(
                 stack[n, 0], stack[n, 1], stack[n, 2], stack[n, 3] = cy1, cy2, cx1, cx2
                 stack[n, 4], stack[n, 5], stack[n, 6] = off, cnt, off + cnt
                 n += 1
+
+
+_scratch = threading.local()  # per thread: the classes-last copy, reused from call to call
+
+
+def _classes_last(s: np.ndarray) -> np.ndarray:
+    """float64 [h, w, C] copy of s [C, h, w] in a buffer kept between calls: a fresh multi-MB
+    array every frame costs more in page faults (glibc returns it to the OS) than the copy."""
+    shape = s.shape[1:] + s.shape[:1]
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.shape != shape:
+        buf = _scratch.buf = np.empty(shape, dtype=np.float64)
+    buf[...] = s.transpose(1, 2, 0)
+    return buf
 
 
 def warm() -> None:
@@ -343,8 +365,7 @@ def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     if s.dtype != np.float32:  # float32 (what graphs give) as it is; anything else in float64
         s = np.ascontiguousarray(s, dtype=np.float64)
     s = np.ascontiguousarray(s)
-    st = np.empty(s.shape[1:] + s.shape[:1], dtype=np.float64)  # [h, w, C]: one cast + copy
-    st[...] = s.transpose(1, 2, 0)
+    st = _classes_last(s)
     kernel()(st, s, ay.start, ay.count, ay.a, ay.b, ax.start, ax.count, ax.a, ax.b, code, rule[1],
              thds, fillv, with_scores, labels, scores, counts)  # fmt: skip
     return labels, (scores if with_scores else None), counts.sum(axis=0)

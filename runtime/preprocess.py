@@ -113,8 +113,11 @@ def normalize(image: np.ndarray, cfg: PreprocessCfg) -> np.ndarray:
     """HxWx3 uint8 RGB -> float32 [1,3,H,W] with ``(x - mean) / std`` (0..255 scale)."""
     mean = np.asarray(cfg.mean, dtype=np.float32)
     inv_std = 1.0 / np.asarray(cfg.std, dtype=np.float32)
-    x = (image.astype(np.float32) - mean) * inv_std
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    x = np.empty((1, 3) + image.shape[:2], dtype=np.float32)
+    for c in range(3):  # per channel, written in place: same float32 ops, a third of the passes
+        np.subtract(image[:, :, c], mean[c], out=x[0, c], dtype=np.float32)
+        x[0, c] *= inv_std[c]
+    return x
 
 
 def short_side_size(hw: tuple[int, int], short_side: int) -> tuple[int, int]:
