@@ -32,6 +32,7 @@ error < C * 4.3e-18, so a threshold decision can differ from the reference only 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ class LabelMap:
         return np.flatnonzero(self.counts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: taps() caches them
 class _Taps:
     """Two-tap bilinear sampling of ``in_len`` cells onto ``out_len`` outputs (align_corners=False).
 
@@ -81,6 +82,7 @@ class _Taps:
     w1: np.ndarray
 
 
+@functools.lru_cache(maxsize=32)  # a camera's frames share their sizes; arrays are read-only
 def taps(out_len: int, in_len: int, span: float | None = None) -> _Taps:
     """Bilinear taps for the first ``out_len`` samples of a ``span``-long output grid (default
     ``out_len``) over ``in_len`` input cells; the nonzeros of ``postprocess.bilinear_matrix``."""
@@ -93,6 +95,8 @@ def taps(out_len: int, in_len: int, span: float | None = None) -> _Taps:
     same = i0 == i1
     w0 = np.where(same, (1.0 - frac) + frac, 1.0 - frac)
     w1 = np.where(same, 0.0, frac)
+    for a in (i0, i1, w0, w1):
+        a.setflags(write=False)
     return _Taps(i0, i1, w0, w1)
 
 
@@ -222,6 +226,7 @@ class _CellAxis:
     count: np.ndarray
 
 
+@functools.lru_cache(maxsize=32)
 def _cell_axis(t: _Taps, in_len: int) -> _CellAxis:
     cell = np.minimum(t.i0, in_len - 2)
     high = t.i0 > cell  # both taps on cell + 1 (the clamped far edge)
