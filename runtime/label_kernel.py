@@ -41,7 +41,7 @@ _value = _refine = _undominated = _point_winners = _dominated = (
 def kernel():
     """The compiled kernel (compiled, or loaded from numba's cache, on first use: the first
     compile on a machine takes seconds, so it is logged)."""
-    global _kernel, prange, _dominated, _value, _refine, _undominated, _point_winners
+    global _kernel, prange, _diff, _two, _dominated, _value, _refine, _undominated, _point_winners
     if _kernel is None:
         import numba
 
@@ -51,6 +51,8 @@ def kernel():
         _undominated = numba.njit(nogil=True)(_undominated_py)
         _dominated = numba.njit(inline="always")(_dominated_py)
         _point_winners = numba.njit(nogil=True)(_point_winners_py)
+        _diff = numba.njit(inline="always")(_diff_py)
+        _two = numba.njit(nogil=True)(_two_py)
         _refine = numba.njit(nogil=True)(_refine_py)
         prange = numba.prange  # resolved when numba compiles _cells
         _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_cells)
@@ -273,6 +275,7 @@ def _refine_py(
         n -= 1
         ty1, ty2, tx1, tx2 = stack[n, 0], stack[n, 1], stack[n, 2], stack[n, 3]
         off, cnt, base = stack[n, 4], stack[n, 5], stack[n, 6]
+        tol = _CAND_TOL
         if cnt > 1 and (ty2 - ty1 + 1) * (tx2 - tx1 + 1) <= _LEAF:
             prev, run = -1, 0  # counted per run of one label (no read-modify-write per pixel)
             for y in range(ty1, ty2 + 1):
@@ -318,6 +321,11 @@ def _refine_py(
             labels[ty1 : ty2 + 1, tx1 : tx2 + 1] = lab
             counts[lab] += (ty2 - ty1 + 1) * (tx2 - tx1 + 1)
             continue
+        if cnt == 2:  # one boundary: row by row, it crosses each row at most once
+            pa, pb = pool[off], pool[off + 1]
+            _two(cols, pa, pb, cand[pa], cand[pb], ya, yb, ty1, ty2, tx1, tx2, x1, tol, labels,
+                 counts)  # fmt: skip
+            continue
         ym, xm = (ty1 + ty2) // 2, (tx1 + tx2) // 2
         for cy1, cy2 in ((ty1, ym), (ym + 1, ty2)):
             for cx1, cx2 in ((tx1, xm), (xm + 1, tx2)):
@@ -326,6 +334,73 @@ def _refine_py(
                 stack[n, 0], stack[n, 1], stack[n, 2], stack[n, 3] = cy1, cy2, cx1, cx2
                 stack[n, 4], stack[n, 5], stack[n, 6] = off, cnt, off + cnt
                 n += 1
+
+
+def _two_py(cols, pa, pb, la, lb, ya, yb, ty1, ty2, tx1, tx2, x0, tol, labels, counts):
+    """Labels of tile [ty1..ty2] x [tx1..tx2] with two candidates, at ``cols`` positions pa, pb
+    (classes la < lb, so la wins ties); ``x0``: the cell's first column (``cols`` offset).
+
+    Along a row the exact difference d = v_a - v_b is monotone in x (affine in the column
+    weight), so the label changes at most once. Ends agreeing by ``tol`` (far above float64
+    rounding) decide the whole row; otherwise bisection on the computed values finds a change,
+    and pixels are evaluated outward from it until |d| >= 2 tol, past which the side is fixed.
+    Every decision compares the reference's two float64 values, so the labels are its labels.
+    """
+    for y in range(ty1, ty2 + 1):
+        va, vb = ya[y], yb[y]
+        dl = _diff(cols, pa, pb, tx1 - x0, va, vb)
+        dr = _diff(cols, pa, pb, tx2 - x0, va, vb)
+        if (dl >= 0) == (dr >= 0) and min(abs(dl), abs(dr)) >= tol:
+            lab = la if dl >= 0 else lb
+            labels[y, tx1 : tx2 + 1] = lab
+            counts[lab] += tx2 - tx1 + 1
+            continue
+        if (dl >= 0) == (dr >= 0):  # same side, an end within the margin: every pixel
+            for x in range(tx1, tx2 + 1):
+                lab = la if _diff(cols, pa, pb, x - x0, va, vb) >= 0 else lb
+                labels[y, x] = lab
+                counts[lab] += 1
+            continue
+        left = dl >= 0
+        lo, hi = tx1, tx2  # computed signs differ at lo and hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if (_diff(cols, pa, pb, mid - x0, va, vb) >= 0) == left:
+                lo = mid
+            else:
+                hi = mid
+        x = lo  # leftwards from lo, pixel by pixel until the margin, then one fill
+        while x >= tx1:
+            d = _diff(cols, pa, pb, x - x0, va, vb)
+            lab = la if d >= 0 else lb
+            labels[y, x] = lab
+            counts[lab] += 1
+            x -= 1
+            if abs(d) >= 2.0 * tol:
+                break
+        if x >= tx1:
+            lab = la if left else lb
+            labels[y, tx1 : x + 1] = lab
+            counts[lab] += x + 1 - tx1
+        x = hi  # rightwards from hi likewise
+        while x <= tx2:
+            d = _diff(cols, pa, pb, x - x0, va, vb)
+            lab = la if d >= 0 else lb
+            labels[y, x] = lab
+            counts[lab] += 1
+            x += 1
+            if abs(d) >= 2.0 * tol:
+                break
+        if x <= tx2:
+            lab = lb if left else la
+            labels[y, x : tx2 + 1] = lab
+            counts[lab] += tx2 + 1 - x
+
+
+def _diff_py(cols, pa, pb, j, va, vb):
+    """v_a - v_b at column j of the cell and row weights (va, vb), each value computed as the
+    reference does; its sign is the reference's comparison (float subtraction keeps it)."""
+    return (cols[0, pa, j] * va + cols[1, pa, j] * vb) - (cols[0, pb, j] * va + cols[1, pb, j] * vb)
 
 
 _scratch = threading.local()  # per thread: the classes-last copy, reused from call to call

@@ -41,6 +41,9 @@ def _cases():
     yield "padded span", _smooth(rng, 9, 10, 12, 5.0), (150, 170), (160.5, 192.0)
     yield "downscale", rng.normal(size=(5, 20, 30)).astype(np.float32), (9, 13), None
     yield "one row", rng.normal(size=(5, 1, 9)).astype(np.float32), (7, 40), None
+    big = rng.normal(size=(3, 6, 5)).astype(np.float32)
+    big[2] = big[1] + 1e-6  # long boundaries between two classes inside large cells
+    yield "large cells", big, (480, 400), None
     bad = rng.normal(size=(4, 5, 5)).astype(np.float32)
     bad[2, 1, 1] = np.nan
     yield "nan", bad, (30, 30), None
