@@ -39,7 +39,9 @@ const char* kUsage =
     "                   [--json STATS] [--show] [--threads N] [--mode auto|whole|slide] [--drop auto|oldest|never]\n"
     "                   [--realtime] [--fps F] [--alpha A] [--no-legend] [--fourcc XXXX] [--capture-size WxH]\n"
     "                   [--reconnect-delay S] [--reconnect-max-delay S] [--reconnect-attempts N]\n"
-    "                   [--score-threshold T] [--postprocess fast|exact]\n";
+    "                   [--score-threshold T] [--postprocess fast|exact] [--precision fp32] [--help]\n"
+    "fp16/int8 variants and --classes: python -m runtime.camera (this program runs the fp32 graph\n"
+    "and the folder's own vocabulary).\n";
 
 ovss::StopFlag g_stop;
 volatile std::sig_atomic_t g_signals = 0;
@@ -169,7 +171,7 @@ int run(int argc, char** argv) {
                           {"--model", "--source", "--out", "--max-frames", "--queue", "--json", "--threads", "--mode",
                            "--backend", "--engine", "--drop", "--fps", "--alpha", "--fourcc", "--capture-size",
                            "--reconnect-delay", "--reconnect-max-delay", "--reconnect-attempts", "--score-threshold",
-                           "--postprocess"},
+                           "--postprocess", "--precision", "--classes"},
                           {"--show", "--realtime", "--no-legend"});
     const std::string model = args.require("--model"), spec = args.require("--source");
     const int max_frames = args.get_int("--max-frames", 0, 1), queue_size = args.get_int("--queue", 2, 1);
@@ -179,6 +181,7 @@ int run(int argc, char** argv) {
     ovss::ReaderCfg rcfg{0, args.get_double("--reconnect-delay", 0.5, 1e-3, 3600),
                          args.get_double("--reconnect-max-delay", 8.0, 1e-3, 3600),
                          args.get_int("--reconnect-attempts", 0, 0)};
+    ovss::check_model_flags(args, model);
     ovss::Segmenter seg(model, seg_options(args));
     std::shared_ptr<ovss::FrameSource> source = ovss::open_source(spec, source_cfg(args));
     if (args.has("--realtime")) rcfg.pace_fps = source->fps > 0 ? source->fps : (fps_arg > 0 ? fps_arg : ovss::kDefaultFps);

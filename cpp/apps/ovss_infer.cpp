@@ -39,7 +39,9 @@ const char* kUsage =
     "                  [--mode auto|whole|slide] [--stride PX] [--short-side PX] [--repeat N]\n"
     "                  [--backend auto|onnxruntime|tensorrt] [--engine FILE]\n"
     "                  [--score-threshold T] [--scores-out S.npy|S.png] [--postprocess fast|exact]\n"
-    "                  [--alpha A] [--no-legend] [--no-verify]\n";
+    "                  [--alpha A] [--no-legend] [--no-verify] [--precision fp32] [--help]\n"
+    "fp16/int8 variants and --classes: python -m runtime.infer (this program runs the fp32 graph\n"
+    "and the folder's own vocabulary).\n";
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -132,13 +134,14 @@ int run(int argc, char** argv) {
     const ovss::Args args(argc, argv,
                           {"--model", "--image", "--out", "--labels-out", "--threads", "--mode", "--stride",
                            "--short-side", "--repeat", "--backend", "--engine", "--alpha", "--score-threshold",
-                           "--scores-out", "--postprocess"},
+                           "--scores-out", "--postprocess", "--precision", "--classes"},
                           {"--no-legend", "--no-verify"});
     const std::string model = args.require("--model"), image_path = args.require("--image");
     args.require("--out");
     const int repeat = args.get_int("--repeat", 1, 1);
     check_suffix(args, "--labels-out");
     check_suffix(args, "--scores-out");
+    ovss::check_model_flags(args, model);
     const cv::Mat rgb = ovss::load_image(image_path);
     ovss::Segmenter seg(model, options(args));
     ovss::SegResult result;

@@ -1,9 +1,14 @@
 #include "ovss/cli.hpp"
 
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "ovss/errors.hpp"
+#include "ovss/manifest.hpp"
 
 namespace ovss {
 
@@ -67,7 +72,49 @@ double Args::get_double(const std::string& flag, double fallback, double lo, dou
     return x;
 }
 
+namespace {
+
+/// The precision the manifest's ``variants`` maps to a graph file ("" when it has none).
+std::string variant_file(const std::filesystem::path& folder, const std::string& precision) {
+    std::ifstream in(folder / "manifest.json");
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.contains("variants") || !j["variants"].is_object()) return "";
+    const auto& v = j["variants"];
+    if (!v.contains(precision) || !v[precision].contains("file")) return "";
+    return v[precision]["file"].is_string() ? v[precision]["file"].get<std::string>() : "";
+}
+
+}  // namespace
+
+void check_model_flags(const Args& args, const std::string& folder) {
+    const auto precision = args.get("--precision");
+    if (!precision && !args.has("--classes")) return;
+    if (precision && !kPrecisions.count(*precision))
+        throw ConfigError("--precision must be fp32, fp16 or int8, got '" + *precision + "'");
+    const Manifest m = load_manifest(folder);
+    if (args.has("--classes")) {
+        if (m.vocab_mode == "fixed")
+            throw VocabularyError("--classes: this folder was exported with a fixed vocabulary "
+                                  "(--vocab-mode fixed); its graph has no text input for other classes");
+        throw VocabularyError("--classes: the C++ programs have no text encoder; set class names with "
+                              "python -m runtime.infer --classes (or ovss_* with the folder's own vocabulary)");
+    }
+    if (!precision || *precision == "fp32") return;
+    const std::string file = variant_file(folder, *precision);
+    if (file.empty())
+        throw ModelFolderError("this folder has no " + *precision + " variant; make one with python -m "
+                               "calibration.calibrate --precision " + *precision);
+    throw OvssError("--precision " + *precision + ": the C++ programs run the fp32 graph only; run " + file +
+                      " with python -m runtime.infer --precision " + *precision);
+}
+
 int guarded_main(const char* usage, const std::function<int(int, char**)>& body, int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+            std::cout << usage;
+            return 0;
+        }
+    }
     try {
         return body(argc, argv);
     } catch (const ConfigError& e) {

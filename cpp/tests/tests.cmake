@@ -110,6 +110,20 @@ ovss_expect(cli.infer_bad_mode 2 "error: mode must be one of auto, whole, slide"
 ovss_expect(cli.infer_unknown_flag 2 "usage: ovss_infer.*error: unknown argument '--bogus'"
             ${_infer} --model ${_g}/folders/vit_fixed --bogus 1)
 
+# --help prints the usage to stdout; --precision / --classes the programs cannot honour are
+# refused with one line (README "C++ runtime": fp32 graph, the folder's own vocabulary).
+ovss_expect(cli.infer_help 0 "^usage: ovss_infer" ${_infer} --help)
+ovss_expect(cli.infer_precision_missing 2 "^error: this folder has no fp16 variant; make one with"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --precision fp16)
+ovss_expect(cli.infer_precision_bad 2 "error: --precision must be fp32, fp16 or int8, got 'fp8'"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --precision fp8)
+ovss_expect(cli.infer_precision_fp32 0 "\"precision\":\"fp32\""
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --precision fp32 --threads 1)
+ovss_expect(cli.infer_classes_fixed 2 "^error: --classes: this folder was exported with a fixed vocabulary"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --classes a,b)
+ovss_expect(cli.infer_classes_input 2 "^error: --classes: the C\\+\\+ programs have no text encoder"
+            ${_infer} --model ${_g}/folders/vit_input --image ${_img} --out ${_o}/x.png --classes a,b)
+
 # The camera program over the golden clip: 12 of its 20 frames, read back by ovss_camera_check.
 set(_camera $<TARGET_FILE:ovss_camera>)
 set(_clip "${_g}/video/clip.mp4")
@@ -129,6 +143,11 @@ ovss_expect(camera.missing_source 2 "error: source file or folder .* does not ex
             ${_camera} --model ${_g}/folders/vit_fixed --source ${_o}/nope.mp4)
 ovss_expect(camera.bad_model 2 "error: .*is not valid JSON"
             ${_camera} --model ${_o}/bad/corrupt_json --source ${_clip})
+ovss_expect(camera.help 0 "^usage: ovss_camera" ${_camera} --help)
+ovss_expect(camera.classes_fixed 2 "^error: --classes: this folder was exported with a fixed vocabulary"
+            ${_camera} --model ${_g}/folders/vit_fixed --source ${_clip} --classes a,b)
+ovss_expect(camera.precision_missing 2 "^error: this folder has no int8 variant"
+            ${_camera} --model ${_g}/folders/vit_fixed --source ${_clip} --precision int8)
 # SIGINT after 4 s of the 7-9 images paced at 1 fps (7-9 s; 4 s leaves a loaded machine time to
 # start the program and install its handler): a clean stop, exit 0, video finalised.
 find_program(OVSS_TIMEOUT timeout)

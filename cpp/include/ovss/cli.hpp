@@ -28,8 +28,20 @@ private:
     std::map<std::string, std::string> values_;
 };
 
-/// Run a program body with the programs' error policy: bad arguments print ``usage`` and the
-/// error, any OvssError prints one ``error: ...`` line (exit 2), anything else exits 1.
+/// The precisions ``--precision`` names (the manifest's ``variants`` hold fp16 / int8 graphs).
+inline const std::set<std::string> kPrecisions = {"fp32", "fp16", "int8"};
+
+/// Check ``--precision`` and ``--classes`` against ``folder``'s manifest before the model is
+/// loaded. The C++ programs run the fp32 graph (``model_file``) and the folder's own vocabulary:
+/// ``--precision fp16|int8`` names the variant file and says to run it with ``runtime.infer``
+/// (or that the folder lacks it); ``--classes`` is refused (fixed vocabulary: the graph has no
+/// text input; vocabulary as input: no C++ text encoder). Throws ConfigError / ModelFolderError /
+/// VocabularyError (one ``error:`` line, exit 2).
+void check_model_flags(const Args& args, const std::string& folder);
+
+/// Run a program body with the programs' error policy: ``--help`` / ``-h`` prints ``usage`` to
+/// stdout (exit 0); bad arguments print ``usage`` and the error, any OvssError prints one
+/// ``error: ...`` line (exit 2), anything else exits 1.
 int guarded_main(const char* usage, const std::function<int(int, char**)>& body, int argc, char** argv);
 
 }  // namespace ovss
