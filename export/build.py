@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 "postprocess": None if m.postprocess is None else dataclasses.asdict(m.postprocess),
                 "nodes": [result.export.nodes_traced, result.export.nodes_final],
                 "seconds": round(result.seconds, 1),
+                "removed": list(result.removed),
             }
         )
     )

@@ -13,6 +13,7 @@ import torch
 
 from export.config import ExportCfg
 from export.device_check import DeviceIoReport, verify_device_graph
+from export.folder_write import FolderWrite
 from export.graph_io import device_graph, labels_dtype
 from export.onnx_export import (
     ExportError,
@@ -68,6 +69,7 @@ class ExportResult:
     manifest: Manifest
     export: OnnxExport
     seconds: float
+    removed: tuple[str, ...] = ()  # files of the folder's old graph the export took away
 
 
 def load_clip_for_export(cfg: ExportCfg) -> LoadedClip:
@@ -555,19 +557,20 @@ def _build(
             **_device_parity(device),
         },
     )
-    out = Path(cfg.output)
-    if text_export is not None:
-        info = write_text_encoder(out, text_export, TEMPLATE_SETS[templates])
-        manifest = dataclasses.replace(manifest, text_encoder=info)
     if cfg.vocab_mode == "fixed" and not name_text_classifier(deployed, text.float().numpy()):
         log.warning(
             "the baked text classifier was not found in the graph: precision variants "
             "cannot tell the final similarity from the backbone"
         )
-    _write_folder(out, deployed, manifest, text if cfg.vocab_mode == "input" else None)
-    final = dataclasses.replace(manifest, model_sha256=sha256_file(out / MODEL_FILE))
-    final.write(out)
-    return ExportResult(out, final, result, time.perf_counter() - t0)
+    out = Path(cfg.output)
+    with FolderWrite(out) as folder:
+        if text_export is not None:
+            info = write_text_encoder(folder.stage, text_export, TEMPLATE_SETS[templates])
+            manifest = dataclasses.replace(manifest, text_encoder=info)
+        _write_folder(folder, deployed, manifest, text if cfg.vocab_mode == "input" else None)
+        final = dataclasses.replace(manifest, model_sha256=sha256_file(folder.path(MODEL_FILE)))
+        removed = folder.commit(final)
+    return ExportResult(out, final, result, time.perf_counter() - t0, tuple(removed))
 
 
 def _device_parity(report: DeviceIoReport | None) -> dict[str, float]:
@@ -584,13 +587,14 @@ def _device_parity(report: DeviceIoReport | None) -> dict[str, float]:
 
 
 def _write_folder(
-    out: Path, proto: onnx.ModelProto, manifest: Manifest, text: torch.Tensor | None
+    folder: FolderWrite, proto: onnx.ModelProto, manifest: Manifest, text: torch.Tensor | None
 ) -> None:
-    """model.onnx (manifest in its metadata_props, without the file's own hash), then embeddings."""
+    """Stage model.onnx (manifest in its metadata_props, without the file's own hash), then
+    the embeddings."""
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, manifest.to_json()
     proto.producer_name, proto.producer_version = "ovss-edge", __version__
-    atomic_write(out / MODEL_FILE, lambda tmp: onnx.save(proto, tmp))
+    atomic_write(folder.path(MODEL_FILE), lambda tmp: onnx.save(proto, tmp))
     if text is not None:
-        atomic_save_npy(out / TEXT_FILE, text.float().numpy())
+        atomic_save_npy(folder.path(TEXT_FILE), text.float().numpy())
