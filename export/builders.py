@@ -15,6 +15,7 @@ from export.config import ExportCfg
 from export.device_check import DeviceIoReport, verify_device_graph
 from export.folder_write import FolderWrite
 from export.graph_io import device_graph, labels_dtype
+from export.graph_names import name_model_graph, name_text_graph
 from export.onnx_export import (
     ExportError,
     OnnxExport,
@@ -562,9 +563,17 @@ def _build(
             "the baked text classifier was not found in the graph: precision variants "
             "cannot tell the final similarity from the backbone"
         )
+    name_model_graph(deployed, manifest)
     out = Path(cfg.output)
     with FolderWrite(out) as folder:
         if text_export is not None:
+            name_text_graph(
+                text_export.model,
+                cfg.method,
+                cfg.backbone,
+                text_export.context_length,
+                text_export.embed_dim,
+            )
             info = write_text_encoder(folder.stage, text_export, TEMPLATE_SETS[templates])
             manifest = dataclasses.replace(manifest, text_encoder=info)
         _write_folder(folder, deployed, manifest, text if cfg.vocab_mode == "input" else None)
