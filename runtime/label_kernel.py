@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 
 import numpy as np
 
 NUMBA_AVAILABLE = find_spec("numba") is not None
 log = logging.getLogger(__name__)
-prange = range  # numba.prange once the kernel is compiled
 PROBABILITY = 1  # score kind codes: 0 softmax, 1 probability
 _CAND_TOL = 1e-9
 _RELEVANT = 40.0
@@ -41,12 +42,12 @@ _value = _refine = _undominated = _point_winners = _dominated = (
 def kernel():
     """The compiled kernel (compiled, or loaded from numba's cache, on first use: the first
     compile on a machine takes seconds, so it is logged)."""
-    global _kernel, prange, _diff, _two, _dominated, _value, _refine, _undominated, _point_winners
+    global _kernel, _cell_row, _diff, _two, _dominated, _value, _refine, _undominated
+    global _point_winners
     if _kernel is None:
         import numba
 
         log.info("loading the compiled label-map kernel (the first run on a machine compiles it)")
-
         _value = numba.njit(inline="always")(_value_py)
         _undominated = numba.njit(nogil=True)(_undominated_py)
         _dominated = numba.njit(inline="always")(_dominated_py)
@@ -54,117 +55,128 @@ def kernel():
         _diff = numba.njit(inline="always")(_diff_py)
         _two = numba.njit(nogil=True)(_two_py)
         _refine = numba.njit(nogil=True)(_refine_py)
-        prange = numba.prange  # resolved when numba compiles _cells
-        _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_cells)
+        _cell_row = numba.njit(nogil=True)(_cell_row_py)
+        # Serial and without the GIL: ``run`` splits the cell rows over threads (numba's own
+        # parallel loops leaked memory on every call, ~6 kB with numba 0.68).
+        _kernel = numba.njit(cache=True, nogil=True)(_cells)
     return _kernel
 
 
 def _cells(
-    s, s32, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv, want_scores, labels, scores,
-    counts,
+    s, top, sure, r0, r1, step, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv,
+    want_scores, labels, scores, counts,
 ):  # fmt: skip
-    """Fill ``labels`` (int32 [H, W]) and, with ``want_scores``, ``scores`` (float32 [H, W]).
+    """Fill cell rows range(r0, r1, step) of ``labels`` (int32 [H, W]) and, with ``want_scores``,
+    ``scores`` (float32 [H, W]).
 
-    s: float64 [h, w, C], classes last (a cell's classes are contiguous), finite; s32: the same
-    scores as the graph gave them, [C, h, w].
+    s: float64 [h, w, C], classes last (a cell's classes are contiguous), finite.
+    top, sure: ``_point_winners`` of the scores.
     ys, yn / xs, xn: int64 first output row / column and count per cell row / column.
     ya, yb / xa, xb: float64 weights on a cell's low / high feature cell per output row / column
     (``label_map._cell_axis``). kind: 0 softmax (of scale * v), 1 probability. thds, fillv:
     thresholds and their fill labels, applied in order. counts: int64 [h - 1, >= 256 and > C],
     zeros; gets per cell row the number of pixels of each label.
     """
+    max_nx = max(1, xn.max())
+    for r in range(r0, r1, step):
+        _cell_row(r, s, top, sure, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv,
+                  want_scores, labels, scores, counts, max_nx)  # fmt: skip
+
+
+def _cell_row_py(
+    r, s, top, sure, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv, want_scores,
+    labels, scores, counts, max_nx,
+):  # fmt: skip
+    """Cell row r of ``_cells``."""
     h, w, c_n = s.shape
     n_f = len(thds)
-    top, sure = _point_winners(s32)
-    max_nx = max(1, xn.max())
-    for r in prange(h - 1):  # cell rows in parallel, each with its own scratch
-        cmx, cmn = np.empty(c_n), np.empty(c_n)
-        cand = np.empty(c_n, np.int64)
-        tile, wins = np.empty((c_n, 4)), np.empty(4, np.int64)
-        cols = np.empty((2, c_n, max_nx))
-        stack, pool = np.empty((_STACK, 7), np.int64), np.empty(_STACK * c_n, np.int64)
-        y0, ny = ys[r], yn[r]
-        for q in range(w - 1):
-            x0, nx = xs[q], xn[q]
-            if ny == 0 or nx == 0:
-                continue
-            w0 = top[r, q]
-            if n_f == 0 and not want_scores and sure[r, q] and sure[r, q + 1] and sure[r + 1, q]:
-                if sure[r + 1, q + 1] and top[r, q + 1] == w0 and top[r + 1, q] == w0:
-                    if top[r + 1, q + 1] == w0:  # one class wins all four corners: all of it
-                        labels[y0 : y0 + ny, x0 : x0 + nx] = w0
-                        counts[r, w0] += ny * nx
-                        continue
-            low, high, big = -np.inf, -np.inf, 0.0
-            for c in range(c_n):
-                a, b, d, e = s[r, q, c], s[r, q + 1, c], s[r + 1, q, c], s[r + 1, q + 1, c]
-                mx, mn = max(max(a, b), max(d, e)), min(min(a, b), min(d, e))
-                cmx[c], cmn[c] = mx, mn
-                low, high = max(low, mn), max(high, mx)
-                big = max(big, max(abs(mx), abs(mn)))
-            tol = _CAND_TOL * (1.0 + big)
-            wins[0], wins[1], wins[2], wins[3] = w0, top[r, q + 1], top[r + 1, q], top[r + 1, q + 1]
+    cmx, cmn = np.empty(c_n), np.empty(c_n)
+    cand = np.empty(c_n, np.int64)
+    tile, wins = np.empty((c_n, 4)), np.empty(4, np.int64)
+    cols = np.empty((2, c_n, max_nx))
+    stack, pool = np.empty((_STACK, 7), np.int64), np.empty(_STACK * c_n, np.int64)
+    y0, ny = ys[r], yn[r]
+    for q in range(w - 1):
+        x0, nx = xs[q], xn[q]
+        if ny == 0 or nx == 0:
+            continue
+        w0 = top[r, q]
+        if n_f == 0 and not want_scores and sure[r, q] and sure[r, q + 1] and sure[r + 1, q]:
+            if sure[r + 1, q + 1] and top[r, q + 1] == w0 and top[r + 1, q] == w0:
+                if top[r + 1, q + 1] == w0:  # one class wins all four corners: all of it
+                    labels[y0 : y0 + ny, x0 : x0 + nx] = w0
+                    counts[r, w0] += ny * nx
+                    continue
+        low, high, big = -np.inf, -np.inf, 0.0
+        for c in range(c_n):
+            a, b, d, e = s[r, q, c], s[r, q + 1, c], s[r + 1, q, c], s[r + 1, q + 1, c]
+            mx, mn = max(max(a, b), max(d, e)), min(min(a, b), min(d, e))
+            cmx[c], cmn[c] = mx, mn
+            low, high = max(low, mn), max(high, mx)
+            big = max(big, max(abs(mx), abs(mn)))
+        tol = _CAND_TOL * (1.0 + big)
+        wins[0], wins[1], wins[2], wins[3] = w0, top[r, q + 1], top[r + 1, q], top[r + 1, q + 1]
+        k_n = 0
+        for c in range(c_n):  # bound test, then dominance by the corner winners
+            if cmx[c] >= low - tol and not _dominated(s, r, q, c, wins, tol):
+                cand[k_n] = c
+                k_n += 1
+        failed, undecided = -1, False
+        if n_f > 0:
+            if kind == PROBABILITY:
+                p_lo, p_hi = low, high
+            else:
+                d_hi, d_lo = 0.0, 0.0
+                for c in range(c_n):  # terms below e^-40 bounded, not computed
+                    u = scale * (cmx[c] - low)
+                    d_hi += math.exp(u) if u > -_RELEVANT else _TINY
+                    v = scale * (cmn[c] - high)
+                    if v > -_RELEVANT:  # dropping a term keeps a lower bound
+                        d_lo += math.exp(v)
+                p_lo, p_hi = 1.0 / d_hi, (1.0 if d_lo <= 1.0 else 1.0 / d_lo)
+            for f in range(n_f):
+                if p_hi < thds[f] - _DECIDE_TOL:
+                    failed = fillv[f]
+                elif p_lo < thds[f] + _DECIDE_TOL:
+                    undecided = True
+        need_p = undecided or want_scores
+        if not need_p and (k_n == 1 or failed >= 0):
+            lab = failed if failed >= 0 else cand[0]
+            labels[y0 : y0 + ny, x0 : x0 + nx] = lab
+            counts[r, lab] += ny * nx
+            continue
+        if not need_p:  # argmax only: refine the candidates on ever smaller tiles
+            _refine(s, r, q, ya, yb, xa, xb, y0, y0 + ny - 1, x0, x0 + nx - 1, cand, k_n,
+                    stack, pool, tile, cols, wins, labels, counts[r])  # fmt: skip
+            continue
+        if kind != PROBABILITY:  # a softmax sum needs every relevant class
             k_n = 0
-            for c in range(c_n):  # bound test, then dominance by the corner winners
-                if cmx[c] >= low - tol and not _dominated(s, r, q, c, wins, tol):
+            for c in range(c_n):
+                if cmx[c] >= low - _RELEVANT / scale:
                     cand[k_n] = c
                     k_n += 1
-            failed, undecided = -1, False
-            if n_f > 0:
-                if kind == PROBABILITY:
-                    p_lo, p_hi = low, high
-                else:
-                    d_hi, d_lo = 0.0, 0.0
-                    for c in range(c_n):  # terms below e^-40 bounded, not computed
-                        u = scale * (cmx[c] - low)
-                        d_hi += math.exp(u) if u > -_RELEVANT else _TINY
-                        v = scale * (cmn[c] - high)
-                        if v > -_RELEVANT:  # dropping a term keeps a lower bound
-                            d_lo += math.exp(v)
-                    p_lo, p_hi = 1.0 / d_hi, (1.0 if d_lo <= 1.0 else 1.0 / d_lo)
-                for f in range(n_f):
-                    if p_hi < thds[f] - _DECIDE_TOL:
-                        failed = fillv[f]
-                    elif p_lo < thds[f] + _DECIDE_TOL:
-                        undecided = True
-            need_p = undecided or want_scores
-            if not need_p and (k_n == 1 or failed >= 0):
-                lab = failed if failed >= 0 else cand[0]
-                labels[y0 : y0 + ny, x0 : x0 + nx] = lab
-                counts[r, lab] += ny * nx
-                continue
-            if not need_p:  # argmax only: refine the candidates on ever smaller tiles
-                _refine(s, r, q, ya, yb, xa, xb, y0, y0 + ny - 1, x0, x0 + nx - 1, cand, k_n,
-                        stack, pool, tile, cols, wins, labels, counts[r])  # fmt: skip
-                continue
-            if kind != PROBABILITY:  # a softmax sum needs every relevant class
-                k_n = 0
-                for c in range(c_n):
-                    if cmx[c] >= low - _RELEVANT / scale:
-                        cand[k_n] = c
-                        k_n += 1
-            for y in range(y0, y0 + ny):
-                for x in range(x0, x0 + nx):
-                    best, bk = -np.inf, -1
+        for y in range(y0, y0 + ny):
+            for x in range(x0, x0 + nx):
+                best, bk = -np.inf, -1
+                for k in range(k_n):
+                    v = _value(s, cand[k], r, q, ya[y], yb[y], xa[x], xb[x])
+                    if bk < 0 or v > best:
+                        best, bk = v, k
+                p = best
+                if kind != PROBABILITY:
+                    den = 0.0
                     for k in range(k_n):
                         v = _value(s, cand[k], r, q, ya[y], yb[y], xa[x], xb[x])
-                        if bk < 0 or v > best:
-                            best, bk = v, k
-                    p = best
-                    if kind != PROBABILITY:
-                        den = 0.0
-                        for k in range(k_n):
-                            v = _value(s, cand[k], r, q, ya[y], yb[y], xa[x], xb[x])
-                            den += math.exp(scale * (v - best))
-                        p = 1.0 / den
-                    lab = cand[bk]
-                    for f in range(n_f):
-                        if p < thds[f]:
-                            lab = fillv[f]
-                    if want_scores:
-                        scores[y, x] = p
-                    labels[y, x] = lab
-                    counts[r, lab] += 1
+                        den += math.exp(scale * (v - best))
+                    p = 1.0 / den
+                lab = cand[bk]
+                for f in range(n_f):
+                    if p < thds[f]:
+                        lab = fillv[f]
+                if want_scores:
+                    scores[y, x] = p
+                labels[y, x] = lab
+                counts[r, lab] += 1
 
 
 def _point_winners_py(s32):
@@ -403,6 +415,17 @@ def _diff_py(cols, pa, pb, j, va, vb):
     return (cols[0, pa, j] * va + cols[1, pa, j] * vb) - (cols[0, pb, j] * va + cols[1, pb, j] * vb)
 
 
+_WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # threads over the cell rows
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(_WORKERS, thread_name_prefix="ovss-labels")
+    return _executor
+
+
 _scratch = threading.local()  # per thread: the classes-last copy, reused from call to call
 
 
@@ -441,6 +464,16 @@ def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
         s = np.ascontiguousarray(s, dtype=np.float64)
     s = np.ascontiguousarray(s)
     st = _classes_last(s)
-    kernel()(st, s, ay.start, ay.count, ay.a, ay.b, ax.start, ax.count, ax.a, ax.b, code, rule[1],
-             thds, fillv, with_scores, labels, scores, counts)  # fmt: skip
+    kernel()
+    top, sure = _point_winners(s)
+
+    def rows(first: int, step: int = 1) -> None:
+        _kernel(st, top, sure, first, st.shape[0] - 1, step, ay.start, ay.count, ay.a, ay.b,
+                ax.start, ax.count, ax.a, ax.b, code, rule[1], thds, fillv, with_scores, labels,
+                scores, counts)  # fmt: skip
+
+    if _WORKERS == 1 or st.shape[0] < 2 * _WORKERS:
+        rows(0)
+    else:  # interleaved cell rows (balanced); each thread writes its own rows of labels / counts
+        list(_pool().map(rows, range(_WORKERS), [_WORKERS] * _WORKERS))
     return labels, (scores if with_scores else None), counts.sum(axis=0)
