@@ -422,7 +422,7 @@ _executor: ThreadPoolExecutor | None = None
 def _pool() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(_WORKERS, thread_name_prefix="ovss-labels")
+        _executor = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="ovss-labels")
     return _executor
 
 
@@ -475,5 +475,8 @@ def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     if _WORKERS == 1 or st.shape[0] < 2 * _WORKERS:
         rows(0)
     else:  # interleaved cell rows (balanced); each thread writes its own rows of labels / counts
-        list(_pool().map(rows, range(_WORKERS), [_WORKERS] * _WORKERS))
+        others = [_pool().submit(rows, i, _WORKERS) for i in range(1, _WORKERS)]
+        rows(0, _WORKERS)  # this thread takes a share too (it is awake, its caches warm)
+        for f in others:
+            f.result()
     return labels, (scores if with_scores else None), counts.sum(axis=0)
