@@ -34,16 +34,15 @@ _STACK = 128  # quadtree stack entries (depth <= 40 tiles)
 _LEAF = 16  # tiles of at most this many pixels are evaluated per pixel
 
 _kernel = None
-_value = _refine = _undominated = _point_winners = _dominated = (
-    None  # compiled forms, set by kernel()
-)
+# their compiled forms, set by kernel()
+_value = _refine = _undominated = _prepare = _dominated = _diff = _two = _cell_row = None
 
 
 def kernel():
     """The compiled kernel (compiled, or loaded from numba's cache, on first use: the first
     compile on a machine takes seconds, so it is logged)."""
     global _kernel, _cell_row, _diff, _two, _dominated, _value, _refine, _undominated
-    global _point_winners
+    global _prepare
     if _kernel is None:
         import numba
 
@@ -51,7 +50,7 @@ def kernel():
         _value = numba.njit(inline="always")(_value_py)
         _undominated = numba.njit(nogil=True)(_undominated_py)
         _dominated = numba.njit(inline="always")(_dominated_py)
-        _point_winners = numba.njit(nogil=True)(_point_winners_py)
+        _prepare = numba.njit(nogil=True, cache=True)(_prepare_py)
         _diff = numba.njit(inline="always")(_diff_py)
         _two = numba.njit(nogil=True)(_two_py)
         _refine = numba.njit(nogil=True)(_refine_py)
@@ -70,7 +69,7 @@ def _cells(
     ``scores`` (float32 [H, W]).
 
     s: float64 [h, w, C], classes last (a cell's classes are contiguous), finite.
-    top, sure: ``_point_winners`` of the scores.
+    top, sure: per point, the first argmax and whether it wins by the margin (``_prepare``).
     ys, yn / xs, xn: int64 first output row / column and count per cell row / column.
     ya, yb / xa, xb: float64 weights on a cell's low / high feature cell per output row / column
     (``label_map._cell_axis``). kind: 0 softmax (of scale * v), 1 probability. thds, fillv:
@@ -179,25 +178,26 @@ def _cell_row_py(
                 counts[r, lab] += 1
 
 
-def _point_winners_py(s32):
-    """Per feature point of the graph's scores s32 [C, h, w] (float32, read once in memory
-    order): (first argmax int64 [h, w], whether it beats every other class by the candidate
-    margin, bool [h, w]). A cell whose four corners have the same sure winner is that class
-    everywhere (``_undominated``)."""
+def _prepare_py(s32, st, best, second, top, y0, y1):
+    """Point rows [y0, y1) of s32 [C, h, w] (the graph's scores, read in memory order): copy
+    them classes-last into st float64 [h, w, C], and per point keep the best and second-best
+    value and the first argmax (top int64 [h, w]). Returns max |value| seen. A cell whose four
+    corners have the same clear winner is that class everywhere (``_undominated``)."""
     c_n, h, w = s32.shape
-    best, second = np.full((h, w), -np.inf), np.full((h, w), -np.inf)
-    top = np.zeros((h, w), np.int64)
     big = 0.0
-    for c in range(c_n):
-        for y in range(h):
+    for y in range(y0, y1):
+        for x in range(w):
+            best[y, x], second[y, x], top[y, x] = -np.inf, -np.inf, 0
+        for c in range(c_n):
             for x in range(w):
                 v = np.float64(s32[c, y, x])
+                st[y, x, c] = v
                 big = max(big, abs(v))
                 if v > best[y, x]:
                     second[y, x], best[y, x], top[y, x] = best[y, x], v, c
                 elif v > second[y, x]:
                     second[y, x] = v
-    return top, best - second >= _CAND_TOL * (1.0 + big)
+    return big
 
 
 def _value_py(s, c, r, q, va, vb, wa, wb):
@@ -429,15 +429,30 @@ def _pool() -> ThreadPoolExecutor:
 _scratch = threading.local()  # per thread: the classes-last copy, reused from call to call
 
 
-def _classes_last(s: np.ndarray) -> np.ndarray:
-    """float64 [h, w, C] copy of s [C, h, w] in a buffer kept between calls: a fresh multi-MB
-    array every frame costs more in page faults (glibc returns it to the OS) than the copy."""
-    shape = s.shape[1:] + s.shape[:1]
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.shape != shape:
-        buf = _scratch.buf = np.empty(shape, dtype=np.float64)
-    buf[...] = s.transpose(1, 2, 0)
-    return buf
+def _buffers(s: np.ndarray):
+    """Per-thread buffers kept between calls (a fresh multi-MB array every frame costs more in
+    page faults, glibc returning it to the OS, than the work): st float64 [h, w, C], best and
+    second float64 [h, w], top int64 [h, w]."""
+    c_n, h, w = s.shape
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None or bufs[0].shape != (h, w, c_n):
+        bufs = _scratch.bufs = (
+            np.empty((h, w, c_n)),
+            np.empty((h, w)),
+            np.empty((h, w)),
+            np.empty((h, w), np.int64),
+        )
+    return bufs
+
+
+def _split(work, n: int) -> list:
+    """``work(i, n)`` for i in range(n): i > 0 on the pool, i = 0 on this thread (awake, its
+    caches warm); returns the results in order."""
+    if n == 1:
+        return [work(0, 1)]
+    others = [_pool().submit(work, i, n) for i in range(1, n)]
+    first = work(0, n)
+    return [first] + [f.result() for f in others]
 
 
 def warm() -> None:
@@ -463,20 +478,17 @@ def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     if s.dtype != np.float32:  # float32 (what graphs give) as it is; anything else in float64
         s = np.ascontiguousarray(s, dtype=np.float64)
     s = np.ascontiguousarray(s)
-    st = _classes_last(s)
     kernel()
-    top, sure = _point_winners(s)
+    st, best, second, top = _buffers(s)
+    h = s.shape[1]
+    n = _WORKERS if h >= 2 * _WORKERS else 1
+    bigs = _split(lambda i, k: _prepare(s, st, best, second, top, h * i // k, h * (i + 1) // k), n)
+    sure = best - second >= _CAND_TOL * (1.0 + max(bigs))
 
-    def rows(first: int, step: int = 1) -> None:
-        _kernel(st, top, sure, first, st.shape[0] - 1, step, ay.start, ay.count, ay.a, ay.b,
-                ax.start, ax.count, ax.a, ax.b, code, rule[1], thds, fillv, with_scores, labels,
-                scores, counts)  # fmt: skip
+    def rows(first: int, step: int) -> None:  # interleaved cell rows: balanced, disjoint writes
+        _kernel(st, top, sure, first, h - 1, step, ay.start, ay.count, ay.a, ay.b, ax.start,
+                ax.count, ax.a, ax.b, code, rule[1], thds, fillv, with_scores, labels, scores,
+                counts)  # fmt: skip
 
-    if _WORKERS == 1 or st.shape[0] < 2 * _WORKERS:
-        rows(0)
-    else:  # interleaved cell rows (balanced); each thread writes its own rows of labels / counts
-        others = [_pool().submit(rows, i, _WORKERS) for i in range(1, _WORKERS)]
-        rows(0, _WORKERS)  # this thread takes a share too (it is awake, its caches warm)
-        for f in others:
-            f.result()
+    _split(rows, n)
     return labels, (scores if with_scores else None), counts.sum(axis=0)
