@@ -65,8 +65,8 @@ def _cells(
     s, top, sure, r0, r1, step, ys, yn, ya, yb, xs, xn, xa, xb, kind, scale, thds, fillv,
     want_scores, labels, scores, counts,
 ):  # fmt: skip
-    """Fill cell rows range(r0, r1, step) of ``labels`` (int32 [H, W]) and, with ``want_scores``,
-    ``scores`` (float32 [H, W]).
+    """Fill cell rows range(r0, r1, step) of ``labels`` (uint8 or int32 [H, W]) and, with
+    ``want_scores``, ``scores`` (float32 [H, W]).
 
     s: float64 [h, w, C], classes last (a cell's classes are contiguous), finite.
     top, sure: per point, the first argmax and whether it wins by the margin (``_prepare``).
@@ -455,6 +455,12 @@ def _split(work, n: int) -> list:
     return [first] + [f.result() for f in others]
 
 
+def labels_dtype(num_classes: int):
+    """uint8 for at most 255 classes (255 is ``UNKNOWN``; a quarter of int32's bytes to write),
+    else int32."""
+    return np.uint8 if num_classes <= 255 else np.int32
+
+
 def warm() -> None:
     """Compile (or load) the kernel now and run it once on a tiny input, so that the first real
     frame does not pay for it. A no-op without numba."""
@@ -469,7 +475,7 @@ def run(s: np.ndarray, ay, ax, rule, fills, with_scores: bool):
     per label) for ``label_map``: ``s`` float [C, h, w], finite, h, w >= 2; ``ay`` / ``ax``:
     ``label_map._CellAxis``."""
     out_hw = (len(ay.cell), len(ax.cell))
-    labels = np.empty(out_hw, dtype=np.int32)
+    labels = np.empty(out_hw, dtype=labels_dtype(s.shape[0]))
     scores = np.empty(out_hw if with_scores else (1, 1), dtype=np.float32)
     thds = np.array([t for t, _ in fills], dtype=np.float64)
     fillv = np.array([f for _, f in fills], dtype=np.int64)

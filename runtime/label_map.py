@@ -54,7 +54,8 @@ USE_NUMBA = True  # the compiled fast path where numba is installed (the ``fast`
 @dataclass(frozen=True)
 class LabelMap:
     """Attributes:
-    labels: int32 [H, W] class indices in [0, C), or ``UNKNOWN`` (255) below the threshold.
+    labels: [H, W] class indices in [0, C), or ``UNKNOWN`` (255) below the threshold; uint8
+        for at most 255 classes, else int32.
     scores: float32 [H, W] top-class probability (see ``score_kind``), or None if not asked.
     counts: int64 [max(C, 256)] number of pixels of each label value.
     """
@@ -150,7 +151,7 @@ def label_map(
         with_scores: also return p_top per pixel (float32 [H, W]).
         method: ``fast`` (same labels, cost not growing with C x H x W) or ``exact``.
     Returns:
-        LabelMap with int32 labels [H, W].
+        LabelMap with labels [H, W] (uint8 for C <= 255, else int32).
     Raises:
         ConfigError: bad shapes, kinds or thresholds.
     """
@@ -174,6 +175,7 @@ def label_map(
         np.clip(scores, 0.0, 1.0, out=scores)
     if not counts:  # the compiled kernel counts as it fills; numpy counts afterwards
         counts = [np.bincount(labels.ravel(), minlength=max(c_n, 256))]
+        labels = labels.astype(label_kernel.labels_dtype(c_n), copy=False)
     return LabelMap(labels, scores, counts[0])
 
 

@@ -34,8 +34,9 @@ class SegResult:
     """One segmented image.
 
     Attributes:
-        labels: int32 [H, W] class indices at the input image's size; ``UNKNOWN`` (255) where
-            the top score is below the score threshold.
+        labels: [H, W] class indices at the input image's size, uint8 for at most 255
+            classes (else int32); ``UNKNOWN`` (255) where the top score is below the score
+            threshold.
         logits: float32 [C, h, w] scores at feature resolution (stitched over windows in slide
             mode); None when the graph computed the labels (``postprocess == "graph"``).
         classes: the class names, index-aligned with ``labels`` values.
@@ -338,7 +339,7 @@ class Segmenter:
 
     def _graph_labels(self, labels: np.ndarray, scores: np.ndarray, threshold: float):
         """The graph's labels / scores [H, W] with the thresholds applied, as ``label_map``."""
-        labels = labels.astype(np.int32)
+        labels = labels.astype(label_kernel.labels_dtype(len(self.classes)), copy=True)
         scores = np.asarray(scores, dtype=np.float32)
         if self.score_kind == "probability":
             scores = np.clip(scores, 0.0, 1.0)

@@ -129,7 +129,12 @@ def test_bad_shapes_and_too_many_classes_refused():
         label_map(np.zeros((2, 3, 3), np.float32), (0, 5))
     with pytest.raises(ConfigError, match="at most 255 classes"):
         label_map(np.zeros((256, 2, 2), np.float32), (4, 4), score_threshold=0.5)
-    assert label_map(np.zeros((300, 2, 2), np.float32), (4, 4)).counts.shape == (300,)
+    big = label_map(np.zeros((300, 2, 2), np.float32), (4, 4))
+    assert big.counts.shape == (300,) and big.labels.dtype == np.int32
+    assert (
+        label_map(np.zeros((255, 2, 2), np.float32), (4, 4), method="exact").labels.dtype
+        == np.uint8
+    )
 
 
 def test_fast_equals_exact_on_camvid_frames(camvid, tiny_vit_folder):
