@@ -419,6 +419,15 @@ _WORKERS = max(1, min(4, len(os.sched_getaffinity(0))))  # threads over the cell
 _executor: ThreadPoolExecutor | None = None
 
 
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start a new pool there."""
+    global _executor
+    _executor = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:

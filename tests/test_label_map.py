@@ -164,3 +164,15 @@ def test_score_scale_is_a_softmax_temperature(fast_path):
     np.testing.assert_array_equal(hot.labels == UNKNOWN, ref.scores < 0.4)
     with pytest.raises(ConfigError, match="score scale"):
         label_map(x, (4, 4), score_scale=0.0)
+
+
+def test_fast_path_works_in_a_forked_child():
+    """The kernel's thread pool is not inherited by fork: a child starts its own (no hang)."""
+    import multiprocessing as mp
+
+    x = np.random.default_rng(6).normal(size=(6, 20, 20)).astype(np.float32)
+    want = label_map(x, (300, 300)).labels  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(label_map, (x, (300, 300))).get(timeout=60).labels
+    np.testing.assert_array_equal(got, want)
