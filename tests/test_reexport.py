@@ -50,7 +50,7 @@ def _aged(folder: Path) -> Path:
     encoder and embeddings in files and manifest entries, plus a user's notes.txt."""
     for name in OLD_GRAPH[1:]:
         (folder / name).write_bytes(b"old " + name.encode())
-    (folder / "engines").mkdir()
+    (folder / "engines").mkdir(exist_ok=True)  # the shared fixture may have one already
     (folder / "engines" / "fp32-abc.engine").write_bytes(b"plan")
     (folder / "notes.txt").write_text("mine")
     d = json.loads((folder / MANIFEST_FILE).read_text())
