@@ -50,15 +50,25 @@ def kernel():
         _value = numba.njit(inline="always")(_value_py)
         _undominated = numba.njit(nogil=True)(_undominated_py)
         _dominated = numba.njit(inline="always")(_dominated_py)
-        _prepare = numba.njit(nogil=True, cache=True)(_prepare_py)
+        _prepare = _cached_jit(numba, _prepare_py)
         _diff = numba.njit(inline="always")(_diff_py)
         _two = numba.njit(nogil=True)(_two_py)
         _refine = numba.njit(nogil=True)(_refine_py)
         _cell_row = numba.njit(nogil=True)(_cell_row_py)
         # Serial and without the GIL: ``run`` splits the cell rows over threads (numba's own
         # parallel loops leaked memory on every call, ~6 kB with numba 0.68).
-        _kernel = numba.njit(cache=True, nogil=True)(_cells)
+        _kernel = _cached_jit(numba, _cells)
     return _kernel
+
+
+def _cached_jit(numba, fn):
+    """``numba.njit(nogil=True)`` with numba's on-disk cache, or without it where no cache
+    folder is writable (a read-only install with no user cache directory)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError as e:  # "cannot cache function ...: no locator available"
+        log.info("numba cannot cache %s (%s): compiling it in every process", fn.__name__, e)
+        return numba.njit(nogil=True)(fn)
 
 
 def _cells(
