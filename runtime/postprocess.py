@@ -1,8 +1,8 @@
 """Logits to label maps and colour overlays, in numpy.
 
-Bilinear upsampling is separable, so it is done as two small matrix products (same sampling as
-``torch.nn.functional.interpolate(mode='bilinear', align_corners=False)``), and the argmax over
-classes runs over row blocks so a large image never holds C x H x W floats at once.
+The label maps themselves are ``runtime.label_map``'s (same sampling as
+``torch.nn.functional.interpolate(mode='bilinear', align_corners=False)``); this module keeps
+the dense interpolation matrix and the int32 reference labels for callers that want them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import ConfigError
-from runtime.label_map import UNKNOWN
+from runtime.label_map import UNKNOWN, label_map, taps
 
 UNKNOWN_NAME = "unknown"  # legend entry of pixels below the score threshold
 UNKNOWN_COLOUR = np.array([128, 128, 128], dtype=np.uint8)  # its swatch and label-PNG colour
@@ -22,7 +22,7 @@ def bilinear_matrix(
     out_len: int, in_len: int, span: int | None = None, dtype=np.float32
 ) -> np.ndarray:
     """Interpolation matrix A (out_len x in_len, ``dtype``) with ``y = A @ x`` bilinear,
-    align_corners=False.
+    align_corners=False: the dense form of ``runtime.label_map.taps``.
 
     Args:
         out_len: number of output samples to return (the first ``out_len`` of ``span``).
@@ -30,16 +30,11 @@ def bilinear_matrix(
         span: length of the full output grid that the input spans (default ``out_len``); use the
             padded size when the input covers a padded image and only the first rows are wanted.
     """
-    span = out_len if span is None else span
-    src = (np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / span) - 0.5
-    src = np.clip(src, 0.0, in_len - 1)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, in_len - 1)
-    frac = src - i0
+    t = taps(out_len, in_len, span)
     a = np.zeros((out_len, in_len), dtype=dtype)
     rows = np.arange(out_len)
-    np.add.at(a, (rows, i0), (1.0 - frac).astype(dtype))
-    np.add.at(a, (rows, i1), frac.astype(dtype))
+    np.add.at(a, (rows, t.i0), t.w0.astype(dtype))
+    np.add.at(a, (rows, t.i1), t.w1.astype(dtype))
     return a
 
 
@@ -47,38 +42,23 @@ def upsample_argmax(
     logits: np.ndarray,
     out_hw: tuple[int, int],
     span_hw: tuple[int, int] | None = None,
-    block_rows: int = 64,
     background_thd: float = 0.0,
 ) -> np.ndarray:
-    """Argmax over classes of bilinearly upsampled logits.
+    """Argmax over classes of bilinearly upsampled logits: the reference path of
+    ``runtime.label_map.label_map`` (``method="exact"``), as int32.
 
     Args:
         logits (np.ndarray): float32 [C, h, w].
         out_hw: (H, W) output size, pixels.
         span_hw: (Hp, Wp) size the logits span when they cover a padded image (default out_hw).
-        block_rows: output rows computed per block (bounds memory to C x block_rows x W).
         background_thd: in [0, 1); where the top class's softmax probability (over the upsampled
             logits) is below it, the label is 0 (the vocabulary's first class, "background"), as
             SCLIP / ClearCLIP / NACLIP's ``prob_thd``. 0 = off.
     Returns:
         np.ndarray: int32 [H, W] class indices in [0, C).
     """
-    c, h, w = logits.shape
-    span_hw = out_hw if span_hw is None else span_hw
-    # float64: the summation order of a BLAS matmul then moves scores by ~1e-16, far below the
-    # gaps that decide an argmax, so any runtime (the C++ one too) gets the same labels.
-    a_h = bilinear_matrix(out_hw[0], h, span_hw[0], np.float64)
-    a_w = bilinear_matrix(out_hw[1], w, span_hw[1], np.float64)
-    cols = np.matmul(logits.astype(np.float64), a_w.T)  # [C, h, W]
-    labels = np.empty(out_hw, dtype=np.int32)
-    for r0 in range(0, out_hw[0], block_rows):
-        block = np.matmul(a_h[r0 : r0 + block_rows], cols)  # [C, r, W]
-        top = block.argmax(axis=0)
-        if background_thd > 0:  # p_top = 1 / sum_c exp(s_c - s_top)
-            p_top = 1.0 / np.exp(block - block.max(axis=0, keepdims=True)).sum(axis=0)
-            top[p_top < background_thd] = 0
-        labels[r0 : r0 + block_rows] = top
-    return labels
+    out = label_map(logits, out_hw, span_hw, background_thd=background_thd, method="exact")
+    return out.labels.astype(np.int32, copy=False)
 
 
 def palette(num_classes: int) -> np.ndarray:
