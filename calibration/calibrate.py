@@ -6,10 +6,13 @@
 
 Writes ``DIR/model.fp16.onnx`` or ``DIR/model.int8.onnx``, records it (file, sha256, settings,
 accuracy) under ``variants`` in ``DIR/manifest.json``, and its accuracy against FP32 on held-out
-frames in ``DIR/precision_report.json`` (also printed as a table). Held-out frames are
-``--eval-images``, or the frames of ``--images`` after the calibration ones. Nothing in the folder
-changes unless every step succeeds. The runtime then selects it: ``python -m runtime.infer --model
-DIR --precision int8 ...``.
+frames in ``DIR/precision_report.json``. Held-out frames are ``--eval-images``, or the frames of
+``--images`` after the calibration ones. Nothing in the folder changes unless every step succeeds.
+The runtime then selects it: ``python -m runtime.infer --model DIR --precision int8 ...``.
+
+Output: the report's tables (units in the headers), logs and progress bars go to stderr; stdout
+carries one JSON line (``| jq .`` parses it): variant, precision, the percentages (``*_pct``,
+0..100, null where not measured, e.g. decided agreement when no cell is decided), seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ import numpy as np
 import onnx
 
 from calibration.data import calibration_batch, iter_frames
-from calibration.report import AccuracyReport, compare_variant, to_table
+from calibration.report import (
+    PCT_FIELDS,
+    AccuracyReport,
+    compare_variant,
+    finite_or_none,
+    to_table,
+)
 from runtime import io_names
 from runtime.backends.ort import OrtBackend
 from runtime.cli import (
@@ -237,7 +246,7 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
                 "per-layer sensitivity on %d calibration frame(s)", min(cfg.sensitivity, len(feeds))
             )
             rows = tuple(sensitivity(onnx.load(str(src)), proto, feeds[: cfg.sensitivity]))
-        variant = Variant(final.name, sha256_file(tmp), settings, dataclasses.asdict(report))
+        variant = Variant(final.name, sha256_file(tmp), settings, report.to_json())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -277,11 +286,27 @@ def _record(
         log.warning("%s is unreadable: starting it afresh", path)
         old = {}
     entry = {
-        **dataclasses.asdict(report),
+        **report.to_json(),
         "settings": variant.settings,
-        "sensitivity": [dataclasses.asdict(r) for r in rows[:30]],
+        "sensitivity": [
+            {k: finite_or_none(v) for k, v in dataclasses.asdict(r).items()} for r in rows[:30]
+        ],
     }
-    atomic_write_text(path, json.dumps({**old, precision: entry}, indent=2) + "\n")
+    text = json.dumps({**old, precision: entry}, indent=2, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def summary(result: CalibrateResult) -> dict:
+    """The JSON line ``main`` prints on stdout: percentages under ``*_pct`` (0..100, None where
+    not measured)."""
+    pct = {f"{k}_pct": v for k, v in result.report.to_json().items() if k in PCT_FIELDS}
+    return {
+        "variant": str(result.path),
+        "precision": result.report.precision,
+        "images": result.report.images,
+        **pct,
+        "seconds": round(result.seconds, 1),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
@@ -346,16 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\nmost sensitive quantised layers (lowest SQNR first):", file=sys.stderr)
         print(sens_table(list(result.sensitivity), top=15), file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "variant": str(result.path),
-                "precision": result.report.precision,
-                "label_agreement_pct": result.report.label_agreement,
-                "seconds": round(result.seconds, 1),
-            }
-        )
-    )
+    print(json.dumps(summary(result), allow_nan=False), flush=True)
     return 0
 
 

@@ -2,16 +2,19 @@
 
 Both graphs see the same input, prepared by the runtime's own whole-image path
 (``resize_rgb`` to the model input, then ``normalize``). Reported per variant:
-- label agreement: argmax over classes of the logits at feature resolution, over all cells, and
-  over the *decided* cells (FP32 top-2 margin > ``margin``; elsewhere classes tie within noise);
-- mean and max |logit error| (and the FP32 logit range, to read them against);
-- with ground truth (``labels``: a folder of label PNGs named like the frames): mIoU of FP32 and of
+- label agreement (%): argmax over classes of the logits at feature resolution, over all cells,
+  and over the *decided* cells (FP32 top-2 margin > ``margin``; elsewhere classes tie within
+  noise), None ("n/a") when no cell is decided; and the decided share of cells (%);
+- mean and max |logit error|, in logits (and the FP32 logit range, to read them against);
+- with ground truth (``labels``: a folder of label PNGs named like the frames): mIoU (%) of FP32 and
   the variant, labels upsampled to the frame's own size as the runtime does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +35,13 @@ IGNORE = 255
 
 @dataclass(frozen=True)
 class AccuracyReport:
-    """One variant against FP32 (percentages in 0..100; None where not measured)."""
+    """One variant against FP32 (percentages in 0..100; None where not measured, and
+    ``decided_agreement`` None when no cell was decided)."""
 
     precision: str
     images: int
     label_agreement: float
-    decided_agreement: float
+    decided_agreement: float | None
     decided_fraction: float
     mean_abs_logit_error: float
     max_abs_logit_error: float
@@ -47,22 +51,46 @@ class AccuracyReport:
     labelled_images: int = 0
 
     def row(self) -> str:
-        f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
-        return (
-            f"| {self.precision} | {self.images} | {self.label_agreement:.2f} | "
-            f"{self.decided_agreement:.2f} | {self.mean_abs_logit_error:.4g} | "
-            f"{self.max_abs_logit_error:.4g} | {f(self.miou_fp32)} | {f(self.miou_variant)} |"
-        )
+        """One markdown table row, in :data:`HEADER`'s columns ("n/a" where not measured)."""
+        cells = [self.precision, str(self.images)]
+        cells += [_pct(getattr(self, k)) for k in PCT_FIELDS[:3]]
+        cells += [f"{self.mean_abs_logit_error:.4g}", f"{self.max_abs_logit_error:.4g}"]
+        cells += [_pct(self.miou_fp32), _pct(self.miou_variant)]
+        return "| " + " | ".join(cells) + " |"
+
+    def to_json(self) -> dict:
+        """Every field, and each percentage again under a ``_pct`` name that says its unit (the
+        bare names stay for readers written before). Non-finite values become None (null)."""
+        d = {k: finite_or_none(v) for k, v in dataclasses.asdict(self).items()}
+        return {**d, **{f"{k}_pct": d[k] for k in PCT_FIELDS}}
 
 
+# The report's percentages (0..100), in the table's column order.
+PCT_FIELDS = (
+    "label_agreement",
+    "decided_agreement",
+    "decided_fraction",
+    "miou_fp32",
+    "miou_variant",
+)
 HEADER = (
-    "| precision | images | label agreement % | decided agreement % | mean abs logit err | "
-    "max abs logit err | mIoU FP32 | mIoU variant |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| precision | images | label agreement (%) | decided agreement (%) | decided cells (%) | "
+    "mean abs logit err (logit) | max abs logit err (logit) | mIoU FP32 (%) | mIoU variant (%) |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
+def finite_or_none(x):
+    """``x``, or None where it is a non-finite float (strict JSON, and ``jq``, reject NaN)."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if finite_or_none(x) is None else f"{x:.2f}"
+
+
 def to_table(reports: Iterable[AccuracyReport]) -> str:
-    """Markdown table, one row per variant."""
+    """Markdown table, one row per variant; units in the header, "n/a" where not measured."""
     return "\n".join([HEADER, *(r.row() for r in reports)])
 
 
@@ -162,7 +190,7 @@ def compare_variant(
         precision,
         n,
         100 * agree / total,
-        100 * agree_decided / max(decided, 1),
+        100 * agree_decided / decided if decided else None,  # nothing decided: n/a, not 0
         100 * decided / total,
         abs_sum / cells,
         max_err,

@@ -175,15 +175,20 @@ def _row(model: onnx.ModelProto, name: str, pairs, errors: dict, weights: dict) 
     )
 
 
+def _db(x: float) -> str:
+    """A table cell: NaN (not measured, e.g. no weight) is "n/a"; +inf (exact) stays "inf"."""
+    return "n/a" if math.isnan(x) else f"{x:.1f}"
+
+
 def to_table(rows: list[LayerSensitivity], top: int = 15) -> str:
-    """The ``top`` rows as a markdown table."""
+    """The ``top`` rows as a markdown table (SQNRs in dB; "n/a" where not measured)."""
     lines = [
-        "| # | node | op | tensor | SQNR dB | x-model dB | weight dB |",
-        "|---|---|---|---|---|---|---|",
+        "| # | node | op | tensor | SQNR (dB) | x-model SQNR (dB) | weight SQNR (dB) |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
     for i, r in enumerate(rows[:top], 1):
         lines.append(
-            f"| {i} | {r.node} | {r.op_type} | {r.tensor} | {r.sqnr_db:.1f} | "
-            f"{r.xmodel_db:.1f} | {r.weight_sqnr_db:.1f} |"
+            f"| {i} | {r.node} | {r.op_type} | {r.tensor} | {_db(r.sqnr_db)} | "
+            f"{_db(r.xmodel_db)} | {_db(r.weight_sqnr_db)} |"
         )
     return "\n".join(lines)

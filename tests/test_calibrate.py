@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,9 +19,12 @@ from PIL import Image
 
 from calibration import calibrate as cal
 from calibration.calibrate import CalibrateCfg, calibrate
+from calibration.report import HEADER, PCT_FIELDS, AccuracyReport, compare_variant, to_table
+from calibration.sensitivity import LayerSensitivity
+from calibration.sensitivity import to_table as sens_table
 from runtime import infer as infer_cli
 from runtime.errors import CalibrationError, ModelFolderError
-from runtime.manifest import load_manifest
+from runtime.manifest import PreprocessCfg, load_manifest
 from runtime.segmenter import Segmenter
 
 
@@ -308,3 +314,118 @@ def test_eval_images_must_differ_from_calibration_images(folder, frames):
                 sensitivity=0,
             )
         )
+
+
+# ---------------------------------------------------------------- machine-readable output
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN/Infinity, as jq and other strict readers do."""
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_vit_folder, frames, tmp_path_factory):
+    """``python -m calibration.calibrate`` run for real, as a shell would: (folder, process)."""
+    folder = Path(shutil.copytree(tiny_vit_folder, tmp_path_factory.mktemp("cli") / "model"))
+    cmd = [sys.executable, "-m", "calibration.calibrate", "--model", str(folder)]
+    cmd += ["--precision", "int8", "--images", str(frames), "--num", "4", "--eval-num", "2"]
+    cmd += ["--sensitivity", "1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder, proc
+
+
+def test_cli_stdout_is_one_json_line(cli_run):
+    """stdout is exactly one JSON document on one line; the tables (units named) are on stderr."""
+    folder, proc = cli_run
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"stdout is not one line: {proc.stdout[:2000]!r}"
+    out = _strict_json(lines[0])
+    assert out["variant"] == str(folder / "model.int8.onnx") and out["precision"] == "int8"
+    assert out["images"] == 2 and 0.0 <= out["label_agreement_pct"] <= 100.0
+    assert {f"{k}_pct" for k in PCT_FIELDS} <= set(out)
+    assert out["miou_fp32_pct"] is None  # no --labels: not measured
+    assert "label agreement (%)" in proc.stderr and "SQNR (dB)" in proc.stderr
+    assert "| precision |" not in proc.stdout
+    report = _strict_json((folder / "precision_report.json").read_text())["int8"]
+    assert report["label_agreement_pct"] == report["label_agreement"] == out["label_agreement_pct"]
+
+
+def test_cli_stdout_parses_with_jq(cli_run):
+    """``python -m calibration.calibrate ... | jq .`` parses, and so does the report file."""
+    jq = shutil.which("jq")
+    if jq is None:
+        pytest.skip(
+            "the jq binary is not on PATH (json.loads half: test_cli_stdout_is_one_json_line)"
+        )
+    folder, proc = cli_run
+    got = subprocess.run([jq, "-c", "."], input=proc.stdout, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == json.loads(proc.stdout)
+    report = folder / "precision_report.json"
+    got = subprocess.run([jq, ".int8.sensitivity | length", str(report)], capture_output=True)
+    assert got.returncode == 0 and int(got.stdout) > 0, got.stderr
+
+
+def _fake_manifest(classes: int = 3) -> SimpleNamespace:
+    pre = PreprocessCfg((32, 32), (123.7, 116.3, 103.5), (58.4, 57.1, 57.4), 16)
+    return SimpleNamespace(preprocess=pre, classes=tuple(f"c{i}" for i in range(classes)))
+
+
+def _report(fp32, variant, n: int = 2) -> AccuracyReport:
+    frames = [(f"f{i}.png", np.full((24, 40, 3), 40 * i, np.uint8)) for i in range(n)]
+    return compare_variant("int8", fp32, variant, frames, _fake_manifest())
+
+
+def test_nothing_decided_is_na_not_zero():
+    """FP32 logits that tie everywhere: no decided cell, so decided agreement is n/a / null."""
+    tie = lambda feeds: np.zeros((1, 3, 2, 2), np.float32)  # noqa: E731
+    rep = _report(tie, tie)
+    assert rep.decided_fraction == 0.0 and rep.decided_agreement is None
+    assert rep.label_agreement == 100.0
+    row = to_table([rep]).splitlines()[2].split("|")[1:-1]
+    header = HEADER.splitlines()[0].split("|")[1:-1]
+    cell = dict(zip((h.strip() for h in header), (c.strip() for c in row), strict=True))
+    assert cell["decided agreement (%)"] == "n/a" and cell["decided cells (%)"] == "0.00"
+    assert cell["mIoU FP32 (%)"] == "n/a"
+    js = _strict_json(json.dumps(rep.to_json(), allow_nan=False))
+    assert js["decided_agreement"] is None and js["decided_agreement_pct"] is None
+
+
+def test_decided_agreement_when_cells_are_decided():
+    ref = np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)
+    flip = ref[:, ::-1].copy()  # every argmax differs
+    rep = _report(lambda f: ref, lambda f: flip)
+    assert rep.decided_fraction == 100.0 and rep.decided_agreement == 0.0
+    assert to_table([rep]).splitlines()[2].split("|")[4].strip() == "0.00"
+    assert _report(lambda f: ref, lambda f: ref).decided_agreement == 100.0
+
+
+def test_report_columns_and_keys_name_their_units():
+    header = [h.strip() for h in HEADER.splitlines()[0].split("|")[1:-1]]
+    assert header == [
+        "precision",
+        "images",
+        "label agreement (%)",
+        "decided agreement (%)",
+        "decided cells (%)",
+        "mean abs logit err (logit)",
+        "max abs logit err (logit)",
+        "mIoU FP32 (%)",
+        "mIoU variant (%)",
+    ]
+    rep = AccuracyReport("fp16", 4, 99.5, 99.9, 80.0, 0.01, 0.2, 30.0, 41.25, 41.0, 4)
+    assert len(rep.row().split("|")[1:-1]) == len(header)
+    js = rep.to_json()
+    assert js["miou_fp32_pct"] == js["miou_fp32"] == 41.25  # old key kept for older readers
+    assert js["decided_fraction_pct"] == 80.0 and js["label_agreement_pct"] == 99.5
+
+
+def test_sensitivity_table_units_and_missing_values():
+    rows = [LayerSensitivity("n", "MatMul", "t", 31.0, float("nan"), float("nan"))]
+    lines = sens_table(rows).splitlines()
+    assert "SQNR (dB)" in lines[0] and "weight SQNR (dB)" in lines[0]
+    assert lines[2].split("|")[5:8] == [" 31.0 ", " n/a ", " n/a "]
