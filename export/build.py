@@ -133,11 +133,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--seen",
         help="ZegCLIP / CLIP-RC: training-seen class names (comma-separated) "
-        "for the seen-class bias; default: from our checkpoint",
+        "for the seen-class bias; default: from our checkpoint. An official checkpoint "
+        "carries none: with --vocab-mode fixed give --seen, or --seen-bias 0 to export it "
+        "transductive (--vocab-mode input: seen= at set_vocabulary / set_classes)",
     )
     p.add_argument(
         "--text-embeddings",
-        help="ZegCLIP / CLIP-RC / MaskCLIP+: .npy [C,D] classifier used as it is",
+        help="a .npy [C,D] classifier, one row per --classes entry in order, used as it is "
+        "(not renormalised, e.g. the official float16 files)",
     )
     d = p.add_argument_group("device I/O")
     d.add_argument(

@@ -168,39 +168,71 @@ def _load_zero_shot(cfg: ExportCfg) -> Trained:
     )
 
 
-def _seen_bias(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> torch.Tensor:
-    """[C] bias: ``seen_bias`` on the export classes seen in training (matched by name)."""
-    if cfg.seen is not None:
-        seen_names = resolve_classes(cfg.seen)
-    elif trained.classes is not None:
-        seen_names = tuple(trained.classes[i] for i in trained.seen)
-    else:
-        seen_names = ()
-        if trained.inductive:
-            log.warning(
-                "%s carries no class names: without --seen no seen-class bias is applied "
-                "(the official inductive inference subtracts %.2f on seen classes)",
-                trained.source,
-                trained.model_cfg.seen_bias,
-            )
-    unknown = sorted(set(seen_names) - set(classes)) if cfg.seen is not None else []
+@dataclass(frozen=True)
+class SeenSplit:
+    """The seen-class bias of a zero-shot export.
+
+    Attributes:
+        value: subtracted from the seen classes' sigmoid scores (0: none, transductive).
+        classes: the export vocabulary's seen classes (empty when none, or ``value`` is 0).
+        graph: [C] bias baked into the graph: ``value`` at ``classes`` for ``vocab_mode
+            'fixed'``; zeros for ``'input'``, where the runtime subtracts ``value`` from
+            ``classes`` and from the classes given as ``seen=`` later (manifest ``seen_bias``).
+    """
+
+    value: float
+    classes: tuple[str, ...]
+    graph: torch.Tensor
+
+
+def _seen_names(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> tuple[str, ...]:
+    """The export classes seen in training: ``--seen``, or our checkpoint's by name."""
+    if cfg.seen is None:
+        own = () if trained.classes is None else (trained.classes[i] for i in trained.seen)
+        return tuple(n for n in classes if n in set(own))
+    seen_names = resolve_classes(cfg.seen)
+    unknown = sorted(set(seen_names) - set(classes))
     if unknown:
         raise VocabularyError(f"--seen names {unknown} are not in the export vocabulary")
-    value = trained.model_cfg.seen_bias if (trained.inductive or cfg.seen is not None) else 0.0
-    if cfg.given("seen_bias"):
-        value = cfg.options["seen_bias"]
-        if value and not seen_names:
-            raise ConfigError(
-                f"--seen-bias {value} applies to no class: name the seen classes with --seen "
-                "(a random head or an official checkpoint carries none)"
-            )
-    if cfg.vocab_mode == "input" and seen_names and value:
-        log.warning(
-            "vocab-mode input: the seen-class bias is dropped (runtime vocabularies have no "
-            "seen/unseen split)"
+    return seen_names
+
+
+def _seen_split(cfg: ExportCfg, trained: Trained, classes: tuple[str, ...]) -> SeenSplit:
+    """The bias of ``cfg``: ``seen_bias`` on the export classes seen in training (matched by
+    name). An official checkpoint carries no class names: a fixed vocabulary needs ``--seen``,
+    or ``--seen-bias 0`` to deploy it transductive on purpose (never silently)."""
+    official = bool(cfg.checkpoint) and trained.classes is None
+    seen_names = _seen_names(cfg, trained, classes)
+    given = cfg.given("seen_bias")
+    value = cfg.options["seen_bias"] if given else trained.model_cfg.seen_bias
+    if not given and not (trained.inductive or cfg.seen is not None):
+        # ours, transductive; a random head keeps its value for ``seen=`` at run time
+        value = value if cfg.vocab_mode == "input" and trained.classes is None else 0.0
+    if not 0 <= value < 1e6:  # NaN fails too
+        raise ConfigError(f"--seen-bias must be a number >= 0, got {value}")
+    fixed = cfg.vocab_mode == "fixed"
+    if fixed and official and cfg.seen is None and not (given and value == 0):
+        raise ConfigError(
+            f"{cfg.checkpoint} is an official checkpoint: it carries no class names, so name "
+            f"its training-seen classes with --seen (the official inductive inference "
+            f"subtracts {value:g} from their scores), or pass --seen-bias 0 to deploy it "
+            "transductive"
         )
-        return torch.zeros(len(classes))
-    return bias_vector(len(classes), [classes.index(n) for n in seen_names if n in classes], value)
+    if fixed and given and value and not seen_names:
+        raise ConfigError(
+            f"--seen-bias {value} applies to no class: name the seen classes with --seen "
+            "(a random head or an official checkpoint carries none)"
+        )
+    seen_names = seen_names if value else ()
+    if not fixed and value:
+        (log.warning if official and not seen_names else log.info)(
+            "vocab-mode input: the runtime subtracts the seen bias %g from the folder's seen "
+            "classes %s (--seen) and from those given as seen= to set_vocabulary / set_classes",
+            value,
+            list(seen_names),
+        )
+    graph = bias_vector(len(classes), [classes.index(n) for n in seen_names], value)
+    return SeenSplit(float(value), seen_names, graph if fixed else torch.zeros(len(classes)))
 
 
 def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
@@ -233,13 +265,13 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
         )
     classes = resolve_classes(cfg.classes)
     text = class_text(trained, classes, templates, cfg.text_embeddings)
-    bias = _seen_bias(cfg, trained, classes)
-    wrapper = wrapper_cls(trained.model, text, bias, cfg.vocab_mode).eval()
+    seen = _seen_split(cfg, trained, classes)
+    wrapper = wrapper_cls(trained.model, text, seen.graph, cfg.vocab_mode).eval()
     method_cfg = {
         **dataclasses.asdict(trained.model_cfg),
         "image_size": size,
         "slide_stride": slide_step(dataclasses.replace(mcfg, image_size=size)),
-        "seen_bias": bias.tolist(),
+        "seen_bias": seen.graph.tolist(),
     }
     return _build(
         cfg=cfg,
@@ -255,6 +287,7 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
         method_cfg=method_cfg,
         t0=t0,
         text_tower=trained.text_tower,
+        seen=seen,
     )
 
 
@@ -495,12 +528,14 @@ def _build(
     method_cfg: dict,
     t0: float,
     text_tower: bool = True,
+    seen: SeenSplit | None = None,
 ) -> ExportResult:
     """Export, validate and write ``model.onnx`` (+ text embeddings, + text encoder) and
     ``manifest.json`` atomically. Every graph is checked before the first file is written, and
     ``manifest.json`` (the folder's claim to its files) comes last.
 
     ``text_tower``: whether ``clip``'s text tower is the model's own (``--text-encoder`` needs it).
+    ``seen``: the zero-shot methods' seen-class bias (manifest ``seen_bias`` / ``seen_classes``).
     """
     if templates not in TEMPLATE_SETS:
         raise UnknownNameError(f"unknown template set {templates!r}; sets: {sorted(TEMPLATE_SETS)}")
@@ -548,6 +583,8 @@ def _build(
         score=score[0],
         score_scale=score[1],
         postprocess=post,
+        seen_bias=0.0 if seen is None else seen.value,
+        seen_classes=() if seen is None else seen.classes,
         parity={
             "max_abs_diff": result.parity.max_abs_diff,
             "atol": result.parity.atol,

@@ -36,7 +36,9 @@ class ExportCfg:
         checkpoint: ZegCLIP / CLIP-RC weights (ours or an official release), or our MaskCLIP+
             training checkpoint.
         seen: classes seen in training (names, comma-separated) that get ``seen_bias`` subtracted;
-            None = from our checkpoint by name (official checkpoints carry no names: pass it).
+            None = from our checkpoint by name. Official checkpoints carry no names: a fixed
+            vocabulary needs it, or ``seen_bias=0`` to export transductive on purpose; an input
+            vocabulary records the bias for the runtime's ``seen=`` instead.
         text_embeddings: an .npy [C,D] classifier to use as it is (e.g. the official float16).
         postprocess: ``host`` (the graph outputs LOGITS only) or ``graph`` (also LABELS and
             SCORES at ``output_size``, for device backends).

@@ -148,6 +148,13 @@ class Manifest:
             CLIP's logit scale, for graphs that output raw cosines).
         postprocess: in-graph post-processing (LABELS and SCORES outputs), or None: the host
             upsamples and takes the argmax of LOGITS.
+        seen_bias: ZegCLIP / CLIP-RC inductive: the value subtracted from the probability
+            scores of training-seen classes (0.1 officially); 0 = none (transductive, a method
+            without one, or an export older than this field). For ``vocab_mode: input`` the
+            runtime subtracts it from the classes given as ``seen=`` (``Segmenter``).
+        seen_classes: the names in ``classes`` that are seen: with ``vocab_mode: fixed`` the
+            bias is already in the graph's LOGITS; with ``input`` the runtime subtracts it from
+            them for the folder's own vocabulary. Non-empty only with ``seen_bias`` > 0.
     """
 
     method: str
@@ -170,6 +177,8 @@ class Manifest:
     score: str = "softmax"
     score_scale: float = 1.0
     postprocess: PostprocessCfg | None = None
+    seen_bias: float = 0.0
+    seen_classes: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
 
     def model_for(self, precision: str) -> tuple[str, str]:
@@ -242,8 +251,8 @@ def manifest_from_dict(d: dict) -> Manifest:
     """Build and validate a Manifest from parsed JSON; ModelFolderError names the bad field.
 
     Fields added after format 1 was first written (``preprocess.input_format``, ``score``,
-    ``postprocess``) may be absent: float32-nchw input, the method's known score kind, host
-    post-processing.
+    ``postprocess``, ``seen_bias``, ``seen_classes``) may be absent: float32-nchw input, the
+    method's known score kind, host post-processing, no seen-class bias.
     """
     if not isinstance(d, dict):
         raise ModelFolderError("manifest must be a JSON object")
@@ -285,8 +294,11 @@ def manifest_from_dict(d: dict) -> Manifest:
         score=_score(d, method),
         score_scale=_score_scale(d),
         postprocess=_postprocess(d.get("postprocess")),
+        seen_bias=_seen_bias(d),
+        seen_classes=_seen_classes(d),
         format_version=version,
     )
+    _check_seen(manifest)
     _check_text_encoder(manifest)
     _check_image_input(manifest)
     _check_postprocess(manifest)
@@ -338,6 +350,38 @@ def _score_scale(d: dict) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < 1e6:
         raise ModelFolderError(f"manifest score_scale must be a number in (0, 1e6), got {scale!r}")
     return float(scale)
+
+
+def _seen_bias(d: dict) -> float:
+    """``seen_bias``, a finite number >= 0; absent (older manifests): 0."""
+    value = d.get("seen_bias", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+        raise ModelFolderError(f"manifest seen_bias must be a number in [0, 1e6), got {value!r}")
+    return float(value)
+
+
+def _seen_classes(d: dict) -> tuple[str, ...]:
+    """``seen_classes``, a list of names; absent (older manifests): none."""
+    names = d.get("seen_classes", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ModelFolderError(f"manifest seen_classes must be a list of names, got {names!r}")
+    return tuple(names)
+
+
+def _check_seen(m: Manifest) -> None:
+    """A seen bias belongs to a probability-scored method; seen classes are in ``classes``,
+    once each, and come with a bias."""
+    if m.seen_bias and m.score != "probability":
+        raise ModelFolderError(
+            f"manifest seen_bias {m.seen_bias} needs score 'probability' (got {m.score!r})"
+        )
+    unknown = sorted(set(m.seen_classes) - set(m.classes))
+    if unknown or len(set(m.seen_classes)) != len(m.seen_classes):
+        raise ModelFolderError(
+            f"manifest seen_classes {list(m.seen_classes)} must be distinct names of 'classes'"
+        )
+    if m.seen_classes and not m.seen_bias:
+        raise ModelFolderError("manifest seen_classes are given but seen_bias is 0")
 
 
 def _postprocess(d: Any) -> PostprocessCfg | None:

@@ -22,11 +22,26 @@ from runtime.label_map import UNKNOWN, LabelMap, label_map
 from runtime.manifest import Manifest, load_manifest
 from runtime.preprocess import normalize, resize_rgb, short_side_size
 from runtime.text_encoder import TextEncoder
-from runtime.vocab import validate_classes
+from runtime.vocab import seen_vector, validate_classes
 from runtime.windows import WindowPlan, default_stride, plan_windows, stitch
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "whole", "slide")
+
+
+@dataclass(frozen=True)
+class _TextInput:
+    """The text side of one vocabulary of a ``vocab_mode: input`` graph.
+
+    Attributes:
+        rows: float32 [C, D] text classifier fed to the graph.
+        bias: float32 [C] seen-class bias subtracted from the graph's LOGITS, or None.
+        seen: the seen class names (those with a bias).
+    """
+
+    rows: np.ndarray
+    bias: np.ndarray | None = None
+    seen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,10 +165,10 @@ class Segmenter:
         )
         opened = open_backend(backend, ref, **backend_options)
         self.backend, self.backend_reasons = opened.backend, opened.reasons
-        # (text [C,D] or None, class names): replaced as one object, read once per call, so a
+        # (text input or None, class names): replaced as one object, read once per call, so a
         # vocabulary change from another thread lands between calls and a result's classes
-        # always match its logits.
-        self._vocab: tuple[np.ndarray | None, tuple[str, ...]] = (None, self.manifest.classes)
+        # always match its logits (and its seen bias).
+        self._vocab: tuple[_TextInput | None, tuple[str, ...]] = (None, self.manifest.classes)
         self._encode_lock = threading.Lock()
         # The on-device text encoder (set_classes): always onnxruntime, loaded on first use, with
         # this backend's options when it is onnxruntime too (else only its thread count).
@@ -217,17 +232,31 @@ class Segmenter:
             emb = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as e:
             raise ModelFolderError(f"cannot read text embeddings {str(path)!r}: {e}") from e
-        self.set_vocabulary(self.manifest.classes, emb)
+        self.set_vocabulary(self.manifest.classes, emb, seen=self.manifest.seen_classes)
 
-    def set_vocabulary(self, classes: list[str] | tuple[str, ...], embeddings: np.ndarray) -> None:
+    def set_vocabulary(
+        self,
+        classes: list[str] | tuple[str, ...],
+        embeddings: np.ndarray,
+        *,
+        seen: list[str] | tuple[str, ...] | None = None,
+        normalize: bool = True,
+    ) -> None:
         """Swap the vocabulary of a ``vocab_mode: input`` model without re-export.
 
         Args:
             classes: C class names.
-            embeddings (np.ndarray): float [C, D] text classifier from the same CLIP; rows are
-                L2-normalised here.
+            embeddings (np.ndarray): float [C, D] finite text classifier from the same CLIP, no
+                all-zero row.
+            seen: ZegCLIP / CLIP-RC inductive: the names in ``classes`` seen in training; the
+                manifest's ``seen_bias`` (0.1 officially) is subtracted from their scores in
+                every later call, as the official inference does. None / empty: no bias.
+            normalize: L2-normalise the rows (default); False: use them as given (float32), as
+                the official code uses its float16 text files.
         Raises:
             VocabularyError: fixed-vocabulary model, bad names, or a shape/dtype mismatch.
+            ConfigError: ``seen`` names a class not in ``classes``, or the folder has no seen
+                bias (a method without one, a transductive export, or an older export).
         """
         if self.manifest.vocab_mode != "input":
             raise VocabularyError(
@@ -244,10 +273,29 @@ class Segmenter:
             raise VocabularyError(
                 f"embeddings must be float [{len(classes)}, {dim}], got {emb.dtype} {emb.shape}"
             )
+        emb = emb.astype(np.promote_types(emb.dtype, np.float32), copy=False)  # float16 too
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         if not np.all(np.isfinite(emb)) or np.any(norms == 0):
             raise VocabularyError("embeddings contain non-finite values or all-zero rows")
-        self._vocab = (np.ascontiguousarray(emb / norms, dtype=np.float32), classes)
+        bias = self._seen_bias(classes, seen)
+        rows = np.ascontiguousarray(emb / norms if normalize else emb, dtype=np.float32)
+        names = () if bias is None else tuple(c for c, b in zip(classes, bias) if b)
+        self._vocab = (_TextInput(rows, bias, names), classes)
+
+    def _seen_bias(self, classes: tuple[str, ...], seen) -> np.ndarray | None:
+        """float32 [C] bias of ``seen`` (the manifest's ``seen_bias`` on those classes), or None."""
+        vector = seen_vector(classes, () if seen is None else seen, self.manifest.seen_bias)
+        if vector is None:
+            return None
+        if not self.manifest.seen_bias:
+            why = (
+                f"{self.manifest.method} has no seen-class bias"
+                if self.manifest.score != "probability"
+                else "it was exported without a seen-class bias (transductive, --seen-bias 0, "
+                "or by a version that did not record it: re-export to set seen classes)"
+            )
+            raise ConfigError(f"seen= does not apply to {str(self.folder)!r}: {why}")
+        return np.asarray(vector, dtype=np.float32)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -255,18 +303,32 @@ class Segmenter:
         return self._vocab[1]
 
     @property
+    def seen_classes(self) -> tuple[str, ...]:
+        """The classes of the current vocabulary whose scores get the seen-class bias."""
+        text = self._vocab[0]
+        return self.manifest.seen_classes if text is None else text.seen
+
+    @property
     def _text(self) -> np.ndarray | None:
         """The current [C,D] text classifier input (None for fixed-vocabulary models)."""
-        return self._vocab[0]
+        text = self._vocab[0]
+        return None if text is None else text.rows
 
-    def set_classes(self, names: list[str] | tuple[str, ...]) -> None:
+    def set_classes(
+        self,
+        names: list[str] | tuple[str, ...],
+        *,
+        seen: list[str] | tuple[str, ...] | None = None,
+    ) -> None:
         """Change the vocabulary on the device: encode ``names`` with the folder's text encoder
         (CLIP text tower + BPE tokenizer, no torch) and ``set_vocabulary`` the result.
 
         Args:
             names: C class names; each is put into every manifest template (``a photo of a {}.``).
+            seen: the names seen in training, biased as in ``set_vocabulary``.
         Raises:
             VocabularyError: fixed-vocabulary model, or empty/blank/duplicate names.
+            ConfigError: bad ``seen`` (see ``set_vocabulary``), before anything is encoded.
             ModelFolderError: the folder has no text encoder, or its files are missing/modified.
             ImportError: the ``text`` extra (regex, ftfy) is not installed.
         """
@@ -282,18 +344,22 @@ class Segmenter:
                 "--text-encoder, or pass embeddings to set_vocabulary"
             )
         classes = validate_classes(names)
+        self._seen_bias(classes, seen)  # refuse a bad seen= before encoding
         with self._encode_lock:  # one encoder, loaded once, even with callers on several threads
             if self._text_encoder is None:
                 self._text_encoder = TextEncoder(self.folder, info, **self._text_encoder_options)
             embeddings = self._text_encoder.encode(classes)
-        self.set_vocabulary(classes, embeddings)
+        self.set_vocabulary(classes, embeddings, seen=seen)
 
-    def _run(self, x: np.ndarray, text: np.ndarray | None, names=(io_names.LOGITS,)):
-        """The graph on one input; the first batch item of each of ``names`` (default: logits)."""
+    def _run(self, x: np.ndarray, text: _TextInput | None, names=(io_names.LOGITS,)):
+        """The graph on one input; the first batch item of each of ``names`` (default: logits),
+        LOGITS with the vocabulary's seen bias subtracted (as a fixed graph has it built in)."""
         feeds = {io_names.IMAGE: x}
         if text is not None:
-            feeds[io_names.TEXT_EMBEDDINGS] = text
+            feeds[io_names.TEXT_EMBEDDINGS] = text.rows
         out = self.backend(feeds, list(names))
+        if text is not None and text.bias is not None and io_names.LOGITS in names:
+            out = {**out, io_names.LOGITS: out[io_names.LOGITS] - text.bias[:, None, None]}
         return out[names[0]][0] if len(names) == 1 else [out[n][0] for n in names]
 
     def _feed(self, nchw: np.ndarray) -> np.ndarray:
@@ -378,7 +444,8 @@ class Segmenter:
         mode = self.mode
         if mode == "auto":
             mode = "whole" if work.shape[0] <= size[0] and work.shape[1] <= size[1] else "slide"
-        on_graph = self._use_graph_labels(mode, out_hw)
+        # the graph's own labels know no seen bias given at run time
+        on_graph = (text is None or text.bias is None) and self._use_graph_labels(mode, out_hw)
         if on_graph and threshold > 0 and len(classes) > UNKNOWN:
             raise ConfigError(f"a score threshold needs <= {UNKNOWN} classes, got {len(classes)}")
         if mode == "whole":

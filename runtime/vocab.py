@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from runtime.class_names import BUILTIN
-from runtime.errors import VocabularyError
+from runtime.errors import ConfigError, VocabularyError
 
 NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
 
@@ -40,6 +40,26 @@ def validate_classes(classes: Iterable[str]) -> tuple[str, ...]:
     if dupes:
         raise VocabularyError(f"vocabulary has duplicate class names: {dupes}")
     return names
+
+
+def seen_vector(
+    classes: tuple[str, ...], seen: Iterable[str], value: float
+) -> tuple[float, ...] | None:
+    """The seen-class bias of a vocabulary: [C] floats, ``value`` at the classes named in
+    ``seen`` (stripped, matched exactly), 0 elsewhere; None when ``seen`` names no class.
+
+    Raises:
+        ConfigError: ``seen`` is one string, or names classes that are not in ``classes``.
+    """
+    if isinstance(seen, str):
+        raise ConfigError("seen must be a sequence of class names, not one string")
+    names = {str(n).strip() for n in seen}
+    unknown = sorted(names - set(classes))
+    if unknown:
+        raise ConfigError(f"seen classes {unknown} are not in the vocabulary {list(classes)}")
+    if not names:
+        return None
+    return tuple(float(value) if c in names else 0.0 for c in classes)
 
 
 def parse_vocabulary(spec: str) -> tuple[str, ...]:
