@@ -579,7 +579,8 @@ def _build(
         package_version=__version__,
         model_file=MODEL_FILE,
         text_embeddings_file=TEXT_FILE if cfg.vocab_mode == "input" else None,
-        method_cfg={**method_cfg, "templates": templates},
+        # slide_edge: every method's official slide inference is mmseg's (runtime.windows)
+        method_cfg={**method_cfg, "templates": templates, "slide_edge": "flush"},
         score=score[0],
         score_scale=score[1],
         postprocess=post,

@@ -277,6 +277,7 @@ SEGMENTER_FLAGS = (
     "--precision",
     "--mode",
     "--stride",
+    "--slide-edge",
     "--short-side",
     "--threads",
     "--score-threshold",
@@ -296,7 +297,8 @@ def add_segmenter_args(
 
     Flags (dest in brackets): ``--model DIR`` (required), ``--backend {auto,onnxruntime,tensorrt}``,
     ``--cuda-graph``, ``--precision {fp32,fp16,int8}``, ``--mode {auto,whole,slide}``,
-    ``--stride PX``, ``--short-side PX``, ``--threads N`` (positive ints or None),
+    ``--stride PX``, ``--slide-edge {flush,grid}``, ``--short-side PX``, ``--threads N``
+    (positive ints or None),
     ``--score-threshold T`` (in [0, 1), default 0),
     ``--classes SPEC`` (parsed to a tuple of names, or None). Map them to the Segmenter's keyword
     arguments with :func:`segmenter_kwargs`.
@@ -309,6 +311,7 @@ def add_segmenter_args(
     from runtime.backends import BACKENDS
     from runtime.manifest import PRECISIONS
     from runtime.segmenter import MODES
+    from runtime.windows import EDGES
 
     skip, help = set(skip), help or {}
     unknown = skip.union(help) - set(SEGMENTER_FLAGS)
@@ -334,6 +337,12 @@ def add_segmenter_args(
             help="whole: resize to the input; slide: sliding windows; auto: whole if it fits",
         ),
         "--stride": dict(type=positive_int, help="slide step in pixels (default: from the model)"),
+        "--slide-edge": dict(
+            choices=EDGES,
+            help="slide windows: flush = the official placement (last window flush with the "
+            "edge, averaged at full resolution; default); grid = feature-grid windows on a "
+            "padded image, averaged at feature resolution (faster, seams can differ)",
+        ),
         "--short-side": dict(
             type=nonneg_int,
             help="rescale so the short side has this length first (default: the method's, "
@@ -369,6 +378,7 @@ def segmenter_kwargs(args: argparse.Namespace, **overrides) -> dict:
         "backend": "backend",
         "mode": "mode",
         "stride": "stride",
+        "slide_edge": "slide_edge",
         "short_side": "short_side",
         "precision": "precision",
         "threads": "threads",

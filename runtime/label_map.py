@@ -101,6 +101,43 @@ def taps(out_len: int, in_len: int, span: float | None = None) -> _Taps:
     return _Taps(i0, i1, w0, w1)
 
 
+def upsample(s: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """float32 [C, h, w] -> float32 [C, H, W], bilinear (align_corners=False, as
+    ``torch.nn.functional.interpolate``): columns then rows, with ``taps``' weights in float32.
+    Used for full-resolution window averaging (``runtime.windows``, ``flush`` plans)."""
+    s = np.asarray(s, dtype=np.float32)
+    ty, tx = taps(int(out_hw[0]), s.shape[1]), taps(int(out_hw[1]), s.shape[2])
+    f32 = np.float32
+    cols = s[:, :, tx.i0] * tx.w0.astype(f32) + s[:, :, tx.i1] * tx.w1.astype(f32)
+    w0, w1 = ty.w0.astype(f32)[:, None], ty.w1.astype(f32)[:, None]
+    return cols[:, ty.i0, :] * w0 + cols[:, ty.i1, :] * w1
+
+
+def _is_identity(t: _Taps, in_len: int) -> bool:
+    """Whether the taps sample every input cell exactly once, at weight 1 (out = in)."""
+    return len(t.i0) == in_len and bool((t.w1 == 0).all() and (t.i0 == np.arange(in_len)).all())
+
+
+def _direct(s, rule, fills, with_scores, block_rows: int = 64):
+    """``_exact`` for identity taps (scores already at the output size): the reference's values
+    are the scores themselves (x * 1.0 + y * 0.0 == x for finite x), so no upsampling."""
+    c_n, out_h, out_w = s.shape
+    labels = np.empty((out_h, out_w), dtype=np.int32)
+    scores = np.empty((out_h, out_w), dtype=np.float32) if with_scores else None
+    for r0 in range(0, out_h, block_rows):
+        rows = slice(r0, r0 + block_rows)
+        v = s[:, rows]
+        top = v.argmax(axis=0).astype(np.int32)  # float32 and float64 order alike
+        if fills or with_scores:
+            v = v.astype(np.float64)
+            p = _top_probability(v, v.max(axis=0), rule)
+            _apply_fills(top, p, fills)
+            if scores is not None:
+                scores[rows] = p
+        labels[rows] = top
+    return labels, scores
+
+
 def _check(logits: np.ndarray, out_hw, score_kind: str, method: str, thresholds, scale) -> None:
     if not isinstance(logits, np.ndarray) or logits.ndim != 3 or 0 in logits.shape:
         shape = getattr(logits, "shape", None)
@@ -164,7 +201,10 @@ def label_map(
     fills = [(t, f) for t, f in ((background_thd, 0), (score_threshold, UNKNOWN)) if t > 0]
     rule = (score_kind, float(score_scale))
     fast = method == "fast" and min(h, w) > 1 and bool(np.isfinite(logits).all())
-    if fast and USE_NUMBA and label_kernel.NUMBA_AVAILABLE:  # it takes the float32 as it is
+    if fast and _is_identity(ty, h) and _is_identity(tx, w):  # already at the output size
+        labels, scores = _direct(logits, rule, fills, with_scores)
+        counts = []
+    elif fast and USE_NUMBA and label_kernel.NUMBA_AVAILABLE:  # it takes the float32 as it is
         ay, ax = _cell_axis(ty, h), _cell_axis(tx, w)
         labels, scores, *counts = label_kernel.run(logits, ay, ax, rule, fills, with_scores)
     else:

@@ -18,12 +18,12 @@ from runtime.errors import ConfigError, ModelFolderError, VocabularyError
 from runtime.fsutil import sha256_file
 from runtime.image import as_rgb_uint8
 from runtime.label_map import METHODS as LABEL_METHODS
-from runtime.label_map import UNKNOWN, LabelMap, label_map
+from runtime.label_map import UNKNOWN, LabelMap, label_map, upsample
 from runtime.manifest import Manifest, load_manifest
 from runtime.preprocess import normalize, resize_rgb, short_side_size
 from runtime.text_encoder import TextEncoder
 from runtime.vocab import seen_vector, validate_classes
-from runtime.windows import WindowPlan, default_stride, plan_windows, stitch
+from runtime.windows import EDGES, WindowPlan, default_stride, plan_windows, stitch
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "whole", "slide")
@@ -52,8 +52,10 @@ class SegResult:
         labels: [H, W] class indices at the input image's size, uint8 for at most 255
             classes (else int32); ``UNKNOWN`` (255) where the top score is below the score
             threshold.
-        logits: float32 [C, h, w] scores at feature resolution (stitched over windows in slide
-            mode); None when the graph computed the labels (``postprocess == "graph"``).
+        logits: float32 [C, h, w] scores at feature resolution (whole mode and ``grid`` slide
+            plans; stitched over windows), or [C, Hp, Wp] at the (rescaled) image's resolution
+            for ``flush`` slide plans (averaged there, as the official code); None when the
+            graph computed the labels (``postprocess == "graph"``).
         classes: the class names, index-aligned with ``labels`` values.
         classes_present: names of classes that occur in ``labels``, in class order.
         scores: float32 [H, W] top-class probability in [0, 1] (the method's own
@@ -91,6 +93,11 @@ class Segmenter:
         mode: "auto" (whole image when it fits in the input, else slide), "whole" or "slide".
         stride: slide step in pixels (default: the method's ``slide_stride`` recorded in the
             manifest, else two thirds of the input size).
+        slide_edge: window placement and averaging (``runtime.windows``): ``flush`` (the
+            official mmseg ``slide_inference``: last window flush with the image edge, overlaps
+            averaged at full resolution) or ``grid`` (feature-grid windows on a padded image,
+            averaged at feature resolution: faster, labels can differ at window seams);
+            None: the manifest's ``method_cfg.slide_edge``, else ``flush``.
         short_side: rescale images so the short side has this length first (aspect kept;
             None: the method's ``short_side`` from the manifest, else none; 0: none).
         verify: check the model file's sha256 against the manifest.
@@ -122,6 +129,7 @@ class Segmenter:
         *,
         mode: str = "auto",
         stride: int | None = None,
+        slide_edge: str | None = None,
         short_side: int | None = None,
         verify: bool = True,
         precision: str = "fp32",
@@ -155,6 +163,9 @@ class Segmenter:
             or method.get("slide_stride")
             or default_stride(size[0], self.manifest.preprocess.feature_stride)
         )
+        self.slide_edge = slide_edge or method.get("slide_edge") or "flush"
+        if self.slide_edge not in EDGES:
+            raise ValueError(f"slide_edge must be one of {EDGES}, got {self.slide_edge!r}")
         model_path = self._model_path(verify)
         ref = ModelRef(
             model_path,
@@ -378,7 +389,9 @@ class Segmenter:
 
     def _slide(self, work: np.ndarray) -> tuple[np.ndarray, WindowPlan]:
         pre = self.manifest.preprocess
-        plan = plan_windows(work.shape[:2], pre.input_size[0], self.stride, pre.feature_stride)
+        plan = plan_windows(
+            work.shape[:2], pre.input_size[0], self.stride, pre.feature_stride, self.slide_edge
+        )
         x = self._nchw(work)
         # Padding is the mean colour: 0 after normalisation, the rounded mean in uint8 (within
         # half a grey level of it).
@@ -459,7 +472,8 @@ class Segmenter:
             padded = plan.padded_hw
             t1 = time.perf_counter()
             zeros = functools.partial(np.zeros, dtype=np.float32)
-            logits = stitch(plan, x, lambda w: self._run(self._feed(w), text), zeros)
+            run = lambda w: self._run(self._feed(w), text)  # noqa: E731
+            logits = stitch(plan, x, run, zeros, upsample)
             runs = len(plan.boxes)
             scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
             span = (padded[0] * scale[0], padded[1] * scale[1])

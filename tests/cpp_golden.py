@@ -246,7 +246,8 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
     (out / "seg").mkdir(parents=True)
     rows = []
     for case in cases:
-        opts = dict(mode=case.mode, threads=1, score_threshold=case.threshold)
+        # The C++ runtime plans slide windows on the feature grid only (README, C++ runtime).
+        opts = dict(mode=case.mode, threads=1, score_threshold=case.threshold, slide_edge="grid")
         with Segmenter(folders[case.folder], "onnxruntime", **opts) as seg:
             res = seg(read_png(out / "images" / f"{case.image}.png"), scores=case.threshold > 0)
         np.save(out / "seg" / f"{case.name}.labels.npy", res.labels.astype(np.int32))

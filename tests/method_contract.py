@@ -109,25 +109,33 @@ class MethodContract:
         np.testing.assert_allclose(res.logits, ref, rtol=1e-5, atol=1e-5)
         assert set(np.unique(res.labels)) <= set(range(len(CLASSES)))
 
-    def test_runtime_slide(self, fixed):
+    @pytest.mark.parametrize("edge", ["flush", "grid"])
+    def test_runtime_slide(self, fixed, edge):
         """One row of windows over a wide image: where only the first window reaches, the
-        stitched logits are that window's own (a direct backend run on the crop)."""
+        stitched logits are that window's own (a direct backend run on the crop; upsampled to
+        the window for the official ``flush`` plan, averaged at full resolution)."""
         from runtime.backends.ort import OrtBackend
+        from runtime.label_map import upsample
         from runtime.preprocess import normalize
         from runtime.segmenter import Segmenter
         from runtime.windows import plan_windows
 
-        with Segmenter(fixed, backend="onnxruntime", mode="slide", short_side=0) as seg:
+        with Segmenter(fixed, backend="onnxruntime", mode="slide", short_side=0,
+                       slide_edge=edge) as seg:  # fmt: skip
             pre = seg.manifest.preprocess
             s, p = pre.input_size[0], pre.feature_stride
             img = smooth_image((s, 2 * s + 20), seed=1)
             res = seg(img)
-            plan = plan_windows(img.shape[:2], s, seg.stride, p)
+            plan = plan_windows(img.shape[:2], s, seg.stride, p, edge)
         assert res.mode == "slide" and res.windows == len(plan.boxes) >= 3
         assert res.labels.shape == img.shape[:2] and np.isfinite(res.logits).all()
-        only_first = plan.boxes[1][1] // p  # feature columns before the second window
         with OrtBackend(str(fixed / "model.onnx")) as ort:
             crop = ort({"image": normalize(img[:, :s], pre)}, ["logits"])["logits"][0]
+        if edge == "flush":
+            assert res.logits.shape[1:] == img.shape[:2]
+            only_first, crop = plan.boxes[1][1], upsample(crop, (s, s))
+        else:
+            only_first = plan.boxes[1][1] // p  # feature columns before the second window
         np.testing.assert_allclose(
             res.logits[:, :, :only_first], crop[:, :, :only_first], rtol=1e-5, atol=1e-5
         )

@@ -139,14 +139,18 @@ def test_segmenter_args_and_kwargs():
         backend="auto",
         mode="auto",
         stride=None,
+        slide_edge=None,
         short_side=None,
         precision="fp32",
         threads=2,
         score_threshold=0.0,
         cuda_graph=True,
     )
-    args = p.parse_args(["--model", "m", "--score-threshold", "0.3"])
+    args = p.parse_args(["--model", "m", "--score-threshold", "0.3", "--slide-edge", "grid"])
     assert cli.segmenter_kwargs(args)["score_threshold"] == 0.3
+    assert cli.segmenter_kwargs(args)["slide_edge"] == "grid"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--model", "m", "--slide-edge", "middle"])
     for bad in ("1", "-0.1", "x"):
         with pytest.raises(SystemExit):
             p.parse_args(["--model", "m", "--score-threshold", bad])

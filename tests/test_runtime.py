@@ -60,7 +60,7 @@ def test_slide_mode_matches_pytorch_slide(tiny_vit_folder):
         res = seg(img)
     x = torch.from_numpy(normalize(img, m.preprocess))
     want = slide_logits(model, x, text, 224, 16, stride=160).numpy()
-    plan = plan_windows((300, 410), 224, 160, 16)
+    plan = plan_windows((300, 410), 224, 160, 16, "flush")
     assert res.mode == "slide" and res.windows == len(plan.boxes) == 6
     np.testing.assert_allclose(res.logits, want, atol=1e-4, rtol=0)
     assert res.labels.shape == (300, 410)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime.cli import ArgumentParser, cli_main, nonneg_int, positive_int, setup_logging
+from runtime.windows import window_starts  # noqa: F401  (mmseg's grid; re-exported)
 from training.methods import get_method, trainable
 from training.methods.spec import TEMPLATE_NAMES
 from training.methods.zegclip import ZegClipCfg, slide_step
@@ -59,12 +60,6 @@ class EvalCfg:
     text_embeddings: str | None = None
     device: str = "auto"
     limit: int = 0
-
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """mmseg grid: ceil((size - crop) / stride) + 1 windows, the last one flush with the edge."""
-    n = max(size - crop + stride - 1, 0) // stride + 1
-    return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
 
 
 def slide_scores(

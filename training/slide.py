@@ -15,12 +15,14 @@ def slide_logits(
     window: int,
     feature_stride: int,
     stride: int | None = None,
+    edge: str = "flush",
 ) -> torch.Tensor:
     """Scores for an image larger than the model input, averaged over overlapping windows.
 
     The normalised image is zero-padded (= mean colour) bottom/right to the plan's padded size;
-    each window's scores are added into a feature-resolution canvas and divided by the overlap
-    count.
+    each window's scores are added into a canvas and divided by the overlap count: at full
+    resolution after a bilinear upsample to the window (``flush``, the official placement) or
+    at feature resolution (``grid``), as the runtime (``runtime.windows``).
 
     Args:
         model: callable (image [1,3,S,S], text [C,D]) -> [1,C,S/p,S/p].
@@ -28,15 +30,25 @@ def slide_logits(
         text: [C,D] text classifier.
         window, feature_stride: S and p.
         stride: step in pixels (default: two thirds of S on the feature grid).
+        edge: ``flush`` or ``grid`` window plan.
     Returns:
-        [C, Hp/p, Wp/p] scores covering the padded image.
+        [C, Hp, Wp] (``flush``) or [C, Hp/p, Wp/p] (``grid``) scores covering the padded image.
     """
     plan = plan_windows(
         tuple(image.shape[-2:]),
         window,
         stride or default_stride(window, feature_stride),
         feature_stride,
+        edge,
     )
     padded = image.new_zeros((1, 3) + plan.padded_hw)
     padded[:, :, : image.shape[2], : image.shape[3]] = image
-    return stitch(plan, padded, lambda w: model(w, text)[0], image.new_zeros)
+    return stitch(plan, padded, lambda w: model(w, text)[0], image.new_zeros, _upsample)
+
+
+def _upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[C, h, w] -> [C, *size], bilinear, align_corners=False."""
+    up = torch.nn.functional.interpolate(
+        scores[None], size=size, mode="bilinear", align_corners=False
+    )
+    return up[0]
