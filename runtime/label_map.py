@@ -118,24 +118,10 @@ def _is_identity(t: _Taps, in_len: int) -> bool:
     return len(t.i0) == in_len and bool((t.w1 == 0).all() and (t.i0 == np.arange(in_len)).all())
 
 
-def _direct(s, rule, fills, with_scores, block_rows: int = 64):
+def _direct(s, rule, fills, with_scores):
     """``_exact`` for identity taps (scores already at the output size): the reference's values
     are the scores themselves (x * 1.0 + y * 0.0 == x for finite x), so no upsampling."""
-    c_n, out_h, out_w = s.shape
-    labels = np.empty((out_h, out_w), dtype=np.int32)
-    scores = np.empty((out_h, out_w), dtype=np.float32) if with_scores else None
-    for r0 in range(0, out_h, block_rows):
-        rows = slice(r0, r0 + block_rows)
-        v = s[:, rows]
-        top = v.argmax(axis=0).astype(np.int32)  # float32 and float64 order alike
-        if fills or with_scores:
-            v = v.astype(np.float64)
-            p = _top_probability(v, v.max(axis=0), rule)
-            _apply_fills(top, p, fills)
-            if scores is not None:
-                scores[rows] = p
-        labels[rows] = top
-    return labels, scores
+    return _blocks(lambda rows: s[:, rows], s.shape[1:], rule, fills, with_scores)
 
 
 def _check(logits: np.ndarray, out_hw, score_kind: str, method: str, thresholds, scale) -> None:
@@ -231,18 +217,29 @@ def _apply_fills(labels: np.ndarray, p: np.ndarray, fills) -> None:
         labels[p < t] = fill
 
 
-def _exact(s, ty: _Taps, tx: _Taps, rule, fills, with_scores, block_rows: int = 64):
-    """The reference: every class at every pixel, float64, row blocks of ``block_rows``."""
+def _exact(s, ty: _Taps, tx: _Taps, rule, fills, with_scores):
+    """The reference: every class at every pixel, float64, in row blocks."""
     cols = s[:, :, tx.i0] * tx.w0 + s[:, :, tx.i1] * tx.w1  # [C, h, W]
-    out_h, out_w = len(ty.i0), len(tx.i0)
-    labels = np.empty((out_h, out_w), dtype=np.int32)
-    scores = np.empty((out_h, out_w), dtype=np.float32) if with_scores else None
-    for r0 in range(0, out_h, block_rows):
-        rows = slice(r0, r0 + block_rows)
+
+    def values(rows: slice) -> np.ndarray:
         w0, w1 = ty.w0[rows, None], ty.w1[rows, None]
-        v = cols[:, ty.i0[rows], :] * w0 + cols[:, ty.i1[rows], :] * w1
-        top = v.argmax(axis=0).astype(np.int32)
+        return cols[:, ty.i0[rows], :] * w0 + cols[:, ty.i1[rows], :] * w1
+
+    return _blocks(values, (len(ty.i0), len(tx.i0)), rule, fills, with_scores)
+
+
+def _blocks(values, out_hw, rule, fills, with_scores, block_rows: int = 64):
+    """Labels (int32 [H, W]) and scores (float32 or None) from ``values(rows)`` -> [C, rows, W]
+    per block of ``block_rows`` output rows: first argmax, then p_top in float64 where
+    thresholds or scores need it."""
+    labels = np.empty(out_hw, dtype=np.int32)
+    scores = np.empty(out_hw, dtype=np.float32) if with_scores else None
+    for r0 in range(0, out_hw[0], block_rows):
+        rows = slice(r0, r0 + block_rows)
+        v = values(rows)
+        top = v.argmax(axis=0).astype(np.int32)  # float32 and float64 order alike
         if fills or with_scores:
+            v = v.astype(np.float64, copy=False)
             p = _top_probability(v, v.max(axis=0), rule)
             _apply_fills(top, p, fills)
             if scores is not None:

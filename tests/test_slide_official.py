@@ -1,4 +1,4 @@
-"""Slide windows as the official code places them (issue 15): the ``flush`` plan is mmseg's
+"""Slide windows as the official code places them: the ``flush`` plan is mmseg's
 ``slide_inference`` grid, the runtime averages at full resolution, and its labels are
 ``training.evaluate``'s on a non-square image with several windows.
 
@@ -23,27 +23,17 @@ from tests.synthetic import CLASSES, make_folder, tiny_train_cfg
 NEAR_TIE = 1e-5
 
 
-def _mmseg_starts(size, crop, stride):
-    """A transcription of mmseg's slide_inference loop along one axis."""
-    grids = max(size - crop + stride - 1, 0) // stride + 1
-    out = []
-    for i in range(grids):
-        y1 = i * stride
-        y2 = min(y1 + crop, size)
-        out.append(max(y2 - crop, 0))
-    return out
-
-
 @pytest.mark.parametrize(
     "size,crop,stride",
     [(683, 512, 426), (512, 512, 426), (1024, 512, 341), (700, 224, 112), (225, 224, 112),
      (1000, 448, 224), (97, 64, 53)],
 )  # fmt: skip
 def test_flush_plan_is_mmseg(size, crop, stride):
-    assert window_starts(size, crop, stride) == _mmseg_starts(size, crop, stride)
+    """The plan's windows are ``window_starts``' (checked against a transcription of mmseg's
+    loop in tests/test_training.py), on the image itself."""
     plan = plan_windows((crop, size), crop, stride, 16, "flush")
     assert plan.padded_hw == (crop, size)  # no padding: the image itself
-    assert [x for _, x in plan.boxes] == _mmseg_starts(size, crop, stride)
+    assert [x for _, x in plan.boxes] == window_starts(size, crop, stride)
     assert plan.boxes[-1][1] + crop == size  # the last window is flush with the edge
 
 
