@@ -65,7 +65,8 @@ def run_benchmark(args: argparse.Namespace, threads: int) -> dict:
     feeds.update(text_feeds(folder, m))
     impls = {}
     for p, name in files.items():
-        backend = OrtBackend(folder / name, providers=["CPUExecutionProvider"], threads=threads)
+        cpu, quantized = ["CPUExecutionProvider"], p == "int8"
+        backend = OrtBackend(folder / name, providers=cpu, threads=threads, quantized=quantized)
         impls[p] = functools.partial(backend, feeds, [io_names.LOGITS])
     outs = {p: fn()[io_names.LOGITS] for p, fn in impls.items()}
     times = time_interleaved(impls, args.warmup, args.runs)

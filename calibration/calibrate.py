@@ -147,8 +147,10 @@ def text_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
         raise ModelFolderError(f"cannot read the folder's text embeddings {path}: {e}") from e
 
 
-def _runner(path: Path, threads: int | None):
-    backend = OrtBackend(path, providers=["CPUExecutionProvider"], threads=threads)
+def _runner(path: Path, threads: int | None, quantized: bool = False):
+    backend = OrtBackend(
+        path, providers=["CPUExecutionProvider"], threads=threads, quantized=quantized
+    )
     return lambda feeds: backend(feeds, [io_names.LOGITS])[io_names.LOGITS]
 
 
@@ -231,7 +233,7 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
         report = compare_variant(
             cfg.precision,
             _runner(src, cfg.threads),
-            _runner(tmp, cfg.threads),
+            _runner(tmp, cfg.threads, quantized=cfg.precision == "int8"),
             held_out(cfg),
             manifest,
             text,

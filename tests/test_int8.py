@@ -99,9 +99,15 @@ def quantized(request):
     return request.param, folder, result
 
 
-def _session(model):
+def _session(model, quantized: bool = False):
+    """A CPU session with the runtime's options; ``quantized`` for Q/DQ graphs, as the runtime
+    opens an INT8 variant (``runtime.backends.ort.session_options``)."""
+    from runtime.backends.ort import session_options
+
     blob = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        blob, session_options(ort, None, quantized=quantized), providers=["CPUExecutionProvider"]
+    )
 
 
 def _index(model: onnx.ModelProto):
@@ -134,7 +140,7 @@ def test_int8_graph_is_valid_runs_and_quantizes_the_weighted_ops(quantized):
     assert result.excluded_nodes["head"] and result.seconds > 0
     feed = smooth_feeds(folder, 1, seed=5)[0]
     fp32 = _session(open(folder / "model.onnx", "rb").read()).run(None, feed)[0]
-    int8 = _session(result.model).run(None, feed)[0]
+    int8 = _session(result.model, quantized=True).run(None, feed)[0]
     assert int8.shape == fp32.shape and np.isfinite(int8).all()
 
 
@@ -191,7 +197,8 @@ def test_qdq_placement_walked_directly(quantized):
 def test_int8_agrees_with_fp32_on_held_out_inputs(quantized):
     name, folder, result = quantized
     bound = MODELS[name]
-    fp32, int8 = _session(open(folder / "model.onnx", "rb").read()), _session(result.model)
+    fp32 = _session(open(folder / "model.onnx", "rb").read())
+    int8 = _session(result.model, quantized=True)
     held = smooth_feeds(folder, 6, seed=1)
     a = np.concatenate([fp32.run(None, f)[0] for f in held])
     b = np.concatenate([int8.run(None, f)[0] for f in held])
@@ -253,7 +260,8 @@ def _handmade(uint8_zp=False, nonzero_zp=False, per_tensor=False, dq_into_softma
 def test_check_qdq_rules_catches_each_violation():
     clean = _handmade()
     assert check_qdq_rules(clean) == []
-    _session(clean).run(None, {"x": np.ones((1, 4), np.float32)})  # the clean graph is runnable
+    # the clean graph is runnable
+    _session(clean, quantized=True).run(None, {"x": np.ones((1, 4), np.float32)})
     cases = {
         "uint8_zp": ("x_q", "zero point dtype uint8"),
         "nonzero_zp": ("m_q", "non-zero zero point"),
@@ -375,7 +383,8 @@ def test_quantize_outputs_keeps_the_float_rules(fixture, request):
         and any(c.op_type == "QuantizeLinear" for c in consumers[n.output[0]])
     ]
     assert outputs_quantized, fixture
-    fp32, int8 = _session(open(folder / "model.onnx", "rb").read()), _session(result.model)
+    fp32 = _session(open(folder / "model.onnx", "rb").read())
+    int8 = _session(result.model, quantized=True)
     held = smooth_feeds(folder, 3, seed=1)
     a = np.concatenate([fp32.run(None, f)[0] for f in held])
     b = np.concatenate([int8.run(None, f)[0] for f in held])

@@ -154,6 +154,14 @@ class Opened:
     reasons: tuple[str, ...]
 
 
+def _ort(ref: ModelRef, providers, threads):
+    """onnxruntime on the folder's graph (an INT8 variant's Q/DQ flagged, ``session_options``)."""
+    from runtime.backends.ort import OrtBackend
+
+    quantized = ref.precision == "int8"
+    return OrtBackend(str(ref.onnx_path), providers=providers, threads=threads, quantized=quantized)
+
+
 def make_backend(name: str, model_path: str | Path | bytes, **options) -> Backend:
     """The onnxruntime backend for ``model_path`` (``name`` must be "onnxruntime").
 
@@ -283,10 +291,10 @@ def open_backend(
     """
     if choice not in BACKENDS:
         raise UnknownNameError(f"unknown backend {choice!r}; choose from {list(BACKENDS)}")
-    from runtime.backends.ort import OrtBackend, require_ort
+    from runtime.backends.ort import require_ort
 
     if choice == "onnxruntime":
-        return Opened(OrtBackend(str(ref.onnx_path), providers=providers, threads=threads), ())
+        return Opened(_ort(ref, providers, threads), ())
     if probe is None:
         from runtime.probe import cached_probe
 
@@ -300,6 +308,6 @@ def open_backend(
         reasons.append(f"tensorrt: {e}")
     if providers is None:
         providers = _ort_providers(ref, probe, require_ort().get_available_providers())
-    backend = OrtBackend(str(ref.onnx_path), providers=providers, threads=threads)
+    backend = _ort(ref, providers, threads)
     log.info("backend: onnxruntime on %s (%s)", list(backend.providers), "; ".join(reasons))
     return Opened(backend, tuple(reasons))
