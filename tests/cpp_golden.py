@@ -10,7 +10,8 @@ thread) and writes, under ``DIR``:
   post-processing);
 - ``images/<name>.png``: the inputs (synthetic sizes below and above the model input, gray, RGBA,
   and the first two CamVid test frames when ``../shared/data/camvid`` is present);
-- ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]), and
+- ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]; flush
+  slide plans: [C,Hp,Wp]), and
   ``seg/<case>.scores.npy`` (float32 [H,W]) for the cases with a score threshold;
 - ``label_map/<name>.{logits,labels,scores}.npy``: ``runtime.label_map`` (the exact reference) on
   near-ties, duplicated classes, padded spans, a 1xN grid, 150 classes and real-image-like scores
@@ -67,17 +68,20 @@ RESIZE_CASES = (
 
 @dataclass(frozen=True)
 class Case:
-    """One golden segmentation: a folder, an image, the mode asked for and a score threshold
-    (> 0: unknown pixels, and the score map is saved too)."""
+    """One golden segmentation: a folder, an image, the mode asked for, a score threshold
+    (> 0: unknown pixels, and the score map is saved too) and the slide plan asked for (None: the
+    manifest's, i.e. ``flush``; both runtimes are given the same)."""
 
     folder: str
     image: str
     mode: str = "auto"
     threshold: float = 0.0
+    slide_edge: str | None = None
 
     @property
     def name(self) -> str:
         suffix = f"__t{self.threshold:g}" if self.threshold else ""
+        suffix += f"__{self.slide_edge}" if self.slide_edge else ""
         return f"{self.folder}__{self.image}__{self.mode}{suffix}"
 
 
@@ -228,6 +232,13 @@ def cases_for(images: list[str]) -> list[Case]:
         for t in (0, 0.3)
     ]
     cases += [Case("vit_u8_graph", "tall_100x60"), Case("vit_u8_graph", "large_300x410")]
+    # The feature-grid slide plan, asked for explicitly (the others follow the manifest: flush).
+    cases += [
+        Case("vit_fixed", "large_300x410", slide_edge="grid"),
+        Case("vit_fixed", "small_160x200", "slide", slide_edge="grid"),
+        Case("sclip_method", "large_300x410", threshold=0.95, slide_edge="grid"),
+        Case("vit_u8_nhwc", "large_300x410", slide_edge="grid"),
+    ]
     return cases
 
 
@@ -246,8 +257,8 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
     (out / "seg").mkdir(parents=True)
     rows = []
     for case in cases:
-        # The C++ runtime plans slide windows on the feature grid only (README, C++ runtime).
-        opts = dict(mode=case.mode, threads=1, score_threshold=case.threshold, slide_edge="grid")
+        opts = dict(mode=case.mode, threads=1, score_threshold=case.threshold)
+        opts["slide_edge"] = case.slide_edge  # None: the manifest's (flush)
         with Segmenter(folders[case.folder], "onnxruntime", **opts) as seg:
             res = seg(read_png(out / "images" / f"{case.image}.png"), scores=case.threshold > 0)
         np.save(out / "seg" / f"{case.name}.labels.npy", res.labels.astype(np.int32))
@@ -267,6 +278,7 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
                 "folder": f"folders/{case.folder}",
                 "image": f"images/{case.image}.png",
                 "mode_arg": case.mode,
+                "slide_edge": case.slide_edge,
                 "mode": res.mode,
                 "windows": res.windows,
                 "image_hw": list(res.labels.shape),

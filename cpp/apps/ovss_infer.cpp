@@ -1,7 +1,8 @@
 // ovss_infer: segment one image with a deployable folder; print one JSON line (runtime/infer.py).
 //
 //   ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png|L.npy] [--threads N]
-//              [--mode auto|whole|slide] [--stride PX] [--short-side PX] [--repeat N] [--backend B] [--engine FILE]
+//              [--mode auto|whole|slide] [--stride PX] [--slide-edge flush|grid] [--short-side PX]
+//              [--repeat N] [--backend B] [--engine FILE]
 //              [--score-threshold T] [--scores-out S.npy|S.png] [--postprocess fast|exact]
 //              [--alpha A] [--no-legend] [--no-verify]
 //
@@ -10,7 +11,9 @@
 // "score": softmax probability, or the method's own probability) is below T are labelled 255,
 // "unknown" (left unblended in the overlay, listed in the legend). --scores-out: that score per
 // pixel, float32 .npy or 8-bit PNG (round(255 p)). --postprocess exact: the reference label
-// computation instead of the fast one (same labels; for checks and timings).
+// computation instead of the fast one (same labels; for checks and timings). --slide-edge: slide
+// window placement, flush (the official plan, the default unless the manifest's method_cfg says
+// otherwise) or grid (feature-grid windows, faster).
 //
 // Exit status 2 with a one-line "error: ..." on bad input. --repeat N segments the image N times
 // and reports median timings (and every run's total) for benchmarks.
@@ -36,7 +39,8 @@ namespace {
 
 const char* kUsage =
     "usage: ovss_infer --model DIR --image IMG --out OVERLAY.png [--labels-out L.png|L.npy] [--threads N]\n"
-    "                  [--mode auto|whole|slide] [--stride PX] [--short-side PX] [--repeat N]\n"
+    "                  [--mode auto|whole|slide] [--stride PX] [--slide-edge flush|grid] [--short-side PX]\n"
+    "                  [--repeat N]\n"
     "                  [--backend auto|onnxruntime|tensorrt] [--engine FILE]\n"
     "                  [--score-threshold T] [--scores-out S.npy|S.png] [--postprocess fast|exact]\n"
     "                  [--alpha A] [--no-legend] [--no-verify] [--precision fp32] [--help]\n"
@@ -57,6 +61,9 @@ ovss::SegmenterOptions options(const ovss::Args& args) {
     o.backend = args.get("--backend").value_or("auto");
     o.mode = args.get("--mode").value_or("auto");
     o.stride = args.get_int("--stride", 0, 1);
+    o.slide_edge = args.get("--slide-edge").value_or("");  // "": the manifest's, else flush
+    if (o.slide_edge != "" && o.slide_edge != "flush" && o.slide_edge != "grid")
+        throw ovss::ConfigError("--slide-edge must be flush or grid, got '" + o.slide_edge + "'");
     o.short_side = args.get_int("--short-side", -1, 0);  // -1: the manifest's; 0: none
     o.verify = !args.has("--no-verify");
     o.backend_options.threads = args.get_int("--threads", 0, 1);
@@ -133,8 +140,8 @@ void write_outputs(const ovss::Args& args, const cv::Mat& rgb, const ovss::SegRe
 int run(int argc, char** argv) {
     const ovss::Args args(argc, argv,
                           {"--model", "--image", "--out", "--labels-out", "--threads", "--mode", "--stride",
-                           "--short-side", "--repeat", "--backend", "--engine", "--alpha", "--score-threshold",
-                           "--scores-out", "--postprocess", "--precision", "--classes"},
+                           "--slide-edge", "--short-side", "--repeat", "--backend", "--engine", "--alpha",
+                           "--score-threshold", "--scores-out", "--postprocess", "--precision", "--classes"},
                           {"--no-legend", "--no-verify"});
     const std::string model = args.require("--model"), image_path = args.require("--image");
     args.require("--out");

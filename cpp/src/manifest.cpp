@@ -190,6 +190,36 @@ const TensorSpec& find_spec(const std::vector<TensorSpec>& specs, const std::str
     throw ModelFolderError(std::string("manifest declares no ") + kind + " tensor named '" + name + "'");
 }
 
+/// The method's inference settings (``method_cfg``) the runtime follows; absent fields keep defaults.
+void parse_method_cfg(const json& mc, Manifest& m) {
+    if (mc.contains("slide_stride") && mc.at("slide_stride").is_number_integer()) {
+        m.slide_stride = mc.at("slide_stride").get<int>();
+        if (m.slide_stride <= 0) throw ModelFolderError("manifest method_cfg.slide_stride must be > 0");
+    }
+    if (mc.contains("short_side") && mc.at("short_side").is_number_integer()) {
+        m.short_side = mc.at("short_side").get<int>();
+        if (m.short_side < 0) throw ModelFolderError("manifest method_cfg.short_side must be >= 0");
+    }
+    if (mc.contains("prob_thd") && mc.at("prob_thd").is_number()) {
+        m.prob_thd = mc.at("prob_thd").get<double>();
+        if (!(m.prob_thd >= 0.0 && m.prob_thd < 1.0))
+            throw ModelFolderError("manifest method_cfg.prob_thd must be in [0, 1)");
+    }
+    if (mc.contains("slide_edge") && !mc.at("slide_edge").is_null()) {
+        const json& e = mc.at("slide_edge");
+        m.slide_edge = e.is_string() ? e.get<std::string>() : "?";  // "": absent, as in Python
+        if (!m.slide_edge.empty() && m.slide_edge != "flush" && m.slide_edge != "grid")
+            throw ModelFolderError("manifest method_cfg.slide_edge must be 'flush' or 'grid', got " + e.dump());
+    }
+    if (mc.contains("seen_bias") && mc.at("seen_bias").is_array()) {
+        const std::vector<double> bias = numbers(mc.at("seen_bias"), "method_cfg.seen_bias");
+        if (bias.size() != m.classes.size())
+            throw ModelFolderError("manifest method_cfg.seen_bias must hold one value per class (" +
+                                   std::to_string(m.classes.size()) + "), got " + std::to_string(bias.size()));
+        m.seen_bias.assign(bias.begin(), bias.end());
+    }
+}
+
 }  // namespace
 
 const TensorSpec& Manifest::input(const std::string& name) const {
@@ -233,22 +263,7 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.postprocess = parse_postprocess(d);
     if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
         m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();
-    if (d.contains("method_cfg") && d.at("method_cfg").is_object()) {
-        const auto& mc = d.at("method_cfg");
-        if (mc.contains("slide_stride") && mc.at("slide_stride").is_number_integer()) {
-            m.slide_stride = mc.at("slide_stride").get<int>();
-            if (m.slide_stride <= 0) throw ModelFolderError("manifest method_cfg.slide_stride must be > 0");
-        }
-        if (mc.contains("short_side") && mc.at("short_side").is_number_integer()) {
-            m.short_side = mc.at("short_side").get<int>();
-            if (m.short_side < 0) throw ModelFolderError("manifest method_cfg.short_side must be >= 0");
-        }
-        if (mc.contains("prob_thd") && mc.at("prob_thd").is_number()) {
-            m.prob_thd = mc.at("prob_thd").get<double>();
-            if (!(m.prob_thd >= 0.0 && m.prob_thd < 1.0))
-                throw ModelFolderError("manifest method_cfg.prob_thd must be in [0, 1)");
-        }
-    }
+    if (d.contains("method_cfg") && d.at("method_cfg").is_object()) parse_method_cfg(d.at("method_cfg"), m);
     return m;
 }
 

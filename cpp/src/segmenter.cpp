@@ -142,6 +142,9 @@ Segmenter::Segmenter(const fs::path& folder, SegmenterOptions options)
     if (options_.stride <= 0)
         options_.stride = manifest_.slide_stride > 0 ? manifest_.slide_stride
                                                      : default_stride(pre.input_h, pre.feature_stride);
+    const std::string& edge = options_.slide_edge.empty() ? manifest_.slide_edge : options_.slide_edge;
+    slide_edge_ = parse_slide_edge(edge.empty() ? "flush" : edge);
+    for (const TensorSpec& t : manifest_.outputs) mask_logits_ = mask_logits_ || t.name == io_names::kMaskLogits;
     if (options_.short_side < -1) throw ConfigError("short_side must be >= 0 (or -1: the manifest's)");
     short_side_ = options_.short_side >= 0 ? options_.short_side : manifest_.short_side;
     if (!(options_.score_threshold >= 0.0 && options_.score_threshold < 1.0))
@@ -222,10 +225,10 @@ Feeds Segmenter::feeds(const TensorRef& image) const {
     return f;
 }
 
-Tensor Segmenter::run_model(const TensorRef& image) {
-    Tensor out = backend_->run(feeds(image), io_names::kLogits);
+Tensor Segmenter::run_model(const TensorRef& image, const char* output) {
+    Tensor out = backend_->run(feeds(image), output);
     if (out.shape.size() != 4 || out.shape[0] != 1)
-        throw ModelFolderError("model logits must be [1,C,h,w], got " + out.shape_str());
+        throw ModelFolderError(std::string("model ") + output + " must be [1,C,h,w], got " + out.shape_str());
     if (out.shape[1] != static_cast<int64_t>(classes_.size()))
         throw ModelFolderError("model returns " + std::to_string(out.shape[1]) + " class scores but the vocabulary has " +
                                std::to_string(classes_.size()) + " classes");
@@ -260,10 +263,11 @@ SegResult Segmenter::operator()(const cv::Mat& image) {
     if (r.mode == "whole") {
         const cv::Mat x = resize_rgb(rgb, pre.input_h, pre.input_w);
         t1 = Clock::now();
-        r.logits = run_image(x);
+        r.logits = run_image(x, io_names::kLogits);
         r.windows = 1;
     } else {
-        const WindowPlan plan = plan_windows(rgb.rows, rgb.cols, pre.input_h, options_.stride, pre.feature_stride);
+        const WindowPlan plan =
+            plan_windows(rgb.rows, rgb.cols, pre.input_h, options_.stride, pre.feature_stride, slide_edge_);
         t1 = Clock::now();
         r.logits = run_slide(rgb, plan);
         r.windows = static_cast<int>(plan.boxes.size());
@@ -284,19 +288,25 @@ SegResult Segmenter::operator()(const cv::Mat& image) {
     return r;
 }
 
-Tensor Segmenter::run_image(const cv::Mat& rgb) {
+Tensor Segmenter::run_image(const cv::Mat& rgb, const char* output) {
     const PreprocessCfg& pre = manifest_.preprocess;
-    if (pre.input_format == "float32-nchw") return run_model(normalize(rgb, pre));
-    return run_model(uint8_input(rgb, pre.input_format));
+    if (pre.input_format == "float32-nchw") return run_model(normalize(rgb, pre), output);
+    return run_model(uint8_input(rgb, pre.input_format), output);
 }
 
 Tensor Segmenter::run_slide(const cv::Mat& rgb, const WindowPlan& plan) {
     const PreprocessCfg& pre = manifest_.preprocess;
     const int s = plan.window;
+    // Flush plans of graphs with mask logits: upsample those, then sigmoid - bias (the official
+    // order, as Python); the bias is the fixed graph's own (vocabulary as input: none).
+    const bool masks = plan.edge == SlideEdge::Flush && mask_logits_;
+    const char* output = masks ? io_names::kMaskLogits : io_names::kLogits;
+    WindowUpsample up;
+    if (masks) up = sigmoid_upsample(text_.shape.empty() ? manifest_.seen_bias : std::vector<float>{});
     if (pre.input_format == "float32-nchw") {
         Tensor x = Tensor::zeros({1, 3, plan.padded_h, plan.padded_w});  // zero = the mean colour
         normalize_into(rgb, pre, x);
-        return stitch(plan, x, [this](const Tensor& w) { return run_model(w); });
+        return stitch(plan, x, [this, output](const Tensor& w) { return run_model(w, output); }, up);
     }
     // Graphs that normalise themselves: pad with the mean colour rounded to uint8 (half to even,
     // as numpy's rint), then cut each window out of that image.
@@ -304,7 +314,7 @@ Tensor Segmenter::run_slide(const cv::Mat& rgb, const WindowPlan& plan) {
     for (int c = 0; c < 3; ++c) mean[c] = std::nearbyint(pre.mean[c]);
     cv::Mat canvas(plan.padded_h, plan.padded_w, CV_8UC3, mean);
     rgb.copyTo(canvas(cv::Rect(0, 0, rgb.cols, rgb.rows)));
-    return stitch(plan, [&](int y, int x) { return run_image(canvas(cv::Rect(x, y, s, s)).clone()); });
+    return stitch(plan, [&](int y, int x) { return run_image(canvas(cv::Rect(x, y, s, s)).clone(), output); }, up);
 }
 
 bool Segmenter::use_graph_labels(const std::string& mode, int out_h, int out_w) const {

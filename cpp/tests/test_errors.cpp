@@ -199,6 +199,34 @@ TEST_F(FolderCopy, ScoreInputFormatAndPostprocessFields) {
     expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "score_scale must be a number in (0, 1e6)");
 }
 
+TEST_F(FolderCopy, SlideEdgeAndSeenBiasFields) {
+    const fs::path f = copy("vit_fixed");
+    const nlohmann::json good = manifest(f);
+    const auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
+        nlohmann::json m = good;
+        edit(m);
+        write(f / "manifest.json", m.dump());
+    };
+    const cv::Mat img = golden::read_png_rgb(golden::dir() / "images" / "small_160x200.png");
+    SegmenterOptions o = opts();
+    o.mode = "slide";
+    // Absent: flush (logits at the padded image's size); the manifest's, unless options say otherwise.
+    EXPECT_EQ(Segmenter(f, o)(img).logits.shape, (std::vector<int64_t>{4, 224, 224}));
+    with([](nlohmann::json& m) { m["method_cfg"]["slide_edge"] = "grid"; });
+    EXPECT_EQ(Segmenter(f, o)(img).logits.shape, (std::vector<int64_t>{4, 14, 14}));
+    o.slide_edge = "flush";
+    EXPECT_EQ(Segmenter(f, o)(img).logits.shape, (std::vector<int64_t>{4, 224, 224}));
+    o.slide_edge = "diagonal";
+    expect_error<ConfigError>([&] { Segmenter(f, o); }, "slide_edge must be one of flush, grid, got 'diagonal'");
+    with([](nlohmann::json& m) { m["method_cfg"]["slide_edge"] = "diagonal"; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); },
+                                   "method_cfg.slide_edge must be 'flush' or 'grid', got \"diagonal\"");
+    with([](nlohmann::json& m) { m["method_cfg"]["seen_bias"] = {0.1, 0.0, 0.1}; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "seen_bias must hold one value per class (4), got 3");
+    with([](nlohmann::json& m) { m["method_cfg"]["seen_bias"] = {0.1, 0.0, 0.1, 0.0}; });
+    EXPECT_EQ(Segmenter(f, opts()).manifest().seen_bias, (std::vector<float>{0.1f, 0.0f, 0.1f, 0.0f}));
+}
+
 TEST_F(FolderCopy, ScoreThresholdOptions) {
     const fs::path f = copy("vit_fixed");
     SegmenterOptions o = opts();

@@ -94,6 +94,7 @@ TEST(Golden, SegmentationMatchesPython) {
             SCOPED_TRACE(c["name"].get<std::string>() + " postprocess " + label_method_name(method));
             SegmenterOptions o = one_thread(c["mode_arg"], method);
             o.score_threshold = c.value("score_threshold", 0.0);
+            if (c.contains("slide_edge") && c["slide_edge"].is_string()) o.slide_edge = c["slide_edge"];
             o.with_scores = c.contains("scores") && !c["scores"].is_null();
             Segmenter seg(golden::dir() / c["folder"].get<std::string>(), o);
             const SegResult r = seg(golden::read_png_rgb(golden::dir() / c["image"].get<std::string>()));

@@ -162,6 +162,27 @@ TEST(LabelMap, ThresholdsAndScoresMatchTheReference) {
     }
 }
 
+TEST(LabelMap, LogitsAtTheOutputSizeAreTakenDirectly) {
+    // Flush slide plans give logits at the (padded) image's size: identity taps, a plain first-max
+    // argmax (no cells), with thresholds and scores as the reference.
+    std::mt19937 rng(11);
+    const Field kinds[] = {Field::Levels, Field::NearTies, Field::Sharp, Field::Unit};
+    for (int trial = 0; trial < 40; ++trial) {
+        const Field kind = kinds[trial % 4];
+        const int c_n = 1 + trial % 9, h = 2 + trial % 7, w = 3 + trial % 5;
+        const Tensor logits = make_logits(kind, c_n, h, w, rng, trial % 3 == 0);
+        LabelOptions o;
+        o.score_kind = kind == Field::Unit ? ScoreKind::Probability : ScoreKind::Softmax;
+        o.score_threshold = trial % 2 ? 0.0 : 0.6;
+        o.background_thd = trial % 4 == 1 ? 0.4 : 0.0;
+        o.with_scores = trial % 3 != 1;
+        SCOPED_TRACE("trial " + std::to_string(trial));
+        const LabelMap m = expect_same(logits, Grid{h, w, double(h), double(w)}, o);
+        EXPECT_TRUE(m.fast);
+        EXPECT_EQ(m.cells, 0);  // the direct path, not the cell-based one
+    }
+}
+
 TEST(LabelMap, LargeCellsAreRefinedInBlocks) {
     // 3x4 logits over 241x297 pixels: cells of ~80x75 pixels, split into blocks down to 16
     // pixels, with class boundaries, near-ties and threshold crossings inside them.

@@ -1,5 +1,5 @@
-// Unit tests that need no golden files: windows, taps, palette, overlay, npy, sha256, image
-// policy, queue, ring, argument parsing.
+// Unit tests that need no golden files: windows (grid and flush plans, stitching, mask logits),
+// taps, palette, overlay, npy, sha256, image policy, queue, ring, argument parsing.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -57,6 +57,84 @@ TEST(Windows, StitchAveragesOverlaps) {
     EXPECT_FLOAT_EQ(out.data[1], 1.5f);   // windows 1 and 2
     EXPECT_FLOAT_EQ(out.data[2], 2.5f);   // windows 2 and 3
     EXPECT_FLOAT_EQ(out.data[3], 3.0f);   // only window 3
+}
+
+TEST(Windows, FlushPlanMatchesPython) {
+    // python: plan_windows((300, 410), 224, stride, 16, "flush"): stride not rounded to the grid
+    const WindowPlan a = plan_windows(300, 410, 224, 144, 16, SlideEdge::Flush);
+    EXPECT_EQ(a.padded_h, 300);
+    EXPECT_EQ(a.padded_w, 410);
+    EXPECT_EQ(a.canvas_h(), 300);
+    const std::vector<std::pair<int, int>> want_a = {{0, 0}, {0, 144}, {0, 186}, {76, 0}, {76, 144}, {76, 186}};
+    EXPECT_EQ(a.boxes, want_a);
+    const WindowPlan b = plan_windows(300, 410, 224, 100, 16, SlideEdge::Flush);
+    const std::vector<std::pair<int, int>> want_b = {{0, 0}, {0, 100}, {0, 186}, {76, 0}, {76, 100}, {76, 186}};
+    EXPECT_EQ(b.boxes, want_b);
+    // Smaller than the window in one dimension: padded up to it there only.
+    const WindowPlan c = plan_windows(100, 260, 224, 150, 16, SlideEdge::Flush);
+    EXPECT_EQ(c.padded_h, 224);
+    EXPECT_EQ(c.padded_w, 260);
+    EXPECT_EQ(c.boxes, (std::vector<std::pair<int, int>>{{0, 0}, {0, 36}}));
+    EXPECT_EQ(window_starts(224, 224, 100), std::vector<int>{0});
+    EXPECT_EQ(window_starts(10, 4, 3), (std::vector<int>{0, 3, 6}));
+    EXPECT_EQ(window_starts(11, 4, 3), (std::vector<int>{0, 3, 6, 7}));
+    EXPECT_THROW(plan_windows(300, 410, 224, 0, 16, SlideEdge::Flush), ConfigError);
+    EXPECT_EQ(parse_slide_edge("grid"), SlideEdge::Grid);
+    EXPECT_THROW(parse_slide_edge("edge"), ConfigError);
+}
+
+TEST(Windows, UpsampleMatchesPythonBitForBit) {
+    // python: runtime.label_map.upsample(s, (3, 5)) for s = [[[0.3, -1.7, 2.2], [0.1, 0.9, -0.4]]]
+    const Tensor s{{1, 2, 3}, {0.3f, -1.7f, 2.2f, 0.1f, 0.9f, -0.4f}};
+    const Tensor u = upsample_bilinear(s, 3, 5);
+    const std::vector<float> want = {
+        0x1.333334p-2f, -0x1p-1f,        -0x1.b33334p+0f, 0x1.47ae16p-1f, 0x1.19999ap+1f,
+        0x1.99999ap-3f, -0x1.47ae18p-5f, -0x1.99999cp-2f, 0x1.851eb8p-2f, 0x1.cccccep-1f,
+        0x1.99999ap-4f, 0x1.ae147ap-2f,  0x1.ccccccp-1f,  0x1.eb8518p-4f, -0x1.99999ap-2f};
+    ASSERT_EQ(u.shape, (std::vector<int64_t>{1, 3, 5}));
+    EXPECT_EQ(u.data, want);
+}
+
+TEST(Windows, FlushStitchAveragesAtFullResolution) {
+    const WindowPlan plan = plan_windows(4, 6, 4, 2, 2, SlideEdge::Flush);  // windows at x = 0, 2
+    ASSERT_EQ(plan.boxes, (std::vector<std::pair<int, int>>{{0, 0}, {0, 2}}));
+    float next = 1.0f;
+    const Tensor out = stitch(plan, [&](int, int) {
+        Tensor t = Tensor::zeros({1, 2, 2});
+        for (float& v : t.data) v = next;
+        next += 2.0f;
+        return t;
+    });
+    ASSERT_EQ(out.shape, (std::vector<int64_t>{1, 4, 6}));
+    const std::vector<float> row = {1.0f, 1.0f, 2.0f, 2.0f, 3.0f, 3.0f};
+    for (int y = 0; y < 4; ++y)
+        EXPECT_EQ(std::vector<float>(out.data.begin() + y * 6, out.data.begin() + y * 6 + 6), row) << "row " << y;
+}
+
+TEST(Windows, MaskLogitsAreUpsampledBeforeTheSigmoid) {
+    // Window mask logits (2 classes, 2x2 cells) upsampled to 4x4: along x, taps at 0, 0.25, 0.75,
+    // 1 give u = a + (b - a) * {0, 1/4, 3/4, 1} (exact here), the same in every row. Then
+    // p = sigmoid(u) - bias, averaged over the two windows at x = 0 and 2 of a 4x6 image.
+    const float a[2] = {0.0f, -2.0f}, b[2] = {4.0f, 2.0f}, bias[2] = {0.1f, 0.0f};
+    const WindowPlan plan = plan_windows(4, 6, 4, 2, 2, SlideEdge::Flush);
+    const Tensor out = stitch(
+        plan,
+        [&](int, int) {
+            return Tensor{{2, 2, 2}, {a[0], b[0], a[0], b[0], a[1], b[1], a[1], b[1]}};
+        },
+        sigmoid_upsample({bias[0], bias[1]}));
+    ASSERT_EQ(out.shape, (std::vector<int64_t>{2, 4, 6}));
+    const double frac[4] = {0.0, 0.25, 0.75, 1.0};
+    for (int c = 0; c < 2; ++c) {
+        const auto p = [&](int x) { return 1.0 / (1.0 + std::exp(-(a[c] + (b[c] - a[c]) * frac[x]))) - bias[c]; };
+        const double want[6] = {p(0), p(1), (p(2) + p(0)) / 2, (p(3) + p(1)) / 2, p(2), p(3)};
+        for (int y = 0; y < 4; ++y)
+            for (int x = 0; x < 6; ++x) EXPECT_NEAR(out.data[(c * 4 + y) * 6 + x], want[x], 1e-6) << c << y << x;
+    }
+    // Sigmoid first would give 0.75 sigmoid(0) + 0.25 sigmoid(4) = 0.62 at class 0, x = 1, not 0.73.
+    EXPECT_NEAR(out.data[1], 1.0 / (1.0 + std::exp(-1.0)) - 0.1, 1e-6);
+    EXPECT_THROW(stitch(plan, [&](int, int) { return Tensor::zeros({3, 2, 2}); }, sigmoid_upsample({0.1f, 0.2f})),
+                 ModelFolderError);
 }
 
 TEST(Postprocess, TapsMatchAlignCornersFalse) {

@@ -107,6 +107,12 @@ ovss_expect(cli.infer_16bit_image 2 "error: .* is a non-8-bit image"
             ${_infer} --model ${_g}/folders/vit_fixed --image ${_g}/bad_images/gray16.png --out ${_o}/x.png)
 ovss_expect(cli.infer_bad_mode 2 "error: mode must be one of auto, whole, slide"
             ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --mode tiles)
+# Slide plans: the manifest's (flush, the official placement) unless --slide-edge says otherwise.
+ovss_expect(cli.infer_slide_edge_grid 0 "\"mode\":\"slide\".*\"windows\":6"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/overlay_grid.png --slide-edge grid
+            --threads 1)
+ovss_expect(cli.infer_bad_slide_edge 2 "usage: ovss_infer.*error: --slide-edge must be flush or grid, got 'edge'"
+            ${_infer} --model ${_g}/folders/vit_fixed --image ${_img} --out ${_o}/x.png --slide-edge edge)
 ovss_expect(cli.infer_unknown_flag 2 "usage: ovss_infer.*error: unknown argument '--bogus'"
             ${_infer} --model ${_g}/folders/vit_fixed --bogus 1)
 

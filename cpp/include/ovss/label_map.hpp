@@ -19,7 +19,9 @@
 // combination of those too), and filled where one candidate is left; the remaining pixels
 // evaluate only the candidates, with the reference expressions above, in class order (ties go
 // to the lowest index). Every value is bit-identical to the reference's, so the labels are too.
-// h == 1, w == 1 or any non-finite logit: the exact path.
+// h == 1, w == 1 or any non-finite logit: the exact path. Logits already at the output size
+// (identity taps, e.g. flush slide plans) are taken as they are: a plain first-max argmax, the
+// reference's values being the logits themselves (Python's ``_direct``).
 //
 // p_top, the top class's score: ScoreKind::Softmax: 1 / sum_c exp(k (v_c - v_top)) (k = the
 // manifest's score_scale, e.g. 100 for raw cosines; sequential sum in class order);

@@ -62,6 +62,11 @@ struct Manifest {
     int slide_stride = 0;
     int short_side = 0;  ///< the method's test resize: short side in pixels (0: none)
     double prob_thd = 0.0;
+    /// ``method_cfg.slide_edge``: "flush" or "grid" ("" when absent: the runtime's default, flush).
+    std::string slide_edge;
+    /// ``method_cfg.seen_bias`` (fixed-vocabulary ZegCLIP / CLIP-RC folders): one value per class,
+    /// subtracted from sigmoid(mask_logits) in the flush slide path; empty when absent (zeros).
+    std::vector<float> seen_bias;
     /// How logits become p_top: "softmax" or "probability" (ZegCLIP / CLIP-RC). Absent in older
     /// manifests: "probability" for those two methods, else "softmax".
     std::string score = "softmax";

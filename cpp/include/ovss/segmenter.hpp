@@ -13,10 +13,9 @@
 #include "ovss/label_map.hpp"
 #include "ovss/manifest.hpp"
 #include "ovss/tensor.hpp"
+#include "ovss/windows.hpp"
 
 namespace ovss {
-
-struct WindowPlan;
 
 /// Wall-clock milliseconds per stage of one call.
 struct Timings {
@@ -28,7 +27,9 @@ struct Timings {
 struct SegResult {
     cv::Mat labels;                            ///< CV_32S HxW class indices (255: unknown), input size
     cv::Mat scores;                            ///< CV_32F HxW top-class score p_top (with_scores), else empty
-    Tensor logits;                             ///< float32 [C,h,w] at feature resolution (empty: graph labels)
+    /// float32 [C,h,w] at feature resolution (whole mode, grid slide plans), or [C,Hp,Wp] at the
+    /// (rescaled) image's padded size (flush slide plans); empty: graph labels
+    Tensor logits;
     std::vector<std::string> classes;          ///< index-aligned with the label values
     std::vector<std::string> classes_present;  ///< classes occurring in ``labels``, class order
     int64_t unknown_pixels = 0;                ///< pixels labelled unknown (255, score threshold)
@@ -44,6 +45,8 @@ struct SegmenterOptions {
     std::string backend = "onnxruntime";  ///< "onnxruntime", "tensorrt" or "auto"
     std::string mode = "auto";            ///< "auto" (whole if it fits, else slide), "whole", "slide"
     int stride = 0;      ///< slide step in pixels (0: the manifest's, else two thirds of the input)
+    /// Slide window placement, "flush" or "grid" (windows.hpp); "": the manifest's, else "flush".
+    std::string slide_edge;
     int short_side = -1;  ///< rescale to this short side first (-1: the manifest's; 0: none)
     bool verify = true;                   ///< check model_sha256
     /// In [0, 1): pixels whose top-class score (the manifest's "score" kind) is below it are
@@ -81,8 +84,8 @@ private:
     void check_graph_io() const;
     void load_default_vocabulary();
     Feeds feeds(const TensorRef& image) const;
-    Tensor run_model(const TensorRef& image);
-    Tensor run_image(const cv::Mat& rgb);
+    Tensor run_model(const TensorRef& image, const char* output);
+    Tensor run_image(const cv::Mat& rgb, const char* output);
     Tensor run_slide(const cv::Mat& rgb, const WindowPlan& plan);
     bool use_graph_labels(const std::string& mode, int out_h, int out_w) const;
     void run_graph_labels(const cv::Mat& rgb, SegResult& r, std::chrono::steady_clock::time_point t0);
@@ -91,6 +94,8 @@ private:
     std::filesystem::path folder_;
     SegmenterOptions options_;
     int short_side_ = 0;  ///< resolved: options, else the manifest's method short side
+    SlideEdge slide_edge_ = SlideEdge::Flush;  ///< resolved: options, else the manifest's, else flush
+    bool mask_logits_ = false;  ///< the graph has mask_logits (flush slides: sigmoid after upsampling)
     ScoreKind score_kind_ = ScoreKind::Softmax;  ///< the manifest's
     Manifest manifest_;
     std::unique_ptr<Backend> backend_;
