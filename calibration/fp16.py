@@ -293,8 +293,11 @@ def _drop_round_trips(model: onnx.ModelProto) -> None:
             continue
         src, dst = first.input[0], node.output[0]
         if dst in outputs:
-            if src in graph_inputs or src in outputs or src in renames.values():
-                continue  # keep the pair: the output name cannot move onto a graph input
+            if src in graph_inputs or src in outputs or src in renames:
+                # keep the pair: the output name cannot move onto a graph input, another
+                # output, or a tensor already renamed onto one (readers redirected onto src
+                # follow it: ``_follow``)
+                continue
             renames[src] = dst  # the producer of src now writes the graph output directly
         else:
             renames[dst] = src

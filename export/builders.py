@@ -266,7 +266,7 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
     classes = resolve_classes(cfg.classes)
     text = class_text(trained, classes, templates, cfg.text_embeddings)
     seen = _seen_split(cfg, trained, classes)
-    wrapper = wrapper_cls(trained.model, text, seen.graph, cfg.vocab_mode).eval()
+    wrapper = wrapper_cls(trained.model, text, seen.graph, cfg.vocab_mode, output="export").eval()
     method_cfg = {
         **dataclasses.asdict(trained.model_cfg),
         "image_size": size,
@@ -288,6 +288,7 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
         t0=t0,
         text_tower=trained.text_tower,
         seen=seen,
+        extra_outputs=(io_names.MASK_LOGITS,),
     )
 
 
@@ -430,6 +431,7 @@ def _tensor_specs(
     post: PostprocessCfg | None,
     num_classes: int,
     dim: int,
+    extra_outputs: tuple[str, ...] = (),
 ):
     """(inputs, outputs) TensorSpecs of the deployed graph."""
     s = pre.input_size[0]
@@ -451,7 +453,8 @@ def _tensor_specs(
             )
         )
     outputs = [
-        TensorSpec(io_names.LOGITS, "float32", (1, c, f, f), io_names.MEANINGS[io_names.LOGITS])
+        TensorSpec(name, "float32", (1, c, f, f), io_names.MEANINGS[name])
+        for name in (io_names.LOGITS, *extra_outputs)
     ]
     if post is not None:
         hw = (1, *post.output_hw)
@@ -529,6 +532,7 @@ def _build(
     t0: float,
     text_tower: bool = True,
     seen: SeenSplit | None = None,
+    extra_outputs: tuple[str, ...] = (),
 ) -> ExportResult:
     """Export, validate and write ``model.onnx`` (+ text embeddings, + text encoder) and
     ``manifest.json`` atomically. Every graph is checked before the first file is written, and
@@ -536,6 +540,8 @@ def _build(
 
     ``text_tower``: whether ``clip``'s text tower is the model's own (``--text-encoder`` needs it).
     ``seen``: the zero-shot methods' seen-class bias (manifest ``seen_bias`` / ``seen_classes``).
+    ``extra_outputs``: float [1, C, h, w] outputs the wrapper returns after LOGITS and LABELS
+    (ZegCLIP / CLIP-RC: MASK_LOGITS), checked like LOGITS and deployed beside it.
     """
     if templates not in TEMPLATE_SETS:
         raise UnknownNameError(f"unknown template set {templates!r}; sets: {sorted(TEMPLATE_SETS)}")
@@ -546,11 +552,12 @@ def _build(
     if cfg.vocab_mode == "input":
         dummy[io_names.TEXT_EMBEDDINGS] = text.float().contiguous()
         axes = {io_names.TEXT_EMBEDDINGS: {0: "num_classes"}, io_names.LOGITS: {1: "num_classes"}}
+        axes.update({name: {1: "num_classes"} for name in extra_outputs})
     log.info("exporting %s %s at %d px (%d classes)", cfg.method, cfg.backbone, size, len(classes))
     result = run_export(
         model=wrapper,
         dummy_inputs=dummy,
-        output_names=[io_names.LOGITS, io_names.LABELS],
+        output_names=[io_names.LOGITS, io_names.LABELS, *extra_outputs],
         dynamic_axes=axes,
         opset=cfg.opset,
         simplify=cfg.simplify,
@@ -562,10 +569,17 @@ def _build(
     # gets its own LABELS / SCORES (``--postprocess graph``) and IMAGE format, checked here.
     score = cfg.spec.score_of(method_cfg)
     deployed, device = _device_io(
-        cfg, keep_outputs(result.model, [io_names.LOGITS]), preprocess, post, text, score
+        cfg,
+        keep_outputs(result.model, [io_names.LOGITS, *extra_outputs]),
+        preprocess,
+        post,
+        text,
+        score,
     )
     text_export = _text_encoder(cfg, templates, clip, classes, text, text_tower)
-    inputs, outputs = _tensor_specs(cfg, preprocess, post, len(classes), text.shape[1])
+    inputs, outputs = _tensor_specs(
+        cfg, preprocess, post, len(classes), text.shape[1], extra_outputs
+    )
     manifest = Manifest(
         method=cfg.method,
         backbone=cfg.backbone,

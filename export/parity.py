@@ -15,9 +15,11 @@ class ParityReport:
     """How closely onnxruntime reproduces PyTorch.
 
     Attributes:
-        max_abs_diff: max |logit difference| over the LOGITS output.
-        max_excess: max of |diff| - (atol + rtol |ref|) (<= 0 when every element is within
-            tolerance); the rtol term matters only for key-smoothed scores, which are unbounded.
+        max_abs_diff: max |logit difference| over the LOGITS output (and MASK_LOGITS where the
+            graph has it).
+        max_excess: max of |diff| - (atol + rtol |ref|) over the same outputs (<= 0 when every
+            element is within tolerance); the rtol term matters for key-smoothed scores, which
+            are unbounded, and for mask logits.
         label_agreement: share of equal LABELS over all pixels.
         decided_agreement: share of equal labels over pixels whose reference top-2 margin exceeds
             ``2 * atol`` (elsewhere the classes tie within numerical noise: either label is
@@ -56,7 +58,8 @@ def compare(
     margins: np.ndarray | None = None,
     rtol: float = 1e-5,
 ) -> ParityReport:
-    """Compare LOGITS (|diff| <= atol + rtol |ref|) and LABELS (agreement) of two output dicts.
+    """Compare LOGITS and MASK_LOGITS, where present (|diff| <= atol + rtol |ref|), and LABELS
+    (agreement) of two output dicts.
 
     Args:
         rtol: relative term, at float32 accumulation level. Key-smoothed MaskCLIP scores reach
@@ -65,14 +68,19 @@ def compare(
         margins: reference top-2 score margin per label pixel (same shape as LABELS); None
             treats every pixel as decided.
     """
-    ref = reference[io_names.LOGITS].astype(np.float64)
-    diff = np.abs(ref - candidate[io_names.LOGITS])
-    excess = float((diff - (atol + rtol * np.abs(ref))).max())
+    max_diff, excess = 0.0, -np.inf
+    for name in (io_names.LOGITS, io_names.MASK_LOGITS):
+        if name not in reference:
+            continue
+        ref = reference[name].astype(np.float64)
+        diff = np.abs(ref - candidate[name])
+        max_diff = max(max_diff, float(diff.max()))
+        excess = max(excess, float((diff - (atol + rtol * np.abs(ref))).max()))
     same = reference[io_names.LABELS] == candidate[io_names.LABELS]
     decided = np.ones_like(same) if margins is None else margins > 2 * atol
     decided_agree = float(same[decided].mean()) if decided.any() else 1.0
     return ParityReport(
-        float(diff.max()),
+        max_diff,
         excess,
         float(same.mean()),
         decided_agree,

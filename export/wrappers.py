@@ -72,7 +72,10 @@ def _scores_and_labels(mask_logits: torch.Tensor, bias: torch.Tensor | None, siz
     without sigmoid saturation (``zero_shot_labels``); the graph's
     per-class output is sigmoid(logits) - bias at feature resolution (``output='scores'``) or the
     raw mask logits (``output='mask_logits'``, for parity checks); ``output='deployed'`` returns
-    the scores alone, as the deployed graph (label branch pruned) does."""
+    the scores alone, as the deployed graph (label branch pruned) does; ``output='export'`` adds
+    the mask logits as a third output (what ``export.build`` traces: the deployed graph keeps
+    scores and mask logits, so the runtime's slide path can take the sigmoid after upsampling,
+    as the official code)."""
     scores = mask_logits.sigmoid()
     if bias is not None:
         scores = scores - bias[None, :, None, None]
@@ -80,6 +83,8 @@ def _scores_and_labels(mask_logits: torch.Tensor, bias: torch.Tensor | None, siz
     if output == "deployed":  # what the deployed graph computes: no label map
         return (first,)
     up = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+    if output == "export":
+        return first, zero_shot_labels(up, bias), mask_logits
     return first, zero_shot_labels(up, bias)
 
 

@@ -4,6 +4,7 @@ IMAGE = "image"
 TEXT_EMBEDDINGS = "text_embeddings"
 LOGITS = "logits"
 LABELS = "labels"
+MASK_LOGITS = "mask_logits"
 SCORES = "scores"
 # Not a graph input: the name a fixed-vocabulary graph gives its baked [C,D] text classifier
 # initializer(s) ("text_classifier", "text_classifier.1", ...), so precision tools can find the
@@ -27,6 +28,11 @@ MEANINGS = {
         "removed by prompt denoising); with key smoothing on, smoothed scores "
         "W @ softmax(100*logits) (unbounded: the official spatial key normalisation does not "
         "keep them in [0,1])"
+    ),
+    MASK_LOGITS: (
+        "float32 [1,C,h,w] at feature resolution (ZegCLIP / CLIP-RC): the mask logits before "
+        "the sigmoid and the seen bias (logits = sigmoid(mask_logits) - bias); the slide path "
+        "upsamples them first and applies sigmoid - bias per pixel, as the official code"
     ),
     LABELS: (
         "uint8 (fixed vocabulary of <= 255 classes) or int32 [1,H,W], H x W = the manifest's "

@@ -163,6 +163,9 @@ class Segmenter:
             or method.get("slide_stride")
             or default_stride(size[0], self.manifest.preprocess.feature_stride)
         )
+        # ZegCLIP / CLIP-RC folders with the mask logits: the flush slide path upsamples them
+        # before the sigmoid (older folders: the scores, sigmoid first).
+        self._mask_logits = any(o.name == io_names.MASK_LOGITS for o in self.manifest.outputs)
         self.slide_edge = slide_edge or method.get("slide_edge") or "flush"
         if self.slide_edge not in EDGES:
             raise ValueError(f"slide_edge must be one of {EDGES}, got {self.slide_edge!r}")
@@ -373,6 +376,23 @@ class Segmenter:
             out = {**out, io_names.LOGITS: out[io_names.LOGITS] - text.bias[:, None, None]}
         return out[names[0]][0] if len(names) == 1 else [out[n][0] for n in names]
 
+    def _sigmoid_upsample(self, text: _TextInput | None, num_classes: int):
+        """(mask logits [C, h, w], (S, S)) -> sigmoid(upsampled) - seen bias [C, S, S], float32:
+        a window's scores as the official slide inference (and ``training.evaluate``) takes
+        them. The bias is the vocabulary's (``seen=``) or the fixed graph's own."""
+        if text is not None:
+            bias = np.zeros(num_classes, np.float32) if text.bias is None else text.bias
+        else:
+            bias = np.asarray(self.manifest.method_cfg.get("seen_bias") or [0.0] * num_classes)
+        bias = bias.astype(np.float32)[:, None, None]
+
+        def up(mask_logits: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+            u = upsample(mask_logits, hw)
+            with np.errstate(over="ignore"):  # exp(-u) -> inf: sigmoid 0, as float32 torch
+                return 1.0 / (1.0 + np.exp(-u)) - bias
+
+        return up
+
     def _feed(self, nchw: np.ndarray) -> np.ndarray:
         """The image input from [1, 3, S, S] (normalised float32, or uint8 for graphs that
         normalise themselves): laid out as the manifest's ``input_format`` says."""
@@ -472,8 +492,11 @@ class Segmenter:
             padded = plan.padded_hw
             t1 = time.perf_counter()
             zeros = functools.partial(np.zeros, dtype=np.float32)
-            run = lambda w: self._run(self._feed(w), text)  # noqa: E731
-            logits = stitch(plan, x, run, zeros, upsample)
+            names, up = (io_names.LOGITS,), upsample
+            if plan.edge == "flush" and self._mask_logits:  # the official order (sigmoid last)
+                names, up = (io_names.MASK_LOGITS,), self._sigmoid_upsample(text, len(classes))
+            run = lambda w: self._run(self._feed(w), text, names)  # noqa: E731
+            logits = stitch(plan, x, run, zeros, up)
             runs = len(plan.boxes)
             scale = (out_hw[0] / work.shape[0], out_hw[1] / work.shape[1])
             span = (padded[0] * scale[0], padded[1] * scale[1])

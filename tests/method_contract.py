@@ -129,11 +129,18 @@ class MethodContract:
             plan = plan_windows(img.shape[:2], s, seg.stride, p, edge)
         assert res.mode == "slide" and res.windows == len(plan.boxes) >= 3
         assert res.labels.shape == img.shape[:2] and np.isfinite(res.logits).all()
+        outputs = [o.name for o in seg.manifest.outputs]
         with OrtBackend(str(fixed / "model.onnx")) as ort:
-            crop = ort({"image": normalize(img[:, :s], pre)}, ["logits"])["logits"][0]
+            feed = {"image": normalize(img[:, :s], pre)}
+            crop = ort(feed, ["logits"])["logits"][0]
+            if edge == "flush" and "mask_logits" in outputs:  # the sigmoid after upsampling
+                bias = np.asarray(seg.manifest.method_cfg["seen_bias"], np.float32)
+                up = upsample(ort(feed, ["mask_logits"])["mask_logits"][0], (s, s))
+                crop = 1.0 / (1.0 + np.exp(-up)) - bias[:, None, None]
         if edge == "flush":
             assert res.logits.shape[1:] == img.shape[:2]
-            only_first, crop = plan.boxes[1][1], upsample(crop, (s, s))
+            only_first = plan.boxes[1][1]
+            crop = crop if crop.shape[1:] == (s, s) else upsample(crop, (s, s))
         else:
             only_first = plan.boxes[1][1] // p  # feature columns before the second window
         np.testing.assert_allclose(
