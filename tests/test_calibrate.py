@@ -46,7 +46,10 @@ def smooth_frames(folder: Path, n: int, size=(72, 96), seed: int = 0) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    """sha256 of every file under ``folder`` (sub-folders such as an ``engines/`` cache that a
+    shared fixture folder may have gained included), by relative path."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 @pytest.fixture()
