@@ -37,18 +37,13 @@ class WindowPlan:
     window: int
     feature_stride: int
     boxes: tuple[tuple[int, int], ...]
-    edge: str = "grid"
+    edge: str = "flush"
 
     @property
     def feature_hw(self) -> tuple[int, int]:
         """Canvas size in feature cells: (Hp / p, Wp / p) (``grid`` plans)."""
         p = self.feature_stride
         return self.padded_hw[0] // p, self.padded_hw[1] // p
-
-    @property
-    def canvas_hw(self) -> tuple[int, int]:
-        """Size of the stitched scores: feature cells (``grid``) or pixels (``flush``)."""
-        return self.padded_hw if self.edge == "flush" else self.feature_hw
 
 
 def _starts(length: int, window: int, stride: int) -> list[int]:
@@ -67,7 +62,7 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 
 def plan_windows(
-    hw: tuple[int, int], window: int, stride: int, feature_stride: int, edge: str = "grid"
+    hw: tuple[int, int], window: int, stride: int, feature_stride: int, edge: str = "flush"
 ) -> WindowPlan:
     """Plan square windows of side ``window`` over an image of size ``hw``.
 

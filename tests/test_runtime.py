@@ -85,14 +85,14 @@ def test_bilinear_matrix_matches_torch():
 
 
 def test_window_plan_covers_image():
-    plan = plan_windows((300, 410), 224, 150, 16)
+    plan = plan_windows((300, 410), 224, 150, 16, "grid")
     assert plan.padded_hw == (304, 416)
     cover = np.zeros(plan.padded_hw, bool)
     for y, x in plan.boxes:
         assert y % 16 == 0 and x % 16 == 0
         cover[y : y + 224, x : x + 224] = True
     assert cover.all()
-    assert plan_windows((100, 100), 224, 150, 16).boxes == ((0, 0),)
+    assert plan_windows((100, 100), 224, 150, 16, "grid").boxes == ((0, 0),)
 
 
 # --- input policy ---------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def test_overlay_and_legend():
 def test_stitch_averages_overlaps():
     from runtime.windows import stitch
 
-    plan = plan_windows((64, 96), 64, 32, 16)  # windows at x = 0 and 32 (cells 0-3 and 2-5)
+    plan = plan_windows((64, 96), 64, 32, 16, "grid")  # windows at x = 0 and 32 (cells 0-3 and 2-5)
     assert plan.boxes == ((0, 0), (0, 32))
     calls = []
 

@@ -38,7 +38,7 @@ def test_flush_plan_is_mmseg(size, crop, stride):
 def test_flush_keeps_the_stride_grid_rounds_it():
     flush = plan_windows((512, 683), 512, 426, 16, "flush")
     grid = plan_windows((512, 683), 512, 426, 16, "grid")
-    assert flush.boxes == ((0, 0), (0, 171)) and flush.canvas_hw == (512, 683)
+    assert flush.boxes == ((0, 0), (0, 171)) and flush.padded_hw == (512, 683)
     assert grid.boxes == ((0, 0), (0, 176)) and grid.padded_hw == (512, 688)  # 426 -> 416, padded
     small = plan_windows((40, 700), 224, 112, 16, "flush")  # smaller than the window: padded
     assert small.padded_hw == (224, 700) and {y for y, _ in small.boxes} == {0}
