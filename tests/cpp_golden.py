@@ -3,11 +3,11 @@
     python -m tests.cpp_golden --out DIR [--no-camvid]
 
 Exports tiny deployable folders with the real builder (MaskCLIP on the random-init test
-backbones), segments a fixed set of images with ``runtime.segmenter.Segmenter`` (onnxruntime, one
-thread) and writes, under ``DIR``:
+backbones; SCLIP; ZegCLIP, whose graphs also output ``mask_logits``), segments a fixed set of
+images with ``runtime.segmenter.Segmenter`` (onnxruntime, one thread) and writes, under ``DIR``:
 
 - ``folders/<name>/``: the deployable folders (float32 and uint8 image inputs, host and in-graph
-  post-processing);
+  post-processing, ZegCLIP fixed and vocabulary-as-input with a seen-class bias);
 - ``images/<name>.png``: the inputs (synthetic sizes below and above the model input, gray, RGBA,
   and the first two CamVid test frames when ``../shared/data/camvid`` is present);
 - ``seg/<case>.labels.npy`` (int32 [H,W]) and ``seg/<case>.logits.npy`` (float32 [C,h,w]; flush
@@ -23,8 +23,12 @@ thread) and writes, under ``DIR``:
 - ``index.json``: every case with its mode, window count and file names (paths relative to DIR).
 
 ctest runs this as its fixture-setup test; the C++ tests then compare labels exactly (by both of
-their label paths), logits within 1e-5 and scores within 1e-6. Needs the export extras (torch,
-open_clip) and OpenCV for the clip.
+their label paths), logits within 1e-5 and scores within 1e-6. One exception, named per case
+(``exp_tie_atol``): the flush slides of ``mask_logits`` graphs take a float32 sigmoid per pixel,
+and numpy's SIMD float32 exp and the C library's expf differ by an ulp on some inputs, so a pixel
+whose two top scores are that close (the random ZegCLIP head's scores all lie within 0.11) may
+take the other one; the C++ test lets a label differ only there, and counts those pixels. Needs
+the export extras (torch, open_clip) and OpenCV for the clip.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CAMVID_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid" / "test"
 CLASSES = "cat,dog,car,tree"
+# |score difference| under which two classes count as tied in the float32 sigmoid path: a few
+# ulps of the scores (about 0.5 here: ulp 6e-8) for each class, as exp differs by one ulp.
+EXP_TIE_ATOL = 2.5e-7
 # (input HxW, output HxW, channels): up- and down-scaling, odd and exact (2x, 4x) factors, and
 # degenerate sizes.
 RESIZE_CASES = (
@@ -145,7 +152,7 @@ def export_folders(out: Path) -> dict[str, Path]:
     from training.models import text_dim
 
     names = ("vit_fixed", "vit_input", "rn_fixed", "sclip_method", "vit_u8_nhwc", "vit_u8_graph")
-    names += ("vit_graph",)
+    names += ("vit_graph", "zegclip_fixed", "zegclip_input")
     folders = {name: out / "folders" / name for name in names}
     base = dict(
         method="maskclip",
@@ -200,7 +207,32 @@ def export_folders(out: Path) -> dict[str, Path]:
     u8_graph = dict(output=str(folders["vit_u8_graph"]), input_format="uint8-nchw", **graph)
     build_maskclip(ExportCfg.create(**base, **u8_graph))
     build_maskclip(ExportCfg.create(**base, output=str(folders["vit_graph"]), **graph))
+    export_zegclip(out, folders)
     return folders
+
+
+def export_zegclip(out: Path, folders: dict[str, Path]) -> None:
+    """ZegCLIP at 64 px (slide step 53, flush by default), fixed vocabulary and vocabulary as
+    input, seen classes cat, dog (bias 0.1). Its graphs also output ``mask_logits``: flush slides
+    upsample those and take sigmoid - seen bias per pixel. Given text rows (4 well-separated
+    random unit rows): the random text tower embeds every class alike."""
+    from export.builders import build_zegclip
+    from export.config import ExportCfg
+
+    rng = np.random.default_rng(11)
+    rows = rng.standard_normal((len(CLASSES.split(",")), 64)).astype(np.float32)
+    rows_path = out / "zegclip_text.npy"
+    np.save(rows_path, rows / np.linalg.norm(rows, axis=1, keepdims=True))
+    zeg = dict(
+        method="zegclip",
+        backbone="ovss-tiny-vit",
+        classes=CLASSES,
+        image_size=64,
+        seen="cat,dog",
+        text_embeddings=str(rows_path),
+    )
+    build_zegclip(ExportCfg.create(**zeg, output=str(folders["zegclip_fixed"])))
+    build_zegclip(ExportCfg.create(**zeg, output=str(folders["zegclip_input"]), vocab_mode="input"))
 
 
 def cases_for(images: list[str]) -> list[Case]:
@@ -239,6 +271,14 @@ def cases_for(images: list[str]) -> list[Case]:
         Case("sclip_method", "large_300x410", threshold=0.95, slide_edge="grid"),
         Case("vit_u8_nhwc", "large_300x410", slide_edge="grid"),
     ]
+    # ZegCLIP (mask_logits, seen bias; the random head's scores sit within 0.1 of each other, so
+    # the bias keeps cat and dog out of the labels): flush slides (2 and 12 windows), whole mode,
+    # the grid plan (logits - bias from the graph, at feature resolution), an open-set threshold.
+    for folder in ("zegclip_fixed", "zegclip_input"):
+        cases += [Case(folder, "tall_100x60"), Case(folder, "small_160x200")]
+        cases += [Case(folder, "small_160x200", "whole"), Case(folder, "tall_100x60", "whole")]
+        cases += [Case(folder, "small_160x200", slide_edge="grid")]
+    cases += [Case("zegclip_fixed", "large_300x410", threshold=0.5)]
     return cases
 
 
@@ -261,6 +301,8 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
         opts["slide_edge"] = case.slide_edge  # None: the manifest's (flush)
         with Segmenter(folders[case.folder], "onnxruntime", **opts) as seg:
             res = seg(read_png(out / "images" / f"{case.image}.png"), scores=case.threshold > 0)
+            masks = any(o.name == "mask_logits" for o in seg.manifest.outputs)
+            float32_exp = masks and res.mode == "slide" and seg.slide_edge == "flush"
         np.save(out / "seg" / f"{case.name}.labels.npy", res.labels.astype(np.int32))
         logits = None  # the graph's own labels: no logits
         if res.logits is not None:
@@ -286,6 +328,7 @@ def run_cases(out: Path, folders: dict[str, Path], cases: list[Case]) -> list[di
                 "postprocess": res.postprocess,
                 "labels": f"seg/{case.name}.labels.npy",
                 "logits": logits,
+                "exp_tie_atol": EXP_TIE_ATOL if float32_exp else 0.0,
             }
         )
     return rows

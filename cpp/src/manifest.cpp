@@ -1,6 +1,7 @@
 // manifest.json parsing and validation with nlohmann::json; messages follow runtime/manifest.py.
 #include "ovss/manifest.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -147,6 +148,39 @@ double parse_score_scale(const json& d) {
     return k.get<double>();
 }
 
+/// The top-level ``seen_bias`` (a number in [0, 1e6)) at ``seen_classes`` (distinct names of
+/// ``classes``), 0 elsewhere; empty when either is absent or none (runtime/manifest.py).
+std::vector<float> parse_seen_class_bias(const json& d, const std::vector<std::string>& classes) {
+    double value = 0.0;
+    if (d.contains("seen_bias")) {
+        const json& v = d.at("seen_bias");
+        if (!v.is_number() || !(v.get<double>() >= 0.0 && v.get<double>() < 1e6))
+            throw ModelFolderError("manifest seen_bias must be a number in [0, 1e6), got " + v.dump());
+        value = v.get<double>();
+    }
+    std::vector<std::string> seen;
+    if (d.contains("seen_classes")) {
+        const json& list = d.at("seen_classes");
+        bool ok = list.is_array();
+        for (const json& n : ok ? list : json::array()) {
+            ok = ok && n.is_string();
+            if (ok) seen.push_back(n.get<std::string>());
+        }
+        if (!ok) throw ModelFolderError("manifest seen_classes must be a list of names, got " + list.dump());
+    }
+    if (seen.empty()) return {};
+    if (value == 0.0) throw ModelFolderError("manifest seen_classes are given but seen_bias is 0");
+    std::vector<float> bias(classes.size(), 0.0f);
+    for (const std::string& name : seen) {
+        const size_t i = static_cast<size_t>(std::find(classes.begin(), classes.end(), name) - classes.begin());
+        if (i == classes.size() || bias[i] != 0.0f)
+            throw ModelFolderError("manifest seen_classes " + d.at("seen_classes").dump() +
+                                   " must be distinct names of 'classes'");
+        bias[i] = static_cast<float>(value);
+    }
+    return bias;
+}
+
 /// The optional ``postprocess`` entry (absent or null: host post-processing).
 std::optional<PostprocessCfg> parse_postprocess(const json& d) {
     if (!d.contains("postprocess") || d.at("postprocess").is_null()) return std::nullopt;
@@ -261,6 +295,7 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.score = parse_score(d, m.method);
     m.score_scale = parse_score_scale(d);
     m.postprocess = parse_postprocess(d);
+    m.seen_class_bias = parse_seen_class_bias(d, m.classes);
     if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
         m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();
     if (d.contains("method_cfg") && d.at("method_cfg").is_object()) parse_method_cfg(d.at("method_cfg"), m);

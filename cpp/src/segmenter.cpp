@@ -204,6 +204,7 @@ void Segmenter::load_default_vocabulary() {
     // float64 files are normalised in float64 (as numpy would), then rounded to float32.
     text_ = Tensor{{rows, dim}, emb.descr == "<f8" ? l2_normalize_rows(emb.to_double(), rows, dim)
                                                    : l2_normalize_rows(emb.to_float(), rows, dim)};
+    text_bias_ = manifest_.seen_class_bias;  // Python: seen=manifest.seen_classes
 }
 
 void Segmenter::set_vocabulary(const std::vector<std::string>& classes, const std::vector<float>& embeddings) {
@@ -216,6 +217,7 @@ void Segmenter::set_vocabulary(const std::vector<std::string>& classes, const st
                               "], got " + std::to_string(embeddings.size()) + " values");
     check_class_count(classes.size());
     text_ = Tensor{{rows, dim}, l2_normalize_rows(embeddings, rows, dim)};
+    text_bias_.clear();
     classes_ = classes;
 }
 
@@ -233,6 +235,12 @@ Tensor Segmenter::run_model(const TensorRef& image, const char* output) {
         throw ModelFolderError("model returns " + std::to_string(out.shape[1]) + " class scores but the vocabulary has " +
                                std::to_string(classes_.size()) + " classes");
     out.shape.erase(out.shape.begin());
+    // The vocabulary's seen bias on LOGITS (float32, as Python's logits - bias[:, None, None]).
+    if (!text_bias_.empty() && std::string(output) == io_names::kLogits) {
+        const int64_t plane = out.shape[1] * out.shape[2];
+        for (int64_t c = 0; c < out.shape[0]; ++c)
+            for (int64_t i = 0; i < plane; ++i) out.data[c * plane + i] -= text_bias_[c];
+    }
     return out;
 }
 
@@ -298,11 +306,11 @@ Tensor Segmenter::run_slide(const cv::Mat& rgb, const WindowPlan& plan) {
     const PreprocessCfg& pre = manifest_.preprocess;
     const int s = plan.window;
     // Flush plans of graphs with mask logits: upsample those, then sigmoid - bias (the official
-    // order, as Python); the bias is the fixed graph's own (vocabulary as input: none).
+    // order, as Python); the bias is the fixed graph's own, or the vocabulary's (none: zeros).
     const bool masks = plan.edge == SlideEdge::Flush && mask_logits_;
     const char* output = masks ? io_names::kMaskLogits : io_names::kLogits;
     WindowUpsample up;
-    if (masks) up = sigmoid_upsample(text_.shape.empty() ? manifest_.seen_bias : std::vector<float>{});
+    if (masks) up = sigmoid_upsample(text_.shape.empty() ? manifest_.seen_bias : text_bias_);
     if (pre.input_format == "float32-nchw") {
         Tensor x = Tensor::zeros({1, 3, plan.padded_h, plan.padded_w});  // zero = the mean colour
         normalize_into(rgb, pre, x);
@@ -319,7 +327,9 @@ Tensor Segmenter::run_slide(const cv::Mat& rgb, const WindowPlan& plan) {
 
 bool Segmenter::use_graph_labels(const std::string& mode, int out_h, int out_w) const {
     const auto& post = manifest_.postprocess;
-    return options_.graph_labels && post && mode == "whole" && post->output_h == out_h && post->output_w == out_w;
+    // the graph's own labels know no seen bias of the vocabulary (as Python)
+    return options_.graph_labels && post && text_bias_.empty() && mode == "whole" && post->output_h == out_h &&
+           post->output_w == out_w;
 }
 
 /// Whole mode on a folder with in-graph post-processing at the image's size: the graph's labels

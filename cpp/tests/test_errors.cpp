@@ -10,6 +10,7 @@
 #include "golden.hpp"
 #include "ovss/errors.hpp"
 #include "ovss/image.hpp"
+#include "ovss/npy.hpp"
 #include "ovss/segmenter.hpp"
 
 namespace fs = std::filesystem;
@@ -225,6 +226,44 @@ TEST_F(FolderCopy, SlideEdgeAndSeenBiasFields) {
     expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "seen_bias must hold one value per class (4), got 3");
     with([](nlohmann::json& m) { m["method_cfg"]["seen_bias"] = {0.1, 0.0, 0.1, 0.0}; });
     EXPECT_EQ(Segmenter(f, opts()).manifest().seen_bias, (std::vector<float>{0.1f, 0.0f, 0.1f, 0.0f}));
+}
+
+TEST_F(FolderCopy, SeenClassesOfVocabularyAsInput) {
+    // ZegCLIP with the vocabulary as input: the folder's own vocabulary gets the manifest's seen
+    // bias (seen_bias at seen_classes) on logits, as Python's seen=manifest.seen_classes;
+    // set_vocabulary gives none (Python: seen=None). Whole mode: logits straight from the graph.
+    const fs::path f = copy("zegclip_input");
+    const nlohmann::json good = manifest(f);
+    const auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
+        nlohmann::json m = good;
+        edit(m);
+        write(f / "manifest.json", m.dump());
+    };
+    const cv::Mat img = golden::read_png_rgb(golden::dir() / "images" / "small_160x200.png");
+    SegmenterOptions o = opts();
+    o.mode = "whole";
+    Segmenter seg(f, o);
+    EXPECT_EQ(seg.manifest().seen_class_bias, (std::vector<float>{0.1f, 0.1f, 0.0f, 0.0f}));
+    const Tensor biased = seg(img).logits;
+    const NpyArray emb = read_npy(f / "text_embeddings.npy");
+    seg.set_vocabulary(seg.classes(), emb.to_float());
+    const Tensor plain = seg(img).logits;
+    ASSERT_EQ(biased.shape, plain.shape);
+    const int64_t plane = plain.shape[1] * plain.shape[2];
+    for (int64_t j = 0; j < static_cast<int64_t>(plain.data.size()); ++j)
+        EXPECT_EQ(biased.data[j], plain.data[j] - (j / plane < 2 ? 0.1f : 0.0f)) << j;
+    with([](nlohmann::json& m) { m["seen_classes"] = nlohmann::json::array(); });
+    EXPECT_TRUE(Segmenter(f, opts()).manifest().seen_class_bias.empty());
+    with([](nlohmann::json& m) { m["seen_classes"] = {"car", "bus"}; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "must be distinct names of 'classes'");
+    with([](nlohmann::json& m) { m["seen_classes"] = {"car", "car"}; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "must be distinct names of 'classes'");
+    with([](nlohmann::json& m) { m["seen_classes"] = "car"; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "seen_classes must be a list of names");
+    with([](nlohmann::json& m) { m["seen_bias"] = 0; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "seen_classes are given but seen_bias is 0");
+    with([](nlohmann::json& m) { m["seen_bias"] = -1; });
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "seen_bias must be a number in [0, 1e6)");
 }
 
 TEST_F(FolderCopy, ScoreThresholdOptions) {

@@ -67,6 +67,10 @@ struct Manifest {
     /// ``method_cfg.seen_bias`` (fixed-vocabulary ZegCLIP / CLIP-RC folders): one value per class,
     /// subtracted from sigmoid(mask_logits) in the flush slide path; empty when absent (zeros).
     std::vector<float> seen_bias;
+    /// The folder's own vocabulary's seen-class bias: the top-level ``seen_bias`` value at the
+    /// ``seen_classes``, 0 elsewhere ([C]); empty when there are none. vocab_mode "input" folders
+    /// subtract it by default, as Python's default vocabulary (``seen=manifest.seen_classes``).
+    std::vector<float> seen_class_bias;
     /// How logits become p_top: "softmax" or "probability" (ZegCLIP / CLIP-RC). Absent in older
     /// manifests: "probability" for those two methods, else "softmax".
     std::string score = "softmax";

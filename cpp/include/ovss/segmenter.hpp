@@ -71,7 +71,8 @@ public:
     SegResult operator()(const cv::Mat& image);
 
     /// Swap the vocabulary of a vocab_mode "input" model: ``embeddings`` row-major [C,D]
-    /// float, rows L2-normalised here exactly as numpy does (float32 pairwise sums).
+    /// float, rows L2-normalised here exactly as numpy does (float32 pairwise sums). No seen-class
+    /// bias (Python's ``seen=None``); the folder's own vocabulary has the manifest's.
     void set_vocabulary(const std::vector<std::string>& classes, const std::vector<float>& embeddings);
 
     const Manifest& manifest() const { return manifest_; }
@@ -101,6 +102,9 @@ private:
     std::unique_ptr<Backend> backend_;
     std::vector<std::string> classes_;
     Tensor text_;  ///< [C,D] normalised embeddings (vocab_mode "input" only)
+    /// [C] seen-class bias of text_ (the folder's own vocabulary: the manifest's seen classes;
+    /// set_vocabulary: none), subtracted from logits as a fixed graph has it built in; empty: none.
+    std::vector<float> text_bias_;
 };
 
 }  // namespace ovss
