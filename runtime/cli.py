@@ -74,6 +74,36 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {one_line(message)}\n")
 
 
+# Third-party module (top-level name) -> the ovss-edge extra that installs it.
+EXTRA_OF_MODULE = {
+    "torch": "export",
+    "torchvision": "export",
+    "open_clip": "export",
+    "onnxscript": "export",
+    "onnxslim": "export",
+    "safetensors": "export",
+    "onnx": "export",  # calib has it too
+    "onnxruntime": "ort",
+    "cv2": "camera",
+    "numba": "fast",
+    "regex": "text",
+    "ftfy": "text",
+    "matplotlib": "bench",
+    "tensorboard": "train",
+    "tqdm": "export",
+    "cuda": "trt",
+}
+
+
+def missing_extra(e: ImportError) -> str | None:
+    """For an import of a module an extra provides: "pip install 'ovss-edge[EXTRA]'" advice."""
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(name)
+    if extra is None:
+        return None
+    return f"the {name!r} module is missing: pip install 'ovss-edge[{extra}]'"
+
+
 def one_line(message: object) -> str:
     """``message`` as one line: its non-blank lines stripped and joined with "; "."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
@@ -113,7 +143,8 @@ def run_main(
     except user_errors as e:
         if os.environ.get(TRACEBACK_ENV):
             raise
-        print(f"error: {one_line(e) or type(e).__name__}", file=sys.stderr)
+        hint = missing_extra(e) if isinstance(e, ImportError) else None
+        print(f"error: {hint or one_line(e) or type(e).__name__}", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0 if status is None else int(status)
 
