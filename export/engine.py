@@ -2,6 +2,7 @@
 
     python -m export.engine DIR [--precision fp32|fp16|int8] [--workspace MB] [--dla N]
         [--version-compatible] [--max-classes N] [--timing-cache FILE] [--force]
+        [--print-trtexec]
 
 Precision comes from the graph: ``fp16`` / ``int8`` build the FP16 / explicit Q/DQ INT8 variants
 that ``calibration.calibrate`` wrote, as strongly typed networks. Builder precision flags are set
@@ -10,7 +11,8 @@ networks with the FP16 / INT8 flags. The engine is cached under a key of GPU, co
 TensorRT version, precision, input shapes and ONNX sha256 (``runtime.engine_cache``), and the
 timing cache is reused across builds on the same GPU and TensorRT version. Needs a GPU and the
 full ``tensorrt`` package (Builder + OnnxParser); exits 2 with one message otherwise
-(``runtime.cli``).
+(``runtime.cli``). ``--print-trtexec`` builds nothing and needs neither: it prints the equivalent
+``trtexec`` and ``polygraphy convert`` commands (``export.trtexec``) for the same settings.
 """
 
 from __future__ import annotations
@@ -77,47 +79,65 @@ def trt_major(trt) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
-def _version(trt) -> tuple[int, ...]:
-    return tuple(int(p) for p in str(trt.__version__).split(".")[:3] if p.isdigit())
+def parse_version(version: str) -> tuple[int, ...]:
+    """``"10.3.0.30"`` -> ``(10, 3, 0)``: the numeric major, minor and patch."""
+    return tuple(int(p) for p in str(version).split(".")[:3] if p.isdigit())
 
 
-def network_flags(trt, dla: int) -> tuple[int, bool]:
-    """(create_network flags, strongly typed?) for this TensorRT and device.
+def strongly_typed_network(version: str, dla: int) -> bool:
+    """Whether TensorRT ``version`` builds a strongly typed network for DLA core ``dla``.
 
     TensorRT >= 11: every network is strongly typed (the flag is deprecated there).
     TensorRT 10: strongly typed, except DLA builds, which need a weakly typed network.
+    Pure (no TensorRT): ``export.trtexec`` makes the same decision for the command line.
     """
-    major = trt_major(trt)
-    if major < 10:
-        raise EngineBuildError(f"TensorRT {trt.__version__} is too old: TensorRT >= 10 is needed")
-    if major >= 11:
-        if dla >= 0 and _version(trt) < (11, 4, 1):
+    v = parse_version(version)
+    if not v or v[0] < 10:
+        raise EngineBuildError(f"TensorRT {version} is too old: TensorRT >= 10 is needed")
+    if v[0] >= 11:
+        if dla >= 0 and v < (11, 4, 1):
             raise EngineBuildError(
-                f"TensorRT {trt.__version__} has no DLA support (TensorRT 11 "
+                f"TensorRT {version} has no DLA support (TensorRT 11 "
                 "supports DLA from 11.4.1, on Jetson AGX Orin with JetPack 7.2.2+)"
             )
-        return 0, True
-    if dla >= 0:
-        return 0, False
+        return True
+    return dla < 0
+
+
+def network_flags(trt, dla: int) -> tuple[int, bool]:
+    """(create_network flags, strongly typed?) for this TensorRT and device
+    (``strongly_typed_network``; TensorRT >= 11 takes no flag)."""
+    strongly_typed = strongly_typed_network(str(trt.__version__), dla)
+    if trt_major(trt) >= 11 or not strongly_typed:
+        return 0, strongly_typed
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED), True
+
+
+def builder_flag_names(
+    precision: str, strongly_typed: bool, dla: int, version_compatible: bool
+) -> list[str]:
+    """``trt.BuilderFlag`` names, in the order set: precision flags only for weakly typed (DLA
+    on TensorRT 10) networks. Pure (no TensorRT), shared with ``export.trtexec``."""
+    if dla >= 0 and precision == "fp32":
+        raise EngineBuildError("DLA runs FP16 or INT8 only: build --precision fp16 or int8")
+    names = []
+    if not strongly_typed:
+        names.append("FP16")
+        if precision == "int8":
+            names.append("INT8")  # explicit Q/DQ: scales come from the graph
+    if dla >= 0:
+        names.append("GPU_FALLBACK")
+    if version_compatible:
+        names.append("VERSION_COMPATIBLE")
+    return names
 
 
 def builder_flags(
     trt, precision: str, strongly_typed: bool, dla: int, version_compatible: bool
 ) -> list:
-    """Builder flags: precision flags only for weakly typed (DLA on TensorRT 10) networks."""
-    flags = []
-    if dla >= 0 and precision == "fp32":
-        raise EngineBuildError("DLA runs FP16 or INT8 only: build --precision fp16 or int8")
-    if not strongly_typed:
-        flags.append(trt.BuilderFlag.FP16)
-        if precision == "int8":
-            flags.append(trt.BuilderFlag.INT8)  # explicit Q/DQ: scales come from the graph
-    if dla >= 0:
-        flags.append(trt.BuilderFlag.GPU_FALLBACK)
-    if version_compatible:
-        flags.append(trt.BuilderFlag.VERSION_COMPATIBLE)
-    return flags
+    """The ``trt.BuilderFlag`` values of ``builder_flag_names``."""
+    names = builder_flag_names(precision, strongly_typed, dla, version_compatible)
+    return [getattr(trt.BuilderFlag, n) for n in names]
 
 
 def parse_onnx(trt, network, logger, onnx_path: Path):
@@ -135,26 +155,41 @@ def parse_onnx(trt, network, logger, onnx_path: Path):
     )
 
 
+def profile_shapes(
+    input_dims: dict[str, tuple[int, ...]], n_classes: int, max_classes: int
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """{input: (min, opt, max)} for the dynamic inputs among ``input_dims`` (-1 = dynamic).
+
+    Only the class axis of the text input of vocab-as-input graphs may be dynamic: classes
+    from 1 to ``max_classes``, optimised for ``n_classes`` (the manifest's vocabulary size).
+    Pure (no TensorRT), shared with ``export.trtexec``.
+    """
+    shapes = {}
+    for name, dims in input_dims.items():
+        dims = tuple(dims)
+        if -1 not in dims:
+            continue
+        if name != io_names.TEXT_EMBEDDINGS or dims[1:].count(-1):
+            raise EngineBuildError(
+                f"input {name!r} has dynamic shape {dims}: only the class axis "
+                f"of {io_names.TEXT_EMBEDDINGS!r} may be dynamic"
+            )
+        opt = min(n_classes, max_classes)
+        shapes[name] = ((1,) + dims[1:], (opt,) + dims[1:], (max_classes,) + dims[1:])
+    return shapes
+
+
 def add_profile(trt, builder, network, config, manifest: Manifest, max_classes: int) -> dict:
-    """One optimisation profile when an input is dynamic (the text input of vocab-as-input
-    graphs): classes from 1 to ``max_classes``, optimised for the manifest's vocabulary size.
+    """One optimisation profile when an input is dynamic (``profile_shapes``).
 
     Profiles carry shapes only: dtypes come from the parsed graph, so a uint8 IMAGE
     (``--input-format uint8-*``, static [1,H,W,3] or [1,3,H,W]) needs no profile and is cast to
     float32 by the graph's first node, as TensorRT requires of uint8 network inputs."""
-    shapes = {}
+    dims = {}
     for i in range(network.num_inputs):
         t = network.get_input(i)
-        dims = tuple(t.shape)
-        if -1 not in dims:
-            continue
-        if t.name != io_names.TEXT_EMBEDDINGS or dims[1:].count(-1):
-            raise EngineBuildError(
-                f"input {t.name!r} has dynamic shape {dims}: only the class axis "
-                f"of {io_names.TEXT_EMBEDDINGS!r} may be dynamic"
-            )
-        opt = min(len(manifest.classes), max_classes)
-        shapes[t.name] = ((1,) + dims[1:], (opt,) + dims[1:], (max_classes,) + dims[1:])
+        dims[t.name] = tuple(t.shape)
+    shapes = profile_shapes(dims, len(manifest.classes), max_classes)
     if shapes:
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in shapes.items():
@@ -331,8 +366,9 @@ def _build(
     return record
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool]:
-    """The EngineCfg for the command line, and whether ``--verbose`` was given."""
+def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool, bool]:
+    """The EngineCfg for the command line, and whether ``--verbose`` and ``--print-trtexec``
+    were given."""
     p = ArgumentParser(prog="python -m export.engine", description=__doc__.splitlines()[0])
     p.add_argument("folder", help="deployable folder (export.build output)")
     p.add_argument(
@@ -366,18 +402,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool]:
         "--timing-cache", help="timing cache file (default: one per GPU and TensorRT version)"
     )
     p.add_argument("--force", action="store_true", help="rebuild even when a cached engine fits")
+    p.add_argument(
+        "--print-trtexec",
+        action="store_true",
+        help="build nothing: print the equivalent trtexec command (line 1) and polygraphy "
+        "convert command (line 2) for TensorRT 10; needs no GPU or TensorRT",
+    )
     add_verbose_arg(p)
     args = vars(p.parse_args(argv))
     if args["dla"] < -1:
         p.error(f"--dla must be a DLA core index >= 0, or -1 for the GPU, got {args['dla']}")
-    verbose = args.pop("verbose")
-    return EngineCfg(**args), verbose
+    verbose, print_trtexec = args.pop("verbose"), args.pop("print_trtexec")
+    return EngineCfg(**args), verbose, print_trtexec
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    cfg, verbose = parse_args(argv)
+    cfg, verbose, print_trtexec = parse_args(argv)
     setup_logging(verbose)
+    if print_trtexec:
+        from export.trtexec import print_commands
+
+        print_commands(cfg)
+        return 0
     result = build_engine(cfg)
     print(
         json.dumps(
