@@ -8,6 +8,8 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?= -n 2
 CPP_BUILD ?= build/cpp
+CHROMIUM_PKGS := chromium chromium-driver
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 .PHONY: venv demo test test-fast lint format bench clean cpp cpp-test
 
@@ -21,6 +23,15 @@ $(STAMP): pyproject.toml Makefile
 	# Best effort: TensorRT's runtime-only wheel lets a test check our API calls against the real
 	# bindings (no GPU here, so nothing is deserialised). Without it that test skips.
 	$(BIN)/python -m pip install "tensorrt-lean>=10" || echo "tensorrt-lean not installable here: its API test will skip"
+	# Best effort: Debian's Chromium and chromedriver (as root, with apt-get) for the page test of
+	# runtime.serve in a headless browser. Without them that test skips.
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "apt-get install $(CHROMIUM_PKGS)"; \
+		$(APT_INSTALL) $(CHROMIUM_PKGS) >/dev/null 2>&1 \
+		|| { apt-get update >/dev/null 2>&1 && $(APT_INSTALL) $(CHROMIUM_PKGS) >/dev/null 2>&1; } \
+		|| echo "chromium not installable here: the browser test will skip"; \
+	else echo "not root or no apt-get: no chromium, the browser test will skip"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)
