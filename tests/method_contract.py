@@ -197,6 +197,23 @@ class MethodContract:
         assert not np.array_equal(a.logits, b.logits)  # really another graph
         np.testing.assert_allclose(a.logits, b.logits, atol=0.25 * float(np.ptp(a.logits)) + 1e-3)
 
+    def test_triton_config_matches_the_graph(self, method_name, fixed, text_input, tmp_path):
+        """The method's folders as a Triton model: the config parses with Triton's own
+        ModelConfig proto and names the graph's tensors, dtypes and dims."""
+        pytest.importorskip("tritonclient.grpc.model_config_pb2")
+        import onnx
+
+        from export.triton import TritonCfg, write_repository
+        from tests.test_triton import config_tensors, graph_tensors, parse
+
+        for kind, folder in (("fixed", fixed), ("input", text_input)):
+            repo = tmp_path / kind
+            write_repository(TritonCfg(str(folder), str(repo), name="m"))
+            cfg = parse(repo / "m" / "config.pbtxt")
+            graph = onnx.load(str(repo / "m" / "1" / "model.onnx")).graph
+            assert config_tensors(cfg.input) == graph_tensors(graph.input), (method_name, kind)
+            assert config_tensors(cfg.output) == graph_tensors(graph.output), (method_name, kind)
+
     def test_infer_without_torch(self, fixed, tmp_path):
         from PIL import Image
 
