@@ -39,6 +39,7 @@ from calibration.report import (
     finite_or_none,
     to_table,
 )
+from export.trtexec import folder_commands
 from runtime import io_names
 from runtime.backends.ort import OrtBackend
 from runtime.cli import (
@@ -280,7 +281,8 @@ def _record(
     folder: Path, manifest: Manifest, precision: str, variant: Variant, report: AccuracyReport, rows
 ) -> None:
     """Manifest entry, then the report file (both atomic)."""
-    dataclasses.replace(manifest, variants={**manifest.variants, precision: variant}).write(folder)
+    new = dataclasses.replace(manifest, variants={**manifest.variants, precision: variant})
+    dataclasses.replace(new, build_commands=folder_commands(new, folder)).write(folder)
     path = folder / REPORT_FILE
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}

@@ -30,6 +30,7 @@ from export.text_export import (
     export_text_encoder,
     write_text_encoder,
 )
+from export.trtexec import folder_commands
 from export.wrappers import ClipRcOnnxModel, LogitsOnnxModel, ZegClipOnnxModel
 from runtime import __version__, io_names
 from runtime.errors import CheckpointError, ConfigError, UnknownNameError, VocabularyError
@@ -630,6 +631,7 @@ def _build(
             manifest = dataclasses.replace(manifest, text_encoder=info)
         _write_folder(folder, deployed, manifest, text if cfg.vocab_mode == "input" else None)
         final = dataclasses.replace(manifest, model_sha256=sha256_file(folder.path(MODEL_FILE)))
+        final = dataclasses.replace(final, build_commands=folder_commands(final, folder.stage))
         removed = folder.commit(final)
     return ExportResult(out, final, result, time.perf_counter() - t0, tuple(removed))
 

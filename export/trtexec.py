@@ -17,6 +17,7 @@ which only the target knows). ``--timing-cache FILE`` sets both to FILE.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,28 @@ def build_commands(
     plan = build_plan(manifest, folder, precision, cfg, **kw)
     poly = plan_polygraphy(plan)
     return BuildCommands(shlex.join(plan_trtexec(plan)), shlex.join(poly) if poly else None)
+
+
+def folder_commands(manifest: Manifest, folder: str | Path) -> dict[str, dict[str, str]]:
+    """What the manifest records (``build_commands``): for fp32 and every variant, the
+    ``trtexec`` (and ``polygraphy``, where it can express the build) line with the default
+    builder settings (no DLA, the default workspace and class range), paths relative to the
+    folder: run them inside it, on the target, after ``mkdir -p engines``."""
+    root = Path(folder)
+    out = {}
+    for precision in ("fp32", *sorted(manifest.variants)):
+        plan = build_plan(manifest, root, precision, EngineCfg(folder=str(root)))
+        rel = dataclasses.replace(
+            plan,
+            onnx=plan.onnx.relative_to(root),
+            engine=plan.engine.relative_to(root),
+            timing_cache=plan.timing_cache.relative_to(root),
+        )
+        poly = plan_polygraphy(rel)
+        out[precision] = {"trtexec": shlex.join(plan_trtexec(rel))}
+        if poly:
+            out[precision]["polygraphy"] = shlex.join(poly)
+    return out
 
 
 def print_commands(cfg: EngineCfg) -> BuildCommands:

@@ -155,6 +155,10 @@ class Manifest:
         seen_classes: the names in ``classes`` that are seen: with ``vocab_mode: fixed`` the
             bias is already in the graph's LOGITS; with ``input`` the runtime subtracts it from
             them for the folder's own vocabulary. Non-empty only with ``seen_bias`` > 0.
+        build_commands: per precision (fp32 and each variant), the ``trtexec`` and
+            ``polygraphy`` command lines that build its TensorRT engine on the target without
+            our Python (default builder settings, paths relative to the folder;
+            ``export.trtexec.folder_commands``; ``ovss-engine --print-trtexec`` for others).
     """
 
     method: str
@@ -179,6 +183,7 @@ class Manifest:
     postprocess: PostprocessCfg | None = None
     seen_bias: float = 0.0
     seen_classes: tuple[str, ...] = ()
+    build_commands: dict[str, dict[str, str]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def model_for(self, precision: str) -> tuple[str, str]:
@@ -296,6 +301,7 @@ def manifest_from_dict(d: dict) -> Manifest:
         postprocess=_postprocess(d.get("postprocess")),
         seen_bias=_seen_bias(d),
         seen_classes=_seen_classes(d),
+        build_commands=_build_commands(d.get("build_commands", {})),
         format_version=version,
     )
     _check_seen(manifest)
@@ -358,6 +364,22 @@ def _seen_bias(d: dict) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
         raise ModelFolderError(f"manifest seen_bias must be a number in [0, 1e6), got {value!r}")
     return float(value)
+
+
+def _build_commands(value: Any) -> dict[str, dict[str, str]]:
+    """``build_commands``: {precision: {tool: command line}}; absent (older manifests): {}."""
+    ok = isinstance(value, dict) and all(
+        p in PRECISIONS
+        and isinstance(c, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in c.items())
+        for p, c in value.items()
+    )
+    if not ok:
+        raise ModelFolderError(
+            "manifest build_commands must map a precision to {tool: command line}, got "
+            f"{str(value)[:80]!r}"
+        )
+    return {p: dict(c) for p, c in value.items()}
 
 
 def _seen_classes(d: dict) -> tuple[str, ...]:

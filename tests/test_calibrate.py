@@ -79,6 +79,9 @@ def test_variant_recorded_and_selected_by_the_runtime(precision, folder, frames,
     m = load_manifest(folder)
     assert m.variants[precision].file == res.path.name
     assert m.model_for(precision)[1] == hashlib.sha256(res.path.read_bytes()).hexdigest()
+    # the variant's trtexec line, folder-relative, beside fp32's
+    assert f"--onnx={m.model_for(precision)[0]}" in m.build_commands[precision]["trtexec"]
+    assert "fp32" in m.build_commands
     report = json.loads((folder / "precision_report.json").read_text())[precision]
     assert report["images"] == 4 and report["precision"] == precision
     if precision == "int8":  # f000-f005 calibrate, so the 4 held-out frames are f006-f009

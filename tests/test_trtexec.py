@@ -228,3 +228,30 @@ def test_cli_dla_core_1_and_errors(tiny_vit_folder, tmp_path, capsys):
     assert "--useDLACore=1" in lines[0] and lines[1].startswith("# polygraphy")
     assert engine_main([str(folder), "--print-trtexec", "--dla", "0"]) == 2
     assert "DLA runs FP16 or INT8" in capsys.readouterr().err
+
+
+def test_the_manifest_records_the_commands(tiny_vit_input_folder, tmp_path):
+    """export.build writes the default build lines into the manifest, folder-relative: the
+    --print-trtexec lines of the default settings with the folder prefix dropped; a variant
+    gets its own."""
+    import json
+    import shutil
+
+    from export.engine import EngineCfg
+    from export.trtexec import build_commands, folder_commands
+    from runtime.manifest import Variant, load_manifest
+
+    stored = json.loads((tiny_vit_input_folder / "manifest.json").read_text())["build_commands"]
+    m = load_manifest(tiny_vit_input_folder)
+    assert m.build_commands == stored and set(stored) == {"fp32"}
+    line = stored["fp32"]["trtexec"]
+    assert line.startswith("trtexec --onnx=model.onnx --saveEngine=engines/fp32.engine")
+    assert str(tiny_vit_input_folder) not in line and "--maxShapes=text_embeddings:256x" in line
+    here = build_commands(m, tiny_vit_input_folder, "fp32", EngineCfg(folder="x"))
+    assert here.trtexec.replace(f"{tiny_vit_input_folder}/", "") == line
+    folder = shutil.copytree(tiny_vit_input_folder, tmp_path / "m")
+    (folder / "model.fp16.onnx").write_bytes((folder / "model.onnx").read_bytes())
+    with_fp16 = m.__class__(**{**m.__dict__, "variants": {"fp16": Variant("model.fp16.onnx", "")}})
+    got = folder_commands(with_fp16, folder)
+    assert set(got) == {"fp32", "fp16"} and got["fp32"]["trtexec"] == line
+    assert "--onnx=model.fp16.onnx" in got["fp16"]["trtexec"]
