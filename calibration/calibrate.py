@@ -282,7 +282,7 @@ def _record(
 ) -> None:
     """Manifest entry, then the report file (both atomic)."""
     new = dataclasses.replace(manifest, variants={**manifest.variants, precision: variant})
-    dataclasses.replace(new, build_commands=folder_commands(new, folder)).write(folder)
+    dataclasses.replace(new, build_commands=folder_commands(new)).write(folder)
     path = folder / REPORT_FILE
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}

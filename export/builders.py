@@ -629,9 +629,10 @@ def _build(
             )
             info = write_text_encoder(folder.stage, text_export, TEMPLATE_SETS[templates])
             manifest = dataclasses.replace(manifest, text_encoder=info)
+        # the trtexec / polygraphy lines, in the manifest.json and the graph's metadata copy alike
+        manifest = dataclasses.replace(manifest, build_commands=folder_commands(manifest))
         _write_folder(folder, deployed, manifest, text if cfg.vocab_mode == "input" else None)
         final = dataclasses.replace(manifest, model_sha256=sha256_file(folder.path(MODEL_FILE)))
-        final = dataclasses.replace(final, build_commands=folder_commands(final, folder.stage))
         removed = folder.commit(final)
     return ExportResult(out, final, result, time.perf_counter() - t0, tuple(removed))
 

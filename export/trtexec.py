@@ -84,6 +84,7 @@ def build_plan(
     precision: str,
     cfg: EngineCfg,
     tensorrt_version: str = TENSORRT_VERSION,
+    check_file: bool = True,
 ) -> BuildPlan:
     """The build of ``folder``'s ``precision`` graph with ``cfg``'s builder settings.
 
@@ -94,6 +95,8 @@ def build_plan(
         precision: "fp32", "fp16" or "int8" (a variant the manifest lists).
         cfg: workspace, dla, version_compatible, max_classes and timing_cache.
         tensorrt_version: the target's TensorRT, e.g. "10.3" (decides strong typing for DLA).
+        check_file: refuse a graph file missing from ``folder`` (off for a manifest whose
+            folder is still being written).
     Raises:
         EngineBuildError: settings ``export.engine`` refuses (DLA with fp32, bad sizes).
         ModelFolderError: no such variant, or its graph file is missing.
@@ -102,7 +105,7 @@ def build_plan(
         raise EngineBuildError("--workspace and --max-classes must be positive")
     name, _ = manifest.model_for(precision)
     onnx = Path(folder) / name
-    if not onnx.is_file():
+    if check_file and not onnx.is_file():
         raise ModelFolderError(f"{str(onnx)!r} named by the manifest is missing")
     strongly_typed = strongly_typed_network(tensorrt_version, cfg.dla)
     flags = builder_flag_names(precision, strongly_typed, cfg.dla, cfg.version_compatible)
@@ -188,15 +191,17 @@ def build_commands(
     return BuildCommands(shlex.join(plan_trtexec(plan)), shlex.join(poly) if poly else None)
 
 
-def folder_commands(manifest: Manifest, folder: str | Path) -> dict[str, dict[str, str]]:
+def folder_commands(manifest: Manifest, folder: str | Path = ".") -> dict[str, dict[str, str]]:
     """What the manifest records (``build_commands``): for fp32 and every variant, the
     ``trtexec`` (and ``polygraphy``, where it can express the build) line with the default
     builder settings (no DLA, the default workspace and class range), paths relative to the
-    folder: run them inside it, on the target, after ``mkdir -p engines``."""
+    folder: run them inside it, on the target, after ``mkdir -p engines``. Needs only the
+    manifest (file names, input shapes, vocabulary size), not the files."""
     root = Path(folder)
     out = {}
     for precision in ("fp32", *sorted(manifest.variants)):
-        plan = build_plan(manifest, root, precision, EngineCfg(folder=str(root)))
+        cfg = EngineCfg(folder=str(root))
+        plan = build_plan(manifest, root, precision, cfg, check_file=False)
         rel = dataclasses.replace(
             plan,
             onnx=plan.onnx.relative_to(root),
