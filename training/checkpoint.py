@@ -7,11 +7,18 @@ Layout: {"format": "ovss-train", "method", "iteration", "cfg": dict, "classes", 
 "state_dict", "optimizer", "scaler", "text" (the [C,D] classifier of ``classes``), "model_cfg"
 (``dataclasses.asdict`` of the model config: ZegClipCfg for ZegCLIP / CLIP-RC, StudentCfg for
 MaskCLIP+; absent in older checkpoints)}.
+
+Crash safety: every file of a work folder is written to a temp file in the same folder
+(``.<name>.<random>.tmp``) and renamed into place, so a kill at any instant leaves the previous
+checkpoint whole; the temp file a kill leaves behind is removed by ``remove_stale_temps`` when
+the next run starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,12 @@ from runtime.errors import CheckpointError
 from runtime.fsutil import atomic_write
 
 FORMAT = "ovss-train"
+log = logging.getLogger(__name__)
+# The temp files of the work folder's own outputs (``runtime.fsutil.atomic_write`` and
+# ``trainer.link_latest`` name them ``.<name>.<random or pid>.tmp``).
+_STALE_TEMP = re.compile(
+    r"\.(iter_\d+\.pt|latest\.pt|train_log\.jsonl|eval\.json|eval\.md)\.[^/]+\.tmp"
+)
 
 
 @dataclass(frozen=True)
@@ -106,3 +119,29 @@ def load_checkpoint(path: str | Path) -> TrainState:
         text=obj.get("text"),
         model_cfg=obj.get("model_cfg"),
     )
+
+
+def remove_stale_temps(work_dir: str | Path) -> list[Path]:
+    """Remove the temp files a killed run left in ``work_dir`` (``.iter_4.pt.x1y2.tmp``,
+    ``.latest.pt.123.tmp``, ``.train_log.jsonl.ab.tmp``, ...); other files, and folders, are
+    kept. Call it before the run writes anything (one run per work folder at a time).
+
+    Returns:
+        The removed paths.
+    """
+    work = Path(work_dir)
+    if not work.is_dir():
+        return []
+    removed = []
+    for path in sorted(work.iterdir()):
+        if _STALE_TEMP.fullmatch(path.name) and (path.is_symlink() or path.is_file()):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.warning(
+            "removed %d temp file(s) a killed run left in %s: %s",
+            len(removed),
+            work,
+            ", ".join(p.name for p in removed),
+        )
+    return removed

@@ -5,6 +5,11 @@ AMP, accumulation, exact resume, TensorBoard, DDP. What a micro-batch computes i
 Determinism: micro-batch m of rank r draws samples g = (m*world + r)*batch + b; sample g is
 ``perm(seed, g // N)[g % N]`` augmented with a seed derived from (seed, g), and the dropout RNG is
 reseeded from (seed, iteration, rank) every step. Resuming therefore needs only the iteration.
+
+Crash and resume: checkpoints are written atomically (``training.checkpoint``); a run starts by
+removing the temp files a killed run left and by cutting ``train_log.jsonl`` (and TensorBoard's
+events) back to the iteration it starts from, so the log of a resumed run holds each iteration
+once, in order.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from runtime.errors import CheckpointError
-from training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from runtime.fsutil import atomic_write_text
+from training.checkpoint import TrainState, load_checkpoint, remove_stale_temps, save_checkpoint
 from training.distributed import DistInfo
 from training.schedule import PolyCfg, set_lr
 from training.train_config import TrainCfg
@@ -190,14 +196,77 @@ def _save(loop: Loop, it: int) -> Path:
 
 
 def link_latest(path: Path, latest: Path) -> None:
-    """Point ``latest`` at ``path`` atomically: a hard link (no second copy) renamed into place."""
+    """Point ``latest`` at ``path`` atomically: a hard link (no second copy) renamed into place;
+    on any failure the temp link is removed and ``latest`` is left as it was."""
     tmp = latest.with_name(f".{latest.name}.{os.getpid()}.tmp")
     try:
         tmp.unlink(missing_ok=True)
-        os.link(path, tmp)
-    except OSError:  # no hard links on this file system: copy instead
-        shutil.copyfile(path, tmp)
-    os.replace(tmp, latest)
+        try:
+            os.link(path, tmp)
+        except OSError:  # no hard links on this file system: copy instead
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, latest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+LOG_NAME = "train_log.jsonl"
+
+
+def trim_log(path: Path, last: int) -> int:
+    """Cut the JSONL training log at ``path`` back to iterations ``<= last`` (the iteration the
+    run starts from), atomically; a missing log is left missing.
+
+    Refused (dropped): lines past ``last`` (steps of a run that died before its next checkpoint),
+    lines that are not a JSON object with an integer ``iteration`` (a line cut by a kill), and
+    all but the last copy of an iteration (logs of older versions, which appended after resume).
+    The lines kept are written in iteration order.
+
+    Returns:
+        How many lines were dropped.
+    """
+    if not path.is_file():
+        return 0
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    kept: dict[int, str] = {}
+    for line in lines:
+        it = _log_iteration(line)
+        if it is not None and it <= last:
+            kept[it] = line  # the later copy wins: it led to the checkpoint resumed from
+    new = "".join(kept[i] + "\n" for i in sorted(kept))
+    if new != text:  # also a last line without its newline (appending would glue the next)
+        atomic_write_text(path, new)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        log.warning(
+            "%s: dropped %d line(s) past iteration %d or unreadable (a run that stopped "
+            "before its next checkpoint)",
+            path,
+            dropped,
+            last,
+        )
+    return dropped
+
+
+def _log_iteration(line: str) -> int | None:
+    """The ``iteration`` of one log line; None for a line that is not a log record."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    it = rec.get("iteration") if isinstance(rec, dict) else None
+    return it if isinstance(it, int) and not isinstance(it, bool) and it > 0 else None
+
+
+def prepare_work_dir(loop: Loop) -> None:
+    """Before the first step (main rank): remove a killed run's temp files and cut the log back
+    to ``loop.start``, the iteration this run resumes from (0: a fresh run, an empty log)."""
+    work = Path(loop.cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(work)
+    trim_log(work / LOG_NAME, loop.start)
 
 
 def resume(loop: Loop, path: str | Path) -> None:
@@ -250,7 +319,9 @@ def _writer(loop: Loop):
     except ImportError:
         log.warning("tensorboard is not installed: no TensorBoard logs (pip install '.[train]')")
         return None
-    return SummaryWriter(str(Path(loop.cfg.work_dir) / "tb"))
+    # purge_step: events of steps > start (written by a run that died before its next
+    # checkpoint) are hidden, as the log's lines past it are dropped
+    return SummaryWriter(str(Path(loop.cfg.work_dir) / "tb"), purge_step=loop.start + 1)
 
 
 def _record(loop: Loop, rec: StepRecord, writer, log_file) -> None:
@@ -296,8 +367,10 @@ def train_loop(loop: Loop) -> TrainResult:
             pin_memory=info.device.type == "cuda",
         )
     )
+    if info.is_main:
+        prepare_work_dir(loop)
     writer = _writer(loop)
-    log_file = open(Path(cfg.work_dir) / "train_log.jsonl", "a") if info.is_main else None
+    log_file = open(Path(cfg.work_dir) / LOG_NAME, "a", encoding="utf-8") if info.is_main else None
     records, last = [], Path(cfg.work_dir) / "latest.pt"
     loop.model.train()
     bar = tqdm(range(loop.start, cfg.max_iters), disable=not info.is_main, desc=cfg.method)
