@@ -18,6 +18,20 @@ import sys
 import types
 import typing
 
+from export.cli_checks import (
+    MAX_IMAGE_SIDE,
+    check_input_file,
+    check_outputs,
+    finite_float,
+    image_side,
+    int_range,
+    nonneg_float,
+    open_unit_float,
+    opset_arg,
+    positive_float,
+    seed_arg,
+    short_side,
+)
 from export.config import POSTPROCESS_MODES
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
 from runtime.manifest import INPUT_FORMATS
@@ -25,24 +39,57 @@ from runtime.vocab import parse_vocabulary
 from training.methods import METHODS, get_method
 
 GENERAL_HELP = "general"
+# argparse type of each numeric method option (of a tuple option: of each item), so a value out of
+# range (0, negative, nan, inf, a 100000-pixel input) is one argparse error line, never a
+# traceback or a 120 GB allocation after the model is built. A numeric option missing here gets a
+# plain finite int / float (a test checks every numeric option has an entry).
+OPTION_TYPES: dict[str, typing.Callable[[str], object]] = {
+    "image_size": image_side,
+    "slide_stride": int_range(1, MAX_IMAGE_SIDE),
+    "short_side": short_side,
+    "pamr_steps": int_range(1, 100),
+    "pamr_dilations": int_range(1, 64),
+    "num_tokens": int_range(1, 1024),
+    "total_d_layer": int_range(0, 1024),
+    "decoder_layers": int_range(1, 64),
+    "decoder_heads": int_range(1, 256),
+    "gaussian_std": nonneg_float,
+    "logit_scale": positive_float,
+    "prob_thd": open_unit_float,
+    "seen_bias": nonneg_float,
+    "ks_thresh": finite_float,
+    "pd_thresh": finite_float,
+    "mean": finite_float,
+    "std": positive_float,
+}
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _argparse_kind(hint) -> dict:
-    """argparse keywords for a config field's type hint (bool, int, float, str, tuple, Optional)."""
+def _item_type(name: str, kind: type):
+    """argparse type of option ``name`` whose values are ``kind``: bounded for numbers."""
+    if kind is int:
+        return OPTION_TYPES.get(name, int_range(-(2**31), 2**31 - 1))
+    if kind is float:
+        return OPTION_TYPES.get(name, finite_float)
+    return kind
+
+
+def _argparse_kind(hint, name: str = "") -> dict:
+    """argparse keywords for a config field's type hint (bool, int, float, str, tuple, Optional);
+    numbers get the bounded type of ``OPTION_TYPES[name]`` (else any finite number)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return _argparse_kind(args[0])
+        return _argparse_kind(args[0], name)
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
     if typing.get_origin(hint) is tuple:
         item = args[0]
-        return {"type": item, "nargs": "+" if Ellipsis in args else len(args)}
+        return {"type": _item_type(name, item), "nargs": "+" if Ellipsis in args else len(args)}
     if hint in (int, float, str):
-        return {"type": hint}
+        return {"type": _item_type(name, hint)}
     raise TypeError(f"no command-line form for a field of type {hint!r}")
 
 
@@ -55,7 +102,7 @@ def method_flags() -> dict[str, dict]:
         spec = METHODS[name]
         hints = typing.get_type_hints(spec.config)
         for f in spec.fields():
-            kind = _argparse_kind(hints[f.name])
+            kind = _argparse_kind(hints[f.name], f.name)
             known = flags.setdefault(
                 f.name,
                 {**kind, "help": f.metadata.get("help", ""), "choices": f.metadata.get("choices")},
@@ -106,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="use random weights (with a loud warning) if the weights cannot be obtained",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0, help="0..2**32-1")
     p.add_argument(
         "--classes",
         required=True,
@@ -121,9 +168,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also export CLIP's text tower + BPE vocabulary (text_encoder.onnx) so the "
         "device can set new class names without torch; needs --vocab-mode input",
     )
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument(
+        "--opset", type=opset_arg, default=17, help="ONNX opset, 17..20 (torch.onnx's range)"
+    )
     p.add_argument("--no-simplify", dest="simplify", action="store_false")
-    p.add_argument("--atol", type=float, default=1e-4, help="parity gate on max |logit diff|")
+    p.add_argument(
+        "--atol", type=nonneg_float, default=1e-4, help="parity gate on max |logit diff| (>= 0)"
+    )
     p.add_argument("--cache-dir", help="text-classifier cache folder")
     p.add_argument(
         "--checkpoint",
@@ -193,11 +244,21 @@ def _options(args: argparse.Namespace, spec) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in own}
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """Before any model is built: ``--output`` and ``--cache-dir`` can be written as folders,
+    and ``--checkpoint`` / ``--text-embeddings`` are existing files (OutputPathError or
+    ConfigError otherwise)."""
+    check_outputs(dirs=[(args.output, "--output"), (args.cache_dir, "--cache-dir")])
+    check_input_file(args.checkpoint, "--checkpoint")
+    check_input_file(args.text_embeddings, "--text-embeddings")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     parse_vocabulary(args.classes)  # bad vocabularies fail before any model is loaded
+    check_paths(args)
     from export.config import ExportCfg  # torch-free; the exporter below imports torch
     from export.registry import build
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from export.cli_checks import MAX_OPSET, MAX_SEED, MIN_OPSET
 from runtime.errors import ConfigError
 from runtime.manifest import INPUT_FORMATS
 from training.methods.spec import EXPORT_INPUTS
@@ -75,8 +77,7 @@ class ExportCfg:
         if self.vocab_mode not in VOCAB_MODES:
             raise ConfigError(f"vocab_mode must be one of {VOCAB_MODES}, got {self.vocab_mode!r}")
         self._check_device_io()
-        if self.opset < 17:
-            raise ConfigError(f"opset must be >= 17 (LayerNormalization), got {self.opset}")
+        self._check_numbers()
         spec = self.spec
         for name in EXPORT_INPUTS:
             if getattr(self, name) is not None and name not in spec.accepts:
@@ -92,6 +93,23 @@ class ExportCfg:
                 f"option(s) {unknown} do not apply to --method {self.method} (its "
                 f"options: {sorted(names)})"
             )
+
+    def _check_numbers(self) -> None:
+        """``opset`` in 17..20 (LayerNormalization .. torch.onnx's newest), ``seed`` in
+        0..2**32-1, ``atol`` and ``min_label_agreement`` finite and in range."""
+        if type(self.opset) is not int or not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConfigError(
+                f"opset must be an integer in {MIN_OPSET}..{MAX_OPSET} ({MIN_OPSET}: "
+                f"LayerNormalization; {MAX_OPSET}: the newest torch.onnx writes), "
+                f"got {self.opset!r}"
+            )
+        if type(self.seed) is not int or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
+        if not (isinstance(self.atol, int | float) and math.isfinite(self.atol) and self.atol >= 0):
+            raise ConfigError(f"atol must be a finite number >= 0, got {self.atol!r}")
+        agreement = self.min_label_agreement
+        if not (isinstance(agreement, int | float) and 0 <= agreement <= 1):
+            raise ConfigError(f"min_label_agreement must be in [0, 1], got {agreement!r}")
 
     def _check_device_io(self) -> None:
         """``postprocess``, ``output_size`` and ``input_format`` are known and consistent."""

@@ -39,11 +39,13 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from export.cli_checks import check_outputs as check_output_paths
 from runtime import io_names
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, nonneg_float, setup_logging
 from runtime.engine_cache import engine_dir
-from runtime.errors import ModelFolderError
-from runtime.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
+from runtime.errors import ConfigError, ModelFolderError
+from runtime.folder_files import model_file
+from runtime.fsutil import atomic_write_bytes, atomic_write_text
 from runtime.manifest import INPUT_FORMATS, METADATA_KEY, PRECISIONS, Manifest, load_manifest
 
 log = logging.getLogger(__name__)
@@ -194,12 +196,7 @@ def float_input_graph(model, input_format: str, input_hw: tuple[int, int]):
 def _graph_for_nvinfer(folder: Path, m: Manifest, precision: str, out_dir: Path, stem: str):
     """(graph path nvinfer parses, (h, w) of LOGITS): the folder's own graph for float32-nchw,
     else a float-input copy written to ``out_dir/<stem>.<precision>.onnx``."""
-    file, sha = m.model_for(precision)
-    path = folder / file
-    if not path.is_file():
-        raise ModelFolderError(f"the {precision} graph {str(path)!r} is missing")
-    if sha and sha256_file(path) != sha:
-        raise ModelFolderError(f"{str(path)!r} does not match its sha256 in the manifest")
+    path = model_file(folder, m, precision)  # confined to the folder, sha256 checked
     model = _load_graph(path)
     hw = check_outputs(model, len(m.classes))
     if m.preprocess.input_format == INPUT_FORMATS[0]:
@@ -304,10 +301,24 @@ def properties(
     ]
 
 
+def _no_control(value: str, what: str) -> str:
+    """``value`` with no control character (a newline in a path would start a new key or group
+    in the key file nvinfer reads: refused, never written)."""
+    bad = [c for c in str(value) if ord(c) < 0x20 or ord(c) == 0x7F]
+    if bad:
+        raise ConfigError(f"{what} {str(value)!r} has a control character ({bad[0]!r}): refused")
+    return str(value)
+
+
 def render(comments: list[str], props: list[tuple[str, str, str]]) -> str:
-    """The config text: ``#`` comment lines, then the [property] group."""
-    lines = [f"# {c}" for c in comments] + ["", "[property]"]
+    """The config text: ``#`` comment lines, then the [property] group.
+
+    Raises:
+        ConfigError: a value has a control character (a newline would inject keys).
+    """
+    lines = [f"# {_no_control(c, 'comment')}" for c in comments] + ["", "[property]"]
     for key, value, comment in props:
+        _no_control(value, key)
         if comment:
             lines.append(f"# {comment}")
         lines.append(f"{key}={value}")
@@ -396,10 +407,24 @@ def parse_args(argv: list[str] | None = None):
     return p.parse_args(argv)
 
 
+def check_paths(args) -> None:
+    """Before reading the folder: ``--out`` and the labels file beside it can be written,
+    ``--engine`` is not a folder, and no path has a control character (ConfigError,
+    OutputPathError)."""
+    for value, what in ((args.out, "--out"), (args.engine, "--engine"), (args.folder, "folder")):
+        if value is not None:
+            _no_control(value, what)
+    out = Path(args.out)
+    check_output_paths(
+        files=[(out, "--out"), (out.parent / LABELS_FILE, "labels file"), (args.engine, "--engine")]
+    )
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    check_paths(args)
     result = write_config(
         folder=args.folder,
         out=args.out,

@@ -27,8 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from export.cli_checks import check_outputs, int_range
 from runtime import io_names
-from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, positive_int, setup_logging
+from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
 from runtime.engine_cache import (
     EngineKey,
     EngineRecord,
@@ -37,13 +38,19 @@ from runtime.engine_cache import (
     manifest_input_shapes,
     write_record,
 )
-from runtime.errors import ModelFolderError, OvssError
+from runtime.errors import OvssError
+from runtime.folder_files import model_file
 from runtime.fsutil import atomic_write_bytes, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, load_manifest
 
 log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE_MB = 4096
 DEFAULT_MAX_CLASSES = 256
+# Command-line bounds: workspace up to 1 TiB, vocabularies up to 65536 classes (the
+# optimisation profile's max), DLA cores -1 (GPU) .. 15.
+MAX_WORKSPACE_MB = 1 << 20
+MAX_CLASSES_LIMIT = 65536
+MAX_DLA_CORE = 15
 
 
 class EngineBuildError(OvssError, RuntimeError):
@@ -237,12 +244,8 @@ def _require_builder(probe):
 
 
 def _key(cfg: EngineCfg, manifest: Manifest, probe) -> tuple[EngineKey, Path]:
-    name, sha = manifest.model_for(cfg.precision)
-    onnx_path = Path(cfg.folder) / name
-    if not onnx_path.is_file():
-        raise ModelFolderError(f"{str(onnx_path)!r} named by the manifest is missing")
-    if sha and sha256_file(onnx_path) != sha:
-        raise ModelFolderError(f"{str(onnx_path)!r} does not match the manifest's sha256")
+    sha = manifest.model_for(cfg.precision)[1]
+    onnx_path = model_file(cfg.folder, manifest, cfg.precision)  # confined, sha256 checked
     gpu = probe.gpus[0]
     key = EngineKey(
         gpu.name,
@@ -378,11 +381,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool, bool]:
         help="graph to build from: fp32 (model.onnx) or a calibration.calibrate variant",
     )
     p.add_argument(
-        "--workspace", type=positive_int, default=DEFAULT_WORKSPACE_MB, help="workspace pool, MiB"
+        "--workspace",
+        type=int_range(1, MAX_WORKSPACE_MB),
+        default=DEFAULT_WORKSPACE_MB,
+        help="workspace pool, MiB",
     )
     p.add_argument(
         "--dla",
-        type=int,
+        type=int_range(-1, MAX_DLA_CORE),
         default=-1,
         help="DLA core (Jetson AGX/NX), -1: GPU only; GPU fallback on",
     )
@@ -394,7 +400,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool, bool]:
     )
     p.add_argument(
         "--max-classes",
-        type=positive_int,
+        type=int_range(1, MAX_CLASSES_LIMIT),
         default=DEFAULT_MAX_CLASSES,
         help="vocabulary-as-input graphs: largest vocabulary the engine accepts",
     )
@@ -410,8 +416,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool, bool]:
     )
     add_verbose_arg(p)
     args = vars(p.parse_args(argv))
-    if args["dla"] < -1:
-        p.error(f"--dla must be a DLA core index >= 0, or -1 for the GPU, got {args['dla']}")
     verbose, print_trtexec = args.pop("verbose"), args.pop("print_trtexec")
     return EngineCfg(**args), verbose, print_trtexec
 
@@ -420,6 +424,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EngineCfg, bool, bool]:
 def main(argv: list[str] | None = None) -> int:
     cfg, verbose, print_trtexec = parse_args(argv)
     setup_logging(verbose)
+    check_outputs(files=[(cfg.timing_cache, "--timing-cache")])  # before a minutes-long build
     if print_trtexec:
         from export.trtexec import print_commands
 

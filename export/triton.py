@@ -32,16 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.cli import (
-    ArgumentParser,
-    add_verbose_arg,
-    cli_main,
-    nonneg_int,
-    positive_int,
-    setup_logging,
+from export.cli_checks import MAX_BATCH, check_outputs, int_range
+from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
+from runtime.engine_cache import (
+    EngineKey,
+    engine_dir,
+    engine_path,
+    find_engine,
+    manifest_input_shapes,
 )
-from runtime.engine_cache import EngineKey, engine_dir, find_engine, manifest_input_shapes
 from runtime.errors import ConfigError, ModelFolderError
+from runtime.folder_files import model_file
 from runtime.fsutil import atomic_write, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, TensorSpec, load_manifest
 
@@ -61,6 +62,7 @@ ONNX = ("onnxruntime_onnx", "onnxruntime", "model.onnx")  # platform, backend, f
 TENSORRT = ("tensorrt_plan", "tensorrt", "model.plan")
 TRT_SUFFIX = "_trt"
 VERSION = "1"
+MAX_INSTANCES = 64  # instance_group count: each instance holds a copy of the model
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -190,7 +192,10 @@ def fitting_engine(folder: Path, manifest: Manifest, precision: str, probe=None)
     record = find_engine(folder, key)
     if record is None:
         return None, f"no {precision} engine fits {gpu.name} and TensorRT {probe.tensorrt}"
-    path = edir / record.engine_file
+    try:
+        path = engine_path(folder, record)
+    except ModelFolderError as e:
+        return None, str(e)
     if not path.is_file() or sha256_file(path) != record.engine_sha256:
         return None, f"engine {str(path)!r} is missing or modified"
     return path, "version-compatible" if record.key.version_compatible else ""
@@ -251,13 +256,9 @@ def _check_cfg(cfg: TritonCfg, manifest: Manifest, name: str) -> None:
 
 
 def _onnx_source(folder: Path, manifest: Manifest, precision: str) -> Path:
-    file, sha = manifest.model_for(precision)
-    path = folder / file
-    if not path.is_file():
-        raise ModelFolderError(f"{str(path)!r} named by the manifest is missing")
-    if sha and sha256_file(path) != sha:
-        raise ModelFolderError(f"{str(path)!r} does not match the manifest's sha256")
-    return path
+    """The graph of ``precision``: confined to the folder, its sha256 checked
+    (``runtime.folder_files.model_file``)."""
+    return model_file(folder, manifest, precision)
 
 
 def write_repository(cfg: TritonCfg, probe=None) -> TritonResult:
@@ -322,11 +323,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[TritonCfg, bool]:
     p.add_argument("--name", help="model name (default: the folder's name)")
     p.add_argument(
         "--max-batch",
-        type=nonneg_int,
+        type=int_range(0, MAX_BATCH),
         default=0,
         help="Triton max_batch_size (default 0: the graphs have a fixed batch of 1)",
     )
-    p.add_argument("--instances", type=positive_int, default=1, help="instance_group count")
+    p.add_argument(
+        "--instances",
+        type=int_range(1, MAX_INSTANCES),
+        default=1,
+        help=f"instance_group count (1..{MAX_INSTANCES})",
+    )
     p.add_argument(
         "--kind", default="gpu", choices=sorted(KINDS), help="ONNX model instances: GPU or CPU"
     )
@@ -334,6 +340,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[TritonCfg, bool]:
     p.add_argument("--force", action="store_true", help="replace non-empty model directories")
     add_verbose_arg(p)
     args = vars(p.parse_args(argv))
+    if args["name"] is not None and not NAME_RE.fullmatch(args["name"]):
+        p.error(f"argument --name: {args['name']!r}: use letters, digits, '_', '.', '-'")
     verbose = args.pop("verbose")
     return TritonCfg(**args), verbose
 
@@ -342,6 +350,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TritonCfg, bool]:
 def main(argv: list[str] | None = None) -> int:
     cfg, verbose = parse_args(argv)
     setup_logging(verbose)
+    check_outputs(dirs=[(cfg.out, "--out")])
     result = write_repository(cfg)
     models = [{"name": m.name, "platform": m.platform, "dir": str(m.dir)} for m in result.models]
     print(
