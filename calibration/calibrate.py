@@ -39,6 +39,7 @@ from calibration.report import (
     finite_or_none,
     to_table,
 )
+from export.cli_checks import check_outputs, int_range, label_arg, threads_arg
 from export.trtexec import folder_commands
 from runtime import io_names
 from runtime.backends.ort import OrtBackend
@@ -46,8 +47,6 @@ from runtime.cli import (
     ArgumentParser,
     add_verbose_arg,
     cli_main,
-    nonneg_int,
-    positive_int,
     setup_logging,
 )
 from runtime.errors import CalibrationError, ModelFolderError
@@ -314,6 +313,9 @@ def summary(result: CalibrateResult) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
+    """The job of the command line; numbers out of range are one argparse error line (exit 2):
+    ``--num`` / ``--eval-num`` 1..100000, ``--sensitivity`` 0..10000, ``--threads`` 1..256,
+    ``--ignore-label`` 0..65535."""
     p = ArgumentParser(
         prog="python -m calibration.calibrate",
         description=__doc__,
@@ -322,16 +324,16 @@ def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
     p.add_argument("--model", required=True, help="deployable folder (export.build output)")
     p.add_argument("--precision", required=True, help="fp16 | int8")
     p.add_argument("--images", help="calibration frames: a folder of images or a video file")
-    p.add_argument("--num", type=positive_int, default=256, help="calibration frames (INT8)")
+    p.add_argument("--num", type=int_range(1, 100_000), default=256, help="calibration frames")
     p.add_argument("--method", default="entropy", help="entropy | percentile | minmax (INT8)")
     p.add_argument(
         "--eval-images", help="held-out frames (default: --images after the first --num)"
     )
     p.add_argument(
-        "--eval-num", type=positive_int, default=32, help="held-out frames to compare on"
+        "--eval-num", type=int_range(1, 100_000), default=32, help="held-out frames to compare on"
     )
     p.add_argument("--labels", help="ground-truth label PNGs named like the held-out frames (mIoU)")
-    p.add_argument("--ignore-label", type=int, help="raw label value to ignore (CamVid: 11)")
+    p.add_argument("--ignore-label", type=label_arg, help="raw label value to ignore (CamVid: 11)")
     p.add_argument(
         "--exclude", default="", help="node names kept float (from the sensitivity report)"
     )
@@ -351,12 +353,12 @@ def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
     p.add_argument("--no-per-channel", dest="per_channel", action="store_false")
     p.add_argument(
         "--sensitivity",
-        type=nonneg_int,
+        type=int_range(0, 10_000),
         default=4,
         help="frames for the per-layer sensitivity report (INT8; 0 = skip)",
     )
     p.add_argument("--cache-dir", help="where calibration tensors are cached (npz)")
-    p.add_argument("--threads", type=positive_int, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=threads_arg, help="onnxruntime intra-op threads (1..256)")
     add_verbose_arg(p)
     a = vars(p.parse_args(argv))
     setup_logging(a.pop("verbose"))
@@ -367,7 +369,11 @@ def parse_args(argv: list[str] | None = None) -> CalibrateCfg:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    result = calibrate(parse_args(argv))
+    cfg = parse_args(argv)
+    # Before any frame is decoded: the folder (where the variant and report go) and the cache
+    # can be written (OutputPathError: one line, exit 2).
+    check_outputs(dirs=[(cfg.model, "--model"), (cfg.cache_dir, "--cache-dir")])
+    result = calibrate(cfg)
     # Tables for people on stderr; stdout carries only the JSON line (``| jq .`` parses it).
     print(to_table([result.report]), file=sys.stderr)
     if result.sensitivity:
