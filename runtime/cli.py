@@ -274,6 +274,49 @@ def threshold_float(text: str) -> float:
     return _checked(text, float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
 
 
+def bounded_int(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type factory: an integer in [lo, hi] (``hi`` None: no upper bound). Refuses
+    floats ("1.5"), NaN, inf and anything out of range, naming the range."""
+    what = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
+    def check(text: str) -> int:
+        return _checked(text, int, what, lambda v: v >= lo and (hi is None or v <= hi))
+
+    check.__name__ = f"int_{lo}_{hi}"
+    return check
+
+
+MAX_THREADS = 256  # intra-op threads: more is a typo, and onnxruntime would spawn them all
+MAX_SHORT_SIDE = 16384  # a rescale target beyond this is a typo (and gigabytes of scores)
+threads_int = bounded_int(1, MAX_THREADS)
+threads_int.__doc__ = f"argparse type: a thread count in [1, {MAX_THREADS}]."
+short_side_int = bounded_int(0, MAX_SHORT_SIDE)
+short_side_int.__doc__ = f"argparse type: a short-side length in [0, {MAX_SHORT_SIDE}] (0: off)."
+
+
+def check_int_setting(name: str, value, lo: int, hi: int | None = None, *, none_ok: bool = True):
+    """A setting that is not from argparse (a config file, an API call) is an int in [lo, hi].
+
+    Raises:
+        ConfigError: a bool, a float, a string, or a value out of range (naming ``name``).
+    """
+    from runtime.errors import ConfigError
+
+    if value is None and none_ok:
+        return None
+    in_range = value >= lo and (hi is None or value <= hi) if _is_int(value) else False
+    if not in_range:
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(f"{name} must be an integer {bound}, got {value!r}")
+    return int(value)
+
+
+def _is_int(value) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def multiple_of(n: int) -> Callable[[str], int]:
     """argparse type factory: a positive integer multiple of ``n`` (e.g. a patch size)."""
     if not isinstance(n, int) or n <= 0:
@@ -297,6 +340,23 @@ def vocabulary(text: str) -> tuple[str, ...]:
         return parse_vocabulary(text)
     except VocabularyError as e:  # a ValueError, which argparse would report as "invalid value"
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_max_pixels_arg(parser: argparse.ArgumentParser, *, dest: str = "max_pixels") -> None:
+    """``--max-pixels N``: refuse decoded images over N pixels (H*W) before decoding them;
+    default ``runtime.image.DEFAULT_MAX_PIXELS``, 0 = no limit. Pass ``args.max_pixels`` to
+    ``runtime.image.load_image(path, max_pixels=...)``."""
+    from runtime.image import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-pixels",
+        dest=dest,
+        type=nonneg_int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images over N pixels (width x height), read from the header before "
+        f"decoding (default {DEFAULT_MAX_PIXELS:,}; 0: no limit)",
+    )
 
 
 # --- the Segmenter flags ---------------------------------------------------------------------
@@ -375,11 +435,13 @@ def add_segmenter_args(
             "padded image, averaged at feature resolution (faster, seams can differ)",
         ),
         "--short-side": dict(
-            type=nonneg_int,
+            type=short_side_int,
             help="rescale so the short side has this length first (default: the method's, "
             "from the manifest; 0: no rescaling)",
         ),
-        "--threads": dict(type=positive_int, help="intra-op threads (default: all cores)"),
+        "--threads": dict(
+            type=threads_int, help=f"intra-op threads, 1..{MAX_THREADS} (default: all cores)"
+        ),
         "--score-threshold": dict(
             type=threshold_float,
             default=0.0,
@@ -419,4 +481,35 @@ def segmenter_kwargs(args: argparse.Namespace, **overrides) -> dict:
     if getattr(args, "cuda_graph", False):
         kwargs["cuda_graph"] = True
     kwargs.update(overrides)
+    return check_segmenter_kwargs(kwargs)
+
+
+# keyword -> (lo, hi) of the integer Segmenter settings the backends do not check themselves
+SEGMENTER_INT_BOUNDS = {
+    "threads": (1, MAX_THREADS),
+    "stride": (1, None),
+    "short_side": (0, MAX_SHORT_SIDE),
+}
+
+
+def check_segmenter_kwargs(kwargs: dict) -> dict:
+    """Refuse out-of-range Segmenter settings that did not come through argparse (overrides, a
+    benchmark config): ``threads`` in [1, MAX_THREADS], ``stride`` >= 1, ``short_side`` in
+    [0, MAX_SHORT_SIDE] (None: the default), ``score_threshold`` in [0, 1).
+
+    Returns:
+        ``kwargs`` unchanged.
+    Raises:
+        ConfigError: naming the setting and the range.
+    """
+    from runtime.errors import ConfigError
+
+    for key, (lo, hi) in SEGMENTER_INT_BOUNDS.items():
+        if key in kwargs:
+            check_int_setting(key, kwargs[key], lo, hi)
+    t = kwargs.get("score_threshold")
+    if t is not None and not (
+        isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t < 1.0
+    ):
+        raise ConfigError(f"score_threshold must be a number in [0, 1), got {t!r}")
     return kwargs

@@ -5,10 +5,16 @@ Policy (applies to every entry point):
 - HxWx3 is RGB. HxW and HxWx1 (grayscale) are replicated to three channels.
   HxWx4 (RGBA) has its alpha channel dropped (no compositing). Other channel counts are rejected.
 - Rank other than 2 or 3, or an empty side, is rejected.
+- Decoded files and bytes (``load_image``, ``decode_image_bytes``) over ``max_pixels`` (width x
+  height, default ``DEFAULT_MAX_PIXELS``; 0: no limit) are refused from the header, before any
+  pixel is decoded, so a small "decompression bomb" file cannot take gigabytes of memory. The
+  programs' flag is ``--max-pixels N``. Pillow's own guard (twice ``PIL.Image.MAX_IMAGE_PIXELS``)
+  still refuses images beyond it when the limit is off.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,8 @@ import numpy as np
 from runtime.errors import InvalidImageError
 
 SAMPLE_PREFIX = "sample:"
+DEFAULT_MAX_PIXELS = 50_000_000  # width x height; 0 = no limit (--max-pixels)
+HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -51,31 +59,93 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def load_image(source: str | Path) -> np.ndarray:
+def check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    """Refuse an image of ``width`` x ``height`` over ``max_pixels`` (0: no limit).
+
+    Raises:
+        InvalidImageError: naming ``what``, the size, the limit and the ``--max-pixels`` flag.
+    """
+    if width <= 0 or height <= 0:
+        raise InvalidImageError(f"{what} has an empty side: {width}x{height}")
+    if max_pixels and width * height > max_pixels:
+        raise InvalidImageError(
+            f"{what} is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,}; raise it with --max-pixels N (0: no limit)"
+        )
+
+
+def _decode(fp, max_pixels: int, what: str) -> np.ndarray:
+    """Pillow decode of an open file or buffer: header size checked first, then pixels."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                check_pixels(im.size[0], im.size[1], max_pixels, what)
+                im.load()
+                if im.mode in HIGH_BIT_MODES:
+                    raise InvalidImageError(f"{what} is a {im.mode} (non-8-bit) image")
+                rgb = im.convert("RGB")
+    except InvalidImageError:
+        raise
+    except Image.DecompressionBombError as e:  # Pillow's guard fires in Image.open, before ours
+        if max_pixels:
+            raise InvalidImageError(
+                f"{what} is over the limit of {max_pixels:,} pixels ({e}); raise it with "
+                "--max-pixels N (0: no limit)"
+            ) from None
+        raise InvalidImageError(f"{what} is refused by Pillow's size guard: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        # UnidentifiedImageError is an OSError; truncated data raises OSError or EOFError
+        raise InvalidImageError(f"cannot decode {what}: {e or type(e).__name__}") from None
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def load_image(source: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file (any format Pillow decodes) or a named sample as HxWx3 uint8 RGB.
 
     Args:
         source: a file path, or ``sample:NAME`` for a scikit-image sample (``sample:astronaut``).
+        max_pixels: refuse images over this many pixels (width x height), from the header,
+            before decoding; 0: no limit.
     Raises:
-        InvalidImageError: the file is missing, not an image, or truncated/corrupt.
+        InvalidImageError: the file is missing, a folder, empty, not an image, truncated or
+            corrupt, non-8-bit, or over ``max_pixels``.
     """
     source = str(source)
     if source.startswith(SAMPLE_PREFIX):
-        return _load_sample(source[len(SAMPLE_PREFIX) :])
-    from PIL import Image, UnidentifiedImageError
-
+        image = _load_sample(source[len(SAMPLE_PREFIX) :])
+        check_pixels(image.shape[1], image.shape[0], max_pixels, f"sample {source!r}")
+        return image
     path = Path(source)
-    if not path.is_file():
-        raise InvalidImageError(f"image file {source!r} does not exist")
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I", "I;16", "F"):
-                raise InvalidImageError(f"{source!r} is a {im.mode} (non-8-bit) image")
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InvalidImageError(f"cannot decode image {source!r}: {e}") from e
-    return np.asarray(rgb, dtype=np.uint8).copy()
+        if path.is_dir():
+            raise InvalidImageError(f"image {source!r} is a folder, not an image file")
+        if not path.is_file():
+            raise InvalidImageError(f"image file {source!r} does not exist")
+        if path.stat().st_size == 0:
+            raise InvalidImageError(f"image file {source!r} is empty")
+        with open(path, "rb") as fp:
+            return _decode(fp, max_pixels, f"image {source!r}")
+    except OSError as e:  # unreadable (permission), a name too long, ...
+        raise InvalidImageError(f"cannot read image {source!r}: {e.strerror or e}") from None
+
+
+def decode_image_bytes(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "the image"
+) -> np.ndarray:
+    """Image file bytes (PNG, JPEG, any format Pillow reads) -> HxWx3 uint8 RGB, as
+    :func:`load_image` (the size checked from the header before decoding).
+
+    Raises:
+        InvalidImageError: empty, not an image, truncated, non-8-bit or over ``max_pixels``.
+    """
+    if not data:
+        raise InvalidImageError(f"{what} is empty (0 bytes)")
+    return _decode(io.BytesIO(data), max_pixels, what)
 
 
 def _load_sample(name: str) -> np.ndarray:
