@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from runtime.errors import ConfigError
+
 EDGES = ("flush", "grid")
+MAX_WINDOWS = 10_000  # one image: more is a tiny --stride on a huge image (hours of inference)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,30 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
     return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
 
 
+def count_windows(size: int, window: int, stride: int) -> int:
+    """Windows along one axis of ``size`` pixels (both plans): ceil((size - window) / stride) + 1,
+    1 when size <= window."""
+    return max(size - window + stride - 1, 0) // stride + 1
+
+
+def _check_count(hw, hp: int, wp: int, window: int, stride: int, max_windows: int) -> None:
+    """Refuse a plan of more than ``max_windows`` windows before listing them."""
+    n = count_windows(hp, window, stride) * count_windows(wp, window, stride)
+    if max_windows and n > max_windows:
+        raise ConfigError(
+            f"sliding windows: an image of {hw[1]}x{hw[0]} with window {window} and stride "
+            f"{stride} needs {n:,} windows, over the limit of {max_windows:,}; use a larger "
+            "--stride, a smaller --short-side or --mode whole"
+        )
+
+
 def plan_windows(
-    hw: tuple[int, int], window: int, stride: int, feature_stride: int, edge: str = "flush"
+    hw: tuple[int, int],
+    window: int,
+    stride: int,
+    feature_stride: int,
+    edge: str = "flush",
+    max_windows: int = MAX_WINDOWS,
 ) -> WindowPlan:
     """Plan square windows of side ``window`` over an image of size ``hw``.
 
@@ -73,9 +98,11 @@ def plan_windows(
             of ``feature_stride``).
         feature_stride: pixels per feature cell.
         edge: ``flush`` (official placement) or ``grid`` (see the module docstring).
+        max_windows: refuse plans of more windows than this (0: no limit).
     Raises:
         ValueError: a window that is not a multiple of the feature stride, a stride < 1 or an
             unknown edge rule.
+        ConfigError (a ValueError): more than ``max_windows`` windows.
     """
     p = feature_stride
     if window % p:
@@ -85,11 +112,13 @@ def plan_windows(
     if edge == "flush":
         stride = min(window, stride)
         hp, wp = max(window, hw[0]), max(window, hw[1])
+        _check_count(hw, hp, wp, window, stride, max_windows)
         ys, xs = window_starts(hp, window, stride), window_starts(wp, window, stride)
     elif edge == "grid":
         stride = max(p, min(window, stride) // p * p)
         hp = max(window, -(-hw[0] // p) * p)
         wp = max(window, -(-hw[1] // p) * p)
+        _check_count(hw, hp, wp, window, stride, max_windows)
         ys, xs = _starts(hp, window, stride), _starts(wp, window, stride)
     else:
         raise ValueError(f"edge must be one of {EDGES}, got {edge!r}")
