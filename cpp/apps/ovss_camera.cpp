@@ -6,17 +6,24 @@
 //               [--threads N] [--mode M] [--backend B] [--engine FILE] [--drop auto|oldest|never]
 //               [--realtime] [--fps F] [--alpha A] [--no-legend] [--fourcc MJPG] [--capture-size WxH]
 //               [--reconnect-delay S] [--reconnect-max-delay S] [--reconnect-attempts N]
-//               [--score-threshold T] [--postprocess fast|exact]
+//               [--score-threshold T] [--postprocess fast|exact] [--max-pixels N]
 //
 // --score-threshold T in [0,1): pixels whose top-class score is below T are "unknown" (label
 // 255: left unblended, listed last in the legend). --postprocess exact: the reference label
 // computation (same labels as the default fast one, slower).
+//
+// --max-pixels N (default 50,000,000; 0: no limit): a single image, or a video/stream whose
+// frames are larger, is an error (exit 2); image folders skip such files (counted in
+// frames_skipped). --out and --json are checked before the model is loaded (an existing folder
+// where a file is needed, or the reverse, an ancestor that is a file, no permission: exit 2);
+// --threads is 1..256 and --queue 1..1024.
 //
 // Live sources drop the OLDEST queued frame when the queue is full and reopen with exponential
 // backoff; finite ones wait for room so every frame is processed. SIGINT/SIGTERM stop cleanly
 // (the video is finalised, stats written, exit 0); a second signal kills. Prints one JSON line of
 // stats; exit status 2 on bad input or when a source fails for good.
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -26,6 +33,7 @@
 #include "ovss/capture.hpp"
 #include "ovss/cli.hpp"
 #include "ovss/errors.hpp"
+#include "ovss/outputs.hpp"
 #include "ovss/segmenter.hpp"
 #include "ovss/sources.hpp"
 #include "ovss/video_out.hpp"
@@ -39,7 +47,8 @@ const char* kUsage =
     "                   [--json STATS] [--show] [--threads N] [--mode auto|whole|slide] [--drop auto|oldest|never]\n"
     "                   [--realtime] [--fps F] [--alpha A] [--no-legend] [--fourcc XXXX] [--capture-size WxH]\n"
     "                   [--reconnect-delay S] [--reconnect-max-delay S] [--reconnect-attempts N]\n"
-    "                   [--score-threshold T] [--postprocess fast|exact] [--precision fp32] [--help]\n"
+    "                   [--score-threshold T] [--postprocess fast|exact] [--precision fp32] [--max-pixels N]\n"
+    "                   [--help]\n"
     "fp16/int8 variants and --classes: python -m runtime.camera (this program runs the fp32 graph\n"
     "and the folder's own vocabulary).\n";
 
@@ -128,10 +137,13 @@ LoopOut run_loop(std::shared_ptr<ovss::Reader> reader, Step& step, size_t queue_
 
 ovss::SourceCfg source_cfg(const ovss::Args& args) {
     ovss::SourceCfg cfg;
+    cfg.max_pixels = ovss::max_pixels_flag(args);
     cfg.fourcc = args.get("--fourcc").value_or("");
     if (!cfg.fourcc.empty() && cfg.fourcc.size() != 4) throw ovss::ConfigError("--fourcc must be 4 characters, e.g. MJPG");
     if (const auto size = args.get("--capture-size")) {
-        if (std::sscanf(size->c_str(), "%dx%d", &cfg.width, &cfg.height) != 2 || cfg.width <= 0 || cfg.height <= 0)
+        char tail = 0;
+        if (std::sscanf(size->c_str(), "%dx%d%c", &cfg.width, &cfg.height, &tail) != 2 || cfg.width <= 0 ||
+            cfg.height <= 0 || cfg.width > ovss::kMaxSidePixels || cfg.height > ovss::kMaxSidePixels)
             throw ovss::ConfigError("--capture-size must be WIDTHxHEIGHT, e.g. 1280x720");
     }
     return cfg;
@@ -141,12 +153,28 @@ ovss::SegmenterOptions seg_options(const ovss::Args& args) {
     ovss::SegmenterOptions o;
     o.backend = args.get("--backend").value_or("auto");
     o.mode = args.get("--mode").value_or("auto");
-    o.backend_options.threads = args.get_int("--threads", 0, 1);
+    o.backend_options.threads = args.get_int("--threads", 0, 1, ovss::kMaxThreads);
     o.backend_options.engine = args.get("--engine").value_or("");
     o.score_threshold = args.get_double("--score-threshold", 0.0, 0.0, 1.0);
     if (o.score_threshold >= 1.0) throw ovss::ConfigError("--score-threshold must be in [0, 1)");
     o.label_method = ovss::parse_label_method(args.get("--postprocess").value_or("fast"));
     return o;
+}
+
+/// --out (a video file by its suffix, else a PNG folder) and --json can be written, before the
+/// model is loaded. Throws OutputPathError.
+void check_outputs(const ovss::Args& args) {
+    namespace fs = std::filesystem;
+    if (const auto out = args.get("--out")) {
+        if (fs::path(*out).has_extension() && !fs::is_directory(*out)) {
+            const std::string ext = fs::path(*out).extension().string();
+            if (ext != ".mp4" && ext != ".avi" && ext != ".MP4" && ext != ".AVI")
+                throw ovss::ConfigError("--out must be a .mp4 / .avi video or a folder, got '" + *out + "'");
+            ovss::check_output_file(*out, "--out");
+        }
+        else ovss::check_output_dir(*out, "--out");
+    }
+    if (const auto path = args.get("--json")) ovss::check_output_file(*path, "--json");
 }
 
 json stats_json(const ovss::FrameSource& source, const ovss::Reader& reader, const Step& step, const LoopOut& out,
@@ -171,23 +199,27 @@ int run(int argc, char** argv) {
                           {"--model", "--source", "--out", "--max-frames", "--queue", "--json", "--threads", "--mode",
                            "--backend", "--engine", "--drop", "--fps", "--alpha", "--fourcc", "--capture-size",
                            "--reconnect-delay", "--reconnect-max-delay", "--reconnect-attempts", "--score-threshold",
-                           "--postprocess", "--precision", "--classes"},
+                           "--postprocess", "--precision", "--classes", "--max-pixels"},
                           {"--show", "--realtime", "--no-legend"});
     const std::string model = args.require("--model"), spec = args.require("--source");
-    const int max_frames = args.get_int("--max-frames", 0, 1), queue_size = args.get_int("--queue", 2, 1);
+    const int max_frames = args.get_int("--max-frames", 0, 1), queue_size = args.get_int("--queue", 2, 1, 1024);
     const std::string drop = args.get("--drop").value_or("auto");
     if (drop != "auto" && drop != "oldest" && drop != "never") throw ovss::ConfigError("--drop must be auto, oldest or never");
     const double fps_arg = args.get_double("--fps", 0, 1e-3, 1000);
     ovss::ReaderCfg rcfg{0, args.get_double("--reconnect-delay", 0.5, 1e-3, 3600),
                          args.get_double("--reconnect-max-delay", 8.0, 1e-3, 3600),
                          args.get_int("--reconnect-attempts", 0, 0)};
+    const double alpha = args.get_double("--alpha", 0.5, 0.0, 1.0);
+    const ovss::SourceCfg scfg = source_cfg(args);
+    const ovss::SegmenterOptions sopts = seg_options(args);
+    check_outputs(args);
     ovss::check_model_flags(args, model);
-    ovss::Segmenter seg(model, seg_options(args));
-    std::shared_ptr<ovss::FrameSource> source = ovss::open_source(spec, source_cfg(args));
+    ovss::Segmenter seg(model, sopts);
+    std::shared_ptr<ovss::FrameSource> source = ovss::open_source(spec, scfg);
     if (args.has("--realtime")) rcfg.pace_fps = source->fps > 0 ? source->fps : (fps_arg > 0 ? fps_arg : ovss::kDefaultFps);
     auto sink = ovss::open_sink(args.get("--out"), fps_arg > 0 ? fps_arg : source->fps, args.has("--show"), g_stop);
     const bool unknown = seg.options().score_threshold > 0;
-    ovss::Painter painter(args.get_double("--alpha", 0.5, 0.0, 1.0), !args.has("--no-legend"), unknown);
+    ovss::Painter painter(alpha, !args.has("--no-legend"), unknown);
     Step step(seg, std::move(painter), *sink);
     auto reader = std::make_shared<ovss::Reader>(*source, g_stop, rcfg);
     const bool drop_oldest = drop == "oldest" || (drop == "auto" && source->live);

@@ -4,7 +4,7 @@
 //              [--mode auto|whole|slide] [--stride PX] [--slide-edge flush|grid] [--short-side PX]
 //              [--repeat N] [--backend B] [--engine FILE]
 //              [--score-threshold T] [--scores-out S.npy|S.png] [--postprocess fast|exact]
-//              [--alpha A] [--no-legend] [--no-verify]
+//              [--alpha A] [--no-legend] [--no-verify] [--max-pixels N]
 //
 // --labels-out: a palette PNG whose pixel values are the class indices (255: unknown, grey), or
 // an int32 .npy. --score-threshold T in [0,1): pixels whose top-class score (the manifest's
@@ -14,6 +14,12 @@
 // computation instead of the fast one (same labels; for checks and timings). --slide-edge: slide
 // window placement, flush (the official plan, the default unless the manifest's method_cfg says
 // otherwise) or grid (feature-grid windows, faster).
+//
+// --max-pixels N: images over N pixels (H*W) are refused from their header, before decoding
+// (default 50,000,000; 0: no limit). Output paths (--out, --labels-out, --scores-out) are
+// checked before the image is read: an existing folder, an ancestor that is a file or no write
+// permission is an error. --threads is 1..256, --repeat 1..10000; slide plans of more than
+// 10,000 windows are refused.
 //
 // Exit status 2 with a one-line "error: ..." on bad input. --repeat N segments the image N times
 // and reports median timings (and every run's total) for benchmarks.
@@ -25,12 +31,14 @@
 #include <iostream>
 
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 
 #include "ovss/cli.hpp"
 #include "ovss/errors.hpp"
 #include "ovss/image.hpp"
 #include "ovss/label_map.hpp"
 #include "ovss/npy.hpp"
+#include "ovss/outputs.hpp"
 #include "ovss/png.hpp"
 #include "ovss/postprocess.hpp"
 #include "ovss/segmenter.hpp"
@@ -43,7 +51,7 @@ const char* kUsage =
     "                  [--repeat N]\n"
     "                  [--backend auto|onnxruntime|tensorrt] [--engine FILE]\n"
     "                  [--score-threshold T] [--scores-out S.npy|S.png] [--postprocess fast|exact]\n"
-    "                  [--alpha A] [--no-legend] [--no-verify] [--precision fp32] [--help]\n"
+    "                  [--alpha A] [--no-legend] [--no-verify] [--precision fp32] [--max-pixels N] [--help]\n"
     "fp16/int8 variants and --classes: python -m runtime.infer (this program runs the fp32 graph\n"
     "and the folder's own vocabulary).\n";
 
@@ -60,13 +68,13 @@ ovss::SegmenterOptions options(const ovss::Args& args) {
     ovss::SegmenterOptions o;
     o.backend = args.get("--backend").value_or("auto");
     o.mode = args.get("--mode").value_or("auto");
-    o.stride = args.get_int("--stride", 0, 1);
+    o.stride = args.get_int("--stride", 0, 1, ovss::kMaxSidePixels);
     o.slide_edge = args.get("--slide-edge").value_or("");  // "": the manifest's, else flush
     if (o.slide_edge != "" && o.slide_edge != "flush" && o.slide_edge != "grid")
         throw ovss::ConfigError("--slide-edge must be flush or grid, got '" + o.slide_edge + "'");
-    o.short_side = args.get_int("--short-side", -1, 0);  // -1: the manifest's; 0: none
+    o.short_side = args.get_int("--short-side", -1, 0, ovss::kMaxSidePixels);  // -1: the manifest's; 0: none
     o.verify = !args.has("--no-verify");
-    o.backend_options.threads = args.get_int("--threads", 0, 1);
+    o.backend_options.threads = args.get_int("--threads", 0, 1, ovss::kMaxThreads);
     o.backend_options.engine = args.get("--engine").value_or("");
     o.score_threshold = args.get_double("--score-threshold", 0.0, 0.0, 1.0);
     if (o.score_threshold >= 1.0) throw ovss::ConfigError("--score-threshold must be in [0, 1)");
@@ -86,6 +94,17 @@ void check_suffix(const ovss::Args& args, const std::string& flag) {
     const auto path = args.get(flag);
     if (path && suffix(*path) != ".png" && suffix(*path) != ".npy")
         throw ovss::ConfigError(flag + " must end in .png or .npy, got '" + *path + "'");
+}
+
+/// Every output path can be written (and --out has an image suffix OpenCV encodes), before the
+/// image is read or the model loaded. Throws OutputPathError / ConfigError.
+void check_outputs(const ovss::Args& args) {
+    const std::string out = args.require("--out");
+    if (!cv::haveImageWriter(out))
+        throw ovss::ConfigError("--out must end in an image suffix (.png, .jpg, ...), got '" + out + "'");
+    ovss::check_output_file(out, "--out");
+    for (const char* flag : {"--labels-out", "--scores-out"})
+        if (const auto path = args.get(flag)) ovss::check_output_file(*path, flag);
 }
 
 /// An HxW Mat of T (int32 labels, float32 scores) as a 2-D .npy.
@@ -115,9 +134,9 @@ nlohmann::json timing_json(const std::vector<ovss::Timings>& runs, const std::ve
     return j;
 }
 
-void write_outputs(const ovss::Args& args, const cv::Mat& rgb, const ovss::SegResult& r) {
+void write_outputs(const ovss::Args& args, const cv::Mat& rgb, const ovss::SegResult& r, double alpha) {
     const auto colours = ovss::palette(static_cast<int>(r.classes.size()));
-    cv::Mat shown = ovss::overlay(rgb, r.labels, colours, args.get_double("--alpha", 0.5, 0.0, 1.0));
+    cv::Mat shown = ovss::overlay(rgb, r.labels, colours, alpha);
     if (!args.has("--no-legend")) {
         std::vector<std::string> names = r.classes_present;
         std::vector<ovss::Rgb> present;
@@ -141,16 +160,21 @@ int run(int argc, char** argv) {
     const ovss::Args args(argc, argv,
                           {"--model", "--image", "--out", "--labels-out", "--threads", "--mode", "--stride",
                            "--slide-edge", "--short-side", "--repeat", "--backend", "--engine", "--alpha",
-                           "--score-threshold", "--scores-out", "--postprocess", "--precision", "--classes"},
+                           "--score-threshold", "--scores-out", "--postprocess", "--precision", "--classes",
+                           "--max-pixels"},
                           {"--no-legend", "--no-verify"});
     const std::string model = args.require("--model"), image_path = args.require("--image");
     args.require("--out");
-    const int repeat = args.get_int("--repeat", 1, 1);
+    const int repeat = args.get_int("--repeat", 1, 1, ovss::kMaxRepeat);
+    const double alpha = args.get_double("--alpha", 0.5, 0.0, 1.0);
+    const int64_t max_pixels = ovss::max_pixels_flag(args);
+    const ovss::SegmenterOptions seg_options = options(args);
     check_suffix(args, "--labels-out");
     check_suffix(args, "--scores-out");
+    check_outputs(args);
     ovss::check_model_flags(args, model);
-    const cv::Mat rgb = ovss::load_image(image_path);
-    ovss::Segmenter seg(model, options(args));
+    const cv::Mat rgb = ovss::load_image(image_path, max_pixels);
+    ovss::Segmenter seg(model, seg_options);
     ovss::SegResult result;
     std::vector<ovss::Timings> runs;
     std::vector<double> walls;
@@ -160,7 +184,7 @@ int run(int argc, char** argv) {
         walls.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
         runs.push_back(result.timings);
     }
-    write_outputs(args, rgb, result);
+    write_outputs(args, rgb, result, alpha);
     nlohmann::json line = {{"backend", result.backend}, {"precision", "fp32"}, {"providers", result.providers},
                            {"classes", result.classes.size()}, {"classes_present", result.classes_present}};
     line.update(timing_json(runs, walls));

@@ -1,5 +1,6 @@
 #include "ovss/cli.hpp"
 
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -8,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ovss/errors.hpp"
+#include "ovss/folder_paths.hpp"
+#include "ovss/image.hpp"
 #include "ovss/manifest.hpp"
 
 namespace ovss {
@@ -41,18 +44,25 @@ std::string Args::require(const std::string& flag) const {
     return *v;
 }
 
-int Args::get_int(const std::string& flag, int fallback, int min) const {
+int Args::get_int(const std::string& flag, int fallback, int min, int max) const {
+    return static_cast<int>(get_int64(flag, fallback, min, max));
+}
+
+int64_t Args::get_int64(const std::string& flag, int64_t fallback, int64_t min, int64_t max) const {
     const auto v = get(flag);
     if (!v) return fallback;
     size_t used = 0;
-    int n = 0;
+    long long n = 0;
     try {
-        n = std::stoi(*v, &used);
+        n = std::stoll(*v, &used);
     } catch (const std::exception&) {
         used = 0;
     }
-    if (used != v->size() || n < min)
-        throw ConfigError(flag + " must be an integer >= " + std::to_string(min) + ", got '" + *v + "'");
+    if (used != v->size() || v->empty() || std::isspace(static_cast<unsigned char>((*v)[0])) || n < min || n > max) {
+        const std::string range = max == 2147483647 ? ">= " + std::to_string(min)
+                                                    : "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+        throw ConfigError(flag + " must be an integer " + range + ", got '" + *v + "'");
+    }
     return n;
 }
 
@@ -66,22 +76,26 @@ double Args::get_double(const std::string& flag, double fallback, double lo, dou
     } catch (const std::exception&) {
         used = 0;
     }
-    if (used != v->size() || !(x >= lo && x <= hi))
+    if (used != v->size() || v->empty() || std::isspace(static_cast<unsigned char>((*v)[0])) || !(x >= lo && x <= hi))
         throw ConfigError(flag + " must be a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
                           "], got '" + *v + "'");
     return x;
 }
 
+int64_t max_pixels_flag(const Args& args) {
+    const int64_t n = args.get_int64("--max-pixels", kDefaultMaxPixels, 0, int64_t{1} << 48);
+    limit_decoder_pixels(n);
+    return n;
+}
+
 namespace {
 
-/// The precision the manifest's ``variants`` maps to a graph file ("" when it has none).
-std::string variant_file(const std::filesystem::path& folder, const std::string& precision) {
-    std::ifstream in(folder / "manifest.json");
-    const auto j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded() || !j.contains("variants") || !j["variants"].is_object()) return "";
-    const auto& v = j["variants"];
-    if (!v.contains(precision) || !v[precision].contains("file")) return "";
-    return v[precision]["file"].is_string() ? v[precision]["file"].get<std::string>() : "";
+/// The precision the manifest's ``variants`` maps to a graph file ("" when it has none); the
+/// names were checked (relative, inside the folder) by load_manifest.
+std::string variant_file(const Manifest& m, const std::string& precision) {
+    for (const auto& [p, file] : m.variant_files)
+        if (p == precision) return file;
+    return "";
 }
 
 }  // namespace
@@ -100,7 +114,7 @@ void check_model_flags(const Args& args, const std::string& folder) {
                               "python -m runtime.infer --classes (or ovss_* with the folder's own vocabulary)");
     }
     if (!precision || *precision == "fp32") return;
-    const std::string file = variant_file(folder, *precision);
+    const std::string file = variant_file(m, *precision);
     if (file.empty())
         throw ModelFolderError("this folder has no " + *precision + " variant; make one with python -m "
                                "calibration.calibrate --precision " + *precision);

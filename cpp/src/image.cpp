@@ -1,6 +1,10 @@
 // Image input policy and file reading (runtime/image.py).
 #include "ovss/image.hpp"
 
+#include <array>
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include <opencv2/imgcodecs.hpp>
@@ -17,7 +21,104 @@ std::string describe(const cv::Mat& m) {
     return s + " (depth " + std::to_string(m.depth()) + ")";
 }
 
+using Size = std::pair<int64_t, int64_t>;  // (height, width)
+
+uint32_t be(const unsigned char* p, int n) {
+    uint32_t v = 0;
+    for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+    return v;
+}
+
+uint32_t le(const unsigned char* p, int n) {
+    uint32_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | p[i];
+    return v;
+}
+
+/// JPEG: walk the marker segments to the first SOFn frame header (APPn segments may precede it).
+std::optional<Size> jpeg_size(std::ifstream& in) {
+    in.seekg(2);
+    for (int segments = 0; segments < 4096; ++segments) {
+        int c = in.get();
+        while (c == 0xFF) c = in.get();  // fill bytes
+        if (c == EOF) return std::nullopt;
+        const int marker = c;
+        if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;  // no length
+        unsigned char len[2];
+        if (!in.read(reinterpret_cast<char*>(len), 2)) return std::nullopt;
+        const uint32_t n = be(len, 2);
+        const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+        if (sof) {
+            unsigned char f[5];
+            if (n < 7 || !in.read(reinterpret_cast<char*>(f), 5)) return std::nullopt;
+            return Size{be(f + 1, 2), be(f + 3, 2)};
+        }
+        if (marker == 0xDA || marker == 0xD9 || n < 2) return std::nullopt;  // scan data before a frame
+        in.seekg(n - 2, std::ios::cur);
+    }
+    return std::nullopt;
+}
+
+/// PNM (P1-P6): magic, then width and height as text, '#' comments between.
+std::optional<Size> pnm_size(std::ifstream& in) {
+    in.seekg(2);
+    int64_t dims[2] = {0, 0};
+    for (int64_t& d : dims) {
+        int c = in.get();
+        while (c == '#' || std::isspace(c)) {
+            if (c == '#') while (c != '\n' && c != EOF) c = in.get();
+            c = in.get();
+        }
+        if (!std::isdigit(c)) return std::nullopt;
+        for (; std::isdigit(c) && d < (int64_t{1} << 40); c = in.get()) d = d * 10 + (c - '0');
+    }
+    return Size{dims[1], dims[0]};
+}
+
 }  // namespace
+
+std::optional<Size> image_header_size(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::array<unsigned char, 32> h{};
+    in.read(reinterpret_cast<char*>(h.data()), h.size());
+    const std::streamsize n = in.gcount();
+    in.clear();
+    const unsigned char* p = h.data();
+    if (n >= 24 && be(p, 4) == 0x89504E47u && std::string(reinterpret_cast<const char*>(p + 12), 4) == "IHDR")
+        return Size{be(p + 20, 4), be(p + 16, 4)};
+    if (n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) return jpeg_size(in);
+    if (n >= 10 && std::string(reinterpret_cast<const char*>(p), 4) == "GIF8") return Size{le(p + 8, 2), le(p + 6, 2)};
+    if (n >= 26 && p[0] == 'B' && p[1] == 'M') {
+        if (le(p + 14, 4) == 12) return Size{le(p + 20, 2), le(p + 18, 2)};  // BITMAPCOREHEADER
+        const int32_t w = static_cast<int32_t>(le(p + 18, 4)), ht = static_cast<int32_t>(le(p + 22, 4));
+        return Size{std::abs(static_cast<int64_t>(ht)), std::abs(static_cast<int64_t>(w))};
+    }
+    if (n >= 30 && std::string(reinterpret_cast<const char*>(p), 4) == "RIFF" &&
+        std::string(reinterpret_cast<const char*>(p + 8), 4) == "WEBP") {
+        const std::string chunk(reinterpret_cast<const char*>(p + 12), 4);
+        if (chunk == "VP8 ") return Size{le(p + 28, 2) & 0x3FFF, le(p + 26, 2) & 0x3FFF};
+        if (chunk == "VP8L") {
+            const uint32_t b = le(p + 21, 4);
+            return Size{((b >> 14) & 0x3FFF) + 1, (b & 0x3FFF) + 1};
+        }
+        if (chunk == "VP8X") return Size{le(p + 27, 3) + 1, le(p + 24, 3) + 1};
+        return std::nullopt;
+    }
+    if (n >= 3 && p[0] == 'P' && p[1] >= '1' && p[1] <= '6' && std::isspace(p[2])) return pnm_size(in);
+    return std::nullopt;
+}
+
+void check_pixel_count(int64_t h, int64_t w, int64_t max_pixels, const std::string& what) {
+    if (max_pixels <= 0 || h <= 0 || w <= 0) return;
+    if (h > max_pixels / w || h * w > max_pixels)
+        throw ImageTooLargeError(what + " is " + std::to_string(w) + "x" + std::to_string(h) + " = " +
+                                 std::to_string(h * w) + " pixels, over the limit of " + std::to_string(max_pixels) +
+                                 " (--max-pixels N raises it; 0: no limit)");
+}
+
+void limit_decoder_pixels(int64_t max_pixels) {
+    if (max_pixels > 0) ::setenv("OPENCV_IO_MAX_IMAGE_PIXELS", std::to_string(max_pixels).c_str(), 0);
+}
 
 cv::Mat as_rgb_uint8(const cv::Mat& image) {
     if (image.dims > 2)
@@ -39,9 +140,13 @@ cv::Mat as_rgb_uint8(const cv::Mat& image) {
     return out;
 }
 
-cv::Mat load_image(const std::filesystem::path& path) {
+cv::Mat load_image(const std::filesystem::path& path, int64_t max_pixels) {
+    if (std::filesystem::is_directory(path))
+        throw InvalidImageError("image file '" + path.string() + "' is a folder, not an image");
     if (!std::filesystem::is_regular_file(path))
         throw InvalidImageError("image file '" + path.string() + "' does not exist");
+    const std::string what = "image '" + path.string() + "'";
+    if (const auto size = image_header_size(path)) check_pixel_count(size->first, size->second, max_pixels, what);
     cv::Mat raw;
     try {
         // UNCHANGED: no EXIF rotation and no silent 16-bit scaling, like Pillow.
@@ -50,6 +155,7 @@ cv::Mat load_image(const std::filesystem::path& path) {
         throw InvalidImageError("cannot decode image '" + path.string() + "': " + e.what());
     }
     if (raw.empty()) throw InvalidImageError("cannot decode image '" + path.string() + "'");
+    check_pixel_count(raw.rows, raw.cols, max_pixels, what);  // formats without a readable header
     if (raw.depth() != CV_8U)
         throw InvalidImageError("'" + path.string() + "' is a non-8-bit image (depth " +
                                 std::to_string(raw.depth()) + ")");

@@ -2,12 +2,15 @@
 #include "ovss/manifest.hpp"
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "ovss/errors.hpp"
+#include "ovss/folder_paths.hpp"
 
 namespace ovss {
 namespace {
@@ -53,36 +56,93 @@ std::string req_str(const json& d, const std::string& key, const std::string& wh
     return require(d, key, Kind::Str, where).get<std::string>();
 }
 
-int req_int(const json& d, const std::string& key, const std::string& where = "") {
-    return require(d, key, Kind::Int, where).get<int>();
+/// ``v`` as an int: a JSON integer within int's range (never a float, never wrapped).
+int as_int(const json& v, const std::string& field) {
+    const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(INT_MAX)
+                                             : v.is_number_integer() && v.get<int64_t>() >= INT_MIN &&
+                                                   v.get<int64_t>() <= INT_MAX;
+    if (!fits)
+        throw ModelFolderError("manifest field '" + field + "' must be an integer (" + std::to_string(INT_MIN) +
+                               ".." + std::to_string(INT_MAX) + "), got " + v.dump());
+    return static_cast<int>(v.get<int64_t>());
 }
 
+int req_int(const json& d, const std::string& key, const std::string& where = "") {
+    return as_int(require(d, key, Kind::Int, where), where + key);
+}
+
+/// The finite numbers of a JSON list (NaN / inf refused).
 std::vector<double> numbers(const json& list, const std::string& field) {
     std::vector<double> out;
     for (const json& v : list) {
-        if (!v.is_number())
-            throw ModelFolderError("manifest field '" + field + "' must hold numbers");
+        if (!v.is_number() || !std::isfinite(v.get<double>()))
+            throw ModelFolderError("manifest field '" + field + "' must hold finite numbers, got " + list.dump());
         out.push_back(v.get<double>());
     }
     return out;
 }
 
+/// The integers of a JSON list (floats such as 224.5 or 224.0 refused, not truncated).
+std::vector<int> integers(const json& list, const std::string& field) {
+    std::vector<int> out;
+    for (const json& v : list) {
+        if (!v.is_number_integer())
+            throw ModelFolderError("manifest field '" + field + "' must hold integers, got " + list.dump());
+        out.push_back(as_int(v, field));
+    }
+    return out;
+}
+
+/// An optional field of ``d``: absent or null -> nullptr; present with another kind -> error.
+const json* optional_field(const json& d, const std::string& key, Kind kind, const std::string& where) {
+    if (!d.contains(key) || d.at(key).is_null()) return nullptr;
+    return &require(d, key, kind, where);
+}
+
+/// The JSON nesting depth of ``text`` ([ and { outside strings), refused above kMaxJsonDepth
+/// before parsing: deep nesting costs the parser stack and memory, and no manifest needs it.
+void check_json_depth(const std::string& text, const std::string& where) {
+    int depth = 0;
+    bool in_string = false, escaped = false;
+    for (const char c : text) {
+        if (in_string) {
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > kMaxJsonDepth)
+                throw ModelFolderError("'" + where + "' nests JSON deeper than " + std::to_string(kMaxJsonDepth) +
+                                       " levels: not a manifest");
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+}
+
 PreprocessCfg parse_preprocess(const json& pre) {
     const std::string w = "preprocess.";
-    auto size = numbers(require(pre, "input_size", Kind::List, w), w + "input_size");
+    auto size = integers(require(pre, "input_size", Kind::List, w), w + "input_size");
     auto mean = numbers(require(pre, "mean", Kind::List, w), w + "mean");
     auto std = numbers(require(pre, "std", Kind::List, w), w + "std");
     bool ok = size.size() == 2 && mean.size() == 3 && std.size() == 3;
     for (double s : std) ok = ok && s > 0;
-    for (double s : size) ok = ok && s > 0;
+    for (int s : size) ok = ok && s > 0;
     if (!ok)
         throw ModelFolderError("manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0");
+    if (size[0] > kMaxInputSide || size[1] > kMaxInputSide)
+        throw ModelFolderError("manifest preprocess.input_size " + json(size).dump() + " exceeds " +
+                               std::to_string(kMaxInputSide) + " pixels a side");
     PreprocessCfg cfg;
-    cfg.input_h = static_cast<int>(size[0]);
-    cfg.input_w = static_cast<int>(size[1]);
+    cfg.input_h = size[0];
+    cfg.input_w = size[1];
     for (int c = 0; c < 3; ++c) cfg.mean[c] = mean[c], cfg.std[c] = std[c];
     cfg.feature_stride = req_int(pre, "feature_stride", w);
     if (cfg.feature_stride <= 0) throw ModelFolderError("manifest preprocess.feature_stride must be > 0");
+    if (cfg.input_h % cfg.feature_stride || cfg.input_w % cfg.feature_stride)
+        throw ModelFolderError("manifest preprocess.feature_stride " + std::to_string(cfg.feature_stride) +
+                               " does not divide the input size " + json(size).dump());
     if (pre.contains("input_format")) cfg.input_format = require(pre, "input_format", Kind::Str, w).get<std::string>();
     if (cfg.input_format != "float32-nchw" && cfg.input_format != "uint8-nhwc" && cfg.input_format != "uint8-nchw")
         throw ModelFolderError("manifest preprocess.input_format '" + cfg.input_format +
@@ -97,8 +157,13 @@ std::vector<TensorSpec> parse_specs(const json& d, const std::string& where) {
     const std::string w = where + "[].";
     for (const json& t : d.at(where)) {
         TensorSpec s{req_str(t, "name", w), req_str(t, "dtype", w), req_str(t, "meaning", w), {}};
-        for (const json& dim : require(t, "shape", Kind::List, w))
-            s.shape.push_back(dim.is_number_integer() ? dim.get<int64_t>() : -1);
+        for (const json& dim : require(t, "shape", Kind::List, w)) {
+            // an integer >= 0, or a named (dynamic) axis: a string or null
+            if (dim.is_string() || dim.is_null()) s.shape.push_back(-1);
+            else if (dim.is_number_integer() && as_int(dim, w + "shape") >= 0) s.shape.push_back(dim.get<int64_t>());
+            else throw ModelFolderError("manifest " + where + " '" + s.name + "' has a bad shape dimension " +
+                                        dim.dump() + " (an integer >= 0 or an axis name)");
+        }
         specs.push_back(std::move(s));
     }
     return specs;
@@ -224,20 +289,73 @@ const TensorSpec& find_spec(const std::vector<TensorSpec>& specs, const std::str
     throw ModelFolderError(std::string("manifest declares no ") + kind + " tensor named '" + name + "'");
 }
 
+/// ``text_embeddings_file`` (absent or null: none) and its sha256, required with it.
+void parse_text_embeddings(const json& d, Manifest& m) {
+    const json* file = optional_field(d, "text_embeddings_file", Kind::Str, "");
+    if (!file) return;
+    m.text_embeddings_file = file->get<std::string>();
+    check_relative_name(*m.text_embeddings_file, "text_embeddings_file");
+    if (!d.contains("text_embeddings_sha256") || d.at("text_embeddings_sha256").is_null())
+        throw ModelFolderError("manifest has text_embeddings_file but no text_embeddings_sha256 (re-export the "
+                               "folder: the embeddings must be verified like the model)");
+    m.text_embeddings_sha256 = req_str(d, "text_embeddings_sha256");
+    m.text_embeddings_sha256 = check_sha256_text(m.text_embeddings_sha256, "text_embeddings_sha256");
+    m.named_files.emplace_back("text_embeddings_file", *m.text_embeddings_file);
+}
+
+/// ``variants`` (precision -> {file, sha256}): each file a relative name with a sha256.
+void parse_variants(const json& d, Manifest& m) {
+    const json* variants = optional_field(d, "variants", Kind::Dict, "");
+    if (!variants) return;
+    for (const auto& [precision, v] : variants->items()) {
+        const std::string w = "variants." + precision + ".";
+        const std::string file = req_str(v, "file", w);
+        check_relative_name(file, w + "file");
+        check_sha256_text(req_str(v, "sha256", w), w + "sha256");
+        m.variant_files.emplace_back(precision, file);
+        m.named_files.emplace_back(w + "file", file);
+    }
+}
+
+/// The optional ``text_encoder`` (the C++ programs do not run it, but its files are confined and
+/// hashed like the others, and its context length bounded).
+void parse_text_encoder(const json& d, Manifest& m) {
+    const json* enc = optional_field(d, "text_encoder", Kind::Dict, "");
+    if (!enc) return;
+    const std::string w = "text_encoder.";
+    for (const char* key : {"file", "vocab_file"}) {
+        const std::string file = req_str(*enc, key, w), sha_key = std::string(key) == "file" ? "sha256" : "vocab_sha256";
+        check_relative_name(file, w + key);
+        check_sha256_text(req_str(*enc, sha_key, w), w + sha_key);
+        m.named_files.emplace_back(w + key, file);
+    }
+    if (const json* v = optional_field(*enc, "context_length", Kind::Int, w)) {
+        const int n = as_int(*v, w + "context_length");
+        if (n < 2 || n > kMaxContextLength)
+            throw ModelFolderError("manifest text_encoder.context_length must be in [2, " +
+                                   std::to_string(kMaxContextLength) + "], got " + std::to_string(n));
+    }
+}
+
 /// The method's inference settings (``method_cfg``) the runtime follows; absent fields keep defaults.
+/// Fields of the wrong type are refused (a float slide_stride is not truncated).
 void parse_method_cfg(const json& mc, Manifest& m) {
-    if (mc.contains("slide_stride") && mc.at("slide_stride").is_number_integer()) {
-        m.slide_stride = mc.at("slide_stride").get<int>();
+    const std::string w = "method_cfg.";
+    if (const json* v = optional_field(mc, "slide_stride", Kind::Int, w)) {
+        m.slide_stride = as_int(*v, w + "slide_stride");
         if (m.slide_stride <= 0) throw ModelFolderError("manifest method_cfg.slide_stride must be > 0");
     }
-    if (mc.contains("short_side") && mc.at("short_side").is_number_integer()) {
-        m.short_side = mc.at("short_side").get<int>();
-        if (m.short_side < 0) throw ModelFolderError("manifest method_cfg.short_side must be >= 0");
+    if (const json* v = optional_field(mc, "short_side", Kind::Int, w)) {
+        m.short_side = as_int(*v, w + "short_side");
+        if (m.short_side < 0 || m.short_side > kMaxInputSide)
+            throw ModelFolderError("manifest method_cfg.short_side must be in [0, " + std::to_string(kMaxInputSide) +
+                                   "]");
     }
-    if (mc.contains("prob_thd") && mc.at("prob_thd").is_number()) {
-        m.prob_thd = mc.at("prob_thd").get<double>();
+    if (mc.contains("prob_thd") && !mc.at("prob_thd").is_null()) {
+        const json& v = mc.at("prob_thd");
+        m.prob_thd = v.is_number() ? v.get<double>() : -1.0;
         if (!(m.prob_thd >= 0.0 && m.prob_thd < 1.0))
-            throw ModelFolderError("manifest method_cfg.prob_thd must be in [0, 1)");
+            throw ModelFolderError("manifest method_cfg.prob_thd must be a number in [0, 1), got " + v.dump());
     }
     if (mc.contains("slide_edge") && !mc.at("slide_edge").is_null()) {
         const json& e = mc.at("slide_edge");
@@ -245,8 +363,8 @@ void parse_method_cfg(const json& mc, Manifest& m) {
         if (!m.slide_edge.empty() && m.slide_edge != "flush" && m.slide_edge != "grid")
             throw ModelFolderError("manifest method_cfg.slide_edge must be 'flush' or 'grid', got " + e.dump());
     }
-    if (mc.contains("seen_bias") && mc.at("seen_bias").is_array()) {
-        const std::vector<double> bias = numbers(mc.at("seen_bias"), "method_cfg.seen_bias");
+    if (const json* v = optional_field(mc, "seen_bias", Kind::List, w)) {
+        const std::vector<double> bias = numbers(*v, "method_cfg.seen_bias");
         if (bias.size() != m.classes.size())
             throw ModelFolderError("manifest method_cfg.seen_bias must hold one value per class (" +
                                    std::to_string(m.classes.size()) + "), got " + std::to_string(bias.size()));
@@ -265,10 +383,14 @@ const TensorSpec& Manifest::output(const std::string& name) const {
 }
 
 Manifest manifest_from_json_text(const std::string& text, const std::string& where) {
+    if (text.size() > kMaxManifestBytes)
+        throw ModelFolderError("'" + where + "' is larger than " + std::to_string(kMaxManifestBytes >> 20) +
+                               " MiB: not a manifest");
+    check_json_depth(text, where);
     json d;
     try {
         d = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers such as 1e999
         throw ModelFolderError("'" + where + "' is not valid JSON: " + e.what());
     }
     if (!d.is_object()) throw ModelFolderError("manifest must be a JSON object");
@@ -291,14 +413,18 @@ Manifest manifest_from_json_text(const std::string& text, const std::string& whe
     m.package_version = req_str(d, "package_version");
     m.model_file = req_str(d, "model_file");
     m.model_sha256 = req_str(d, "model_sha256");
+    check_relative_name(m.model_file, "model_file");
+    m.model_sha256 = check_sha256_text(m.model_sha256, "model_sha256");
+    m.named_files.emplace_back("model_file", m.model_file);
     check_image_input(m);
     m.score = parse_score(d, m.method);
     m.score_scale = parse_score_scale(d);
     m.postprocess = parse_postprocess(d);
     m.seen_class_bias = parse_seen_class_bias(d, m.classes);
-    if (d.contains("text_embeddings_file") && d.at("text_embeddings_file").is_string())
-        m.text_embeddings_file = d.at("text_embeddings_file").get<std::string>();
-    if (d.contains("method_cfg") && d.at("method_cfg").is_object()) parse_method_cfg(d.at("method_cfg"), m);
+    parse_text_embeddings(d, m);
+    parse_variants(d, m);
+    parse_text_encoder(d, m);
+    if (const json* mc = optional_field(d, "method_cfg", Kind::Dict, "")) parse_method_cfg(*mc, m);
     return m;
 }
 
@@ -309,11 +435,18 @@ Manifest load_manifest(const std::filesystem::path& folder) {
     const fs::path path = folder / kManifestFile;
     if (!fs::is_regular_file(path))
         throw ModelFolderError("'" + path.string() + "' is missing: not a deployable folder (run export.build)");
+    resolve_in_folder(folder, kManifestFile, "file");  // manifest.json itself
+    std::error_code ec;
+    if (fs::file_size(path, ec) > kMaxManifestBytes || ec)
+        throw ModelFolderError("'" + path.string() + "' is larger than " + std::to_string(kMaxManifestBytes >> 20) +
+                               " MiB (or unreadable): not a manifest");
     std::ifstream in(path, std::ios::binary);
     std::ostringstream text;
     text << in.rdbuf();
     if (!in) throw ModelFolderError("cannot read '" + path.string() + "'");
-    return manifest_from_json_text(text.str(), path.string());
+    Manifest m = manifest_from_json_text(text.str(), path.string());
+    for (const auto& [field, name] : m.named_files) resolve_in_folder(folder, name, field);
+    return m;
 }
 
 }  // namespace ovss

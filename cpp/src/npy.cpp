@@ -65,6 +65,24 @@ std::string read_header(std::ifstream& in, const std::string& where) {
     return header;
 }
 
+/// The header's shape must fit the bytes left in the file: a hostile header claiming a huge
+/// array is refused before anything is allocated (and without overflow).
+void check_data_size(std::ifstream& in, const NpyArray& a, const std::string& where) {
+    const std::streampos at = in.tellg();
+    in.seekg(0, std::ios::end);
+    const std::streamoff left = in.tellg() - at;
+    in.seekg(at);
+    uint64_t bytes = static_cast<uint64_t>(itemsize(a.descr));
+    for (int64_t d : a.shape) {
+        if (d != 0 && bytes > static_cast<uint64_t>(left) / static_cast<uint64_t>(d))
+            throw OvssError(where + ": npy shape claims more data than the file holds (" + std::to_string(left) +
+                            " bytes)");
+        bytes *= static_cast<uint64_t>(d);
+    }
+    if (bytes > static_cast<uint64_t>(left))
+        throw OvssError(where + ": truncated .npy data (expected " + std::to_string(bytes) + " bytes)");
+}
+
 template <class T>
 std::vector<T> copy_as(const NpyArray& a) {
     std::vector<T> out(static_cast<size_t>(a.numel()));
@@ -117,6 +135,7 @@ NpyArray read_npy(const std::filesystem::path& path) {
     if (field(header, "fortran_order", where).rfind("False", 0) != 0)
         throw OvssError(where + ": Fortran-order .npy is not supported (save a C-order array)");
     a.shape = parse_shape(field(header, "shape", where), where);
+    check_data_size(in, a, where);
     a.bytes.resize(static_cast<size_t>(a.numel()) * itemsize(a.descr));
     if (!in.read(reinterpret_cast<char*>(a.bytes.data()), static_cast<std::streamsize>(a.bytes.size())))
         throw OvssError(where + ": truncated .npy data (expected " + std::to_string(a.bytes.size()) + " bytes)");
@@ -132,6 +151,8 @@ void write_npy(const std::filesystem::path& path, const NpyArray& array) {
     std::string header = "{'descr': '" + array.descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
     const size_t unpadded = 6 + 2 + 2 + header.size() + 1;
     header += std::string((64 - unpadded % 64) % 64, ' ') + "\n";
+    std::error_code ec;
+    if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
     std::ofstream out(path, std::ios::binary);
     const uint16_t len = static_cast<uint16_t>(header.size());
     const char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};

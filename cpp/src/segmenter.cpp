@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "ovss/errors.hpp"
+#include "ovss/folder_paths.hpp"
 #include "ovss/image.hpp"
 #include "ovss/io_names.hpp"
 #include "ovss/npy.hpp"
@@ -165,11 +166,13 @@ void Segmenter::check_class_count(size_t classes) const {
 
 fs::path Segmenter::model_path() const {
     const fs::path path = folder_ / manifest_.model_file;
-    if (!fs::is_regular_file(path))
+    const fs::path real = resolve_in_folder(folder_, manifest_.model_file, "model_file");
+    if (!fs::is_regular_file(real))
         throw ModelFolderError("model file '" + path.string() + "' named by the manifest is missing");
-    if (options_.verify && !manifest_.model_sha256.empty() && sha256_file(path) != manifest_.model_sha256)
+    // the sha256 is never empty (load_manifest refuses that): verify reads the real file
+    if (options_.verify && sha256_file(real) != manifest_.model_sha256)
         throw ModelFolderError("'" + path.string() + "' does not match the manifest's sha256: corrupt or modified");
-    return path;
+    return real;
 }
 
 void Segmenter::check_graph_io() const {
@@ -187,9 +190,13 @@ void Segmenter::check_graph_io() const {
 
 void Segmenter::load_default_vocabulary() {
     const std::string name = manifest_.text_embeddings_file.value_or("");
-    const fs::path path = folder_ / name;
-    if (name.empty() || !fs::is_regular_file(path))
+    if (name.empty()) throw ModelFolderError("vocab_mode 'input' needs the text embeddings file ''");
+    const fs::path path = resolve_in_folder(folder_, name, "text_embeddings_file");
+    if (!fs::is_regular_file(path))
         throw ModelFolderError("vocab_mode 'input' needs the text embeddings file '" + name + "'");
+    if (options_.verify && sha256_file(path) != manifest_.text_embeddings_sha256)
+        throw ModelFolderError("'" + (folder_ / name).string() +
+                               "' does not match the manifest's text_embeddings_sha256: corrupt or modified");
     NpyArray emb;
     try {
         emb = read_npy(path);

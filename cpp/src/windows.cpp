@@ -81,6 +81,11 @@ WindowPlan plan_windows(int h, int w, int window, int stride, int feature_stride
         plan.padded_w = std::max(window, ceil_to(w, p));
         ys = grid_starts(plan.padded_h, window, stride), xs = grid_starts(plan.padded_w, window, stride);
     }
+    const int64_t n = static_cast<int64_t>(ys.size()) * static_cast<int64_t>(xs.size());
+    if (n > kMaxWindows)
+        throw ConfigError("a " + std::to_string(h) + "x" + std::to_string(w) + " image with stride " +
+                          std::to_string(stride) + " needs " + std::to_string(n) + " windows, over the limit of " +
+                          std::to_string(kMaxWindows) + ": use a larger --stride or a smaller image");
     for (int y : ys)
         for (int x : xs) plan.boxes.emplace_back(y, x);
     return plan;

@@ -130,7 +130,11 @@ TEST_F(FolderCopy, TextEmbeddingsMissingOrWrong) {
     fs::rename(f / "text_embeddings.npy", root_ / "emb.npy");
     expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "needs the text embeddings file");
     write(f / "text_embeddings.npy", "garbage");
-    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); }, "not a .npy file");
+    expect_error<ModelFolderError>([&] { Segmenter(f, opts()); },
+                                   "does not match the manifest's text_embeddings_sha256");
+    SegmenterOptions o = opts();
+    o.verify = false;
+    expect_error<ModelFolderError>([&] { Segmenter(f, o); }, "not a .npy file");
 }
 
 TEST_F(FolderCopy, WrongImageShapes) {

@@ -9,7 +9,7 @@ set(OVSS_TEST_OUT "${CMAKE_BINARY_DIR}/test_out")
 set(_expect "${CMAKE_SOURCE_DIR}/cpp/tests/expect_exit.cmake")
 
 add_executable(ovss_unit_tests cpp/tests/test_units.cpp cpp/tests/test_label_map.cpp cpp/tests/test_png.cpp)
-add_executable(ovss_golden_tests cpp/tests/test_golden.cpp cpp/tests/test_errors.cpp)
+add_executable(ovss_golden_tests cpp/tests/test_golden.cpp cpp/tests/test_errors.cpp cpp/tests/test_hostile.cpp)
 add_executable(ovss_camera_check cpp/tests/camera_check.cpp)
 target_sources(ovss_unit_tests PRIVATE cpp/tests/test_resize.cpp)
 foreach(t ovss_unit_tests ovss_golden_tests)
@@ -162,3 +162,88 @@ if(OVSS_TIMEOUT)
               ${OVSS_TIMEOUT} --preserve-status -s INT 4 ${_camera} --model ${_g}/folders/vit_fixed
               --source ${_g}/images --realtime --fps 1 --out ${_o}/camera_sigint.mp4 --threads 1)
 endif()
+
+# ---- hostile input (issue 17): folders, images, arguments, output paths -------------------------
+# Each must fail fast with one "error: ..." line and exit 2 (the image bombs within seconds: the
+# pixel limit is read from the header before anything is decoded).
+add_test(NAME cli.hostile_images
+         COMMAND "${OVSS_PYTHON}" "${CMAKE_SOURCE_DIR}/cpp/tests/make_hostile_images.py" ${_o}/hostile)
+set_tests_properties(cli.hostile_images PROPERTIES FIXTURES_SETUP hostile_images)
+set(_b "${_o}/bad")
+set(_ok_args --image ${_img} --out ${_o}/x.png)
+ovss_expect(cli.hostile_abs_model 2 "^error: manifest model_file '.*' is an absolute path"
+            ${_infer} --model ${_b}/abs_model ${_ok_args})
+ovss_expect(cli.hostile_dotdot_model 2 "^error: manifest model_file '../dotdot_model/model.onnx' has a '..' component"
+            ${_infer} --model ${_b}/dotdot_model ${_ok_args})
+ovss_expect(cli.hostile_outside_link 2 "^error: manifest model_file 'model.onnx' resolves to .*outside the model folder"
+            ${_infer} --model ${_b}/outside_link ${_ok_args})
+ovss_expect(cli.hostile_gen_layout_ok 0 "\"classes_present\""
+            ${_infer} --model ${_b}/gen_layout --image ${_img} --out ${_o}/gen_layout.png --threads 1)
+ovss_expect(cli.hostile_empty_sha 2 "^error: manifest model_sha256 is empty"
+            ${_infer} --model ${_b}/empty_sha ${_ok_args})
+ovss_expect(cli.hostile_no_emb_sha 2 "^error: manifest has text_embeddings_file but no text_embeddings_sha256"
+            ${_infer} --model ${_b}/no_emb_sha ${_ok_args})
+ovss_expect(cli.hostile_float_size 2 "^error: manifest field 'preprocess.input_size' must hold integers"
+            ${_infer} --model ${_b}/float_size ${_ok_args})
+ovss_expect(cli.hostile_nan_std 2 "^error: .*manifest.json' is not valid JSON"
+            ${_infer} --model ${_b}/nan_std ${_ok_args})
+ovss_expect(cli.hostile_deep_json 2 "^error: .*manifest.json' nests JSON deeper than 32 levels"
+            ${_infer} --model ${_b}/deep_json ${_ok_args})
+ovss_expect(cli.hostile_stride_15 2 "^error: manifest preprocess.feature_stride 15 does not divide the input size"
+            ${_infer} --model ${_b}/stride_15 ${_ok_args})
+set(_vf ${_g}/folders/vit_fixed)
+set(_h ${_o}/hostile)
+ovss_expect(cli.hostile_png_bomb 2 "^error: image '.*bomb.png' is 20000x20000 = 400000000 pixels, over the limit of 50000000"
+            ${_infer} --model ${_vf} --image ${_h}/bomb.png --out ${_o}/x.png)
+ovss_expect(cli.hostile_png_header 2 "^error: image .* is 100000x100000 = 10000000000 pixels, over the limit"
+            ${_infer} --model ${_vf} --image ${_h}/huge_header.png --out ${_o}/x.png)
+ovss_expect(cli.hostile_jpeg_header 2 "^error: image .* is 60000x60000 = 3600000000 pixels, over the limit"
+            ${_infer} --model ${_vf} --image ${_h}/huge_header.jpg --out ${_o}/x.png)
+ovss_expect(cli.hostile_max_pixels_small 2 "^error: image .* over the limit of 1000 \\(--max-pixels N raises it"
+            ${_infer} --model ${_vf} ${_ok_args} --max-pixels 1000)
+ovss_expect(cli.hostile_max_pixels_bad 2 "error: --max-pixels must be an integer in \\[0, "
+            ${_infer} --model ${_vf} ${_ok_args} --max-pixels lots)
+ovss_expect(cli.hostile_max_pixels_off 0 "\"image_hw\":\\[300,410\\]"
+            ${_infer} --model ${_vf} --image ${_img} --out ${_o}/x_nolimit.png --max-pixels 0 --threads 1)
+ovss_expect(cli.hostile_out_is_dir 2 "^error: --out '.*' is an existing folder, not a file"
+            ${_infer} --model ${_vf} --image ${_img} --out ${_b}/dir.png)
+ovss_expect(cli.hostile_out_under_file 2 "^error: --out '.*x.png': '.*large_300x410.png' is not a folder"
+            ${_infer} --model ${_vf} --image ${_img} --out ${_img}/x.png)
+ovss_expect(cli.hostile_labels_out_dir 2 "^error: --labels-out '.*' is an existing folder"
+            ${_infer} --model ${_vf} ${_ok_args} --labels-out ${_b}/dir.png)
+ovss_expect(cli.hostile_out_suffix 2 "error: --out must end in an image suffix"
+            ${_infer} --model ${_vf} --image ${_img} --out ${_o}/x.txt)
+ovss_expect(cli.hostile_image_is_dir 2 "^error: image file .* is a folder, not an image"
+            ${_infer} --model ${_vf} --image ${_o} --out ${_o}/x.png)
+ovss_expect(cli.hostile_threads_0 2 "error: --threads must be an integer in \\[1, 256\\], got '0'"
+            ${_infer} --model ${_vf} ${_ok_args} --threads 0)
+ovss_expect(cli.hostile_threads_huge 2 "error: --threads must be an integer in \\[1, 256\\], got '100000'"
+            ${_infer} --model ${_vf} ${_ok_args} --threads 100000)
+ovss_expect(cli.hostile_repeat_0 2 "error: --repeat must be an integer in \\[1, 10000\\]"
+            ${_infer} --model ${_vf} ${_ok_args} --repeat 0)
+ovss_expect(cli.hostile_stride_text 2 "error: --stride must be an integer in \\[1, 65536\\], got '1.5'"
+            ${_infer} --model ${_vf} ${_ok_args} --stride 1.5)
+ovss_expect(cli.hostile_stride_windows 2 "error: a 300x410 image with stride 1 needs 14399 windows, over the limit"
+            ${_infer} --model ${_vf} ${_ok_args} --stride 1 --mode slide --threads 1)
+ovss_expect(cli.hostile_short_side 2 "error: --short-side must be an integer in \\[0, 65536\\]"
+            ${_infer} --model ${_vf} ${_ok_args} --short-side -5)
+ovss_expect(cli.hostile_alpha 2 "error: --alpha must be a number in"
+            ${_infer} --model ${_vf} ${_ok_args} --alpha 2)
+ovss_expect(cli.hostile_alpha_nan 2 "error: --alpha must be a number in"
+            ${_infer} --model ${_vf} ${_ok_args} --alpha nan)
+ovss_expect(camera.hostile_png_bomb 2 "error: image '.*bomb.png' is 20000x20000 = 400000000 pixels, over the limit"
+            ${_camera} --model ${_vf} --source ${_h}/bomb.png --threads 1)
+ovss_expect(camera.hostile_out_under_file 2 "^error: --out '.*': '.*large_300x410.png' is not a folder"
+            ${_camera} --model ${_vf} --source ${_clip} --out ${_img}/x.mp4)
+ovss_expect(camera.hostile_out_suffix 2 "error: --out must be a .mp4 / .avi video or a folder"
+            ${_camera} --model ${_vf} --source ${_clip} --out ${_o}/x.png)
+ovss_expect(camera.hostile_json_dir 2 "^error: --json '.*' is an existing folder, not a file"
+            ${_camera} --model ${_vf} --source ${_clip} --json ${_o})
+ovss_expect(camera.hostile_threads 2 "error: --threads must be an integer in \\[1, 256\\]"
+            ${_camera} --model ${_vf} --source ${_clip} --threads 0)
+ovss_expect(camera.hostile_queue 2 "error: --queue must be an integer in \\[1, 1024\\]"
+            ${_camera} --model ${_vf} --source ${_clip} --queue 5000)
+ovss_expect(camera.hostile_outside_link 2 "^error: manifest model_file 'model.onnx' resolves to .*outside"
+            ${_camera} --model ${_b}/outside_link --source ${_clip})
+set_tests_properties(cli.hostile_png_bomb cli.hostile_png_header cli.hostile_jpeg_header camera.hostile_png_bomb
+                     PROPERTIES FIXTURES_REQUIRED "golden;bad_folders;hostile_images" TIMEOUT 20)

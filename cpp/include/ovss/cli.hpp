@@ -1,6 +1,7 @@
 // A tiny --flag VALUE / --switch command-line parser for the programs.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
@@ -19,14 +20,28 @@ public:
     std::optional<std::string> get(const std::string& flag) const;
     /// The value of a required flag; throws ConfigError when absent.
     std::string require(const std::string& flag) const;
-    /// An integer flag >= ``min`` (``fallback`` when absent); throws ConfigError otherwise.
-    int get_int(const std::string& flag, int fallback, int min) const;
+    /// An integer flag in [min, max] (``fallback`` when absent); throws ConfigError otherwise
+    /// (not an integer, out of range, or too large for int).
+    int get_int(const std::string& flag, int fallback, int min, int max = 2147483647) const;
+    /// A 64-bit integer flag in [min, max] (``fallback`` when absent).
+    int64_t get_int64(const std::string& flag, int64_t fallback, int64_t min, int64_t max) const;
     /// A number flag in [lo, hi] (``fallback`` when absent).
     double get_double(const std::string& flag, double fallback, double lo, double hi) const;
 
 private:
     std::map<std::string, std::string> values_;
 };
+
+/// Bounds the programs put on their flags (as runtime/cli.py): ``--threads`` in [1, kMaxThreads],
+/// ``--stride`` / ``--short-side`` in pixels up to kMaxSidePixels, ``--repeat`` up to kMaxRepeat.
+inline constexpr int kMaxThreads = 256;
+inline constexpr int kMaxSidePixels = 65536;
+inline constexpr int kMaxRepeat = 10000;
+
+/// ``--max-pixels N``: decoded images over N pixels (H*W) are refused, exit 2; 0: no limit;
+/// absent: kDefaultMaxPixels (50,000,000, as runtime/image.py). Also limits OpenCV's decoders
+/// (limit_decoder_pixels). Throws ConfigError on a bad value.
+int64_t max_pixels_flag(const Args& args);
 
 /// The precisions ``--precision`` names (the manifest's ``variants`` hold fp16 / int8 graphs).
 inline const std::set<std::string> kPrecisions = {"fp32", "fp16", "int8"};

@@ -16,6 +16,11 @@ struct InvalidImageError : OvssError {
     using OvssError::OvssError;
 };
 
+/// A decoded image would exceed the pixel limit (``--max-pixels``).
+struct ImageTooLargeError : InvalidImageError {
+    using InvalidImageError::InvalidImageError;
+};
+
 /// A deployable folder, its manifest or its model file is missing, corrupt or inconsistent.
 struct ModelFolderError : OvssError {
     using OvssError::OvssError;
@@ -33,6 +38,12 @@ struct ConfigError : OvssError {
 
 /// A frame source cannot be opened or keeps failing, or its output cannot be written.
 struct SourceError : OvssError {
+    using OvssError::OvssError;
+};
+
+/// An output file or folder cannot be written (runtime/outputs.py OutputPathError): a folder
+/// where a file is needed (or the reverse), an ancestor that is a file, or no write permission.
+struct OutputPathError : OvssError {
     using OvssError::OvssError;
 };
 

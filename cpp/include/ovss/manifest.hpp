@@ -6,12 +6,19 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ovss {
 
 inline constexpr int kFormatVersion = 1;
 inline constexpr const char* kManifestFile = "manifest.json";
+/// Limits on what a manifest may hold (hostile folders): its size in bytes, the nesting depth of
+/// its JSON, the model input side in pixels and the text encoder's context length.
+inline constexpr std::uintmax_t kMaxManifestBytes = 16u << 20;
+inline constexpr int kMaxJsonDepth = 32;
+inline constexpr int kMaxInputSide = 16384;
+inline constexpr int kMaxContextLength = 1024;
 
 /// How an RGB uint8 image becomes the model input.
 struct PreprocessCfg {
@@ -56,6 +63,13 @@ struct Manifest {
     std::string model_file = "model.onnx";
     std::string model_sha256;
     std::optional<std::string> text_embeddings_file;
+    std::string text_embeddings_sha256;  ///< required (non-empty) with text_embeddings_file
+    /// Every file the manifest names, as (field, file name) pairs: model_file, variants.*.file,
+    /// text_embeddings_file, text_encoder.file / vocab_file. load_manifest checks that each
+    /// resolves inside the folder.
+    std::vector<std::pair<std::string, std::string>> named_files;
+    /// ``variants``: precision -> graph file name (fp16, int8; the C++ programs run fp32 only).
+    std::vector<std::pair<std::string, std::string>> variant_files;
     int format_version = kFormatVersion;
     /// From ``method_cfg`` (0 when absent): the method's slide step in pixels, and its background
     /// probability threshold (pixels whose top softmax probability is below it become class 0).
@@ -86,11 +100,17 @@ struct Manifest {
 };
 
 /// Parse and validate manifest JSON text; ``where`` names the file in error messages.
-/// Throws ModelFolderError naming the missing or bad field.
+/// Refused (ModelFolderError naming the field): JSON nested deeper than kMaxJsonDepth, missing
+/// fields or fields of the wrong type (floats where integers belong are never truncated),
+/// non-finite or non-positive mean/std, an input size over kMaxInputSide, a feature_stride that
+/// is not > 0 or does not divide the input size, file names that are absolute or hold ``..``,
+/// empty or malformed sha256 fields (text_embeddings_sha256 is required with
+/// text_embeddings_file), a text encoder context length outside [2, kMaxContextLength].
 Manifest manifest_from_json_text(const std::string& text, const std::string& where);
 
 /// Read and validate ``folder/manifest.json``.
-/// Throws ModelFolderError: folder or manifest missing, not JSON, missing or bad fields.
+/// Throws ModelFolderError: folder or manifest missing, larger than kMaxManifestBytes, not JSON,
+/// missing or bad fields, or a named file (manifest.json included) resolving outside the folder.
 Manifest load_manifest(const std::filesystem::path& folder);
 
 }  // namespace ovss

@@ -24,6 +24,10 @@ struct SourceCfg {
     std::string fourcc;      ///< camera pixel format to request, e.g. "MJPG" (empty: default)
     int width = 0, height = 0;  ///< camera capture size to request (0: default)
     int timeout_ms = 5000;   ///< open/read timeout for network streams
+    /// Frames and images over this many pixels (H*W) are refused (0: no limit): a single image
+    /// or a video/stream whose frame size is over it fails (SourceError); image folders skip
+    /// such files, as undecodable ones.
+    int64_t max_pixels = 50'000'000;
 };
 
 class FrameSource {

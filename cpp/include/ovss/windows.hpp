@@ -42,6 +42,10 @@ struct WindowPlan {
 /// at max(min(i * stride + crop, size) - crop, 0) (all at 0 when size <= crop).
 std::vector<int> window_starts(int size, int crop, int stride);
 
+/// The most windows a slide plan may hold: a tiny stride on a large image would otherwise run
+/// the model for hours (a hostile or mistyped --stride). plan_windows refuses more.
+inline constexpr int64_t kMaxWindows = 10000;
+
 /// Plan windows of side ``window`` over an HxW image; ``stride`` in pixels >= 1 (clamped to the
 /// window; Grid: rounded down to the feature grid). Throws ConfigError when ``window`` is not a
 /// multiple of ``feature_stride`` or ``stride`` < 1.
