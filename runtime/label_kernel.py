@@ -38,27 +38,38 @@ _kernel = None
 _value = _refine = _undominated = _prepare = _dominated = _diff = _two = _cell_row = None
 
 
+_init_lock = threading.Lock()  # the kernel's compile and the pool's start: once, on any thread
+
+
 def kernel():
     """The compiled kernel (compiled, or loaded from numba's cache, on first use: the first
-    compile on a machine takes seconds, so it is logged)."""
+    compile on a machine takes seconds, so it is logged). Thread-safe: callers on several
+    threads wait for one compile."""
+    if _kernel is None:
+        with _init_lock:
+            if _kernel is None:
+                _compile()
+    return _kernel
+
+
+def _compile() -> None:
+    """Make the numba dispatchers (``kernel`` holds the lock); ``_kernel`` last."""
     global _kernel, _cell_row, _diff, _two, _dominated, _value, _refine, _undominated
     global _prepare
-    if _kernel is None:
-        import numba
+    import numba
 
-        log.info("loading the compiled label-map kernel (the first run on a machine compiles it)")
-        _value = numba.njit(inline="always")(_value_py)
-        _undominated = numba.njit(nogil=True)(_undominated_py)
-        _dominated = numba.njit(inline="always")(_dominated_py)
-        _prepare = _cached_jit(numba, _prepare_py)
-        _diff = numba.njit(inline="always")(_diff_py)
-        _two = numba.njit(nogil=True)(_two_py)
-        _refine = numba.njit(nogil=True)(_refine_py)
-        _cell_row = numba.njit(nogil=True)(_cell_row_py)
-        # Serial and without the GIL: ``run`` splits the cell rows over threads (numba's own
-        # parallel loops leaked memory on every call, ~6 kB with numba 0.68).
-        _kernel = _cached_jit(numba, _cells)
-    return _kernel
+    log.info("loading the compiled label-map kernel (the first run on a machine compiles it)")
+    _value = numba.njit(inline="always")(_value_py)
+    _undominated = numba.njit(nogil=True)(_undominated_py)
+    _dominated = numba.njit(inline="always")(_dominated_py)
+    _prepare = _cached_jit(numba, _prepare_py)
+    _diff = numba.njit(inline="always")(_diff_py)
+    _two = numba.njit(nogil=True)(_two_py)
+    _refine = numba.njit(nogil=True)(_refine_py)
+    _cell_row = numba.njit(nogil=True)(_cell_row_py)
+    # Serial and without the GIL: ``run`` splits the cell rows over threads (numba's own
+    # parallel loops leaked memory on every call, ~6 kB with numba 0.68).
+    _kernel = _cached_jit(numba, _cells)  # last: a kernel set means all of them are
 
 
 def _cached_jit(numba, fn):
@@ -439,9 +450,12 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _pool() -> ThreadPoolExecutor:
+    """The worker threads ``run`` shares between its callers (one pool, made on first use)."""
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="ovss-labels")
+        with _init_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(_WORKERS - 1, thread_name_prefix="ovss-labels")
     return _executor
 
 

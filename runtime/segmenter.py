@@ -371,10 +371,20 @@ class Segmenter:
         feeds = {io_names.IMAGE: x}
         if text is not None:
             feeds[io_names.TEXT_EMBEDDINGS] = text.rows
-        out = self.backend(feeds, list(names))
+        out = self._backend_run(feeds, list(names))
         if text is not None and text.bias is not None and io_names.LOGITS in names:
             out = {**out, io_names.LOGITS: out[io_names.LOGITS] - text.bias[:, None, None]}
         return out[names[0]][0] if len(names) == 1 else [out[n][0] for n in names]
+
+    def _backend_run(self, feeds: dict[str, np.ndarray], names: list[str]) -> dict:
+        """``self.backend(feeds, names)``, one call at a time for backends that are not
+        thread-safe (TensorRT: one stream and shared buffers); onnxruntime sessions run
+        concurrently. So ``__call__`` may be used from several threads with any backend."""
+        if self.backend.name == "onnxruntime":
+            return self.backend(feeds, names)
+        # dict.setdefault is atomic: every thread gets the same lock, made on first use
+        with self.__dict__.setdefault("_backend_lock", threading.Lock()):
+            return self.backend(feeds, names)
 
     def _sigmoid_upsample(self, text: _TextInput | None, num_classes: int):
         """(mask logits [C, h, w], (S, S)) -> sigmoid(upsampled) - seen bias [C, S, S], float32:
@@ -436,16 +446,20 @@ class Segmenter:
             )
         return False
 
-    def _graph_labels(self, labels: np.ndarray, scores: np.ndarray, threshold: float):
-        """The graph's labels / scores [H, W] with the thresholds applied, as ``label_map``."""
-        labels = labels.astype(label_kernel.labels_dtype(len(self.classes)), copy=True)
+    def _graph_labels(
+        self, labels: np.ndarray, scores: np.ndarray, threshold: float, num_classes: int
+    ):
+        """The graph's labels / scores [H, W] with the thresholds applied, as ``label_map``;
+        ``num_classes``: the call's vocabulary (not ``self.classes``, which another thread may
+        have changed since)."""
+        labels = labels.astype(label_kernel.labels_dtype(num_classes), copy=True)
         scores = np.asarray(scores, dtype=np.float32)
         if self.score_kind == "probability":
             scores = np.clip(scores, 0.0, 1.0)
         for t, fill in ((self.background_thd, 0), (threshold, UNKNOWN)):
             if t > 0:
                 labels[scores < t] = fill
-        counts = np.bincount(labels.ravel(), minlength=max(len(self.classes), 256))
+        counts = np.bincount(labels.ravel(), minlength=max(num_classes, 256))
         return LabelMap(labels, scores, counts)
 
     def __call__(self, image: np.ndarray, *, scores: bool = False) -> SegResult:
@@ -502,7 +516,7 @@ class Segmenter:
             span = (padded[0] * scale[0], padded[1] * scale[1])
         t2 = time.perf_counter()
         if on_graph:
-            out, logits = self._graph_labels(*logits, threshold), None
+            out, logits = self._graph_labels(*logits, threshold, len(classes)), None
         else:
             out = label_map(
                 logits,
