@@ -25,7 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import cpu_model, publish
+from benchmarks.machine import check_report_paths, cpu_model, publish
+from export.cli_checks import (
+    MAX_IMAGE_SIDE,
+    count_arg,
+    int_range,
+    nonneg_count,
+    short_side,
+    threads_arg,
+)
 from runtime.camera import LoopCfg, LoopStats, peak_rss_mb, run_loop
 from runtime.cli import ArgumentParser, cli_main, setup_logging
 from runtime.errors import OvssError, SourceError
@@ -43,23 +51,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m benchmarks.camera", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="deployable folder")
     p.add_argument("--source", help="finite source (video file or image folder); else synthetic")
-    p.add_argument("--frames", type=int, default=100, help="frames processed per run")
+    p.add_argument("--frames", type=count_arg, default=100, help="frames processed per run")
     p.add_argument(
         "--size", type=parse_size, default=(320, 240), help="synthetic video WIDTHxHEIGHT"
     )
-    p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    p.add_argument("--queue", type=int, default=2, help="pipelined queue size")
-    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--runs", type=count_arg, default=10, help="timed interleaved rounds")
+    p.add_argument("--warmup", type=nonneg_count, default=1, help="untimed rounds first")
+    p.add_argument("--queue", type=int_range(1, 64), default=2, help="pipelined queue size")
+    p.add_argument(
+        "--threads", type=threads_arg, help="onnxruntime intra-op threads (default: all cores)"
+    )
     p.add_argument("--mode", default="auto", choices=MODES)
-    p.add_argument("--short-side", type=int, help="rescale so the short side has this length first")
+    p.add_argument(
+        "--short-side", type=short_side, help="rescale so the short side has this length first"
+    )
     p.add_argument("--json", help="also write the report here (atomically)")
     p.add_argument("--plot", help="also write a PNG of frames/s per run here (needs matplotlib)")
     args = p.parse_args(argv)
-    if min(args.frames, args.runs, args.queue, args.threads or 1) < 1 or args.warmup < 0:
-        p.error("--frames, --runs, --queue and --threads must be >= 1 and --warmup >= 0")
-    if min(args.size) < 32:
-        p.error(f"--size must be at least 32x32, got {args.size}")
+    if min(args.size) < 32 or max(args.size) > 2 * MAX_IMAGE_SIDE:
+        p.error(f"--size must be 32x32 .. {2 * MAX_IMAGE_SIDE} a side, got {args.size}")
     return args
 
 
@@ -216,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     setup_logging()
+    check_report_paths(args)
     threads = args.threads or len(os.sched_getaffinity(0))
     report = run_benchmark(args, threads)
     report["plot"] = write_plot(report, Path(args.plot)) if args.plot else None

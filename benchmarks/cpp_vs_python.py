@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import cpu_model, publish
+from benchmarks.machine import check_report_paths, cpu_model, publish
+from export.cli_checks import MAX_THREADS, count_arg, threads_arg
 from runtime.cli import ArgumentParser, cli_main, setup_logging
 from runtime.errors import OvssError
 from runtime.image import load_image
@@ -41,21 +42,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--model", required=True, help="deployable folder")
     p.add_argument("--images", required=True, nargs="+", help="image files (PNG/JPEG)")
-    p.add_argument("--runs", type=int, default=10, help="interleaved rounds (>= 1)")
-    p.add_argument("--calls", type=int, default=3, help="timed calls per image per round and side")
+    p.add_argument("--runs", type=count_arg, default=10, help="interleaved rounds (>= 1)")
+    p.add_argument(
+        "--calls", type=count_arg, default=3, help="timed calls per image per round and side"
+    )
     p.add_argument(
         "--threads",
-        type=int,
-        default=len(os.sched_getaffinity(0)),
+        type=threads_arg,
+        default=min(len(os.sched_getaffinity(0)), MAX_THREADS),
         help="onnxruntime intra-op threads, both sides (default: all cores)",
     )
     p.add_argument("--mode", default="auto", choices=("auto", "whole", "slide"))
     p.add_argument("--binary", default=str(DEFAULT_BINARY), help="the ovss_infer program")
     p.add_argument("--json", help="also write the result here")
-    args = p.parse_args(argv)
-    if args.runs < 1 or args.calls < 1 or args.threads < 1:
-        p.error("--runs, --calls and --threads must be >= 1")
-    return args
+    return p.parse_args(argv)
 
 
 def cpp_calls(
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     setup_logging()
+    check_report_paths(args)
     try:
         result = run(args)
     except OSError as e:  # the C++ program or a file it needs is missing: bad input, one line

@@ -21,13 +21,12 @@ import numpy as np
 
 from benchmarks.machine import cpu_model, save_png, torch_free_main
 from benchmarks.stages import load_frames
+from export.cli_checks import MAX_IMAGE_SIDE, count_arg, nonneg_count
 from runtime.cli import (
     ArgumentParser,
     add_segmenter_args,
     add_verbose_arg,
     cli_main,
-    nonneg_int,
-    positive_int,
     segmenter_kwargs,
 )
 from runtime.errors import OvssError
@@ -45,8 +44,10 @@ def frame_size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WxH (e.g. 1280x720), got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"frame size must be positive, got {text!r}")
+    if not (0 < w <= 2 * MAX_IMAGE_SIDE and 0 < h <= 2 * MAX_IMAGE_SIDE):
+        raise argparse.ArgumentTypeError(
+            f"frame size must be positive and at most {2 * MAX_IMAGE_SIDE} a side, got {text!r}"
+        )
     return h, w
 
 
@@ -56,12 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", required=True, help="comma-separated deployable folders")
     p.add_argument("--frame-size", type=frame_size, default=(720, 1280), metavar="WxH")
     p.add_argument("--images", default="sample:astronaut", help="image, sample:NAME or folder")
-    p.add_argument("--frames", type=positive_int, default=5, help="frames taken from a folder")
+    p.add_argument("--frames", type=count_arg, default=5, help="frames taken from a folder")
     p.add_argument(
         "--label-methods", default="fast,exact", help=f"comma-separated, from {LABEL_METHODS}"
     )
-    p.add_argument("--runs", type=positive_int, default=20)
-    p.add_argument("--warmup", type=nonneg_int, default=2)
+    p.add_argument("--runs", type=count_arg, default=20)
+    p.add_argument("--warmup", type=nonneg_count, default=2)
     p.add_argument("--json", help="write the report here too")
     p.add_argument("--png", help="stage bars per config as a PNG (needs matplotlib)")
     add_verbose_arg(p)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmarks.machine import cpu_model, publish
+from benchmarks.machine import check_report_paths, cpu_model, publish
+from export.cli_checks import count_arg, image_side, nonneg_count, threads_arg
 from export.config import ExportCfg
 from export.registry import BUILDERS
 from runtime import io_names
@@ -61,10 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=TEMPLATE_NAMES,
         help="prompt set; latency does not depend on it (the classifier is a constant)",
     )
-    p.add_argument("--image-size", type=int, default=448)
-    p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
+    p.add_argument("--image-size", type=image_side, default=448, help="square input side, px")
+    p.add_argument("--runs", type=count_arg, default=10, help="timed interleaved rounds")
+    p.add_argument("--warmup", type=nonneg_count, default=2, help="untimed rounds first")
+    p.add_argument(
+        "--threads", type=threads_arg, help="torch and onnxruntime threads (default: all cores)"
+    )
     p.add_argument(
         "--variants",
         nargs="*",
@@ -73,10 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra onnxruntime sessions timed in the same loop",
     )
     p.add_argument("--json", help="also write the report here (atomically)")
-    args = p.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        p.error("--runs must be >= 1 and --warmup >= 0")
-    return args
+    return p.parse_args(argv)
 
 
 def export_model(args: argparse.Namespace, folder: str) -> ExportResult:
@@ -281,6 +281,7 @@ def bench_main(
     def body(_argv) -> int:
         args = parse(argv)
         setup_logging()
+        check_report_paths(args)
         threads = args.threads or len(os.sched_getaffinity(0))
         import torch  # after parsing: --help and argument errors never pay for it
 

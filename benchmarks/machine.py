@@ -7,6 +7,20 @@ import shlex
 
 from runtime.fsutil import atomic_write_text
 
+# Report outputs a benchmark may take: checked as writable files before any timing.
+REPORT_FLAGS = ("json", "plot", "png")
+
+
+def check_report_paths(args) -> None:
+    """``--json`` / ``--plot`` / ``--png`` (those ``args`` has and sets) can be written as files:
+    an existing folder there, a parent that is a file or no permission is one error line
+    (``runtime.outputs.OutputPathError``) before the minutes of timing, not after."""
+    from export.cli_checks import check_outputs
+
+    check_outputs(
+        files=[(getattr(args, name, None), f"--{name}") for name in REPORT_FLAGS],
+    )
+
 
 def cpu_model() -> str | None:
     """The CPU's ``model name`` from /proc/cpuinfo, or None."""
@@ -48,6 +62,7 @@ def torch_free_main(prog: str, argv: list[str] | None, parse, run, plot) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse(argv)
     setup_logging(args.verbose)
+    check_report_paths(args)
     report = run(args)
     if args.png:
         plot(report, args.png)

@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import cpu_model, save_png, torch_free_main
+from export.cli_checks import count_arg, nonneg_count, threads_arg
 from runtime import io_names
 from runtime.backends import ModelRef, open_backend
 from runtime.cli import (
     ArgumentParser,
     add_verbose_arg,
     cli_main,
-    nonneg_int,
-    positive_int,
 )
 from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ConfigError
@@ -43,9 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", help="NAME the ratios are relative to (default: the first)")
     p.add_argument("--image", required=True, help="image file (or sample:NAME)")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "auto"))
-    p.add_argument("--runs", type=positive_int, default=10)
-    p.add_argument("--warmup", type=nonneg_int, default=2)
-    p.add_argument("--threads", type=positive_int, help="intra-op threads (default: all cores)")
+    p.add_argument("--runs", type=count_arg, default=10)
+    p.add_argument("--warmup", type=nonneg_count, default=2)
+    p.add_argument("--threads", type=threads_arg, help="intra-op threads (default: all cores)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--png", help="bar chart of the medians")
     add_verbose_arg(p)

@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from calibration.calibrate import text_feeds
+from export.cli_checks import count_arg, nonneg_count, threads_arg
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.cli import ArgumentParser
@@ -35,9 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m benchmarks.precision", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="deployable folder with variants")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated, fp32 first")
-    p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    p.add_argument("--runs", type=count_arg, default=10)
+    p.add_argument("--warmup", type=nonneg_count, default=2)
+    p.add_argument("--threads", type=threads_arg, help="intra-op threads (default: all cores)")
     p.add_argument("--json", help="write the report here too")
     return p.parse_args(argv)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import save_png, torch_free_main
+from export.cli_checks import count_arg, nonneg_count
 from runtime.backends import BACKENDS
 from runtime.camera import peak_rss_mb, rss_mb
 from runtime.cli import (
@@ -29,8 +30,6 @@ from runtime.cli import (
     add_segmenter_args,
     add_verbose_arg,
     cli_main,
-    nonneg_int,
-    positive_int,
     segmenter_kwargs,
 )
 from runtime.errors import OvssError
@@ -57,11 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="sample:astronaut",
         help="an image file, sample:NAME, or a folder of frames (cycled)",
     )
-    p.add_argument(
-        "--frames", type=positive_int, default=10, help="frames taken from an image folder"
-    )
-    p.add_argument("--runs", type=positive_int, default=20)
-    p.add_argument("--warmup", type=nonneg_int, default=3)
+    p.add_argument("--frames", type=count_arg, default=10, help="frames taken from an image folder")
+    p.add_argument("--runs", type=count_arg, default=20)
+    p.add_argument("--warmup", type=nonneg_count, default=3)
     p.add_argument("--json", help="write the report here too")
     p.add_argument("--png", help="stacked stage bars as a PNG (needs matplotlib)")
     add_verbose_arg(p)

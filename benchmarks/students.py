@@ -40,6 +40,13 @@ from benchmarks.latency import (
     time_interleaved,
     training_free_eager,
 )
+from export.cli_checks import (
+    count_arg,
+    image_side,
+    nonneg_count,
+    positive_float,
+    threads_arg,
+)
 from export.config import ExportCfg
 from export.registry import BUILDERS
 from runtime import io_names
@@ -72,18 +79,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=TEMPLATE_NAMES,
         help="prompt set; latency does not depend on it (the classifier is a constant)",
     )
-    p.add_argument("--image-size", type=int, default=448, help="square input side, multiple of 32")
+    p.add_argument(
+        "--image-size",
+        type=image_side,
+        default=448,
+        help="square input side, multiple of 32 (<= 4096)",
+    )
     p.add_argument(
         "--students",
         default="all",
         help=f"'all' or comma-separated names from {','.join(STUDENTS)}",
     )
-    p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
+    p.add_argument("--runs", type=count_arg, default=10, help="timed interleaved rounds")
+    p.add_argument("--warmup", type=nonneg_count, default=2, help="untimed rounds first")
+    p.add_argument(
+        "--threads", type=threads_arg, help="torch and onnxruntime threads (default: all cores)"
+    )
     p.add_argument(
         "--atol",
-        type=float,
+        type=positive_float,
         default=ExportCfg.atol,
         help="export parity gate, absolute (default: the exporter's). Random deep "
         "students have huge logits (DeepLab-v2 R101 at 448: ~1e5), where float32 "
@@ -91,12 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json", help="also write the report here (atomically)")
     p.add_argument("--plot", help="also write a PNG bar chart of the medians here")
-    args = p.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
-        p.error("--runs and --threads must be >= 1 and --warmup >= 0")
-    if not args.atol > 0:
-        p.error("--atol must be > 0")
-    return args
+    return p.parse_args(argv)
 
 
 def select_students(spec: str) -> list[str]:

@@ -19,6 +19,14 @@ import argparse
 import sys
 
 from benchmarks.latency import bench_main
+from export.cli_checks import (
+    count_arg,
+    image_side,
+    nonneg_count,
+    positive_float,
+    seed_arg,
+    threads_arg,
+)
 from runtime.cli import ArgumentParser
 from training.methods import METHODS
 
@@ -30,6 +38,9 @@ def zero_shot_methods() -> list[str]:
     return sorted(n for n, s in METHODS.items() if s.kind == "zero_shot")
 
 
+MAX_CLASSES = 65536  # class counts: a [C, D] text input and C score maps per case
+
+
 def _csv(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -37,7 +48,7 @@ def _csv(text: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m benchmarks.zero_shot", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", required=True, help="open_clip ViT name: ViT-B-16, ovss-tiny-vit")
-    p.add_argument("--image-size", type=int, default=512)
+    p.add_argument("--image-size", type=image_side, default=512, help="square input side, px")
     p.add_argument(
         "--methods",
         default=",".join(zero_shot_methods()),
@@ -45,16 +56,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--classes", default="20,171,500", help="comma-separated class counts C")
     p.add_argument("--parts", default="full,decoder", help="comma-separated: full, decoder")
-    p.add_argument("--runs", type=int, default=10, help="timed interleaved rounds per case")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first, per case")
-    p.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: all cores)")
+    p.add_argument("--runs", type=count_arg, default=10, help="timed interleaved rounds per case")
+    p.add_argument("--warmup", type=nonneg_count, default=2, help="untimed rounds first, per case")
+    p.add_argument(
+        "--threads", type=threads_arg, help="torch and onnxruntime threads (default: all cores)"
+    )
     p.add_argument(
         "--atol",
-        type=float,
+        type=positive_float,
         default=1e-3,
         help="export parity gate on the scores (sigmoid - bias, in [-0.1, 1])",
     )
-    p.add_argument("--seed", type=int, default=0, help="weights, text and image")
+    p.add_argument("--seed", type=seed_arg, default=0, help="weights, text and image")
     p.add_argument("--json", help="also write the report here (atomically), and a PNG beside it")
     args = p.parse_args(argv)
     args.methods, args.parts = _csv(args.methods), _csv(args.parts)
@@ -62,12 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.classes = [int(c) for c in _csv(args.classes)]
     except ValueError:
         p.error(f"--classes must be comma-separated integers, got {args.classes!r}")
-    if not args.methods or not args.classes or min(args.classes) < 1:
+    if not args.methods or not args.classes or not 1 <= min(args.classes) <= max(args.classes):
         p.error("--methods and --classes need at least one entry; class counts must be >= 1")
+    if max(args.classes) > MAX_CLASSES:
+        p.error(f"--classes: class counts must be <= {MAX_CLASSES}, got {max(args.classes)}")
     if not args.parts or set(args.parts) - set(PARTS):
         p.error(f"--parts must be a comma-separated subset of {','.join(PARTS)}")
-    if args.runs < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
-        p.error("--runs and --threads must be >= 1 and --warmup >= 0")
     return args
 
 

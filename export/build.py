@@ -258,7 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     parse_vocabulary(args.classes)  # bad vocabularies fail before any model is loaded
-    check_paths(args)
     from export.config import ExportCfg  # torch-free; the exporter below imports torch
     from export.registry import build
 
@@ -267,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ExportCfg(
         **{k: v for k, v in vars(args).items() if k in general}, options=_options(args, spec)
     )
+    check_paths(args)  # after the config's own checks (inputs the method does not take)
     result = build(cfg)
     m = result.manifest
     print(

@@ -275,6 +275,8 @@ def write_repository(cfg: TritonCfg, probe=None) -> TritonResult:
     """
     folder, repo = Path(cfg.folder), Path(cfg.out)
     manifest = load_manifest(folder)
+    if cfg.name == "":
+        raise ConfigError("--name is empty: give a model name, or leave it out (the folder's)")
     name = cfg.name or re.sub(r"[^A-Za-z0-9_.-]", "_", folder.resolve().name).lstrip(".")
     _check_cfg(cfg, manifest, name)
     source = _onnx_source(folder, manifest, cfg.precision)
@@ -340,8 +342,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[TritonCfg, bool]:
     p.add_argument("--force", action="store_true", help="replace non-empty model directories")
     add_verbose_arg(p)
     args = vars(p.parse_args(argv))
-    if args["name"] is not None and not NAME_RE.fullmatch(args["name"]):
-        p.error(f"argument --name: {args['name']!r}: use letters, digits, '_', '.', '-'")
     verbose = args.pop("verbose")
     return TritonCfg(**args), verbose
 

@@ -23,7 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.cli import ArgumentParser, cli_main, nonneg_int, positive_int, setup_logging
+from export.cli_checks import (
+    MAX_IMAGE_SIDE,
+    check_input_file,
+    check_outputs,
+    int_range,
+    label_arg,
+    nonneg_count,
+    nonneg_float,
+)
+from runtime.cli import ArgumentParser, cli_main, setup_logging
 from runtime.windows import window_starts  # noqa: F401  (mmseg's grid; re-exported)
 from training.methods import get_method, trainable
 from training.methods.spec import TEMPLATE_NAMES
@@ -234,16 +243,16 @@ def parse_args(argv=None) -> EvalCfg:
         ("images", str),
         ("masks", str),
         ("classes", str),
-        ("ignore_label", int),
+        ("ignore_label", label_arg),
         ("unseen", str),
         ("method", str),
         ("backbone", str),
-        ("seen_bias", float),
-        ("stride", positive_int),
+        ("seen_bias", nonneg_float),
+        ("stride", int_range(1, MAX_IMAGE_SIDE)),
         ("templates", str),
         ("text_embeddings", str),
         ("device", str),
-        ("limit", nonneg_int),
+        ("limit", nonneg_count),
     ):
         default = EvalCfg.__dataclass_fields__[name].default
         extra = {"method": {"choices": trainable()}, "templates": {"choices": TEMPLATE_NAMES}}
@@ -252,10 +261,20 @@ def parse_args(argv=None) -> EvalCfg:
     return EvalCfg(**vars(p.parse_args(argv)))
 
 
+def check_paths(cfg: EvalCfg) -> None:
+    """Before the checkpoint is loaded: ``--json`` and the .md table beside it can be written as
+    files, and ``--checkpoint`` / ``--text-embeddings`` are existing files (one line, exit 2)."""
+    out = Path(cfg.json)
+    check_outputs(files=[(out, "--json"), (out.with_suffix(".md"), "the .md table")])
+    check_input_file(cfg.checkpoint, "--checkpoint")
+    check_input_file(cfg.text_embeddings, "--text-embeddings")
+
+
 @cli_main
 def main(argv=None) -> int:
     cfg = parse_args(argv)
     setup_logging()
+    check_paths(cfg)
     from training.distributed import cleanup
 
     try:

@@ -20,11 +20,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from export.cli_checks import check_input_file, check_outputs, float_range, int_range
 from runtime.cli import ArgumentParser, cli_main, setup_logging
 from training.methods import METHODS, get_method, trainable
 from training.train_config import (
     ALL_SETTINGS,
     AMP_MODES,
+    NUMERIC_BOUNDS,
     OPTIMIZERS,
     SETTINGS,
     TrainCfg,
@@ -251,8 +253,8 @@ def run(cfg: TrainCfg) -> TrainResult:
 
     cfg = resolve_defaults(cfg)
     info = init_distributed(cfg.device)
+    loop = build_loop(cfg, info)  # bad data or weights fail before the work dir is made
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
-    loop = build_loop(cfg, info)
     log.info("trainable: %s", ", ".join(trainable_names(loop.model)[:6]) + " ...")
     result = train_loop(loop)
     if cfg.eval_after:
@@ -300,6 +302,14 @@ def trainable_method(text: str) -> str:
             f"unknown method {text!r}{hint} (trainable methods: {', '.join(names)})"
         )
     return text
+
+
+def number_type(name: str, integer: bool):
+    """argparse type of numeric TrainCfg field ``name``: bounded by ``NUMERIC_BOUNDS``."""
+    lo, hi, lo_open = NUMERIC_BOUNDS[name]
+    if integer:
+        return int_range(int(lo) + int(lo_open), None if hi is None else int(hi))
+    return float_range(lo, hi, lo_open=lo_open)
 
 
 def _settings_help() -> str:
@@ -355,7 +365,8 @@ def parse_args(argv: list[str] | None = None) -> TrainCfg:
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+        kind = str(f.type).split(" ")[0]
+        kind = number_type(f.name, kind == "int") if kind in ("int", "float") else str
         required = f.default is dataclasses.MISSING
         p.add_argument(flag, type=kind, required=required, default=None if required else f.default)
     args = p.parse_args(argv)
@@ -376,10 +387,21 @@ def parse_args(argv: list[str] | None = None) -> TrainCfg:
     return TrainCfg(**vars(args))
 
 
+def check_paths(cfg: TrainCfg) -> None:
+    """Before any model or data is loaded: ``--work-dir`` can be written as a folder, and
+    ``--init-from``, ``--resume`` (unless ``auto``) and ``--text-embeddings`` are existing
+    files (OutputPathError / ConfigError, one line, exit 2)."""
+    check_outputs(dirs=[(cfg.work_dir, "--work-dir")])
+    check_input_file(cfg.init_from, "--init-from")
+    check_input_file(None if cfg.resume == "auto" else cfg.resume, "--resume")
+    check_input_file(cfg.text_embeddings, "--text-embeddings")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     setup_logging()
+    check_paths(cfg)
     from training.distributed import cleanup
 
     try:

@@ -10,6 +10,7 @@ MaskCLIP+: SGD lr 0.01 momentum 0.9 weight decay 5e-4, poly 0.9 to 1e-4, no warm
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,79 @@ SETTINGS = {name: METHODS[name].settings for name in trainable()}
 ALL_SETTINGS = tuple(sorted({s for v in SETTINGS.values() for s in v}))
 AMP_MODES = ("auto", "on", "off")
 OPTIMIZERS = ("adamw", "sgd")
+BIG = 10**9  # iteration counts
+# (low, high, low excluded) of every numeric TrainCfg field (None: unbounded on that side). The
+# CLI's argparse types come from here too (``training.train``), so a value out of range is one
+# error line before any model is built, and the same value given through the API is a
+# ConfigError; NaN and inf are always refused. A test checks every numeric field has an entry.
+NUMERIC_BOUNDS: dict[str, tuple[float | None, float | None, bool]] = {
+    "seed": (0, 2**32 - 1, False),
+    "ignore_label": (0, 65535, False),
+    "st_start": (0, BIG, False),
+    "max_iters": (1, BIG, False),
+    "batch_size": (1, 4096, False),
+    "accum": (1, 1024, False),
+    "lr": (0.0, 10.0, True),
+    "lr_mult": (0.0, 1e6, True),
+    "weight_decay": (0.0, 10.0, False),
+    "momentum": (0.0, 1.0, False),
+    "warmup_iters": (0, BIG, False),
+    "min_lr": (0.0, 10.0, False),
+    "power": (0.0, 100.0, False),
+    "crop_size": (1, 4096, False),
+    "num_tokens": (1, 1024, False),
+    "decoder_layers": (1, 64, False),
+    "decoder_heads": (1, 256, False),
+    "seen_bias": (0.0, None, False),
+    "focal_weight": (0.0, None, False),
+    "dice_weight": (0.0, None, False),
+    "recovery_weight": (0.0, None, False),
+    "st_focal_weight": (0.0, None, False),
+    "output_stride": (1, 64, False),
+    "conf_thresh": (0.0, 1.0, False),
+    "ks_thresh": (None, None, False),
+    "pd_thresh": (None, None, False),
+    "distill_weight": (0.0, None, False),
+    "num_workers": (0, 256, False),
+    "log_interval": (1, BIG, False),
+    "ckpt_interval": (1, BIG, False),
+}
+
+
+def bound_text(name: str) -> str:
+    """``NUMERIC_BOUNDS[name]`` in words, e.g. "> 0 and <= 10"."""
+    lo, hi, lo_open = NUMERIC_BOUNDS[name]
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"<= {hi:g}")
+    return " and ".join(parts) or "finite"
+
+
+def check_number(name: str, value, integer: bool) -> None:
+    """``value`` of field ``name`` is an int (``integer``) or a finite number, within
+    ``NUMERIC_BOUNDS``; ConfigError otherwise (bools, strings, NaN, inf refused)."""
+    lo, hi, lo_open = NUMERIC_BOUNDS[name]
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if not ok:
+        what = "an integer" if integer else "a finite number"
+        raise ConfigError(f"{name} must be {what} {bound_text(name)}, got {value!r}")
+
+
+def numeric_fields() -> dict[str, bool]:
+    """{numeric TrainCfg field: whether it is an integer}."""
+    out = {}
+    for f in dataclasses.fields(TrainCfg):
+        kind = str(f.type).split(" ")[0]
+        if kind in ("int", "float"):
+            out[f.name] = kind == "int"
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,8 +172,10 @@ class TrainCfg:
             )
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.accum < 1:
-            raise ConfigError(f"accum must be >= 1, got {self.accum}")
+        for name, integer in numeric_fields().items():
+            value = getattr(self, name)
+            if value is not None:
+                check_number(name, value, integer)
 
 
 def settings_of(method: str) -> tuple[str, ...]:
