@@ -22,7 +22,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from calibration.report import (
     to_table,
 )
 from export.cli_checks import check_outputs, int_range, label_arg, threads_arg
+from export.folder_write import REPORT_FILE, FolderWrite, named_files
 from export.trtexec import folder_commands
 from runtime import io_names
 from runtime.backends.ort import OrtBackend
@@ -50,11 +50,11 @@ from runtime.cli import (
     setup_logging,
 )
 from runtime.errors import CalibrationError, ModelFolderError
+from runtime.folder_files import model_file, text_embeddings
 from runtime.fsutil import atomic_write_text, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, Variant, load_manifest
 
 log = logging.getLogger(__name__)
-REPORT_FILE = "precision_report.json"
 METHODS = ("entropy", "percentile", "minmax")
 # Where INT8 Q/DQ go: "outputs" = inputs and outputs of the quantized GEMMs/convs (onnxruntime CPU
 # fuses them into integer kernels: ~1.9x faster than FP32 for MaskCLIP ViT-B/16 at 448);
@@ -124,27 +124,27 @@ def _check(cfg: CalibrateCfg) -> None:
 
 
 def fp32_graph(folder: Path, manifest: Manifest) -> Path:
-    """The folder's FP32 graph, verified against the manifest's hash."""
-    path = folder / manifest.model_file
-    if not path.is_file():
+    """The folder's FP32 graph: confined to the folder, verified against the manifest's hash
+    (``runtime.folder_files.model_file``; a missing file is a CalibrationError)."""
+    if not (folder / manifest.model_file).exists():
         raise CalibrationError(
             f"{folder} has no FP32 graph ({manifest.model_file} is missing): "
             "export the folder again"
         )
-    if manifest.model_sha256 and sha256_file(path) != manifest.model_sha256:
-        raise CalibrationError(f"{path} does not match the manifest's sha256: corrupt or modified")
-    return path
+    try:
+        return model_file(folder, manifest, "fp32")
+    except ModelFolderError as e:
+        raise CalibrationError(str(e)) from e
 
 
 def text_feeds(folder: Path, manifest: Manifest) -> dict[str, np.ndarray]:
-    """{TEXT_EMBEDDINGS: [C,D]} from an input-vocabulary folder's file; {} for fixed ones."""
+    """{TEXT_EMBEDDINGS: [C,D]} from an input-vocabulary folder's file (confined, hashed,
+    float [C, D], finite: ``runtime.folder_files.text_embeddings``); {} for fixed ones."""
     if manifest.vocab_mode != "input":
         return {}
-    path = folder / (manifest.text_embeddings_file or "")
-    try:
-        return {io_names.TEXT_EMBEDDINGS: np.load(path, allow_pickle=False).astype(np.float32)}
-    except (OSError, ValueError) as e:
-        raise ModelFolderError(f"cannot read the folder's text embeddings {path}: {e}") from e
+    dim = manifest.input(io_names.TEXT_EMBEDDINGS).shape[-1]
+    emb = text_embeddings(folder, manifest, dim)
+    return {io_names.TEXT_EMBEDDINGS: emb.astype(np.float32)}
 
 
 def _runner(path: Path, threads: int | None, quantized: bool = False):
@@ -155,9 +155,14 @@ def _runner(path: Path, threads: int | None, quantized: bool = False):
 
 
 def build_variant(
-    cfg: CalibrateCfg, proto: onnx.ModelProto, manifest: Manifest, text: dict[str, np.ndarray]
+    cfg: CalibrateCfg,
+    proto: onnx.ModelProto,
+    manifest: Manifest,
+    text: dict[str, np.ndarray],
+    workdir: Path | None = None,
 ) -> tuple[onnx.ModelProto, dict, list]:
-    """(variant graph, its settings, the calibration feeds) for ``cfg.precision``."""
+    """(variant graph, its settings, the calibration feeds) for ``cfg.precision``; INT8's temp
+    graphs go under ``workdir`` (the folder's staging generation; None: the system's temp)."""
     if cfg.precision == "fp16":
         from calibration.fp16 import to_fp16
 
@@ -179,7 +184,7 @@ def build_variant(
         keep_attention=not cfg.attention_int8,
         quantize_outputs=cfg.layout == "outputs",
     )
-    result = quantize_int8(proto, feeds, icfg)
+    result = quantize_int8(proto, feeds, icfg, workdir=workdir)
     problems = check_qdq_rules(
         result.model, keep_attention=icfg.keep_attention, per_channel=icfg.per_channel
     )
@@ -224,16 +229,20 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
         )
     src = fp32_graph(folder, manifest)
     text = text_feeds(folder, manifest)
-    log.info("building the %s variant of %s", cfg.precision, src)
-    proto, settings, feeds = build_variant(cfg, onnx.load(str(src)), manifest, text)
-    final = folder / f"model.{cfg.precision}.onnx"
-    tmp = folder / f".{final.name}.{os.getpid()}.tmp"
-    try:
-        onnx.save(proto, str(tmp))
+    name = f"model.{cfg.precision}.onnx"
+    # The variant, the new report and manifest are staged in a new generation of the folder
+    # (export.folder_write) that the folder switches to in one rename when all of it is done.
+    with FolderWrite(folder) as stage:
+        log.info("building the %s variant of %s", cfg.precision, src)
+        proto, settings, feeds = build_variant(
+            cfg, onnx.load(str(src)), manifest, text, workdir=stage.stage
+        )
+        path = stage.path(name)
+        onnx.save(proto, str(path))
         report = compare_variant(
             cfg.precision,
             _runner(src, cfg.threads),
-            _runner(tmp, cfg.threads, quantized=cfg.precision == "int8"),
+            _runner(path, cfg.threads, quantized=cfg.precision == "int8"),
             held_out(cfg),
             manifest,
             text,
@@ -247,41 +256,29 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
             log.info(
                 "per-layer sensitivity on %d calibration frame(s)", min(cfg.sensitivity, len(feeds))
             )
-            rows = tuple(sensitivity(onnx.load(str(src)), proto, feeds[: cfg.sensitivity]))
-        variant = Variant(final.name, sha256_file(tmp), settings, report.to_json())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _install(tmp, final, lambda: _record(folder, manifest, cfg.precision, variant, report, rows))
-    return CalibrateResult(final, variant, report, rows, time.perf_counter() - t0)
-
-
-def _install(tmp: Path, final: Path, record) -> None:
-    """Move ``tmp`` to ``final`` and ``record()`` it; if recording fails, put back whatever
-    ``final`` was (an earlier variant, or nothing), so the manifest and the files still agree."""
-    backup = final.with_name(f".{final.name}.{os.getpid()}.bak")
-    had = final.exists()
-    if had:
-        os.replace(final, backup)
-    os.replace(tmp, final)
-    try:
-        record()
-    except BaseException:
-        if had:
-            os.replace(backup, final)
-        else:
-            final.unlink(missing_ok=True)
-        raise
-    if had:
-        backup.unlink(missing_ok=True)
+            rows = tuple(
+                sensitivity(
+                    onnx.load(str(src)), proto, feeds[: cfg.sensitivity], workdir=stage.stage
+                )
+            )
+        variant = Variant(name, sha256_file(path), settings, report.to_json())
+        _record(stage, folder, manifest, cfg.precision, variant, report, rows)
+    return CalibrateResult(folder / name, variant, report, rows, time.perf_counter() - t0)
 
 
 def _record(
-    folder: Path, manifest: Manifest, precision: str, variant: Variant, report: AccuracyReport, rows
+    stage: FolderWrite,
+    folder: Path,
+    manifest: Manifest,
+    precision: str,
+    variant: Variant,
+    report: AccuracyReport,
+    rows,
 ) -> None:
-    """Manifest entry, then the report file (both atomic)."""
+    """Stage the report, carry the folder's other files into the new generation, and commit
+    it with the manifest that records ``variant``."""
     new = dataclasses.replace(manifest, variants={**manifest.variants, precision: variant})
-    dataclasses.replace(new, build_commands=folder_commands(new)).write(folder)
+    new = dataclasses.replace(new, build_commands=folder_commands(new))
     path = folder / REPORT_FILE
     try:
         old = json.loads(path.read_text()) if path.is_file() else {}
@@ -296,7 +293,9 @@ def _record(
         ],
     }
     text = json.dumps({**old, precision: entry}, indent=2, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(stage.path(REPORT_FILE), text + "\n")
+    stage.carry(sorted(named_files(json.loads(manifest.to_json())) - {variant.file}))
+    stage.commit(new, engines_stale=False)
 
 
 def summary(result: CalibrateResult) -> dict:

@@ -163,7 +163,10 @@ class FeedReader:
 
 
 def quantize_int8(
-    fp32: onnx.ModelProto | str | Path, feeds: list[dict[str, np.ndarray]], cfg: Int8Cfg = Int8Cfg()
+    fp32: onnx.ModelProto | str | Path,
+    feeds: list[dict[str, np.ndarray]],
+    cfg: Int8Cfg = Int8Cfg(),
+    workdir: str | Path | None = None,
 ) -> Int8Result:
     """Calibrate on ``feeds`` and return the explicit Q/DQ INT8 graph (see module docstring).
 
@@ -174,6 +177,8 @@ def quantize_int8(
             ``text_embeddings`` [C,D] for input-vocabulary graphs. A few hundred real images are
             typical; memory holds one feed's activations at a time.
         cfg: what to quantize and how to calibrate.
+        workdir: where the temp graphs go (removed after; calibrate passes the folder's staging
+            generation); None: the system's temp folder.
     Raises:
         CalibrationError: bad feeds or exclusions, onnxruntime failed, nothing was quantized, or
             the result breaks ``check_qdq_rules``.
@@ -183,7 +188,7 @@ def quantize_int8(
     q = require_quantization()
     model = load_named(fp32)
     check_feeds(model, feeds)
-    with tempfile.TemporaryDirectory(prefix="ovss_int8_") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".ovss-int8-", dir=workdir) as tmp:
         tmp = Path(tmp)
         prep_path = preprocess(model, tmp)
         prepared = onnx.load(str(prep_path))

@@ -106,6 +106,7 @@ def sensitivity(
     feeds: list[dict[str, np.ndarray]],
     max_feeds: int = 2,
     op_types=WEIGHTED_OPS,
+    workdir: str | Path | None = None,
 ) -> list[LayerSensitivity]:
     """Quantization error per quantized node of ``int8_model``, worst (lowest ``sqnr_db``) first.
 
@@ -115,6 +116,7 @@ def sensitivity(
         feeds: inputs as for ``quantize_int8`` (use held-out images); only the first
             ``max_feeds`` are run (memory, see module docstring).
         op_types: the quantized op types to report (``Int8Cfg.op_types``).
+        workdir: where the temp graphs go (removed after); None: the system's temp folder.
     Raises:
         CalibrationError: bad feeds, or ``int8_model`` has no Q/DQ node.
     """
@@ -135,7 +137,7 @@ def sensitivity(
         if n.op_type == "DequantizeLinear" and n.input[0] in quantize_outputs
     }
     op_types = sorted({n.op_type for n in int8.graph.node if n.name in inputs})
-    with tempfile.TemporaryDirectory(prefix="ovss_sens_") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".ovss-sens-", dir=workdir) as tmp:
         tmp = Path(tmp)
         float_path = preprocess(load_named(fp32_model), tmp)
         int8_path = tmp / "int8.onnx"

@@ -46,9 +46,14 @@ def smooth_frames(folder: Path, n: int, size=(72, 96), seed: int = 0) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (sub-folders such as an ``engines/`` cache that a
-    shared fixture folder may have gained included), by relative path."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    """sha256 of every file a user sees in ``folder`` (sub-folders such as an ``engines/`` cache
+    that a shared fixture folder may have gained included; links followed), by relative path.
+    The generation layout's own dot-names (``.current``, ``.gen``) are not part of the view."""
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.relative_to(folder).parts[0].startswith(".")
+    )
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 

@@ -68,7 +68,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.relative_to(folder).parts[0].startswith(".")
     }
 
 
@@ -79,7 +79,8 @@ def test_reexport_removes_the_old_graph_and_keeps_user_files(tiny_vit_folder, tm
     assert line["removed"] == OLD_GRAPH
     assert not [n for n in OLD_GRAPH if (out / n).exists()]
     assert (out / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "notes.txt"]
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == ["manifest.json", "model.onnx", "notes.txt"]
     m = load_manifest(out)
     assert m.classes == ("cat", "dog") and not m.variants
     Segmenter(out).close()
