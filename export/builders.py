@@ -631,7 +631,9 @@ def _build(
             manifest = dataclasses.replace(manifest, text_encoder=info)
         # the trtexec / polygraphy lines, in the manifest.json and the graph's metadata copy alike
         manifest = dataclasses.replace(manifest, build_commands=folder_commands(manifest))
-        _write_folder(folder, deployed, manifest, text if cfg.vocab_mode == "input" else None)
+        manifest = _write_folder(
+            folder, deployed, manifest, text if cfg.vocab_mode == "input" else None
+        )
         final = dataclasses.replace(manifest, model_sha256=sha256_file(folder.path(MODEL_FILE)))
         removed = folder.commit(final)
     return ExportResult(out, final, result, time.perf_counter() - t0, tuple(removed))
@@ -652,13 +654,19 @@ def _device_parity(report: DeviceIoReport | None) -> dict[str, float]:
 
 def _write_folder(
     folder: FolderWrite, proto: onnx.ModelProto, manifest: Manifest, text: torch.Tensor | None
-) -> None:
-    """Stage model.onnx (manifest in its metadata_props, without the file's own hash), then
-    the embeddings."""
+) -> Manifest:
+    """Stage the embeddings (their sha256 into the manifest: ``text_embeddings_sha256``), then
+    model.onnx (the manifest in its metadata_props, without the graph file's own hash).
+
+    Returns:
+        The manifest with ``text_embeddings_sha256`` set (input vocabularies).
+    """
+    if text is not None:
+        path = atomic_save_npy(folder.path(TEXT_FILE), text.float().numpy())
+        manifest = dataclasses.replace(manifest, text_embeddings_sha256=sha256_file(path))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, manifest.to_json()
     proto.producer_name, proto.producer_version = "ovss-edge", __version__
     atomic_write(folder.path(MODEL_FILE), lambda tmp: onnx.save(proto, tmp))
-    if text is not None:
-        atomic_save_npy(folder.path(TEXT_FILE), text.float().numpy())
+    return manifest

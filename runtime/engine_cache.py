@@ -7,6 +7,11 @@ ONNX graph it was built from, so it is stored under a key of all six:
     DIR/engines/<precision>-<digest>.json     its EngineRecord (key, build settings, sha256)
 
 No TensorRT import here: the exporter writes records, the runtime reads them.
+
+Records are untrusted input like manifests: a record's ``engine_file`` must be a plain file
+name (no ``/``, ``\\``, ``..``), its ``engine_sha256`` 64 hex digits and its key fields of their
+types, and both the record and the engine file must resolve (symlinks followed) inside
+``DIR/engines``; ``find_engine`` logs and skips records that fail, ``engine_path`` refuses.
 """
 
 from __future__ import annotations
@@ -15,15 +20,29 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import ModelFolderError
+from runtime.folder_files import check_name, check_sha256, resolve_in_folder
 from runtime.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 ENGINE_DIR = "engines"
+MAX_RECORD_BYTES = 1 << 20  # an engine record is a few hundred bytes
+# EngineKey field -> the JSON types it may have (bool is not an int).
+_KEY_TYPES = {
+    "gpu_name": str,
+    "compute_capability": str,
+    "tensorrt_version": str,
+    "precision": str,
+    "input_shapes": dict,
+    "onnx_sha256": str,
+    "dla_core": int,
+    "version_compatible": bool,
+}
 
 
 @dataclass(frozen=True)
@@ -88,20 +107,70 @@ def write_record(folder: str | Path, record: EngineRecord) -> Path:
     return atomic_write_text(record_path(folder, record.key), record.to_json())
 
 
+def _check_key(d: Any) -> EngineKey:
+    """An EngineKey from JSON, each field of its type (else TypeError)."""
+    if not isinstance(d, dict):
+        raise TypeError("'key' must be an object")
+    for name, value in d.items():
+        want = _KEY_TYPES.get(name)
+        if want is None:
+            raise TypeError(f"unknown key field {name!r}")
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise TypeError(f"key field {name!r} must be {want.__name__}")
+    return EngineKey(**d)
+
+
 def read_record(path: str | Path) -> EngineRecord:
     """Parse one record file.
 
     Raises:
-        ModelFolderError: unreadable JSON or missing fields.
+        ModelFolderError: unreadable, over ``MAX_RECORD_BYTES``, not JSON, missing or mistyped
+            fields, an ``engine_file`` that is not a plain file name, or a bad sha256.
     """
     try:
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
-        key = EngineKey(**d["key"])
-        return EngineRecord(
-            key, str(d["engine_file"]), str(d["engine_sha256"]), dict(d.get("build", {}))
-        )
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECORD_BYTES + 1)
+        if len(raw) > MAX_RECORD_BYTES:
+            raise ValueError(f"over {MAX_RECORD_BYTES} bytes")
+        d = json.loads(raw.decode("utf-8"))
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        key = _check_key(d["key"])
+        name = check_name(d["engine_file"], "engine_file")
+        if "/" in name or "\\" in name:
+            raise ValueError(f"engine_file {name!r} must be a file name in {ENGINE_DIR}/")
+        sha = check_sha256(d["engine_sha256"], "engine_sha256")
+        build = d.get("build", {})
+        if not isinstance(build, dict):
+            raise ValueError("'build' must be an object")
+        return EngineRecord(key, name, sha, build)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, ModelFolderError) as e:
         raise ModelFolderError(f"engine record {str(path)!r} is unreadable: {e}") from e
+
+
+def _inside_engines(folder: str | Path, path: str | Path) -> Path:
+    """The real path of ``path``, refused unless it lies inside the real ``folder/engines``
+    (which itself must lie inside the folder)."""
+    edir = resolve_in_folder(folder, ENGINE_DIR, ENGINE_DIR)
+    real = os.path.realpath(path)
+    if os.path.commonpath([str(edir), real]) != str(edir) or real == str(edir):
+        raise ModelFolderError(
+            f"{str(path)!r} resolves to {real!r}, outside {str(edir)!r} (a symlink leading out "
+            "of the engines folder is refused)"
+        )
+    return Path(real)
+
+
+def engine_path(folder: str | Path, record: EngineRecord) -> Path:
+    """The checked real path of the engine file a record names: inside ``folder/engines``.
+
+    Raises:
+        ModelFolderError: a bad name, or a file that resolves outside ``folder/engines``.
+    """
+    name = check_name(record.engine_file, "engine_file")
+    if "/" in name or "\\" in name:
+        raise ModelFolderError(f"engine_file {name!r} must be a file name in {ENGINE_DIR}/")
+    return _inside_engines(folder, engine_dir(folder) / name)
 
 
 def _major(version: str) -> str:
@@ -154,7 +223,8 @@ def find_engine(
     best = None
     for path in candidates:
         try:
-            rec = read_record(path)
+            rec = read_record(_inside_engines(folder, path))
+            engine_path(folder, rec)
         except ModelFolderError as e:
             log.warning("%s", e)
             continue

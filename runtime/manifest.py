@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime import io_names
 from runtime.errors import ModelFolderError
+from runtime.folder_files import check_name, check_sha256, resolve_in_folder
 from runtime.fsutil import atomic_write_text
 
 MANIFEST_FILE = "manifest.json"
@@ -29,6 +32,14 @@ SCORE_KINDS = ("softmax", "probability")
 LABEL_DTYPES = ("uint8", "int32")
 # Manifests written before ``score`` existed: the methods whose logits are probabilities.
 PROBABILITY_METHODS = ("zegclip", "cliprc")
+# Limits on what a manifest may be: refused before parsing (size) or right after (depth).
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_JSON_DEPTH = 32
+# Sane bounds of numeric fields (inclusive).
+MAX_INPUT_SIDE = 16384
+OPSET_RANGE = (7, 99)
+CONTEXT_LENGTH_RANGE = (2, 1024)
+EMBED_DIM_RANGE = (1, 65536)
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,7 @@ class Manifest:
     model_file: str = "model.onnx"
     model_sha256: str = ""
     text_embeddings_file: str | None = None
+    text_embeddings_sha256: str = ""
     method_cfg: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)
     variants: dict[str, Variant] = field(default_factory=dict)
@@ -230,34 +242,82 @@ def _find(specs: tuple[TensorSpec, ...], name: str, kind: str) -> TensorSpec:
 
 
 def _require(d: dict, key: str, types: type | tuple[type, ...], where: str) -> Any:
+    """``d[key]`` of one of ``types``; a bool is not an int (JSON ``true`` is not 1)."""
     if not isinstance(d, dict) or key not in d:
         raise ModelFolderError(f"manifest is missing '{where}{key}'")
     value = d[key]
-    if not isinstance(value, types):
+    types = types if isinstance(types, tuple) else (types,)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise ModelFolderError(f"manifest field '{where}{key}' has type {type(value).__name__}")
     return value
+
+
+def _is_int(value: Any) -> bool:
+    """A JSON integer: an int that is not a bool (a float such as 224.0 or 224.5 is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (int or float, not bool; NaN and infinities refused)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_in(d: dict, key: str, bounds: tuple[int, int], where: str) -> int:
+    """``d[key]``, an integer in ``bounds`` (inclusive)."""
+    value = _require(d, key, int, where)
+    if not bounds[0] <= value <= bounds[1]:
+        raise ModelFolderError(
+            f"manifest field '{where}{key}' is {value}, outside [{bounds[0]}, {bounds[1]}]"
+        )
+    return value
+
+
+def _dim(value: Any, where: str) -> int | str:
+    """One axis of a tensor spec: an integer >= 1, or a non-empty axis name."""
+    if (_is_int(value) and value >= 1) or (isinstance(value, str) and value):
+        return value
+    raise ModelFolderError(
+        f"manifest field '{where}shape' has axis {value!r}: an integer >= 1 or an axis name"
+    )
 
 
 def _specs(items: Any, where: str) -> tuple[TensorSpec, ...]:
     if not isinstance(items, list) or not items:
         raise ModelFolderError(f"manifest field '{where}' must be a non-empty list")
-    return tuple(
+    specs = tuple(
         TensorSpec(
             name=_require(t, "name", str, f"{where}[]."),
             dtype=_require(t, "dtype", str, f"{where}[]."),
-            shape=tuple(_require(t, "shape", list, f"{where}[].")),
+            shape=tuple(_dim(v, f"{where}[].") for v in _require(t, "shape", list, f"{where}[].")),
             meaning=_require(t, "meaning", str, f"{where}[]."),
         )
         for t in items
     )
+    names = [t.name for t in specs]
+    if len(set(names)) != len(names):
+        raise ModelFolderError(f"manifest field '{where}' names a tensor twice: {names}")
+    return specs
 
 
-def manifest_from_dict(d: dict) -> Manifest:
+def manifest_from_dict(d: dict, *, require_hashes: bool = False) -> Manifest:
     """Build and validate a Manifest from parsed JSON; ModelFolderError names the bad field.
 
     Fields added after format 1 was first written (``preprocess.input_format``, ``score``,
     ``postprocess``, ``seen_bias``, ``seen_classes``) may be absent: float32-nchw input, the
     method's known score kind, host post-processing, no seen-class bias.
+
+    Refused besides missing fields and wrong types: file names that are absolute or have a
+    ``..`` component (``runtime.folder_files``), hashes that are not 64 hex digits, a bool
+    where a number belongs, floats where integers belong (no truncation), NaN / infinite
+    numbers, numbers outside sane bounds, a ``feature_stride`` that does not divide the input
+    size, and LOGITS specs whose class count or spatial size disagree with ``classes`` /
+    ``input_size / feature_stride``.
+
+    Args:
+        require_hashes: every named file must state its sha256 (``model_sha256``,
+            ``text_embeddings_sha256``, each variant's and the text encoder's): True for a
+            folder's ``manifest.json`` (``load_manifest``); False accepts "" (the graph's
+            metadata copy, written before the file's own hash exists).
     """
     if not isinstance(d, dict):
         raise ModelFolderError("manifest must be a JSON object")
@@ -287,15 +347,18 @@ def manifest_from_dict(d: dict) -> Manifest:
         preprocess=_preprocess(_require(d, "preprocess", dict, "")),
         inputs=_specs(d.get("inputs"), "inputs"),
         outputs=_specs(d.get("outputs"), "outputs"),
-        opset=_require(d, "opset", int, ""),
+        opset=_int_in(d, "opset", OPSET_RANGE, ""),
         package_version=_require(d, "package_version", str, ""),
-        model_file=_require(d, "model_file", str, ""),
-        model_sha256=_require(d, "model_sha256", str, ""),
-        text_embeddings_file=d.get("text_embeddings_file"),
-        method_cfg=d.get("method_cfg", {}),
-        parity=d.get("parity", {}),
-        variants=_variants(d.get("variants", {})),
-        text_encoder=_text_encoder(d.get("text_encoder")),
+        model_file=check_name(_require(d, "model_file", str, ""), "model_file"),
+        model_sha256=check_sha256(
+            _require(d, "model_sha256", str, ""), "model_sha256", required=require_hashes
+        ),
+        text_embeddings_file=_optional_name(d, "text_embeddings_file"),
+        text_embeddings_sha256=_text_embeddings_sha256(d, require_hashes),
+        method_cfg=_method_cfg(d.get("method_cfg", {})),
+        parity=_parity(d.get("parity", {})),
+        variants=_variants(d.get("variants", {}), require_hashes),
+        text_encoder=_text_encoder(d.get("text_encoder"), require_hashes),
         score=_score(d, method),
         score_scale=_score_scale(d),
         postprocess=_postprocess(d.get("postprocess")),
@@ -308,19 +371,94 @@ def manifest_from_dict(d: dict) -> Manifest:
     _check_text_encoder(manifest)
     _check_image_input(manifest)
     _check_postprocess(manifest)
+    _check_logits(manifest)
+    _check_text_input(manifest)
     return manifest
 
 
+def _optional_name(d: dict, key: str) -> str | None:
+    """An optional file name field (absent or null: none)."""
+    value = d.get(key)
+    return None if value is None else check_name(value, key)
+
+
+def _text_embeddings_sha256(d: dict, require: bool) -> str:
+    """``text_embeddings_sha256``: a sha256 whenever ``text_embeddings_file`` is set."""
+    value = d.get("text_embeddings_sha256", "")
+    if d.get("text_embeddings_file") is None:
+        return check_sha256(value, "text_embeddings_sha256", required=False)
+    if require and value == "":
+        raise ModelFolderError(
+            "manifest field 'text_embeddings_sha256' is missing or empty, but "
+            "'text_embeddings_file' is set: every named file needs its sha256 (re-export "
+            "the folder)"
+        )
+    return check_sha256(value, "text_embeddings_sha256", required=require)
+
+
+# method_cfg keys the runtime reads, and what each must be (None is always allowed).
+_METHOD_CFG_CHECKS = {
+    "short_side": (lambda v: _is_int(v) and 0 <= v <= MAX_INPUT_SIDE, "an integer >= 0"),
+    "slide_stride": (lambda v: _is_int(v) and 1 <= v <= MAX_INPUT_SIDE, "an integer >= 1"),
+    "prob_thd": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "slide_edge": (lambda v: isinstance(v, str), "a string"),
+    "key_smoothing": (lambda v: isinstance(v, bool), "true or false"),
+    "seen_bias": (
+        lambda v: isinstance(v, list) and all(_is_number(b) for b in v),
+        "a list of finite numbers",
+    ),
+}
+
+
+def _method_cfg(value: Any) -> dict[str, Any]:
+    """``method_cfg``: an object whose entries the runtime reads have their types."""
+    if not isinstance(value, dict):
+        raise ModelFolderError("manifest field 'method_cfg' must be an object")
+    for key, (ok, what) in _METHOD_CFG_CHECKS.items():
+        v = value.get(key)
+        if v is not None and not ok(v):
+            raise ModelFolderError(
+                f"manifest field 'method_cfg.{key}' must be {what}, got {str(v)[:80]!r}"
+            )
+    return value
+
+
+def _parity(value: Any) -> dict[str, Any]:
+    """``parity``: an object (its numbers are reports, not read back)."""
+    if not isinstance(value, dict):
+        raise ModelFolderError("manifest field 'parity' must be an object")
+    return value
+
+
 def _preprocess(pre: dict) -> PreprocessCfg:
-    """The ``preprocess`` entry; ``input_format`` absent (older manifests) = float32-nchw."""
+    """The ``preprocess`` entry; ``input_format`` absent (older manifests) = float32-nchw.
+
+    Refused: ``input_size`` not two integers in [1, 16384] (224.5 or true are not integers),
+    ``mean`` / ``std`` not three finite numbers (NaN, infinities refused) with ``std`` > 0,
+    ``feature_stride`` not an integer >= 1 that divides both sides of ``input_size``.
+    """
     size = _require(pre, "input_size", list, "preprocess.")
     mean, std = (
         _require(pre, "mean", list, "preprocess."),
         _require(pre, "std", list, "preprocess."),
     )
-    if len(size) != 2 or len(mean) != 3 or len(std) != 3 or min(std) <= 0 or min(size) <= 0:
+    if len(size) != 2 or not all(_is_int(v) and 1 <= v <= MAX_INPUT_SIDE for v in size):
         raise ModelFolderError(
-            "manifest preprocess needs input_size [H,W] > 0, 3 means, 3 stds > 0"
+            f"manifest preprocess.input_size must be [H, W], integers in [1, {MAX_INPUT_SIDE}], "
+            f"got {str(size)[:80]}"
+        )
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != 3 or not all(_is_number(v) for v in values):
+            raise ModelFolderError(
+                f"manifest preprocess.{key} must be 3 finite numbers, got {str(values)[:80]}"
+            )
+    if min(std) <= 0:
+        raise ModelFolderError(f"manifest preprocess.std must be > 0, got {std}")
+    stride = _require(pre, "feature_stride", int, "preprocess.")
+    if stride < 1 or size[0] % stride or size[1] % stride:
+        raise ModelFolderError(
+            f"manifest preprocess.feature_stride {stride} must be >= 1 and divide the input "
+            f"size {size}"
         )
     input_format = pre.get("input_format", INPUT_FORMATS[0])
     if input_format not in INPUT_FORMATS:
@@ -328,10 +466,10 @@ def _preprocess(pre: dict) -> PreprocessCfg:
             f"manifest preprocess.input_format {input_format!r} is not one of {INPUT_FORMATS}"
         )
     return PreprocessCfg(
-        input_size=(int(size[0]), int(size[1])),
+        input_size=(size[0], size[1]),
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
-        feature_stride=_require(pre, "feature_stride", int, "preprocess."),
+        feature_stride=stride,
         input_format=input_format,
     )
 
@@ -456,7 +594,61 @@ def _check_postprocess(m: Manifest) -> None:
             )
 
 
-def _variants(d: Any) -> dict[str, Variant]:
+def _check_logits(m: Manifest) -> None:
+    """LOGITS (and MASK_LOGITS), where declared: [1, C, H/p, W/p] with C = ``len(classes)`` for
+    a fixed vocabulary (an axis name for ``input``) and p = ``feature_stride``; fixed axes only
+    (an axis name matches anything)."""
+    pre = m.preprocess
+    h, w = (side // pre.feature_stride for side in pre.input_size)
+    for spec in m.outputs:
+        if spec.name not in (io_names.LOGITS, io_names.MASK_LOGITS):
+            continue
+        if len(spec.shape) != 4:
+            raise ModelFolderError(
+                f"manifest output {spec.name!r} has shape {list(spec.shape)}: [1, C, h, w] expected"
+            )
+        classes = spec.shape[1]
+        if m.vocab_mode == "fixed" and classes != len(m.classes):
+            raise ModelFolderError(
+                f"manifest output {spec.name!r} has {classes} classes, but 'classes' has "
+                f"{len(m.classes)}"
+            )
+        for axis, want, what in ((2, h, "height"), (3, w, "width")):
+            got = spec.shape[axis]
+            if isinstance(got, int) and got != want:
+                raise ModelFolderError(
+                    f"manifest output {spec.name!r} {what} {got} is not input_size / "
+                    f"feature_stride = {want} ({list(pre.input_size)} / {pre.feature_stride})"
+                )
+
+
+def _check_text_input(m: Manifest) -> None:
+    """A ``vocab_mode: input`` manifest declares the text-embedding input [C, D] (D an integer)
+    and names the default embeddings file; a fixed one declares no such input."""
+    has = any(t.name == io_names.TEXT_EMBEDDINGS for t in m.inputs)
+    if m.vocab_mode == "fixed":
+        if has:
+            raise ModelFolderError(
+                f"manifest vocab_mode 'fixed' declares a {io_names.TEXT_EMBEDDINGS!r} input"
+            )
+        return
+    if not has:
+        raise ModelFolderError(
+            f"manifest vocab_mode 'input' needs a {io_names.TEXT_EMBEDDINGS!r} input"
+        )
+    spec = m.input(io_names.TEXT_EMBEDDINGS)
+    if len(spec.shape) != 2 or not _is_int(spec.shape[1]):
+        raise ModelFolderError(
+            f"manifest input {io_names.TEXT_EMBEDDINGS!r} has shape {list(spec.shape)}: "
+            "[C, D] with an integer D expected"
+        )
+    if m.text_embeddings_file is None:
+        raise ModelFolderError("manifest vocab_mode 'input' needs 'text_embeddings_file'")
+
+
+def _variants(d: Any, require_hashes: bool = False) -> dict[str, Variant]:
+    """``variants``: {precision: {file, sha256, settings, accuracy}}; a variant always states
+    its sha256 (calibrate writes it into the folder's manifest only)."""
     if not isinstance(d, dict):
         raise ModelFolderError("manifest field 'variants' must be an object")
     out = {}
@@ -464,34 +656,44 @@ def _variants(d: Any) -> dict[str, Variant]:
         if precision not in PRECISIONS[1:]:
             raise ModelFolderError(f"manifest variant {precision!r} is not one of {PRECISIONS[1:]}")
         where = f"variants.{precision}."
+        if not isinstance(v, dict):
+            raise ModelFolderError(f"manifest field 'variants.{precision}' must be an object")
+        settings, accuracy = v.get("settings", {}), v.get("accuracy", {})
+        if not isinstance(settings, dict) or not isinstance(accuracy, dict):
+            raise ModelFolderError(f"manifest fields '{where}settings/accuracy' must be objects")
         out[precision] = Variant(
-            file=_require(v, "file", str, where),
-            sha256=_require(v, "sha256", str, where),
-            settings=v.get("settings", {}),
-            accuracy=v.get("accuracy", {}),
+            file=check_name(_require(v, "file", str, where), f"{where}file"),
+            sha256=check_sha256(
+                _require(v, "sha256", str, where), f"{where}sha256", required=require_hashes
+            ),
+            settings=settings,
+            accuracy=accuracy,
         )
     return out
 
 
-def _text_encoder(d: Any) -> TextEncoderInfo | None:
-    """The optional ``text_encoder`` entry (absent or null in older manifests)."""
+def _text_encoder(d: Any, require_hashes: bool = False) -> TextEncoderInfo | None:
+    """The optional ``text_encoder`` entry (absent or null in older manifests).
+
+    Refused besides bad names and hashes: ``context_length`` outside [2, 1024], ``embed_dim``
+    outside [1, 65536] (integers, not floats or bools), no templates.
+    """
     if d is None:
         return None
     where = "text_encoder."
     info = TextEncoderInfo(
-        file=_require(d, "file", str, where),
-        sha256=_require(d, "sha256", str, where),
-        vocab_file=_require(d, "vocab_file", str, where),
-        vocab_sha256=_require(d, "vocab_sha256", str, where),
-        context_length=_require(d, "context_length", int, where),
-        embed_dim=_require(d, "embed_dim", int, where),
+        file=check_name(_require(d, "file", str, where), f"{where}file"),
+        sha256=check_sha256(
+            _require(d, "sha256", str, where), f"{where}sha256", required=require_hashes
+        ),
+        vocab_file=check_name(_require(d, "vocab_file", str, where), f"{where}vocab_file"),
+        vocab_sha256=check_sha256(
+            _require(d, "vocab_sha256", str, where), f"{where}vocab_sha256", required=require_hashes
+        ),
+        context_length=_int_in(d, "context_length", CONTEXT_LENGTH_RANGE, where),
+        embed_dim=_int_in(d, "embed_dim", EMBED_DIM_RANGE, where),
         templates=tuple(_require(d, "templates", list, where)),
     )
-    if not info.file or not info.vocab_file or info.context_length < 2 or info.embed_dim < 1:
-        raise ModelFolderError(
-            "manifest text_encoder needs file and vocab_file names, "
-            "context_length >= 2 and embed_dim >= 1"
-        )
     if not info.templates:
         raise ModelFolderError("manifest text_encoder.templates must be a non-empty list")
     for t in info.templates:
@@ -526,22 +728,64 @@ def _check_text_encoder(m: Manifest) -> None:
         )
 
 
-def load_manifest(folder: str | Path) -> Manifest:
-    """Read and validate ``folder/manifest.json``.
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, ``[]`` 1, ``[[1]]`` 2), without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, (dict, list)):
+            depth = max(depth, level)
+            stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
+    return depth
+
+
+def read_manifest_json(path: str | os.PathLike) -> Any:
+    """Parse a manifest file within the limits.
 
     Raises:
-        ModelFolderError: the folder or manifest is missing, not JSON, or has missing/bad fields.
+        ModelFolderError: larger than ``MAX_MANIFEST_BYTES`` (checked before reading), not UTF-8
+            JSON, or nested deeper than ``MAX_JSON_DEPTH``.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ModelFolderError(
+            f"{str(path)!r} is {size} bytes, over the manifest limit of {MAX_MANIFEST_BYTES}"
+        )
+    with open(path, "rb") as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:  # grew since the stat
+        raise ModelFolderError(f"{str(path)!r} is over the manifest limit of {MAX_MANIFEST_BYTES}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFolderError(f"{str(path)!r} is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ModelFolderError(
+            f"{str(path)!r} is nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from e
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ModelFolderError(f"{str(path)!r} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+def load_manifest(folder: str | Path) -> Manifest:
+    """Read and validate ``folder/manifest.json`` (its real path inside the folder's).
+
+    Every file it names must state its sha256 (``manifest_from_dict(require_hashes=True)``).
+
+    Raises:
+        ModelFolderError: the folder or manifest is missing, a symlink out of the folder, too
+            large or deep, not JSON, or has missing/bad fields.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"model folder {str(folder)!r} does not exist or is not a folder")
-    path = folder / MANIFEST_FILE
+    path = resolve_in_folder(folder, MANIFEST_FILE, MANIFEST_FILE)
     if not path.is_file():
         raise ModelFolderError(
-            f"{str(path)!r} is missing: not a deployable folder (run export.build)"
+            f"{str(folder / MANIFEST_FILE)!r} is missing: not a deployable folder "
+            "(run export.build)"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFolderError(f"{str(path)!r} is not valid JSON: {e}") from e
-    return manifest_from_dict(data)
+    return manifest_from_dict(read_manifest_json(path), require_hashes=True)

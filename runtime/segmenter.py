@@ -15,7 +15,8 @@ from runtime import io_names, label_kernel
 from runtime.backends import ModelRef, open_backend
 from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ConfigError, ModelFolderError, VocabularyError
-from runtime.fsutil import sha256_file
+from runtime.folder_files import model_file, text_embeddings
+from runtime.graph_check import check_graph
 from runtime.image import as_rgb_uint8
 from runtime.label_map import METHODS as LABEL_METHODS
 from runtime.label_map import UNKNOWN, LabelMap, label_map, upsample
@@ -169,6 +170,7 @@ class Segmenter:
         self.slide_edge = slide_edge or method.get("slide_edge") or "flush"
         if self.slide_edge not in EDGES:
             raise ValueError(f"slide_edge must be one of {EDGES}, got {self.slide_edge!r}")
+        self._verify = verify
         model_path = self._model_path(verify)
         ref = ModelRef(
             model_path,
@@ -217,36 +219,23 @@ class Segmenter:
         self._score_threshold = value
 
     def _model_path(self, verify: bool) -> Path:
-        name, sha = self.manifest.model_for(self.precision)
-        path = self.folder / name
-        if not path.is_file():
-            raise ModelFolderError(f"model file {str(path)!r} named by the manifest is missing")
-        if verify and sha and sha256_file(path) != sha:
-            raise ModelFolderError(
-                f"{str(path)!r} does not match the manifest's sha256: corrupt or modified"
-            )
-        return path
+        """The graph of ``self.precision``, confined to the folder and its sha256 present (and
+        compared when ``verify``): ``runtime.folder_files``."""
+        return model_file(self.folder, self.manifest, self.precision, verify)
 
     def _check_graph_io(self) -> None:
-        want_in = tuple(t.name for t in self.manifest.inputs)
-        want_out = tuple(t.name for t in self.manifest.outputs)
-        got_in, got_out = self.backend.input_names, self.backend.output_names
-        if got_in != want_in or not set(want_out) <= set(got_out):
-            raise ModelFolderError(
-                f"model inputs {got_in} / outputs {got_out} do not match the "
-                f"manifest's {want_in} / {want_out}"
-            )
+        """The loaded graph's names, dtypes and shapes agree with the manifest
+        (``runtime.graph_check``)."""
+        check_graph(self.manifest, self.backend.input_specs, self.backend.output_specs)
 
     def _load_default_vocabulary(self) -> None:
-        name = self.manifest.text_embeddings_file
-        path = self.folder / (name or "")
-        if not name or not path.is_file():
-            raise ModelFolderError(f"vocab_mode 'input' needs the text embeddings file {name!r}")
+        """The folder's own text embeddings (confined, hashed, float [C, D], finite)."""
+        dim = self.manifest.input(io_names.TEXT_EMBEDDINGS).shape[-1]
+        emb = text_embeddings(self.folder, self.manifest, dim, self._verify)
         try:
-            emb = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise ModelFolderError(f"cannot read text embeddings {str(path)!r}: {e}") from e
-        self.set_vocabulary(self.manifest.classes, emb, seen=self.manifest.seen_classes)
+            self.set_vocabulary(self.manifest.classes, emb, seen=self.manifest.seen_classes)
+        except VocabularyError as e:  # all-zero rows: the folder's file is unusable
+            raise ModelFolderError(f"the folder's text embeddings are unusable: {e}") from e
 
     def set_vocabulary(
         self,

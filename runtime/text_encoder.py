@@ -15,7 +15,8 @@ import numpy as np
 from runtime import io_names
 from runtime.backends import make_backend
 from runtime.errors import ModelFolderError
-from runtime.fsutil import sha256_file
+from runtime.folder_files import folder_file
+from runtime.graph_check import check_shape
 from runtime.manifest import TextEncoderInfo
 from runtime.tokenizer import ClipTokenizer
 from runtime.vocab import validate_classes
@@ -83,19 +84,44 @@ class TextEncoder:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.folder, self.info, self.batch = Path(folder), info, batch
-        graph = _checked(self.folder / info.file, info.sha256, verify, "text encoder graph")
-        vocab = _checked(self.folder / info.vocab_file, info.vocab_sha256, verify, "BPE vocabulary")
+        graph = _checked(self.folder, info.file, info.sha256, verify, "file")
+        vocab = _checked(self.folder, info.vocab_file, info.vocab_sha256, verify, "vocab_file")
         self.tokenizer = ClipTokenizer(vocab, info.context_length)
         self.backend = make_backend("onnxruntime", str(graph), **backend_options)
-        if (
-            self.backend.input_names != (io_names.TEXT_TOKENS,)
-            or io_names.TEXT_FEATURES not in self.backend.output_names
-        ):
-            names = (self.backend.input_names, self.backend.output_names)
+        try:
+            self._check_graph(graph)
+        except BaseException:
             self.backend.close()
+            raise
+
+    def _check_graph(self, graph: Path) -> None:
+        """The text graph takes int64 tokens [N, L] (L within the context length) and gives
+        float32 features [N, embed_dim] (where the graph fixes them).
+
+        Raises:
+            ModelFolderError: other names, dtypes or shapes.
+        """
+        ins, outs = self.backend.input_specs, self.backend.output_specs
+        feats = next((o for o in outs if o.name == io_names.TEXT_FEATURES), None)
+        if tuple(i.name for i in ins) != (io_names.TEXT_TOKENS,) or feats is None:
+            names = (self.backend.input_names, self.backend.output_names)
             raise ModelFolderError(
                 f"{str(graph)!r} has inputs/outputs {names}, expected "
                 f"({io_names.TEXT_TOKENS!r},) / {io_names.TEXT_FEATURES!r}"
+            )
+        tokens, what = ins[0], f"the manifest's text_encoder (embed_dim {self.info.embed_dim})"
+        if tokens.dtype != "int64" or feats.dtype != "float32":
+            raise ModelFolderError(
+                f"{str(graph)!r} maps {tokens.dtype} tokens to {feats.dtype} features; "
+                "int64 -> float32 expected"
+            )
+        check_shape(tokens.name, tokens.shape, (-1, -1), what)
+        check_shape(feats.name, feats.shape, (-1, self.info.embed_dim), what)
+        length = tokens.shape[1]
+        if isinstance(length, int) and length > self.info.context_length:
+            raise ModelFolderError(
+                f"{str(graph)!r} takes {length} tokens, more than the manifest's "
+                f"text_encoder.context_length {self.info.context_length}"
             )
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
@@ -134,11 +160,14 @@ class TextEncoder:
         self.close()
 
 
-def _checked(path: Path, sha256: str, verify: bool, what: str) -> Path:
-    if not path.is_file():
-        raise ModelFolderError(f"{what} {str(path)!r} named by the manifest is missing")
-    if verify and sha256_file(path) != sha256:
-        raise ModelFolderError(
-            f"{what} {str(path)!r} does not match the manifest's sha256: corrupt or modified"
-        )
-    return path
+def _checked(folder: Path, name: str, sha256: str, verify: bool, key: str) -> Path:
+    """One text encoder file (``key``: "file" or "vocab_file"), via ``folder_file``."""
+    return folder_file(
+        folder,
+        name,
+        sha256,
+        what="text encoder graph" if key == "file" else "BPE vocabulary",
+        field=f"text_encoder.{key}",
+        sha_field=f"text_encoder.{'sha256' if key == 'file' else 'vocab_sha256'}",
+        verify=verify,
+    )

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ModelFolderError
+from runtime.errors import ConfigError, ModelFolderError
 
 TEXT_AVAILABLE = find_spec("regex") is not None and find_spec("ftfy") is not None
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"  # the name open_clip ships it under
 CONTEXT_LENGTH = 77
+MAX_CONTEXT_LENGTH = 1024  # tokens per row: bounds the [N, L] arrays a caller can ask for
 NUM_MERGES = 49152 - 256 - 2  # CLIP uses the first 48894 merges: a 49408-token vocabulary
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 _SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
@@ -118,8 +119,7 @@ class ClipTokenizer:
 
     def __init__(self, vocab_path: str | Path, context_length: int = CONTEXT_LENGTH):
         regex, _ = require_text()
-        if context_length < 2:
-            raise ValueError(f"context_length must be >= 2 (start + end), got {context_length}")
+        context_length = check_context_length(context_length)
         merges = load_merges(vocab_path)
         units = list(byte_to_unicode().values())
         vocab = units + [u + "</w>" for u in units] + ["".join(m) for m in merges] + [SOT, EOT]
@@ -173,7 +173,8 @@ class ClipTokenizer:
             TypeError: ``texts`` is not a str or a sequence of str.
         """
         texts = _as_list(texts)
-        length = context_length or self.context_length
+        length = self.context_length if context_length is None else context_length
+        length = check_context_length(length)
         out = np.zeros((len(texts), length), dtype=np.int64)
         for row, text in enumerate(texts):
             ids = [self.sot_id, *self.encode(text), self.eot_id]
@@ -181,6 +182,21 @@ class ClipTokenizer:
                 ids = ids[: length - 1] + [self.eot_id]
             out[row, : len(ids)] = ids
         return out
+
+
+def check_context_length(length: object) -> int:
+    """``length`` if it is an integer in [2, ``MAX_CONTEXT_LENGTH``] (start + end tokens fit).
+
+    Raises:
+        ConfigError: a bool, a float, or out of range.
+    """
+    if not isinstance(length, int) or isinstance(length, bool):
+        raise ConfigError(f"context_length must be an integer, got {length!r}")
+    if not 2 <= length <= MAX_CONTEXT_LENGTH:
+        raise ConfigError(
+            f"context_length must be in [2, {MAX_CONTEXT_LENGTH}] (start + end), got {length}"
+        )
+    return length
 
 
 def _merge(word: list[str], pair: tuple[str, str]) -> list[str]:

@@ -220,9 +220,10 @@ def _open_tensorrt(ref: ModelRef, probe, cuda_graph: bool = False, dla_core: int
             f"with python -m export.engine {ref.folder} --precision {ref.precision}"
         )
     from runtime.backends.trt import TrtBackend
+    from runtime.engine_cache import engine_path
 
     return TrtBackend(
-        ref.folder / "engines" / record.engine_file,
+        engine_path(ref.folder, record),
         expect_sha256=record.engine_sha256,
         cuda_graph=cuda_graph,
         version_compatible=record.key.version_compatible,
