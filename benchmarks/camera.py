@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import check_report_paths, cpu_model, publish
-from export.cli_checks import (
+from runtime.camera import LoopCfg, LoopStats, peak_rss_mb, run_loop
+from runtime.cli import ArgumentParser, cli_main, setup_logging
+from runtime.cli_checks import (
     MAX_IMAGE_SIDE,
     count_arg,
     int_range,
@@ -34,8 +36,6 @@ from export.cli_checks import (
     short_side,
     threads_arg,
 )
-from runtime.camera import LoopCfg, LoopStats, peak_rss_mb, run_loop
-from runtime.cli import ArgumentParser, cli_main, setup_logging
 from runtime.errors import OvssError, SourceError
 from runtime.fsutil import atomic_write
 from runtime.segmenter import MODES, Segmenter

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import check_report_paths, cpu_model, publish
-from export.cli_checks import MAX_THREADS, count_arg, threads_arg
 from runtime.cli import ArgumentParser, cli_main, setup_logging
+from runtime.cli_checks import MAX_THREADS, count_arg, threads_arg
 from runtime.errors import OvssError
 from runtime.image import load_image
 from runtime.segmenter import Segmenter

@@ -21,7 +21,6 @@ import numpy as np
 
 from benchmarks.machine import cpu_model, save_png, torch_free_main
 from benchmarks.stages import load_frames
-from export.cli_checks import MAX_IMAGE_SIDE, count_arg, nonneg_count
 from runtime.cli import (
     ArgumentParser,
     add_segmenter_args,
@@ -29,6 +28,7 @@ from runtime.cli import (
     cli_main,
     segmenter_kwargs,
 )
+from runtime.cli_checks import MAX_IMAGE_SIDE, count_arg, nonneg_count
 from runtime.errors import OvssError
 from runtime.label_kernel import NUMBA_AVAILABLE
 from runtime.label_map import METHODS as LABEL_METHODS

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmarks.machine import check_report_paths, cpu_model, publish
-from export.cli_checks import count_arg, image_side, nonneg_count, threads_arg
 from export.config import ExportCfg
 from export.registry import BUILDERS
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.cli import ArgumentParser, run_main, setup_logging
+from runtime.cli_checks import count_arg, image_side, nonneg_count, threads_arg
 from runtime.errors import UnknownNameError
 from runtime.manifest import Manifest
 from training.methods import METHODS, get_method

@@ -15,7 +15,7 @@ def check_report_paths(args) -> None:
     """``--json`` / ``--plot`` / ``--png`` (those ``args`` has and sets) can be written as files:
     an existing folder there, a parent that is a file or no permission is one error line
     (``runtime.outputs.OutputPathError``) before the minutes of timing, not after."""
-    from export.cli_checks import check_outputs
+    from runtime.cli_checks import check_outputs
 
     check_outputs(
         files=[(getattr(args, name, None), f"--{name}") for name in REPORT_FLAGS],

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import cpu_model, save_png, torch_free_main
-from export.cli_checks import count_arg, nonneg_count, threads_arg
 from runtime import io_names
 from runtime.backends import ModelRef, open_backend
 from runtime.cli import (
@@ -29,6 +28,7 @@ from runtime.cli import (
     add_verbose_arg,
     cli_main,
 )
+from runtime.cli_checks import count_arg, nonneg_count, threads_arg
 from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ConfigError
 from runtime.image import load_image

@@ -21,10 +21,10 @@ import numpy as np
 
 from benchmarks.latency import bench_main, cpu_model, time_interleaved
 from calibration.calibrate import text_feeds
-from export.cli_checks import count_arg, nonneg_count, threads_arg
 from runtime import io_names
 from runtime.backends.ort import OrtBackend, require_ort
 from runtime.cli import ArgumentParser
+from runtime.cli_checks import count_arg, nonneg_count, threads_arg
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.fsutil import sha256_file
 from runtime.manifest import PRECISIONS, load_manifest

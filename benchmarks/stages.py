@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import save_png, torch_free_main
-from export.cli_checks import count_arg, nonneg_count
 from runtime.backends import BACKENDS
 from runtime.camera import peak_rss_mb, rss_mb
 from runtime.cli import (
@@ -32,6 +31,7 @@ from runtime.cli import (
     cli_main,
     segmenter_kwargs,
 )
+from runtime.cli_checks import count_arg, nonneg_count
 from runtime.errors import OvssError
 from runtime.image import load_image
 from runtime.manifest import PRECISIONS

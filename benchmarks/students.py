@@ -40,18 +40,18 @@ from benchmarks.latency import (
     time_interleaved,
     training_free_eager,
 )
-from export.cli_checks import (
+from export.config import ExportCfg
+from export.registry import BUILDERS
+from runtime import io_names
+from runtime.backends.ort import OrtBackend, require_ort
+from runtime.cli import ArgumentParser
+from runtime.cli_checks import (
     count_arg,
     image_side,
     nonneg_count,
     positive_float,
     threads_arg,
 )
-from export.config import ExportCfg
-from export.registry import BUILDERS
-from runtime import io_names
-from runtime.backends.ort import OrtBackend, require_ort
-from runtime.cli import ArgumentParser
 from runtime.errors import ConfigError, UnknownNameError
 from runtime.fsutil import atomic_write
 from training.methods.maskclip_plus import STUDENT_NAMES as STUDENTS

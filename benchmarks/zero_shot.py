@@ -19,7 +19,8 @@ import argparse
 import sys
 
 from benchmarks.latency import bench_main
-from export.cli_checks import (
+from runtime.cli import ArgumentParser
+from runtime.cli_checks import (
     count_arg,
     image_side,
     nonneg_count,
@@ -27,7 +28,6 @@ from export.cli_checks import (
     seed_arg,
     threads_arg,
 )
-from runtime.cli import ArgumentParser
 from training.methods import METHODS
 
 PARTS = ("full", "decoder")

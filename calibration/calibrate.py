@@ -38,7 +38,6 @@ from calibration.report import (
     finite_or_none,
     to_table,
 )
-from export.cli_checks import check_outputs, int_range, label_arg, threads_arg
 from export.folder_write import REPORT_FILE, FolderWrite, named_files
 from export.trtexec import folder_commands
 from runtime import io_names
@@ -49,6 +48,7 @@ from runtime.cli import (
     cli_main,
     setup_logging,
 )
+from runtime.cli_checks import check_outputs, int_range, label_arg, threads_arg
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.folder_files import model_file, text_embeddings
 from runtime.fsutil import atomic_write_text, sha256_file

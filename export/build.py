@@ -18,7 +18,9 @@ import sys
 import types
 import typing
 
-from export.cli_checks import (
+from export.config import POSTPROCESS_MODES
+from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
+from runtime.cli_checks import (
     MAX_IMAGE_SIDE,
     check_input_file,
     check_outputs,
@@ -32,8 +34,6 @@ from export.cli_checks import (
     seed_arg,
     short_side,
 )
-from export.config import POSTPROCESS_MODES
-from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
 from runtime.manifest import INPUT_FORMATS
 from runtime.vocab import parse_vocabulary
 from training.methods import METHODS, get_method

@@ -101,6 +101,13 @@ def build_training_free(cfg: ExportCfg) -> ExportResult:
     t0 = time.perf_counter()
     _check_text_encoder_cfg(cfg)
     mcfg = cfg.method_cfg()
+    stride = getattr(mcfg, "slide_stride", None)
+    if stride and stride > mcfg.image_size:
+        raise ConfigError(
+            f"--slide-stride {stride} is larger than --image-size {mcfg.image_size}: slide "
+            f"windows would leave gaps; give --slide-stride 1..{mcfg.image_size} (the method's "
+            "default step is for its default image size)"
+        )
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
     model = _checked(cfg.spec.load("model_builder"), clip, mcfg)

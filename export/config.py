@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from export.cli_checks import MAX_OPSET, MAX_SEED, MIN_OPSET
+from runtime.cli_checks import MAX_OPSET, MAX_SEED, MIN_OPSET
 from runtime.errors import ConfigError
 from runtime.manifest import INPUT_FORMATS
 from training.methods.spec import EXPORT_INPUTS

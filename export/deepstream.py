@@ -39,9 +39,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from export.cli_checks import check_outputs as check_output_paths
 from runtime import io_names
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, nonneg_float, setup_logging
+from runtime.cli_checks import check_outputs as check_output_paths
 from runtime.engine_cache import engine_dir
 from runtime.errors import ConfigError, ModelFolderError
 from runtime.folder_files import model_file

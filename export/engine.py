@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.cli_checks import check_outputs, int_range
 from runtime import io_names
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
+from runtime.cli_checks import check_outputs, int_range
 from runtime.engine_cache import (
     EngineKey,
     EngineRecord,

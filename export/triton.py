@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.cli_checks import MAX_BATCH, check_outputs, int_range
 from runtime.cli import ArgumentParser, add_verbose_arg, cli_main, setup_logging
+from runtime.cli_checks import MAX_BATCH, check_outputs, int_range
 from runtime.engine_cache import (
     EngineKey,
     engine_dir,

@@ -30,11 +30,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from runtime.cli import (
     ArgumentParser,
+    add_max_pixels_arg,
     add_segmenter_args,
     add_verbose_arg,
     cli_main,
@@ -49,6 +51,7 @@ from runtime.cli import (
 from runtime.errors import ConfigError, SourceError
 from runtime.frame_queue import CaptureThread, FrameQueue, QueueClosed, Reader, Ring
 from runtime.fsutil import atomic_write_text
+from runtime.outputs import check_output_dir, check_output_file
 from runtime.postprocess import load_palette
 from runtime.segmenter import Segmenter, SegResult
 from runtime.sources import Frame, FrameSource, SourceCfg, open_source, parse_size
@@ -469,6 +472,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--log-every", type=nonneg_float, default=10.0, help="progress log period, seconds (0: off)"
     )
+    add_max_pixels_arg(p)
     add_verbose_arg(p)
     args = p.parse_args(argv)
     if args.watch_classes and args.classes:
@@ -541,7 +545,10 @@ def run_cli(args: argparse.Namespace, stop: threading.Event) -> dict:
             ClassFileWatcher(args.watch_classes, seg.set_classes) if args.watch_classes else None
         )
         width, height = args.capture_size or (None, None)
-        source = open_source(args.source, SourceCfg(fourcc=args.fourcc, width=width, height=height))
+        source = open_source(
+            args.source,
+            SourceCfg(fourcc=args.fourcc, width=width, height=height, max_pixels=args.max_pixels),
+        )
         try:
             sink = open_sink(args.out, args.fps or source.fps, args.show, stop)
         except BaseException:
@@ -570,10 +577,32 @@ def _video_codec(sink) -> str | None:
     return None
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--out`` (a video file by suffix, else a PNG folder, as ``open_sink`` decides) and
+    ``--json`` can be written and are distinct, before the model and the source are opened.
+
+    Raises:
+        OutputPathError: a folder where a file goes, a file where a folder goes, a file as a
+            parent, no permission.
+        ConfigError: ``--out`` and ``--json`` are the same path.
+    """
+    if args.out:
+        out = Path(args.out)
+        if out.suffix and not out.is_dir():
+            check_output_file(out, "--out")
+        else:
+            check_output_dir(out, "--out")
+    if args.json:
+        check_output_file(args.json, "--json")
+        if args.out and Path(args.json).resolve() == Path(args.out).resolve():
+            raise ConfigError(f"--json {args.json!r} is the same path as --out")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # a bad --classes fails here, before any model is loaded
     setup_logging(args.verbose)
+    check_outputs(args)
     with stop_on_signals(threading.Event()) as stop:
         report = run_cli(args, stop)
     if args.json:

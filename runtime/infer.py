@@ -17,6 +17,7 @@ import numpy as np
 
 from runtime.cli import (
     ArgumentParser,
+    add_max_pixels_arg,
     add_segmenter_args,
     add_verbose_arg,
     cli_main,
@@ -24,8 +25,10 @@ from runtime.cli import (
     setup_logging,
     unit_float,
 )
+from runtime.errors import ConfigError
 from runtime.fsutil import atomic_write
 from runtime.image import load_image
+from runtime.outputs import check_output_file
 from runtime.postprocess import (
     UNKNOWN_COLOUR,
     UNKNOWN_NAME,
@@ -63,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--alpha", type=unit_float, default=0.5, help="overlay opacity in [0,1]")
     p.add_argument("--no-legend", action="store_true", help="overlay only, no legend strip below")
+    add_max_pixels_arg(p)
     add_verbose_arg(p)
     return p.parse_args(argv)
 
@@ -86,11 +90,33 @@ def _save_scores(path: str, scores: np.ndarray) -> None:
     _save_png(path, np.clip(np.rint(scores * 255.0), 0, 255).astype(np.uint8))
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path is writable and distinct, before the image and the model are loaded.
+
+    Raises:
+        OutputPathError: a folder where a file goes, a file as a parent, no permission.
+        ConfigError: two outputs, or an output and the input image, are the same file.
+    """
+    named = {"--out": args.out, "--labels-out": args.labels_out, "--scores-out": args.scores_out}
+    seen: dict[str, str] = {}
+    if not args.image.startswith("sample:"):
+        seen[str(Path(args.image).resolve())] = "--image"
+    for flag, path in named.items():
+        if path is None:
+            continue
+        check_output_file(path, flag)
+        key = str(Path(path).resolve())
+        if key in seen:
+            raise ConfigError(f"{flag} {path!r} is the same file as {seen[key]}")
+        seen[key] = flag
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # a bad --classes fails here, before any model is loaded
     setup_logging(args.verbose)
-    image = load_image(args.image)
+    check_outputs(args)
+    image = load_image(args.image, max_pixels=args.max_pixels)
     if args.palette:
         load_palette(args.palette)  # a bad palette fails before the model is loaded
     with Segmenter(**segmenter_kwargs(args)) as seg:

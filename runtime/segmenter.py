@@ -164,6 +164,11 @@ class Segmenter:
             or method.get("slide_stride")
             or default_stride(size[0], self.manifest.preprocess.feature_stride)
         )
+        if self.stride > size[0]:
+            raise ConfigError(
+                f"stride {self.stride} is larger than the model's window of {size[0]} pixels: "
+                f"slide windows would leave gaps; give 1..{size[0]}"
+            )
         # ZegCLIP / CLIP-RC folders with the mask logits: the flush slide path upsamples them
         # before the sigmoid (older folders: the scores, sigmoid first).
         self._mask_logits = any(o.name == io_names.MASK_LOGITS for o in self.manifest.outputs)

@@ -45,9 +45,9 @@ from runtime.cli import (
     ArgumentParser,
     add_segmenter_args,
     add_verbose_arg,
+    bounded_int,
     cli_main,
     missing_extra,
-    nonneg_int,
     positive_float,
     positive_int,
     segmenter_kwargs,
@@ -60,7 +60,7 @@ from runtime.image import as_rgb_uint8
 from runtime.postprocess import UNKNOWN_COLOUR, label_png
 from runtime.segmenter import Segmenter, SegResult
 from runtime.serve_page import PAGE
-from runtime.sources import open_source
+from runtime.sources import SourceCfg, open_source
 from runtime.video_out import Painter
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ class App:
         ``--source`` fails before the server binds."""
         if self.source is None:
             return
-        open_source(self.source).close()
+        open_source(self.source, SourceCfg(max_pixels=self.cfg.max_pixels)).close()
         self._thread = threading.Thread(target=self._run_source, name="ovss-serve", daemon=True)
         self._thread.start()
 
@@ -264,7 +264,7 @@ class App:
     def _one_pass(self) -> int:
         """Read the source to its end (a file or folder), segmenting the newest frames; returns
         the number of frames shown."""
-        source = open_source(self.source)
+        source = open_source(self.source, SourceCfg(max_pixels=self.cfg.max_pixels))
         reader = Reader(source, threading.Event(), pace_fps=self.cfg.pace_fps)
         capture = CaptureThread(reader, FrameQueue(1, drop_oldest=source.live))
         shown = 0
@@ -483,7 +483,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the page shows uploaded images",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=nonneg_int, default=8000, help="port (default 8000; 0: any)")
+    p.add_argument(
+        "--port", type=bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any)"
+    )
     p.add_argument(
         "--max-bytes", type=positive_int, default=ServeCfg.max_bytes, help="largest upload, bytes"
     )

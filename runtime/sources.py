@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from runtime.errors import InvalidImageError, SourceError
-from runtime.image import load_image
+from runtime.image import DEFAULT_MAX_PIXELS, load_image
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,16 @@ class SourceCfg:
         fourcc: camera pixel format to request, e.g. "MJPG" (cameras only; None: driver default).
         width, height: camera capture size to request in pixels (cameras only; None: default).
         timeout_ms: open and read timeout for network streams, milliseconds.
+        max_pixels: largest frame, width x height (``--max-pixels``; 0: no limit). Video
+            sources whose reported frame size is over it are refused at open (and any frame over
+            it stops the source); image files over it are skipped, from their header.
     """
 
     fourcc: str | None = None
     width: int | None = None
     height: int | None = None
     timeout_ms: int = 5000
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 class FrameSource(Protocol):
@@ -144,9 +148,10 @@ class CaptureSource:
         live: bool,
         params: list[int] | None = None,
         cfg: SourceCfg | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.target, self.api, self.name, self.live = target, api, name, live
-        self._params, self._cfg = params or [], cfg
+        self._params, self._cfg, self.max_pixels = params or [], cfg, max_pixels
         self._seq = 0
         self._cap = self._open()
         fps = self._cap.get(require_cv2().CAP_PROP_FPS)
@@ -162,7 +167,22 @@ class CaptureSource:
             raise SourceError(f"cannot open {self.name}")
         if self._cfg is not None:
             self._request_format(cap, self._cfg)
+        w, h = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        if math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0:
+            try:
+                self._check_size(int(w), int(h))
+            except SourceError:
+                cap.release()
+                raise
         return cap
+
+    def _check_size(self, width: int, height: int) -> None:
+        """Refuse frames over ``max_pixels`` (SourceError naming the flag)."""
+        if self.max_pixels and width * height > self.max_pixels:
+            raise SourceError(
+                f"{self.name} gives {width}x{height} = {width * height:,} pixel frames, over the "
+                f"limit of {self.max_pixels:,}; raise it with --max-pixels N (0: no limit)"
+            )
 
     @staticmethod
     def _request_format(cap, cfg: SourceCfg) -> None:
@@ -178,6 +198,7 @@ class CaptureSource:
         ok, image = self._cap.read()
         if not ok or image is None or image.size == 0:
             return None
+        self._check_size(image.shape[1], image.shape[0])
         frame = Frame(to_rgb(image), self._seq, time.perf_counter())
         self._seq += 1
         return frame
@@ -203,8 +224,8 @@ class ImageFilesSource:
     live = False
     fps = None
 
-    def __init__(self, paths: list[Path], name: str):
-        self.paths, self.name = list(paths), name
+    def __init__(self, paths: list[Path], name: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.paths, self.name, self.max_pixels = list(paths), name, max_pixels
         self._next, self._seq, self.skipped = 0, 0, 0
 
     def read(self) -> Frame | None:
@@ -212,7 +233,7 @@ class ImageFilesSource:
             path = self.paths[self._next]
             self._next += 1
             try:
-                image = load_image(path)
+                image = load_image(path, max_pixels=self.max_pixels)
             except InvalidImageError as e:
                 self.skipped += 1
                 log.warning("skipping unreadable image %s: %s", path, e)
@@ -247,7 +268,9 @@ def list_images(folder: Path) -> list[Path]:
 def _camera(index: int, spec: str, cfg: SourceCfg) -> CaptureSource:
     cv2 = require_cv2()
     api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-    return CaptureSource(index, api, f"camera {spec!r}", live=True, cfg=cfg)
+    return CaptureSource(
+        index, api, f"camera {spec!r}", live=True, cfg=cfg, max_pixels=cfg.max_pixels
+    )
 
 
 def _stream(url: str, cfg: SourceCfg) -> CaptureSource:
@@ -258,14 +281,16 @@ def _stream(url: str, cfg: SourceCfg) -> CaptureSource:
         cv2.CAP_PROP_READ_TIMEOUT_MSEC,
         cfg.timeout_ms,
     ]
-    source = CaptureSource(url, cv2.CAP_FFMPEG, f"stream {url!r}", live=True, params=params)
+    source = CaptureSource(
+        url, cv2.CAP_FFMPEG, f"stream {url!r}", live=True, params=params, max_pixels=cfg.max_pixels
+    )
     # A file served over http(s) has a frame count and an end: replaying it forever is wrong.
     if source.frame_count > 0 and url.lower().startswith(("http://", "https://")):
         source.live = False
     return source
 
 
-def _gstreamer(pipeline: str) -> CaptureSource:
+def _gstreamer(pipeline: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> CaptureSource:
     cv2 = require_cv2()
     if not pipeline.strip():
         raise SourceError("gst: needs a pipeline after the prefix, ending in appsink")
@@ -275,21 +300,23 @@ def _gstreamer(pipeline: str) -> CaptureSource:
             "(cv2.getBuildInformation() shows 'GStreamer: NO'); use an OpenCV built with "
             "GStreamer, e.g. JetPack's python3-opencv, instead of the opencv-python wheels"
         )
-    return CaptureSource(pipeline, cv2.CAP_GSTREAMER, f"GStreamer pipeline {pipeline!r}", live=True)
+    name = f"GStreamer pipeline {pipeline!r}"
+    return CaptureSource(pipeline, cv2.CAP_GSTREAMER, name, live=True, max_pixels=max_pixels)
 
 
-def _folder(path: Path) -> ImageFilesSource:
+def _folder(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFilesSource:
     files = list_images(path)
     if not files:
         raise SourceError(
             f"image folder {str(path)!r} has no image files ({', '.join(IMAGE_SUFFIXES)})"
         )
-    return ImageFilesSource(files, f"image folder {str(path)!r}")
+    return ImageFilesSource(files, f"image folder {str(path)!r}", max_pixels)
 
 
-def _video_file(path: Path) -> CaptureSource:
+def _video_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> CaptureSource:
     cv2 = require_cv2()
-    return CaptureSource(str(path), cv2.CAP_FFMPEG, f"video file {str(path)!r}", live=False)
+    name = f"video file {str(path)!r}"
+    return CaptureSource(str(path), cv2.CAP_FFMPEG, name, live=False, max_pixels=max_pixels)
 
 
 def open_source(spec: str, cfg: SourceCfg | None = None) -> FrameSource:
@@ -304,7 +331,7 @@ def open_source(spec: str, cfg: SourceCfg | None = None) -> FrameSource:
     cfg = cfg or SourceCfg()
     spec = spec.strip()
     if spec.startswith(GST_PREFIX):
-        return _gstreamer(spec[len(GST_PREFIX) :])
+        return _gstreamer(spec[len(GST_PREFIX) :], cfg.max_pixels)
     if spec.isdigit():
         return _camera(int(spec), spec, cfg)
     device = _DEVICE.match(spec)
@@ -316,11 +343,11 @@ def open_source(spec: str, cfg: SourceCfg | None = None) -> FrameSource:
         return _stream(spec, cfg)
     path = Path(spec)
     if path.is_dir():
-        return _folder(path)
+        return _folder(path, cfg.max_pixels)
     if path.is_file():
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFilesSource([path], f"image {spec!r}")
-        return _video_file(path)
+            return ImageFilesSource([path], f"image {spec!r}", cfg.max_pixels)
+        return _video_file(path, cfg.max_pixels)
     if "/" in spec or path.suffix:
         raise SourceError(f"source file or folder {spec!r} does not exist")
     raise SourceError(

@@ -86,6 +86,11 @@ def parse_vocabulary(spec: str) -> tuple[str, ...]:
         raise VocabularyError("vocabulary is empty: give a list name, a class file or 'a,b,c'")
     if _is_file(spec):
         return read_class_file(Path(spec))
+    if _is_file(spec, kind="dir"):
+        raise VocabularyError(
+            f"--classes {_short(spec)} is a folder: give a class file (one name per line), a "
+            "list name or 'a,b,c'"
+        )
     if spec.lower() in BUILTIN:
         return BUILTIN[spec.lower()]
     if "," not in spec:
@@ -97,13 +102,14 @@ def parse_vocabulary(spec: str) -> tuple[str, ...]:
     return validate_classes(names)
 
 
-def _is_file(spec: str) -> bool:
-    """Whether ``spec`` names an existing file, without ever raising: a comma list longer than a
-    file name can be (``NAME_MAX`` bytes per path component) is not even looked up."""
+def _is_file(spec: str, kind: str = "file") -> bool:
+    """Whether ``spec`` names an existing file (``kind="dir"``: folder), without ever raising: a
+    comma list longer than a file name can be (``NAME_MAX`` bytes per path component) is not
+    even looked up."""
     if any(len(part.encode("utf-8", "surrogateescape")) > NAME_MAX for part in spec.split(os.sep)):
         return False
     try:
-        return Path(spec).is_file()
+        return Path(spec).is_dir() if kind == "dir" else Path(spec).is_file()
     except (OSError, ValueError):  # ENAMETOOLONG, EACCES, an embedded NUL byte, ...
         return False
 

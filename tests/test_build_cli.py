@@ -253,6 +253,7 @@ def test_text_embeddings_are_baked_as_given(method, tmp_path, capsys):
                 str(tmp_path / "rows.npy"),
                 "--output",
                 str(out),
+                *(["--slide-stride", "32"] if method == "sclip" else []),
             ]
         )
         == 0

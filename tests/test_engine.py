@@ -125,8 +125,10 @@ def test_engine_fits_only_where_it_can_run(built, running, ok):
 def test_find_engine_prefers_exact_and_skips_bad_records(tmp_path, caplog):
     from runtime.engine_cache import EngineRecord, write_record
 
-    old = EngineRecord(_key(tensorrt_version="10.1.0", version_compatible=True), "a.engine", "x")
-    exact = EngineRecord(_key(tensorrt_version="10.3.0"), "b.engine", "y")
+    old = EngineRecord(
+        _key(tensorrt_version="10.1.0", version_compatible=True), "a.engine", "a" * 64
+    )
+    exact = EngineRecord(_key(tensorrt_version="10.3.0"), "b.engine", "b" * 64)
     write_record(tmp_path, old)
     (engine_dir(tmp_path) / "fp16-broken.json").write_text("{not json")
     with caplog.at_level(logging.WARNING):

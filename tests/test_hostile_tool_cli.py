@@ -456,8 +456,8 @@ def test_every_numeric_train_field_has_bounds_and_the_api_refuses_them(tmp_path)
 def test_export_cfg_refuses_opsets_torch_cannot_write():
     from torch.onnx import _constants
 
-    from export.cli_checks import MAX_OPSET, MIN_OPSET
     from export.config import ExportCfg
+    from runtime.cli_checks import MAX_OPSET, MIN_OPSET
 
     assert MAX_OPSET == _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
     base = dict(method="maskclip", backbone="x", output="o", classes="a")
@@ -473,3 +473,21 @@ def test_deepstream_config_refuses_a_newline_in_any_value():
     assert render(["ok"], [("onnx-file", "m.onnx", "")]).endswith("onnx-file=m.onnx\n")
     with pytest.raises(ConfigError, match="control character"):
         render([], [("onnx-file", "m.onnx\n[class-attrs-all]", "")])
+
+
+@pytest.mark.parametrize("heads", [3, 7, 0])
+def test_decoder_heads_must_divide_the_width(heads):
+    from training.zegclip import CrossAttention
+
+    with pytest.raises(ConfigError, match="must divide the decoder width"):
+        CrossAttention(64, heads)
+    assert CrossAttention(64, 8).heads == 8
+
+
+def test_slide_stride_larger_than_the_image_is_refused(tmp_path, capsys):
+    from export.build import main
+
+    out = tmp_path / "out"
+    argv = [*NACLIP[:-1], str(out), "--image-size", "64", "--slide-stride", "65"]
+    assert_one_line_exit_2(main(argv), capsys.readouterr().err, "--slide-stride 65 is larger")
+    assert not out.exists()

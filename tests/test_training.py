@@ -462,8 +462,12 @@ def test_train_cli_dataset_errors_exit_2(make, needle, tmp_path, capsys):
     ids=["st_start", "accum", "cliprc_crop"],
 )
 def test_train_cli_config_errors_exit_2(extra, data6, tmp_path, capsys):
-    rc = train_cli.main(cli_args(data6, tmp_path / "w", **extra))
+    try:  # argparse refuses bounded flags itself (SystemExit), the config the rest
+        rc = train_cli.main(cli_args(data6, tmp_path / "w", **extra))
+    except SystemExit as e:
+        rc = e.code
     assert rc == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_train_cli_missing_resume_checkpoint_exits_2(data6, tmp_path, capsys):

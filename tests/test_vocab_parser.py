@@ -130,3 +130,9 @@ def test_training_resolve_classes_is_the_same_parser():
     assert resolve_classes("voc") == VOC and resolve_classes("road,car") == ("road", "car")
     with pytest.raises(VocabularyError, match="did you mean camvid"):
         resolve_classes("camvidd")
+
+
+def test_existing_folder_is_refused_not_taken_as_a_class_name(tmp_path):
+    (tmp_path / "classes").mkdir()
+    with pytest.raises(VocabularyError, match="is a folder"):
+        parse_vocabulary(str(tmp_path / "classes"))

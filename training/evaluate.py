@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from export.cli_checks import (
+from runtime.cli import ArgumentParser, cli_main, setup_logging
+from runtime.cli_checks import (
     MAX_IMAGE_SIDE,
     check_input_file,
     check_outputs,
@@ -32,7 +33,6 @@ from export.cli_checks import (
     nonneg_count,
     nonneg_float,
 )
-from runtime.cli import ArgumentParser, cli_main, setup_logging
 from runtime.windows import window_starts  # noqa: F401  (mmseg's grid; re-exported)
 from training.methods import get_method, trainable
 from training.methods.spec import TEMPLATE_NAMES

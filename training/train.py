@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from export.cli_checks import check_input_file, check_outputs, float_range, int_range
 from runtime.cli import ArgumentParser, cli_main, setup_logging
+from runtime.cli_checks import check_input_file, check_outputs, float_range, int_range
 from training.methods import METHODS, get_method, trainable
 from training.train_config import (
     ALL_SETTINGS,

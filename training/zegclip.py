@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.errors import ConfigError
 from training.methods.zegclip import ZegClipCfg
 from training.vpt import VPTViT
 
@@ -27,6 +28,11 @@ class CrossAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int, attn_drop: float = 0.1):
         super().__init__()
+        if heads < 1 or dim % heads:
+            raise ConfigError(
+                f"decoder heads ({heads}) must divide the decoder width ({dim}): e.g. "
+                f"{', '.join(str(h) for h in range(1, min(dim, 16) + 1) if dim % h == 0)}"
+            )
         self.heads, self.scale = heads, (dim // heads) ** -0.5
         self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
         self.proj = nn.Linear(dim, dim)

@@ -25,6 +25,7 @@ SPEC = register(
         summary="ClearCLIP: training-free, q-q attention, no residual, no FFN in the last block",
         config=ClearClipCfg,
         kind="training_free",
+        smoke_options=(("image_size", 64), ("slide_stride", 32)),
         exporter="export.builders:build_training_free",
         model_builder="training.surgery:build_surgery_model",
         wrapper="export.wrappers:LogitsOnnxModel",

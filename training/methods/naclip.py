@@ -28,6 +28,7 @@ SPEC = register(
         summary="NACLIP: training-free, k-k attention + Gaussian neighbourhood, no residual/FFN",
         config=NaClipCfg,
         kind="training_free",
+        smoke_options=(("image_size", 64), ("slide_stride", 32)),
         exporter="export.builders:build_training_free",
         model_builder="training.surgery:build_surgery_model",
         wrapper="export.wrappers:LogitsOnnxModel",

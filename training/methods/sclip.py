@@ -25,6 +25,7 @@ SPEC = register(
         summary="SCLIP: training-free, correlative self-attention in the last block",
         config=SClipCfg,
         kind="training_free",
+        smoke_options=(("image_size", 64), ("slide_stride", 32)),
         exporter="export.builders:build_training_free",
         model_builder="training.surgery:build_surgery_model",
         wrapper="export.wrappers:LogitsOnnxModel",
