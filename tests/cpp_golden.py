@@ -148,6 +148,7 @@ def export_folders(out: Path) -> dict[str, Path]:
     text tower embeds every class alike)."""
     from export.builders import build_maskclip, build_training_free
     from export.config import ExportCfg
+    from runtime.fsutil import sha256_file
     from training.clip_loader import load_clip
     from training.models import text_dim
 
@@ -167,6 +168,11 @@ def export_folders(out: Path) -> dict[str, Path]:
     emb = np.load(emb_path)
     scales = np.array([0.5, 2.0, 3.7, 0.9], dtype=np.float32)[:, None]
     np.save(emb_path, (emb * scales).astype(np.float32))
+    # the folder's manifest records the file's sha256: record the rescaled file's
+    manifest_path = folders["vit_input"] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["text_embeddings_sha256"] = sha256_file(emb_path)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
     dim = text_dim(load_clip("ovss-tiny-rn", "none", 0))
     rng = np.random.default_rng(7)
     rows = rng.standard_normal((len(CLASSES.split(",")), dim)).astype(np.float32)
@@ -463,6 +469,17 @@ def write_video(out: Path, frames: int = 20, hw: tuple[int, int] = (96, 128)) ->
     return {"path": "video/clip.mp4", "frames": frames, "hw": list(hw)}
 
 
+def plain_folder(folder: Path) -> Path:
+    """``folder`` as a plain folder: the exporter's generation layout (``.gen/<id>/`` holding
+    the files, ``.current`` and the visible names symlinks) replaced by regular files, so the C++
+    tests can copy and edit them file by file (they build the generation layout themselves)."""
+    flat = folder.with_name(folder.name + ".plain")
+    shutil.copytree(folder, flat, symlinks=False, ignore=shutil.ignore_patterns(".gen", ".current"))
+    shutil.rmtree(folder)
+    flat.rename(folder)
+    return folder
+
+
 def write_golden(out: str | Path, camvid: bool = True) -> Path:
     """Write every golden file under ``out`` (emptied first); returns the index path."""
     out = Path(out)
@@ -470,7 +487,7 @@ def write_golden(out: str | Path, camvid: bool = True) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     images = write_images(out, camvid)
-    folders = export_folders(out)
+    folders = {name: plain_folder(f) for name, f in export_folders(out).items()}
     index = {
         "cases": run_cases(out, folders, cases_for(images)),
         "label_maps": write_label_maps(out, images),

@@ -75,7 +75,7 @@ void check_data_size(std::ifstream& in, const NpyArray& a, const std::string& wh
     uint64_t bytes = static_cast<uint64_t>(itemsize(a.descr));
     for (int64_t d : a.shape) {
         if (d != 0 && bytes > static_cast<uint64_t>(left) / static_cast<uint64_t>(d))
-            throw OvssError(where + ": npy shape claims more data than the file holds (" + std::to_string(left) +
+            throw OvssError(where + ": npy data truncated: npy shape claims more data than the file holds (" + std::to_string(left) +
                             " bytes)");
         bytes *= static_cast<uint64_t>(d);
     }
