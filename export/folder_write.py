@@ -56,9 +56,11 @@ GEN_DIR = ".gen"
 CURRENT = ".current"
 # What killed runs leave at the top level: our temp links and files (fsutil.atomic_write's
 # ``.NAME.XXXX.tmp``), and the per-file scheme's backups and staging folders.
-_TMP = re.compile(r"^\..+\.(tmp|lnk)$")
+# Only these exact forms are ever removed: mkstemp / mkdtemp suffixes (8 of [a-z0-9_]) or a pid.
+_TMP = re.compile(r"^\..+\.([a-z0-9_]{8}|\d+)\.(tmp|lnk)$")
 _BAK = re.compile(r"^\.(?P<name>.+)\.\d+\.bak$")
-_OLD_STAGES = (".export-new-", ".export-old-")
+_OLD_STAGE = re.compile(r"^\.export-(new|old)-[a-z0-9_]{8}$")
+_GENERATION = re.compile(r"^g-[a-z0-9_]{8}$")
 
 
 def _plain(name) -> bool:
@@ -183,7 +185,33 @@ def _carry(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _check_gen_dir(out: Path) -> None:
+    """``out/.gen``, where it exists, is a real folder of ``out`` (not a symlink elsewhere):
+    nothing is ever written or removed through a link leading out.
+
+    Raises:
+        ModelFolderError: ``.gen`` is a symlink or not a folder.
+    """
+    gens = out / GEN_DIR
+    if os.path.islink(gens) or (os.path.lexists(gens) and not gens.is_dir()):
+        raise ModelFolderError(
+            f"{str(gens)!r} is a symlink or not a folder: refusing to write or clean up "
+            "through it (remove it, or copy the folder with cp -a / rsync -a)"
+        )
+
+
+def _is_ovss_folder(out: Path) -> bool:
+    """``out`` holds a manifest, a generation pointer or our generations folder: only then is
+    anything in it cleaned up (a user's own folder with ``.x.tmp`` files is left alone)."""
+    return (
+        os.path.lexists(out / MANIFEST_FILE)
+        or os.path.islink(out / CURRENT)
+        or (out / GEN_DIR).is_dir()
+    )
+
+
 def _new_generation(out: Path) -> Path:
+    _check_gen_dir(out)
     gens = out / GEN_DIR
     gens.mkdir(exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="g-", dir=gens))
@@ -226,6 +254,9 @@ def recover(out: str | os.PathLike, *, quiet: bool = False) -> list[str]:
         What it did, one phrase per item (logged unless ``quiet``).
     """
     out = Path(out)
+    _check_gen_dir(out)
+    if not out.is_dir() or not _is_ovss_folder(out):
+        return []
     done: list[str] = []
     manifest = _old_manifest(out) or {}
     hashes = _hashes(manifest)
@@ -246,12 +277,12 @@ def recover(out: str | os.PathLike, *, quiet: bool = False) -> list[str]:
 
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if _TMP.match(name):
-            (shutil.rmtree if entry.is_dir() and not entry.is_symlink() else os.unlink)(entry)
+        if _TMP.match(name) and (entry.is_symlink() or entry.is_file()):
+            os.unlink(entry)
             done.append(f"removed {name}")
-        elif (m := _BAK.match(name)) and not entry.is_dir():
+        elif (m := _BAK.match(name)) and entry.is_file() and not entry.is_symlink():
             restore(m["name"], entry)
-        elif name.startswith(_OLD_STAGES) and entry.is_dir() and not entry.is_symlink():
+        elif _OLD_STAGE.match(name) and entry.is_dir() and not entry.is_symlink():
             if name.startswith(".export-old-"):
                 for kept in sorted(entry.iterdir()):
                     if kept.name in hashes:
@@ -261,16 +292,22 @@ def recover(out: str | os.PathLike, *, quiet: bool = False) -> list[str]:
     current = current_generation(out)
     gens = out / GEN_DIR
     if gens.is_dir():
-        for gen in sorted(gens.iterdir()):
-            if gen != current:
-                (shutil.rmtree if gen.is_dir() and not gen.is_symlink() else os.unlink)(gen)
-                done.append(f"removed {GEN_DIR}/{gen.name}")
-    if current is None and os.path.lexists(out / CURRENT) and not uses_generations(out):
-        # a pointer to nothing (or a copied folder's .current): nothing links through it
+        for gen in sorted(gens.iterdir()):  # only our generations: g-XXXXXXXX folders
+            if gen != current and _GENERATION.match(gen.name) and not gen.is_symlink():
+                if gen.is_dir():
+                    shutil.rmtree(gen)
+                    done.append(f"removed {GEN_DIR}/{gen.name}")
+    pointer = out / CURRENT
+    if current is None and os.path.lexists(pointer) and not uses_generations(out):
+        # a pointer to nothing, or the copy a link-following copy (cp -rL) made of it beside
+        # its copy of .gen: nothing links through it
         if not any(_is_ours(out, e.name) for e in out.iterdir() if e.name != CURRENT):
-            p = out / CURRENT
-            (shutil.rmtree if p.is_dir() and not p.is_symlink() else os.unlink)(p)
-            done.append(f"removed {CURRENT}")
+            if pointer.is_symlink():
+                os.unlink(pointer)
+                done.append(f"removed {CURRENT}")
+            elif pointer.is_dir() and gens.is_dir():
+                shutil.rmtree(pointer)
+                done.append(f"removed {CURRENT}")
     for entry in sorted(out.iterdir()):
         if _is_ours(out, entry.name) and not entry.exists():
             entry.unlink()

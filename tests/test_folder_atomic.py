@@ -332,16 +332,53 @@ def test_leftovers_of_a_killed_run_are_removed_or_restored(exported):
     """Stray generations, temp files and links, and the per-file scheme's .bak files and
     .export-* folders: removed, or put back where the manifest says they hold its files."""
     gens = exported / GEN_DIR
-    (gens / "g-stray").mkdir()
-    (gens / "g-stray" / "model.onnx").write_bytes(b"half")
-    (exported / ".model.onnx.abc123.tmp").write_bytes(b"half")
+    (gens / "g-stray_01").mkdir()
+    (gens / "g-stray_01" / "model.onnx").write_bytes(b"half")
+    (exported / ".model.onnx.abc12_yz.tmp").write_bytes(b"half")
     os.symlink(f"{CURRENT}/model.fp16.onnx", exported / "model.fp16.onnx")  # dangling
-    (exported / ".export-new-x").mkdir()
+    (exported / ".export-new-k2j4x9aa").mkdir()
     (exported / ".precision_report.json.77.bak").write_text("{}")
+    # not in our name forms: the user's, left alone
+    (gens / "mine").mkdir()
+    (exported / ".cache.tmp").mkdir()
+    (exported / ".notes.tmp").write_text("mine")
     done = recover(exported)
     assert len(done) == 5, done
+    assert (gens / "mine").is_dir() and (exported / ".cache.tmp").is_dir()
+    assert (exported / ".notes.tmp").read_text() == "mine"
+    (gens / "mine").rmdir()
+    (exported / ".cache.tmp").rmdir()
+    (exported / ".notes.tmp").unlink()
     _tidy(exported)
     assert _loads(exported) == tuple(OLD.split(","))
+
+
+def test_a_folder_that_is_not_ours_is_not_cleaned(tmp_path):
+    """No manifest, pointer or generations: temp-looking files of the user's stay."""
+    user = tmp_path / "proj"
+    user.mkdir()
+    (user / ".data.abcdefgh.tmp").write_text("mine")
+    (user / ".x.1234.bak").write_text("mine")
+    (user / ".export-old-abcdefgh").mkdir()
+    assert recover(user) == []
+    assert sorted(p.name for p in user.iterdir()) == [
+        ".data.abcdefgh.tmp",
+        ".export-old-abcdefgh",
+        ".x.1234.bak",
+    ]
+
+
+def test_a_gen_symlink_leading_out_is_refused_and_nothing_deleted(exported, tmp_path):
+    victim = tmp_path / "victim"
+    (victim / "g-abcdefgh").mkdir(parents=True)
+    (victim / "notes.txt").write_text("mine")
+    plain = _plain_copy(exported, tmp_path / "plain")
+    os.symlink(victim, plain / GEN_DIR)
+    with pytest.raises(ModelFolderError, match="symlink"):
+        recover(plain)
+    with pytest.raises(ModelFolderError, match="symlink"):
+        FolderWrite(plain)
+    assert sorted(p.name for p in victim.iterdir()) == ["g-abcdefgh", "notes.txt"]
 
 
 def test_a_bak_holding_the_manifests_file_is_restored(exported, tmp_path):
