@@ -102,11 +102,10 @@ def build_training_free(cfg: ExportCfg) -> ExportResult:
     _check_text_encoder_cfg(cfg)
     mcfg = cfg.method_cfg()
     stride = getattr(mcfg, "slide_stride", None)
-    if stride and stride > mcfg.image_size:
+    if stride and cfg.given("slide_stride") and stride > mcfg.image_size:  # a default is capped
         raise ConfigError(
             f"--slide-stride {stride} is larger than --image-size {mcfg.image_size}: slide "
-            f"windows would leave gaps; give --slide-stride 1..{mcfg.image_size} (the method's "
-            "default step is for its default image size)"
+            f"windows would leave gaps; give --slide-stride 1..{mcfg.image_size}"
         )
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
@@ -270,6 +269,11 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
         raise ConfigError(
             f"--image-size {size} is not a multiple of the patch size "
             f"{trained.model.feature_stride}"
+        )
+    if mcfg.slide_stride and mcfg.slide_stride > size:
+        raise ConfigError(
+            f"--slide-stride {mcfg.slide_stride} is larger than --image-size {size}: slide "
+            f"windows would leave gaps; give --slide-stride 1..{size}"
         )
     classes = resolve_classes(cfg.classes)
     text = class_text(trained, classes, templates, cfg.text_embeddings)

@@ -164,9 +164,9 @@ class Segmenter:
             or method.get("slide_stride")
             or default_stride(size[0], self.manifest.preprocess.feature_stride)
         )
-        if self.stride > size[0]:
+        if stride and stride > size[0]:  # the manifest's own step is capped at the window
             raise ConfigError(
-                f"stride {self.stride} is larger than the model's window of {size[0]} pixels: "
+                f"stride {stride} is larger than the model's window of {size[0]} pixels: "
                 f"slide windows would leave gaps; give 1..{size[0]}"
             )
         # ZegCLIP / CLIP-RC folders with the mask logits: the flush slide path upsamples them

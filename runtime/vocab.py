@@ -86,14 +86,14 @@ def parse_vocabulary(spec: str) -> tuple[str, ...]:
         raise VocabularyError("vocabulary is empty: give a list name, a class file or 'a,b,c'")
     if _is_file(spec):
         return read_class_file(Path(spec))
-    if _is_file(spec, kind="dir"):
-        raise VocabularyError(
-            f"--classes {_short(spec)} is a folder: give a class file (one name per line), a "
-            "list name or 'a,b,c'"
-        )
     if spec.lower() in BUILTIN:
         return BUILTIN[spec.lower()]
     if "," not in spec:
+        if _is_file(spec, kind="dir"):  # a list name wins over a folder of that name (voc/)
+            raise VocabularyError(
+                f"--classes {_short(spec)} is a folder: give a class file (one name per line), "
+                "a list name or 'a,b,c'"
+            )
         _refuse_misspelt_single(spec)
         return validate_classes([spec])
     names = spec.split(",")

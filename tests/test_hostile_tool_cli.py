@@ -491,3 +491,19 @@ def test_slide_stride_larger_than_the_image_is_refused(tmp_path, capsys):
     argv = [*NACLIP[:-1], str(out), "--image-size", "64", "--slide-stride", "65"]
     assert_one_line_exit_2(main(argv), capsys.readouterr().err, "--slide-stride 65 is larger")
     assert not out.exists()
+
+
+def test_a_default_slide_stride_over_a_small_image_is_capped(tmp_path):
+    """ClearCLIP's official step is 224; exported at 112 it is capped at the window (the
+    runtime's plan), not refused: only a --slide-stride given by hand is."""
+    from export.build import main
+    from runtime.segmenter import Segmenter
+
+    out = tmp_path / "m"
+    argv = ["--method", "clearclip", "--backbone", "ovss-tiny-vit", "--classes", "a,b"]
+    assert main([*argv, "--image-size", "112", "--output", str(out)]) == 0
+    with Segmenter(out, "onnxruntime", threads=1) as seg:
+        assert seg.stride == 224
+        assert seg(np.zeros((150, 260, 3), np.uint8)).labels.shape == (150, 260)
+    with pytest.raises(ConfigError, match="larger than the model's window"):
+        Segmenter(out, "onnxruntime", stride=113)

@@ -136,3 +136,9 @@ def test_existing_folder_is_refused_not_taken_as_a_class_name(tmp_path):
     (tmp_path / "classes").mkdir()
     with pytest.raises(VocabularyError, match="is a folder"):
         parse_vocabulary(str(tmp_path / "classes"))
+
+
+def test_a_list_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "voc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert parse_vocabulary("voc") == VOC
