@@ -37,6 +37,25 @@ if TYPE_CHECKING:
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
+def pinned_folder(folder: str | os.PathLike, manifest_name: str = "manifest.json") -> Path:
+    """The folder a reader takes the manifest and every file it names from: the generation
+    ``manifest.json`` resolves into at this instant (``DIR/.gen/<id>``, through ``.current``),
+    when that lies inside ``folder``; else ``folder`` itself (a plain folder).
+
+    Reading everything from one generation means an export or calibrate committing a new one
+    meanwhile can never pair this manifest with the next generation's graph: the reader sees
+    the old folder or, if the old generation is removed before a lazy read (the text encoder on
+    the first ``set_classes``), a clear "missing" error. A generation's files are never
+    rewritten in place, so a file hashed here is the file opened.
+    """
+    folder = Path(folder)
+    root = os.path.realpath(folder)
+    real = os.path.dirname(os.path.realpath(folder / manifest_name))
+    if real != root and os.path.commonpath([root, real]) == root:
+        return Path(real)
+    return folder
+
+
 def check_name(name: object, field: str) -> str:
     """``name`` if it is a safe relative file name for manifest field ``field``.
 

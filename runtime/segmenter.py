@@ -15,7 +15,7 @@ from runtime import io_names, label_kernel
 from runtime.backends import ModelRef, open_backend
 from runtime.engine_cache import manifest_input_shapes
 from runtime.errors import ConfigError, ModelFolderError, VocabularyError
-from runtime.folder_files import model_file, text_embeddings
+from runtime.folder_files import model_file, pinned_folder, text_embeddings
 from runtime.graph_check import check_graph
 from runtime.image import as_rgb_uint8
 from runtime.label_map import METHODS as LABEL_METHODS
@@ -146,7 +146,9 @@ class Segmenter:
         self.label_method, self.graph_labels = label_method, graph_labels
         self._warned_graph_size: tuple[int, int] | None = None
         self.folder = Path(folder)
-        self.manifest: Manifest = load_manifest(self.folder)
+        # the manifest and its files from one generation (export / calibrate may commit another)
+        self._files = pinned_folder(self.folder)
+        self.manifest: Manifest = load_manifest(self._files)
         size = self.manifest.preprocess.input_size
         if size[0] != size[1]:
             raise ModelFolderError(f"only square inputs are supported, manifest has {size}")
@@ -226,7 +228,7 @@ class Segmenter:
     def _model_path(self, verify: bool) -> Path:
         """The graph of ``self.precision``, confined to the folder and its sha256 present (and
         compared when ``verify``): ``runtime.folder_files``."""
-        return model_file(self.folder, self.manifest, self.precision, verify)
+        return model_file(self._files, self.manifest, self.precision, verify)
 
     def _check_graph_io(self) -> None:
         """The loaded graph's names, dtypes and shapes agree with the manifest
@@ -236,7 +238,7 @@ class Segmenter:
     def _load_default_vocabulary(self) -> None:
         """The folder's own text embeddings (confined, hashed, float [C, D], finite)."""
         dim = self.manifest.input(io_names.TEXT_EMBEDDINGS).shape[-1]
-        emb = text_embeddings(self.folder, self.manifest, dim, self._verify)
+        emb = text_embeddings(self._files, self.manifest, dim, self._verify)
         try:
             self.set_vocabulary(self.manifest.classes, emb, seen=self.manifest.seen_classes)
         except VocabularyError as e:  # all-zero rows: the folder's file is unusable
@@ -355,7 +357,7 @@ class Segmenter:
         self._seen_bias(classes, seen)  # refuse a bad seen= before encoding
         with self._encode_lock:  # one encoder, loaded once, even with callers on several threads
             if self._text_encoder is None:
-                self._text_encoder = TextEncoder(self.folder, info, **self._text_encoder_options)
+                self._text_encoder = TextEncoder(self._files, info, **self._text_encoder_options)
             embeddings = self._text_encoder.encode(classes)
         self.set_vocabulary(classes, embeddings, seen=seen)
 

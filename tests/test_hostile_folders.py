@@ -732,3 +732,27 @@ def test_unprivileged_reads(fixed):
     (fixed / "model.onnx").chmod(0)
     with pytest.raises(ModelFolderError):
         _seg(fixed)
+
+
+def test_readers_are_pinned_to_one_generation(tiny_vit_folder, tmp_path):
+    """The manifest and its files come from the generation manifest.json resolves into once:
+    a commit switching ``.current`` afterwards cannot pair this manifest with the next graph."""
+    from export.folder_write import current_generation
+    from runtime.folder_files import pinned_folder
+
+    folder = Path(shutil.copytree(tiny_vit_folder, tmp_path / "m", symlinks=True))
+    gen = current_generation(folder)
+    assert gen is not None and pinned_folder(folder) == gen.resolve()
+    seg = _seg(folder)
+    assert seg._files == gen.resolve()
+    seg.close()
+    # a plain folder reads from itself; a manifest link leading out is not followed
+    plain = _copy(folder, tmp_path / "plain")
+    assert pinned_folder(plain) == plain
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (plain / "manifest.json").rename(outside / "manifest.json")
+    (plain / "manifest.json").symlink_to(outside / "manifest.json")
+    assert pinned_folder(plain) == plain
+    with pytest.raises(ModelFolderError, match="outside"):
+        _seg(plain)
