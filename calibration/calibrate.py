@@ -50,7 +50,7 @@ from runtime.cli import (
 )
 from runtime.cli_checks import check_outputs, int_range, label_arg, threads_arg
 from runtime.errors import CalibrationError, ModelFolderError
-from runtime.folder_files import model_file, text_embeddings
+from runtime.folder_files import model_file, pinned_folder, text_embeddings
 from runtime.fsutil import atomic_write_text, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, Variant, load_manifest
 
@@ -216,23 +216,30 @@ def held_out(cfg: CalibrateCfg):
     return frames
 
 
-def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
-    """Build, check and measure the variant; then move it into the folder and record it."""
-    t0 = time.perf_counter()
-    _check(cfg)
-    folder = Path(cfg.model)
-    manifest = load_manifest(folder)
+def _check_input_format(folder: Path, manifest: Manifest) -> None:
     if manifest.preprocess.input_format != "float32-nchw":
         raise CalibrationError(
             f"{str(folder)!r} takes {manifest.preprocess.input_format} input: calibrate the "
             "float32-nchw export of the same model, then re-export with --input-format"
         )
-    src = fp32_graph(folder, manifest)
-    text = text_feeds(folder, manifest)
+
+
+def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
+    """Build, check and measure the variant; then move it into the folder and record it."""
+    t0 = time.perf_counter()
+    _check(cfg)
+    folder = Path(cfg.model)
+    _check_input_format(folder, load_manifest(folder))  # before anything is written
     name = f"model.{cfg.precision}.onnx"
     # The variant, the new report and manifest are staged in a new generation of the folder
     # (export.folder_write) that the folder switches to in one rename when all of it is done.
+    # The folder is locked from here: the manifest read under the lock is the one extended.
     with FolderWrite(folder) as stage:
+        files = pinned_folder(folder)
+        manifest = load_manifest(files)
+        _check_input_format(folder, manifest)
+        src = fp32_graph(files, manifest)
+        text = text_feeds(files, manifest)
         log.info("building the %s variant of %s", cfg.precision, src)
         proto, settings, feeds = build_variant(
             cfg, onnx.load(str(src)), manifest, text, workdir=stage.stage

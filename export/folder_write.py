@@ -143,6 +143,18 @@ def current_generation(out: str | os.PathLike) -> Path | None:
     return target if target.is_dir() and target.parent == out / GEN_DIR else None
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush a staged file's data to disk (a no-op for folders and where it fails)."""
+    if not path.is_file() or path.is_symlink():
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -421,8 +433,11 @@ class FolderWrite:
             The names removed (files of the old manifest that ``manifest`` does not name).
         """
         manifest.write(self.stage)
-        _fsync_dir(self.stage)
         staged = sorted(p.name for p in self.stage.iterdir())
+        for name in staged:  # durable before the switch (a power cut, not only a kill)
+            _fsync_file(self.stage / name)
+        _fsync_dir(self.stage)
+        _fsync_dir(self.out / GEN_DIR)
         removed = stale_files(self.out, set(staged), engines=engines_stale)
         if not self.generations:
             self._commit_plain(staged, removed)
