@@ -40,3 +40,8 @@ class CalibrationError(OvssError, ValueError):
 class SourceError(OvssError, RuntimeError):
     """A frame source (camera, stream, video file, image folder) cannot be opened or keeps failing,
     or the video output for its frames cannot be written."""
+
+
+class FrameTooLargeError(SourceError):
+    """A source gives frames over the pixel limit (``--max-pixels``): fatal, never retried by
+    reconnecting (the next frame would be as large)."""

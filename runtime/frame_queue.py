@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from runtime.errors import SourceError
+from runtime.errors import FrameTooLargeError, SourceError
 from runtime.sources import Frame, FrameSource
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,8 @@ class Reader:
         t0 = time.perf_counter()
         try:
             frame = self.source.read()
+        except FrameTooLargeError:  # a reconnect would give the same frames
+            raise
         except Exception as e:  # OpenCV and user sources raise anything
             if not self.source.live:
                 raise SourceError(f"{self.source.name} failed: {e}") from e
@@ -221,6 +223,8 @@ class Reader:
             self.attempts += 1
             try:
                 self.source.reopen()
+            except FrameTooLargeError:
+                raise
             except Exception as e:  # try again later, with a longer delay
                 log.warning("%s: reopen failed: %s", self.source.name, e)
                 continue

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from runtime.errors import InvalidImageError, SourceError
+from runtime.errors import FrameTooLargeError, InvalidImageError, SourceError
 from runtime.image import DEFAULT_MAX_PIXELS, load_image
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class CaptureSource:
     def _check_size(self, width: int, height: int) -> None:
         """Refuse frames over ``max_pixels`` (SourceError naming the flag)."""
         if self.max_pixels and width * height > self.max_pixels:
-            raise SourceError(
+            raise FrameTooLargeError(
                 f"{self.name} gives {width}x{height} = {width * height:,} pixel frames, over the "
                 f"limit of {self.max_pixels:,}; raise it with --max-pixels N (0: no limit)"
             )

@@ -355,3 +355,31 @@ def test_image_folder_source_skips_images_over_the_limit(tmp_path):
     first = source.read()
     assert first is not None and first.image.shape == (10, 10, 3)
     assert source.read() is None and source.skipped == 1
+
+
+def test_a_live_source_with_oversized_frames_stops_instead_of_reconnecting():
+    """A camera whose frames are over --max-pixels: the next frame would be as large, so the
+    reader raises (one error line in the CLI) rather than reconnecting forever."""
+    import threading
+
+    from runtime.errors import FrameTooLargeError
+    from runtime.frame_queue import Reader
+
+    class Huge:
+        name, live, fps = "camera '0'", True, None
+        reopened = 0
+
+        def read(self):
+            raise FrameTooLargeError("camera '0' gives 9000x9000 pixel frames, over the limit")
+
+        def reopen(self):
+            self.reopened += 1
+
+        def close(self):
+            pass
+
+    source = Huge()
+    reader = Reader(source, threading.Event(), backoff_initial_s=0.001, backoff_max_s=0.001)
+    with pytest.raises(FrameTooLargeError, match="over the limit"):
+        reader.next()
+    assert source.reopened == 0
