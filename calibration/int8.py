@@ -254,6 +254,20 @@ def check_feeds(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> N
                 raise CalibrationError(f"feed {i}[{name!r}] holds NaN or inf")
 
 
+@contextlib.contextmanager
+def scratch_in(folder: Path):
+    """Point ``tempfile``'s default folder at ``folder`` for the block, so libraries that make
+    their own temp folders (onnxruntime's ``quant_pre_process``) make them there: under the
+    model folder's staging generation, cleaned with it, not in a global /tmp. Process-wide for
+    the block: calibration runs it on one thread."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
 def preprocess(model: onnx.ModelProto, folder: Path) -> Path:
     """ORT's quantization pre-processing of a named ``model`` into ``folder/prepared.onnx``
     (ORT basic optimisation + ONNX shape inference; deterministic, so two runs name tensors alike).
@@ -265,7 +279,8 @@ def preprocess(model: onnx.ModelProto, folder: Path) -> Path:
     src, dst = Path(folder) / "named.onnx", Path(folder) / "prepared.onnx"
     onnx.save(model, str(src))
     try:
-        q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        with scratch_in(folder):  # ORT's own pre.quant.* scratch folder: here, not in /tmp
+            q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     except Exception as e:  # onnxruntime raises untyped errors
         raise CalibrationError(f"onnxruntime quantization pre-processing failed: {e}") from e
     return dst

@@ -389,3 +389,24 @@ def test_quantize_outputs_keeps_the_float_rules(fixture, request):
     a = np.concatenate([fp32.run(None, f)[0] for f in held])
     b = np.concatenate([int8.run(None, f)[0] for f in held])
     assert np.abs(a - b).mean() / a.std() <= MODELS[fixture].rel_logit_err
+
+
+def test_ort_scratch_folders_go_under_the_workdir(tiny_vit_folder, tmp_path, monkeypatch):
+    """quant_pre_process makes its own temp folder: it must land under the caller's workdir
+    (the folder's staging generation), not in the global temp folder."""
+    import tempfile
+
+    from calibration import int8
+
+    q = int8.require_quantization()
+    real, seen = q.quant_pre_process, []
+
+    def spy(*a, **k):
+        seen.append(tempfile.gettempdir())
+        return real(*a, **k)
+
+    monkeypatch.setattr(q, "quant_pre_process", spy)
+    model = onnx.load(str(tiny_vit_folder / load_manifest(tiny_vit_folder).model_file))
+    out = int8.preprocess(model, tmp_path)
+    assert out.is_file() and seen == [str(tmp_path)]
+    assert tempfile.gettempdir() != str(tmp_path)  # restored
