@@ -51,7 +51,7 @@ from runtime.cli import (
 from runtime.cli_checks import check_outputs, int_range, label_arg, threads_arg
 from runtime.errors import CalibrationError, ModelFolderError
 from runtime.folder_files import model_file, pinned_folder, text_embeddings
-from runtime.fsutil import atomic_write_text, sha256_file
+from runtime.fsutil import atomic_write, atomic_write_text, sha256_file
 from runtime.manifest import PRECISIONS, Manifest, Variant, load_manifest
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,7 @@ def calibrate(cfg: CalibrateCfg) -> CalibrateResult:
         proto, settings, feeds = build_variant(
             cfg, onnx.load(str(src)), manifest, text, workdir=stage.stage
         )
-        path = stage.path(name)
-        onnx.save(proto, str(path))
+        path = atomic_write(stage.path(name), lambda tmp: onnx.save(proto, tmp))
         report = compare_variant(
             cfg.precision,
             _runner(src, cfg.threads),

@@ -93,6 +93,20 @@ def build_maskclip(cfg: ExportCfg) -> ExportResult:
     return build_training_free(cfg)
 
 
+def _check_slide_stride(stride: int | None, size: int) -> None:
+    """A slide step given by hand is at most the window (``--image-size``): a larger one would
+    leave gaps between windows. None: the method's default.
+
+    Raises:
+        ConfigError: naming both flags and the range.
+    """
+    if stride and stride > size:
+        raise ConfigError(
+            f"--slide-stride {stride} is larger than --image-size {size}: slide windows would "
+            f"leave gaps; give --slide-stride 1..{size}"
+        )
+
+
 def build_training_free(cfg: ExportCfg) -> ExportResult:
     """Export a training-free method (MaskCLIP, SCLIP, ClearCLIP, NACLIP, ...): the method's
     ``model_builder(clip, method_cfg)`` over CLIP (a module ``(image, text) -> logits`` with a
@@ -101,12 +115,8 @@ def build_training_free(cfg: ExportCfg) -> ExportResult:
     t0 = time.perf_counter()
     _check_text_encoder_cfg(cfg)
     mcfg = cfg.method_cfg()
-    stride = getattr(mcfg, "slide_stride", None)
-    if stride and cfg.given("slide_stride") and stride > mcfg.image_size:  # a default is capped
-        raise ConfigError(
-            f"--slide-stride {stride} is larger than --image-size {mcfg.image_size}: slide "
-            f"windows would leave gaps; give --slide-stride 1..{mcfg.image_size}"
-        )
+    if cfg.given("slide_stride"):  # a method's default step is capped at the window instead
+        _check_slide_stride(mcfg.slide_stride, mcfg.image_size)
     clip = load_clip_for_export(cfg)
     classes = resolve_classes(cfg.classes)
     model = _checked(cfg.spec.load("model_builder"), clip, mcfg)
@@ -270,11 +280,7 @@ def _build_zero_shot(cfg: ExportCfg, wrapper_cls) -> ExportResult:
             f"--image-size {size} is not a multiple of the patch size "
             f"{trained.model.feature_stride}"
         )
-    if mcfg.slide_stride and mcfg.slide_stride > size:
-        raise ConfigError(
-            f"--slide-stride {mcfg.slide_stride} is larger than --image-size {size}: slide "
-            f"windows would leave gaps; give --slide-stride 1..{size}"
-        )
+    _check_slide_stride(mcfg.slide_stride, size)
     classes = resolve_classes(cfg.classes)
     text = class_text(trained, classes, templates, cfg.text_embeddings)
     seen = _seen_split(cfg, trained, classes)

@@ -143,19 +143,8 @@ def current_generation(out: str | os.PathLike) -> Path | None:
     return target if target.is_dir() and target.parent == out / GEN_DIR else None
 
 
-def _fsync_file(path: Path) -> None:
-    """Flush a staged file's data to disk (a no-op for folders and where it fails)."""
-    if not path.is_file() or path.is_symlink():
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data or a folder's entries to disk (a no-op where it fails)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -176,7 +165,7 @@ def _symlink_replace(target: str, path: Path) -> None:
 def _point(out: Path, generation: Path) -> None:
     """Switch ``.current`` to ``generation``: one rename."""
     _symlink_replace(f"{GEN_DIR}/{generation.name}", out / CURRENT)
-    _fsync_dir(out)
+    _fsync(out)
 
 
 def _link(out: Path, name: str) -> None:
@@ -244,7 +233,7 @@ def _to_generations(out: Path) -> None:
         gen = _new_generation(out)
         for name in [*names, MANIFEST_FILE]:
             _carry((out / name).resolve(), gen / name)
-        _fsync_dir(gen)
+        _fsync(gen)
         _point(out, gen)
     for name in [*names, MANIFEST_FILE]:  # manifest.json last: the layout test
         if (gen / name).exists():
@@ -434,10 +423,10 @@ class FolderWrite:
         """
         manifest.write(self.stage)
         staged = sorted(p.name for p in self.stage.iterdir())
-        for name in staged:  # durable before the switch (a power cut, not only a kill)
-            _fsync_file(self.stage / name)
-        _fsync_dir(self.stage)
-        _fsync_dir(self.out / GEN_DIR)
+        # staged files are written with fsutil.atomic_write (fsynced); their folders now, so the
+        # switch never points at entries a power cut could lose
+        _fsync(self.stage)
+        _fsync(self.out / GEN_DIR)
         removed = stale_files(self.out, set(staged), engines=engines_stale)
         if not self.generations:
             self._commit_plain(staged, removed)

@@ -227,7 +227,7 @@ def add_verbose_arg(parser: argparse.ArgumentParser) -> None:
 # --- argparse types --------------------------------------------------------------------------
 
 
-def _number(text: str, kind: type, what: str):
+def parse_number(text: str, kind: type, what: str):
     try:
         value = kind(text)
     except (TypeError, ValueError):
@@ -238,7 +238,7 @@ def _number(text: str, kind: type, what: str):
 
 
 def _checked(text: str, kind: type, what: str, ok: Callable[[float], bool]):
-    value = _number(text, kind, what)
+    value = parse_number(text, kind, what)
     if not ok(value):
         raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return value

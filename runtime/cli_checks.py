@@ -13,19 +13,26 @@ Refused here:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from runtime.cli import (  # noqa: F401  (re-exported: one set of bounded types for all programs)
+    MAX_THREADS,
+    nonneg_float,
+    parse_number,
+    positive_float,
+    short_side_int,
+    threads_int,
+    unit_float,
+)
+from runtime.cli import bounded_int as int_range
 from runtime.errors import ConfigError
 from runtime.outputs import check_output_dir, check_output_file
 
 # Largest square input side / crop / stride a program accepts, pixels (a 4096x4096 ViT-B/16 input
 # is 65536 tokens: already far past what any device runs).
 MAX_IMAGE_SIDE = 4096
-# Intra-op threads: more than any machine this runs on has cores.
-MAX_THREADS = 256
 # ONNX opsets the TorchScript exporter writes (torch.onnx ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
 # and that LayerNormalization needs (17); a test checks the upper bound against torch.
 MIN_OPSET, MAX_OPSET = 17, 20
@@ -33,30 +40,6 @@ MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_COUNT = 1_000_000  # runs, frames, iterations between logs, ...
 MAX_BATCH = 4096
 MAX_LABEL = 65535  # 16-bit label PNGs
-
-
-def _parse(text: str, kind: type, what: str):
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-    return value
-
-
-def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
-    """argparse type factory: an integer in [lo, hi] (hi None: no upper bound)."""
-    what = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
-
-    def check(text: str) -> int:
-        value = _parse(text, int, what)
-        if value < lo or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
-
-    check.__name__ = f"int_{lo}_{hi}"
-    return check
 
 
 def float_range(
@@ -76,7 +59,7 @@ def float_range(
     what = "a finite number" + (" " + " and ".join(parts) if parts else "")
 
     def check(text: str) -> float:
-        value = _parse(text, float, what)
+        value = parse_number(text, float, what)
         low_bad = lo is not None and (value <= lo if lo_open else value < lo)
         high_bad = hi is not None and (value >= hi if hi_open else value > hi)
         if low_bad or high_bad:
@@ -88,13 +71,10 @@ def float_range(
 
 
 finite_float = float_range()
-positive_float = float_range(0.0, lo_open=True)
-nonneg_float = float_range(0.0)
-unit_float = float_range(0.0, 1.0)
 open_unit_float = float_range(0.0, 1.0, hi_open=True)  # a probability threshold, [0, 1)
-threads_arg = int_range(1, MAX_THREADS)
+threads_arg = threads_int
 image_side = int_range(1, MAX_IMAGE_SIDE)
-short_side = int_range(0, MAX_IMAGE_SIDE * 4)  # 0: no rescaling
+short_side = short_side_int  # 0: no rescaling
 opset_arg = int_range(MIN_OPSET, MAX_OPSET)
 seed_arg = int_range(0, MAX_SEED)
 count_arg = int_range(1, MAX_COUNT)  # runs, frames, iterations, intervals

@@ -69,3 +69,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def assert_one_line_exit_2(rc, err: str, match: str) -> None:
+    """A program's refusal: exit 2 and stderr one ``error:`` line (no traceback) with ``match``."""
+    lines = err.strip().splitlines()
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error:") or ": error: " in lines[0], lines[0]
+    assert match in lines[0], lines[0]

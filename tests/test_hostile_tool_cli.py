@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_exit_2
 
 from runtime.errors import ConfigError
 
@@ -85,15 +86,6 @@ def call(module: str, argv: list[str], monkeypatch) -> int:
         return main(argv)
     except SystemExit as e:
         return e.code
-
-
-def assert_one_line_exit_2(rc, err: str, match: str) -> None:
-    lines = err.strip().splitlines()
-    assert rc == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error:") or ": error: " in lines[0], lines[0]
-    assert match in lines[0], lines[0]
 
 
 # --------------------------------------------------------------------------- the sweep
